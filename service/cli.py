@@ -1,0 +1,168 @@
+"""The `modelserve` command line: train models, list the repository, serve."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service import __version__
+from service.layout import existing_versions, model_names, read_model_card
+
+# TensorFlow's C++ start-up chatter hides the output people came for; TF_CPP_MIN_LOG_LEVEL
+# set by the user still wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+app = typer.Typer(
+    help="modelserve: train TensorFlow models and serve them (TF Serving REST/gRPC, V2, task API).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ModelBasePath = Annotated[
+    Path,
+    typer.Option(
+        "--model-base-path",
+        envvar="MODELSERVE_MODEL_BASE_PATH",
+        help="Model repository: <path>/<name>/<version>/ (TF Serving layout).",
+    ),
+]
+
+
+class JobName(StrEnum):
+    digits = "digits"
+    votes = "votes"
+    sentiment = "sentiment"
+    resnet50 = "resnet50"
+    all = "all"
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"modelserve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    """modelserve: train TensorFlow models and serve them."""
+
+
+@app.command()
+def train(
+    name: Annotated[JobName, typer.Argument(help="Which model to train ('all': every job).")],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Data set path. Default: $MODELSERVE_DATA_DIR, then ../shared/data, "
+            "then the public download."
+        ),
+    ] = None,
+    output: Annotated[
+        Path, typer.Option(help="Model base path; exports to <output>/<name>/<next version>/.")
+    ] = Path("models"),
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Training epochs (default: per job).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Mini-batch size (default: per job).")
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Use only the first N examples per split (smoke runs)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 1337,
+    keep_versions: Annotated[
+        int, typer.Option(min=0, help="Versions kept on disk after export; 0 keeps all.")
+    ] = 3,
+    download: Annotated[
+        bool, typer.Option(help="Allow the public download when no local data is found.")
+    ] = True,
+) -> None:
+    """Train a model and export it as the next SavedModel version."""
+    from training.data import DataNotFoundError
+    from training.jobs import JOBS, JobNotAvailableError, train_function
+    from training.options import TrainOptions
+
+    options = TrainOptions(
+        data=data, output=output, epochs=epochs, batch_size=batch_size, limit=limit,
+        seed=seed, keep_versions=keep_versions or None, allow_download=download,
+    )
+    names = list(JOBS) if name is JobName.all else [name.value]
+    failures = 0
+    for job in names:
+        console.rule(f"training {job}")
+        try:
+            exported = train_function(job)(options)
+        except (DataNotFoundError, JobNotAvailableError) as exc:
+            err_console.print(f"[red]error:[/red] {job}: {exc}")
+            failures += 1
+            continue
+        console.print(f"[green]exported[/green] {exported}")
+        _print_metrics(read_model_card(exported))
+    if failures:
+        raise typer.Exit(code=2)
+
+
+@app.command()
+def models(model_base_path: ModelBasePath = Path("models")) -> None:
+    """List the model repository: names, versions and model-card metrics."""
+    _print_repository(model_base_path)
+
+
+@app.command()
+def serve(model_base_path: ModelBasePath = Path("models")) -> None:
+    """Serve the model repository (the HTTP gateway lands with the gateway-core issue).
+
+    For now this lists what would be served.
+    """
+    _print_repository(model_base_path)
+    console.print(
+        "[yellow]The HTTP/gRPC gateway is not built yet; this command only lists the "
+        "repository for now.[/yellow]"
+    )
+
+
+def _print_repository(base_path: Path) -> None:
+    names = model_names(base_path)
+    if not names:
+        err_console.print(f"[red]error:[/red] no models under {base_path.resolve()}")
+        raise typer.Exit(code=1)
+    table = Table(title=f"model repository {base_path.resolve()}")
+    for column in ("model", "version", "task", "metrics", "created"):
+        table.add_column(column)
+    for name in names:
+        for version in existing_versions(base_path / name):
+            card = read_model_card(base_path / name / str(version))
+            table.add_row(
+                name, str(version), card.get("task", "(no model card)"),
+                _format_metrics(card.get("metrics", {})), card.get("created", ""),
+            )
+    console.print(table)
+
+
+def _format_metrics(metrics: dict[str, Any]) -> str:
+    """Scalar metrics only; fractions of one read better as percentages."""
+    parts = []
+    for key, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        shown = f"{value:.2%}" if isinstance(value, float) and 0 <= value <= 1 else f"{value}"
+        parts.append(f"{key}={shown}")
+    return "\n".join(parts)
+
+
+def _print_metrics(card: dict[str, Any]) -> None:
+    console.print(_format_metrics(card.get("metrics", {})))

@@ -1,0 +1,1 @@
+"""Training jobs that export the served models as versioned SavedModels."""

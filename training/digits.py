@@ -1,0 +1,248 @@
+"""`digits`: a CNN for handwritten digits, trained on MNIST.
+
+Serving signature: `image` float32 [batch, 28, 28, 1], white ink on black, scaled to 0..1
+(pixel / 255, as MNIST stores it) -> `probabilities` float32 [batch, 10] for digits 0..9.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import DataNotFoundError, find_data_file, missing_data_error
+from training.model_card import data_provenance, provenance
+from training.options import TrainOptions, keras_verbosity
+
+NAME = "digits"
+LABELS = [str(d) for d in range(10)]
+MNIST_FILE = "mnist.npz"
+MNIST_SOURCE = "MNIST (LeCun, Cortes, Burges), http://yann.lecun.com/exdb/mnist/"
+DEFAULT_EPOCHS = 15
+DEFAULT_BATCH_SIZE = 128
+VALIDATION_SIZE = 5000
+TARGET_ACCURACY = 0.993
+
+
+@dataclass
+class Mnist:
+    x_train: np.ndarray  # uint8 [n, 28, 28]
+    y_train: np.ndarray  # uint8 [n]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    path: Path
+
+
+def load_mnist(data: Path | None, allow_download: bool) -> Mnist:
+    """MNIST from --data, the shared data folder, or keras.datasets, in that order."""
+    path = find_data_file(data, MNIST_FILE, what="MNIST")
+    if path is None and allow_download:
+        path = _download_mnist()
+    if path is None:
+        raise missing_data_error(
+            MNIST_FILE,
+            what="MNIST",
+            download_hint="The keras.datasets download was not possible (no network?).",
+        )
+    return read_mnist_npz(path)
+
+
+def read_mnist_npz(path: Path) -> Mnist:
+    """Read an npz in Keras' MNIST layout, checking keys, shapes and dtypes."""
+    try:
+        with np.load(path) as npz:
+            arrays = {key: npz[key] for key in ("x_train", "y_train", "x_test", "y_test")}
+    except KeyError as exc:
+        raise DataNotFoundError(
+            f"{path} is not in Keras' MNIST layout: missing array {exc}; "
+            "expected x_train, y_train, x_test, y_test"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise DataNotFoundError(f"{path} is not a readable .npz file: {exc}") from exc
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+            raise DataNotFoundError(
+                f"{path}: x_{split} must be uint8 [n, 28, 28], got {images.dtype} {images.shape}"
+            )
+        if labels.shape != (images.shape[0],):
+            raise DataNotFoundError(f"{path}: y_{split} must have one label per image")
+    return Mnist(**arrays, path=path)
+
+
+def _download_mnist() -> Path | None:
+    import keras
+
+    try:
+        keras.datasets.mnist.load_data()
+    except Exception:  # no network, proxy refusal, bad cache: the caller reports what is missing
+        return None
+    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / MNIST_FILE
+    return cache if cache.is_file() else None
+
+
+def build_model() -> Any:
+    """Two conv blocks with batch norm, then a dense head: the course CNN, made deeper."""
+    import keras
+    from keras import layers
+
+    def conv_block(x: Any, filters: int) -> Any:
+        for _ in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+        return layers.Dropout(0.25)(x)
+
+    inputs = keras.Input((28, 28, 1), name="image")
+    x = conv_block(inputs, 32)
+    x = conv_block(x, 64)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(0.5)(x)
+    outputs = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=NAME)
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 [n, 28, 28] -> float32 [n, 28, 28, 1] in 0..1, the serving input format."""
+    return (images.astype(np.float32) / 255.0)[..., np.newaxis]
+
+
+def train(options: TrainOptions) -> Path:
+    """Train, export the next version under options.output, and return its folder."""
+    import keras
+    import tensorflow as tf
+
+    from training.export import ExportRequest, export_model
+    from training.plots import plot_training_curves
+
+    mnist = load_mnist(options.data, options.allow_download)
+    epochs = options.epochs or DEFAULT_EPOCHS
+    batch_size = options.batch_size or DEFAULT_BATCH_SIZE
+    keras.utils.set_random_seed(options.seed)
+
+    x_all, y_all = mnist.x_train[: options.limit], mnist.y_train[: options.limit]
+    order = np.random.default_rng(options.seed).permutation(len(x_all))
+    n_val = min(VALIDATION_SIZE, len(x_all) // 10)
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    x_train, y_train = to_model_input(x_all[train_idx]), y_all[train_idx].astype(np.int64)
+    x_val, y_val = to_model_input(x_all[val_idx]), y_all[val_idx].astype(np.int64)
+
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(x_train), seed=options.seed)
+        .map(_random_shift, num_parallel_calls=tf.data.AUTOTUNE)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    model = build_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        train_ds,
+        epochs=epochs,
+        validation_data=(x_val, y_val),
+        shuffle=False,  # the dataset shuffles itself
+        verbose=keras_verbosity(),
+    ).history
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32, name="image")])
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": model(image, training=False)}
+
+    x_test, y_test = mnist.x_test[: options.limit], mnist.y_test[: options.limit]
+    with tempfile.TemporaryDirectory() as scratch:
+        curves = Path(scratch) / "training_curves.png"
+        plot_training_curves(history, curves, "digits: MNIST CNN")
+        request = ExportRequest(
+            name=NAME,
+            model=model,
+            serving_fn=serve,
+            labels=LABELS,
+            card=_card(options, mnist.path, epochs, batch_size, history, len(x_train)),
+            evaluate=lambda loaded, extra: evaluate_digits(loaded, x_test, y_test, extra),
+            extra_files={"training_curves.png": curves},
+        )
+        return export_model(request, options.output, options.keep_versions)
+
+
+def _random_shift(image: Any, label: Any) -> tuple[Any, Any]:
+    """Augmentation: shift an image by up to 2 pixels (pad with black, crop back to 28x28)."""
+    import tensorflow as tf
+
+    padded = tf.pad(image, [[2, 2], [2, 2], [0, 0]])
+    return tf.image.random_crop(padded, [28, 28, 1]), label
+
+
+def evaluate_digits(
+    loaded: Any, images: np.ndarray, labels: np.ndarray, extra: Path
+) -> dict[str, Any]:
+    """Accuracy of the exported SavedModel on the MNIST test images, plus a confusion matrix."""
+    from training.plots import confusion_matrix, plot_confusion_matrix
+
+    signature = loaded.signatures["serving_default"]
+    predicted = np.concatenate(
+        [
+            signature(image=to_model_input(images[i : i + 1000]))["probabilities"]
+            .numpy()
+            .argmax(axis=1)
+            for i in range(0, len(images), 1000)
+        ]
+    )
+    counts = confusion_matrix(labels, predicted, 10)
+    accuracy = float((predicted == labels).mean())
+    plot_confusion_matrix(
+        counts, LABELS, extra / "confusion_matrix.png",
+        f"digits: MNIST test set ({len(labels)} images), accuracy {accuracy:.2%}",
+    )
+    per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
+    return {
+        "test_accuracy": accuracy,
+        "test_examples": len(labels),
+        "test_errors": int((predicted != labels).sum()),
+        "per_class_accuracy": {d: float(a) for d, a in zip(LABELS, per_class, strict=True)},
+    }
+
+
+def _card(
+    options: TrainOptions, data_path: Path, epochs: int, batch_size: int,
+    history: dict[str, list[float]], n_train: int,
+) -> dict[str, Any]:
+    return {
+        "task": "image classification: handwritten digit 0-9",
+        "description": "CNN (2x conv32, 2x conv64, batch norm, dropout, dense128) on MNIST.",
+        "input": {
+            "image": "float32 [batch, 28, 28, 1]: grayscale, white digit on black background, "
+            "pixel/255 in 0..1, digit centred by centre of mass in a 20x20 box (MNIST format)"
+        },
+        "output": {"probabilities": "float32 [batch, 10]: softmax over digits 0..9 (labels)"},
+        "data": {
+            **data_provenance(data_path, source=MNIST_SOURCE, license_="CC BY-SA 3.0"),
+            "train_examples": n_train,
+            "limited_to": options.limit,
+        },
+        "hyperparameters": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "optimizer": "Adam, cosine-decayed learning rate from 2e-3",
+            "augmentation": "random shift up to 2 pixels",
+            "seed": options.seed,
+        },
+        "metrics": {
+            "final_train_accuracy": history["accuracy"][-1],
+            "final_validation_accuracy": history["val_accuracy"][-1],
+            "target_test_accuracy": TARGET_ACCURACY,
+        },
+        **provenance(),
+    }

@@ -1,0 +1,135 @@
+"""Exporting a trained Keras model as a versioned SavedModel in TF Serving's layout.
+
+`models/<name>/<version>/` holds `saved_model.pb`, `variables/`, `assets/labels.txt` and
+`assets.extra/` (model card, plots). A version is written under a hidden temporary name in the
+same folder and renamed into place only when complete, so a server polling the folder never
+sees a half-written version (TF Serving and modelserve ignore names that are not integers).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from service.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
+
+DEFAULT_KEEP_VERSIONS = 3
+
+# Measures the exported SavedModel (loaded back from its temporary folder) and returns the
+# metrics for the model card, so the card describes the artifact that ships. Its second
+# argument is the version's assets.extra/ folder, for plots made from the evaluation.
+Evaluator = Callable[[Any, Path], Mapping[str, Any]]
+
+
+@dataclass
+class ExportRequest:
+    """Everything needed to write one model version."""
+
+    name: str
+    model: Any  # a Keras model (tracked so its variables are saved)
+    serving_fn: Any  # a tf.function with an input_signature, exported as serving_default
+    labels: list[str]
+    card: dict[str, Any]
+    evaluate: Evaluator | None = None
+    extra_files: dict[str, Path] = field(default_factory=dict)  # name in assets.extra -> source
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the newest version on disk (1 for a new model)."""
+    versions = existing_versions(model_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def export_model(request: ExportRequest, base_path: Path, keep_versions: int | None) -> Path:
+    """Write `request` as the next version of its model and return the version folder.
+
+    `keep_versions` caps how many versions stay on disk (oldest removed first); None keeps all.
+    """
+    if keep_versions is not None and keep_versions < 1:
+        raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
+    model_dir = base_path / request.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir)
+    staging = model_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        _write_saved_model(request, staging)
+        extra = staging / EXTRA_DIR
+        extra.mkdir()
+        for file_name, source in request.extra_files.items():
+            shutil.copyfile(source, extra / file_name)
+        metrics: dict[str, Any] = {}
+        if request.evaluate is not None:
+            metrics.update(request.evaluate(tf.saved_model.load(str(staging)), extra))
+        _write_model_card(request, extra, version, metrics)
+        final = model_dir / str(version)
+        if final.exists():  # another export took this number meanwhile: never overwrite it
+            raise FileExistsError(f"{final} appeared while exporting; not overwriting it")
+        staging.rename(final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    if keep_versions is not None:
+        prune_versions(model_dir, keep_versions)
+    return final
+
+
+def prune_versions(model_dir: Path, keep: int) -> list[int]:
+    """Remove all but the newest `keep` versions; returns the removed version numbers.
+
+    A version is first renamed to a hidden name, then deleted, so it disappears atomically.
+    """
+    doomed = existing_versions(model_dir)[:-keep]
+    for version in doomed:
+        hidden = model_dir / f".{version}.removing-{uuid.uuid4().hex[:8]}"
+        (model_dir / str(version)).rename(hidden)
+        shutil.rmtree(hidden)
+    return doomed
+
+
+def signature_summary(serving_fn: Any) -> dict[str, Any]:
+    """Inputs and outputs of a serving tf.function: name -> {dtype, shape} (None = any size)."""
+    concrete = serving_fn.get_concrete_function()
+    _, input_specs = concrete.structured_input_signature
+
+    def describe(spec: tf.TensorSpec) -> dict[str, Any]:
+        return {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
+
+    return {
+        "name": "serving_default",
+        "inputs": {name: describe(spec) for name, spec in input_specs.items()},
+        "outputs": {name: describe(spec) for name, spec in concrete.structured_outputs.items()},
+    }
+
+
+def _write_saved_model(request: ExportRequest, target: Path) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        labels_path = Path(scratch) / LABELS_FILE
+        labels_path.write_text("\n".join(request.labels) + "\n", encoding="utf-8")
+        root = tf.Module()
+        root.model = request.model
+        root.serve = request.serving_fn
+        # Tracked as an asset, the labels are copied into assets/ and ship with the model.
+        root.labels = tf.saved_model.Asset(str(labels_path))
+        tf.saved_model.save(root, str(target), signatures={"serving_default": request.serving_fn})
+
+
+def _write_model_card(
+    request: ExportRequest, extra: Path, version: int, metrics: Mapping[str, Any]
+) -> None:
+    card = {
+        **request.card,
+        "name": request.name,
+        "version": version,
+        "labels": request.labels,
+        "signature": signature_summary(request.serving_fn),
+        "metrics": {**request.card.get("metrics", {}), **metrics},
+    }
+    (extra / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

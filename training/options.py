@@ -1,0 +1,34 @@
+"""Options shared by every training job, as the CLI passes them in."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.export import DEFAULT_KEEP_VERSIONS
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: Path | None = None
+    """Data set file or folder; None searches $MODELSERVE_DATA_DIR and ../shared/data."""
+    output: Path = Path("models")
+    """Model base path: the version is written to <output>/<name>/<version>/."""
+    epochs: int | None = None
+    """Training epochs; None uses the job's own default."""
+    batch_size: int | None = None
+    """Mini-batch size; None uses the job's own default."""
+    limit: int | None = None
+    """Use only the first N examples of each split (smoke runs); recorded in the model card."""
+    seed: int = 1337
+    """Seed for shuffling, initialisation and folds, so a run can be repeated."""
+    keep_versions: int | None = DEFAULT_KEEP_VERSIONS
+    """How many versions of the model stay on disk after export; None keeps all."""
+    allow_download: bool = True
+    """Try the public download (keras.datasets) when no local copy is found."""
+
+
+def keras_verbosity() -> int:
+    """A live progress bar on a terminal, one line per epoch in logs and CI."""
+    return 1 if sys.stdout.isatty() else 2

@@ -1,0 +1,61 @@
+"""PNG plots written next to a model card: training curves and confusion matrices."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch, training vs validation, side by side."""
+    metrics = [m for m in ("loss", "accuracy") if m in history]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        epochs = np.arange(1, len(history[metric]) + 1)
+        ax.plot(epochs, history[metric], marker="o", label="training")
+        if f"val_{metric}" in history:
+            ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts[true, predicted] as an int matrix."""
+    counts = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(counts, (true.astype(np.int64), predicted.astype(np.int64)), 1)
+    return counts
+
+
+def plot_confusion_matrix(
+    counts: np.ndarray, labels: Sequence[str], path: Path, title: str
+) -> None:
+    """A confusion matrix with counts in every cell; off-diagonal errors stand out in colour."""
+    size = max(4.0, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    shown = np.log1p(counts)  # log scale so a few errors are visible beside thousands correct
+    ax.imshow(shown, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 10 else 0)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = shown.max() / 2
+    for (row, col), value in np.ndenumerate(counts):
+        colour = "white" if shown[row, col] > threshold else "black"
+        ax.text(col, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
