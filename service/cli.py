@@ -97,8 +97,14 @@ def train(
     from training.options import TrainOptions
 
     options = TrainOptions(
-        data=data, output=output, epochs=epochs, batch_size=batch_size, limit=limit,
-        seed=seed, keep_versions=keep_versions or None, allow_download=download,
+        data=data,
+        output=output,
+        epochs=epochs,
+        batch_size=batch_size,
+        limit=limit,
+        seed=seed,
+        keep_versions=keep_versions or None,
+        allow_download=download,
     )
     names = list(JOBS) if name is JobName.all else [name.value]
     failures = 0
@@ -147,8 +153,11 @@ def _print_repository(base_path: Path) -> None:
         for version in existing_versions(base_path / name):
             card = read_model_card(base_path / name / str(version))
             table.add_row(
-                name, str(version), card.get("task", "(no model card)"),
-                _format_metrics(card.get("metrics", {})), card.get("created", ""),
+                name,
+                str(version),
+                card.get("task", "(no model card)"),
+                _format_metrics(card.get("metrics", {})),
+                card.get("created", ""),
             )
     console.print(table)
 

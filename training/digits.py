@@ -7,7 +7,6 @@ Serving signature: `image` float32 [batch, 28, 28, 1], white ink on black, scale
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,19 +161,20 @@ def train(options: TrainOptions) -> Path:
         return {"probabilities": model(image, training=False)}
 
     x_test, y_test = mnist.x_test[: options.limit], mnist.y_test[: options.limit]
-    with tempfile.TemporaryDirectory() as scratch:
-        curves = Path(scratch) / "training_curves.png"
-        plot_training_curves(history, curves, "digits: MNIST CNN")
-        request = ExportRequest(
-            name=NAME,
-            model=model,
-            serving_fn=serve,
-            labels=LABELS,
-            card=_card(options, mnist.path, epochs, batch_size, history, len(x_train)),
-            evaluate=lambda loaded, extra: evaluate_digits(loaded, x_test, y_test, extra),
-            extra_files={"training_curves.png": curves},
-        )
-        return export_model(request, options.output, options.keep_versions)
+
+    def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
+        plot_training_curves(history, extra / "training_curves.png", "digits: MNIST CNN")
+        return evaluate_digits(loaded, x_test, y_test, extra)
+
+    request = ExportRequest(
+        name=NAME,
+        model=model,
+        serving_fn=serve,
+        labels=LABELS,
+        card=_card(options, mnist.path, epochs, batch_size, history, len(x_train)),
+        evaluate=evaluate,
+    )
+    return export_model(request, options.output, options.keep_versions)
 
 
 def _random_shift(image: Any, label: Any) -> tuple[Any, Any]:
@@ -203,7 +203,9 @@ def evaluate_digits(
     counts = confusion_matrix(labels, predicted, 10)
     accuracy = float((predicted == labels).mean())
     plot_confusion_matrix(
-        counts, LABELS, extra / "confusion_matrix.png",
+        counts,
+        LABELS,
+        extra / "confusion_matrix.png",
         f"digits: MNIST test set ({len(labels)} images), accuracy {accuracy:.2%}",
     )
     per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
@@ -216,8 +218,12 @@ def evaluate_digits(
 
 
 def _card(
-    options: TrainOptions, data_path: Path, epochs: int, batch_size: int,
-    history: dict[str, list[float]], n_train: int,
+    options: TrainOptions,
+    data_path: Path,
+    epochs: int,
+    batch_size: int,
+    history: dict[str, list[float]],
+    n_train: int,
 ) -> dict[str, Any]:
     return {
         "task": "image classification: handwritten digit 0-9",

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ DEFAULT_KEEP_VERSIONS = 3
 
 # Measures the exported SavedModel (loaded back from its temporary folder) and returns the
 # metrics for the model card, so the card describes the artifact that ships. Its second
-# argument is the version's assets.extra/ folder, for plots made from the evaluation.
+# argument is the version's assets.extra/ folder, where it writes its plots.
 Evaluator = Callable[[Any, Path], Mapping[str, Any]]
 
 
@@ -39,7 +39,6 @@ class ExportRequest:
     labels: list[str]
     card: dict[str, Any]
     evaluate: Evaluator | None = None
-    extra_files: dict[str, Path] = field(default_factory=dict)  # name in assets.extra -> source
 
 
 def next_version(model_dir: Path) -> int:
@@ -63,12 +62,9 @@ def export_model(request: ExportRequest, base_path: Path, keep_versions: int | N
         _write_saved_model(request, staging)
         extra = staging / EXTRA_DIR
         extra.mkdir()
-        for file_name, source in request.extra_files.items():
-            shutil.copyfile(source, extra / file_name)
-        metrics: dict[str, Any] = {}
-        if request.evaluate is not None:
-            metrics.update(request.evaluate(tf.saved_model.load(str(staging)), extra))
-        _write_model_card(request, extra, version, metrics)
+        loaded = tf.saved_model.load(str(staging))
+        metrics = dict(request.evaluate(loaded, extra)) if request.evaluate else {}
+        _write_model_card(request, extra, version, metrics, signature_summary(loaded))
         final = model_dir / str(version)
         if final.exists():  # another export took this number meanwhile: never overwrite it
             raise FileExistsError(f"{final} appeared while exporting; not overwriting it")
@@ -94,9 +90,9 @@ def prune_versions(model_dir: Path, keep: int) -> list[int]:
     return doomed
 
 
-def signature_summary(serving_fn: Any) -> dict[str, Any]:
-    """Inputs and outputs of a serving tf.function: name -> {dtype, shape} (None = any size)."""
-    concrete = serving_fn.get_concrete_function()
+def signature_summary(loaded: Any) -> dict[str, Any]:
+    """serving_default of a loaded SavedModel: inputs and outputs as name -> {dtype, shape}."""
+    concrete = loaded.signatures["serving_default"]
     _, input_specs = concrete.structured_input_signature
 
     def describe(spec: tf.TensorSpec) -> dict[str, Any]:
@@ -122,14 +118,18 @@ def _write_saved_model(request: ExportRequest, target: Path) -> None:
 
 
 def _write_model_card(
-    request: ExportRequest, extra: Path, version: int, metrics: Mapping[str, Any]
+    request: ExportRequest,
+    extra: Path,
+    version: int,
+    metrics: Mapping[str, Any],
+    signature: dict[str, Any],
 ) -> None:
     card = {
         **request.card,
         "name": request.name,
         "version": version,
         "labels": request.labels,
-        "signature": signature_summary(request.serving_fn),
+        "signature": signature,
         "metrics": {**request.card.get("metrics", {}), **metrics},
     }
     (extra / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")

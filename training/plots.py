@@ -5,18 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+# The object-oriented Figure API renders straight to files, with no pyplot state and no display.
+from matplotlib.figure import Figure
 
 
 def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
     """Loss and accuracy per epoch, training vs validation, side by side."""
     metrics = [m for m in ("loss", "accuracy") if m in history]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(metrics), 4))
+    axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         epochs = np.arange(1, len(history[metric]) + 1)
         ax.plot(epochs, history[metric], marker="o", label="training")
@@ -29,7 +28,6 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path, tit
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def confusion_matrix(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -44,7 +42,8 @@ def plot_confusion_matrix(
 ) -> None:
     """A confusion matrix with counts in every cell; off-diagonal errors stand out in colour."""
     size = max(4.0, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    fig = Figure(figsize=(size, size * 0.9))
+    ax = fig.subplots()
     shown = np.log1p(counts)  # log scale so a few errors are visible beside thousands correct
     ax.imshow(shown, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 10 else 0)
@@ -58,4 +57,3 @@ def plot_confusion_matrix(
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,0 +1,25 @@
+# The two commands of the README: `make serve` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: serve test lint install install-dev clean
+
+serve: install  ## install and start serving models/
+	$(VENV)/bin/modelserve serve
+
+test: install-dev  ## install with development tools and run the whole test suite
+	$(PY) -m pytest
+
+lint: install-dev  ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy service training
+
+install:
+	scripts/install.sh $(VENV)
+
+install-dev:
+	scripts/install.sh $(VENV) dev
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

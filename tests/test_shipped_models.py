@@ -1,0 +1,72 @@
+"""The models committed in models/: they load, have the documented signature and quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from service.layout import existing_versions, read_model_card
+from tests.conftest import FIXTURES, MODELS_DIR
+from training import digits, votes
+
+
+def load(name: str) -> tuple[Any, dict[str, Any], Path]:
+    versions = existing_versions(MODELS_DIR / name)
+    assert versions, f"no shipped version of {name}"
+    version_dir = MODELS_DIR / name / str(versions[-1])
+    return tf.saved_model.load(str(version_dir)), read_model_card(version_dir), version_dir
+
+
+def signature_io(loaded: Any) -> tuple[dict[str, tuple[str, list[int | None]]], list[str]]:
+    signature = loaded.signatures["serving_default"]
+    _, inputs = signature.structured_input_signature
+    described = {name: (spec.dtype.name, spec.shape.as_list()) for name, spec in inputs.items()}
+    return described, sorted(signature.structured_outputs)
+
+
+@pytest.mark.parametrize("name", ["digits", "votes"])
+def test_only_the_newest_version_is_shipped_with_labels_and_card(name: str) -> None:
+    assert existing_versions(MODELS_DIR / name) == [1]
+    _, card, version_dir = load(name)
+    assert card["name"] == name
+    labels = (version_dir / "assets" / "labels.txt").read_text().splitlines()
+    assert labels == card["labels"]
+    assert card["data"]["limited_to"] is None
+    for plot in ("training_curves.png", "confusion_matrix.png"):
+        assert (version_dir / "assets.extra" / plot).is_file()
+
+
+def test_digits_signature_and_test_accuracy() -> None:
+    loaded, card, _ = load("digits")
+    assert signature_io(loaded) == ({"image": ("float32", [None, 28, 28, 1])}, ["probabilities"])
+    assert card["metrics"]["test_examples"] == 10_000
+    assert card["metrics"]["test_accuracy"] >= digits.TARGET_ACCURACY
+
+
+def test_digits_classifies_real_mnist_pngs() -> None:
+    loaded, _, _ = load("digits")
+    pngs = sorted((FIXTURES / "mnist").glob("*.png"))
+    assert len(pngs) == 10
+    images = np.stack([np.asarray(Image.open(p).convert("L")) for p in pngs])
+    expected = [int(p.stem.rsplit("label", 1)[1]) for p in pngs]
+    probabilities = loaded.signatures["serving_default"](image=digits.to_model_input(images))
+    predicted = probabilities["probabilities"].numpy().argmax(axis=1).tolist()
+    assert predicted == expected
+
+
+def test_votes_signature_cv_accuracy_and_predictions() -> None:
+    loaded, card, _ = load("votes")
+    assert signature_io(loaded) == ({"votes": ("float32", [None, 16])}, ["probabilities"])
+    assert card["metrics"]["cv_rows"] == 435
+    assert card["metrics"]["cv_folds"] == 10
+    assert card["metrics"]["cv_accuracy_mean"] >= votes.TARGET_CV_ACCURACY
+
+    x, parties, _ = votes.load_votes(None)
+    probabilities = loaded.signatures["serving_default"](votes=x)["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    assert (probabilities.argmax(axis=1) == parties).mean() >= 0.95
