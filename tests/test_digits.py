@@ -24,7 +24,8 @@ def test_smoke_training_exports_a_working_model(fake_mnist: Path, tmp_path: Path
     assert card["metrics"]["test_examples"] == 64
     assert 0.0 <= card["metrics"]["test_accuracy"] <= 1.0
     assert card["data"]["limited_to"] == 200
-    assert card["signature"]["inputs"]["image"] == {"dtype": "float32", "shape": [None, 28, 28, 1]}
+    serving = card["signatures"]["serving_default"]
+    assert serving["inputs"]["image"] == {"dtype": "float32", "shape": [None, 28, 28, 1]}
     for plot in ("training_curves.png", "confusion_matrix.png"):
         assert (version_dir / "assets.extra" / plot).stat().st_size > 1000
 

@@ -57,10 +57,9 @@ def test_round_trip_gives_same_outputs_labels_and_card(tmp_path: Path) -> None:
     assert card["version"] == 1
     assert card["labels"] == LABELS
     assert card["metrics"] == {"train_loss": 1.0, "measured": 0.5}
-    assert card["signature"]["inputs"] == {"features": {"dtype": "float32", "shape": [None, 4]}}
-    assert card["signature"]["outputs"] == {
-        "probabilities": {"dtype": "float32", "shape": [None, 3]}
-    }
+    serving = card["signatures"]["serving_default"]
+    assert serving["inputs"] == {"features": {"dtype": "float32", "shape": [None, 4]}}
+    assert serving["outputs"] == {"probabilities": {"dtype": "float32", "shape": [None, 3]}}
 
 
 def test_versions_are_numbered_after_the_newest_integer_folder(tmp_path: Path) -> None:
@@ -122,3 +121,32 @@ def test_model_card_is_valid_json_with_provenance(tmp_path: Path) -> None:
     assert card["framework"]["keras"] == keras.__version__
     assert card["created"].endswith("+00:00")
     assert len(card["git_commit"].split("-")[0]) in (40, len("unknown"))
+
+
+def test_other_signatures_and_assets_are_exported(tmp_path: Path) -> None:
+    request = tiny_request()
+    model = request.model
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="half")])
+    def doubled(half: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"probabilities": model(tf.concat([half, half], axis=1), training=False)}
+
+    extra_asset = tmp_path / "class_index.json"
+    extra_asset.write_text('{"0": "a"}')
+    request.other_signatures = {"from_half": doubled}
+    request.other_assets = [extra_asset]
+    version_dir = export_model(request, tmp_path / "models", keep_versions=None)
+
+    assert (version_dir / "assets" / "class_index.json").read_text() == '{"0": "a"}'
+    loaded = tf.saved_model.load(str(version_dir))
+    assert sorted(loaded.signatures) == ["from_half", "serving_default"]
+    x = np.array([[0.1, 0.2]], np.float32)
+    np.testing.assert_allclose(
+        loaded.signatures["from_half"](half=x)["probabilities"].numpy(),
+        model.predict(np.concatenate([x, x], axis=1), verbose=0),
+        rtol=1e-6,
+    )
+    card = read_model_card(version_dir)
+    assert card["signatures"]["from_half"]["inputs"] == {
+        "half": {"dtype": "float32", "shape": [None, 2]}
+    }

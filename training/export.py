@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,11 @@ class ExportRequest:
     name: str
     model: Any  # a Keras model (tracked so its variables are saved)
     serving_fn: Any  # a tf.function with an input_signature, exported as serving_default
-    labels: list[str]
+    labels: list[str]  # written to assets/labels.txt, one per line, in output order
     card: dict[str, Any]
     evaluate: Evaluator | None = None
+    other_signatures: dict[str, Any] = field(default_factory=dict)  # name -> tf.function
+    other_assets: list[Path] = field(default_factory=list)  # copied into assets/ by file name
 
 
 def next_version(model_dir: Path) -> int:
@@ -64,7 +66,7 @@ def export_model(request: ExportRequest, base_path: Path, keep_versions: int | N
         extra.mkdir()
         loaded = tf.saved_model.load(str(staging))
         metrics = dict(request.evaluate(loaded, extra)) if request.evaluate else {}
-        _write_model_card(request, extra, version, metrics, signature_summary(loaded))
+        _write_model_card(request, extra, version, metrics, signature_summaries(loaded))
         final = model_dir / str(version)
         if final.exists():  # another export took this number meanwhile: never overwrite it
             raise FileExistsError(f"{final} appeared while exporting; not overwriting it")
@@ -90,19 +92,20 @@ def prune_versions(model_dir: Path, keep: int) -> list[int]:
     return doomed
 
 
-def signature_summary(loaded: Any) -> dict[str, Any]:
-    """serving_default of a loaded SavedModel: inputs and outputs as name -> {dtype, shape}."""
-    concrete = loaded.signatures["serving_default"]
-    _, input_specs = concrete.structured_input_signature
+def signature_summaries(loaded: Any) -> dict[str, Any]:
+    """Every signature of a loaded SavedModel: inputs and outputs as name -> {dtype, shape}."""
 
     def describe(spec: tf.TensorSpec) -> dict[str, Any]:
         return {"dtype": spec.dtype.name, "shape": spec.shape.as_list()}
 
-    return {
-        "name": "serving_default",
-        "inputs": {name: describe(spec) for name, spec in input_specs.items()},
-        "outputs": {name: describe(spec) for name, spec in concrete.structured_outputs.items()},
-    }
+    summaries = {}
+    for signature_name, concrete in loaded.signatures.items():
+        _, input_specs = concrete.structured_input_signature
+        summaries[signature_name] = {
+            "inputs": {name: describe(spec) for name, spec in input_specs.items()},
+            "outputs": {name: describe(spec) for name, spec in concrete.structured_outputs.items()},
+        }
+    return summaries
 
 
 def _write_saved_model(request: ExportRequest, target: Path) -> None:
@@ -111,10 +114,12 @@ def _write_saved_model(request: ExportRequest, target: Path) -> None:
         labels_path.write_text("\n".join(request.labels) + "\n", encoding="utf-8")
         root = tf.Module()
         root.model = request.model
-        root.serve = request.serving_fn
-        # Tracked as an asset, the labels are copied into assets/ and ship with the model.
-        root.labels = tf.saved_model.Asset(str(labels_path))
-        tf.saved_model.save(root, str(target), signatures={"serving_default": request.serving_fn})
+        # Tracked as assets, these files are copied into assets/ and ship with the model.
+        root.assets = [
+            tf.saved_model.Asset(str(path)) for path in [labels_path, *request.other_assets]
+        ]
+        signatures = {"serving_default": request.serving_fn, **request.other_signatures}
+        tf.saved_model.save(root, str(target), signatures=signatures)
 
 
 def _write_model_card(
@@ -122,14 +127,14 @@ def _write_model_card(
     extra: Path,
     version: int,
     metrics: Mapping[str, Any],
-    signature: dict[str, Any],
+    signatures: dict[str, Any],
 ) -> None:
     card = {
         **request.card,
         "name": request.name,
         "version": version,
         "labels": request.labels,
-        "signature": signature,
+        "signatures": signatures,
         "metrics": {**request.card.get("metrics", {}), **metrics},
     }
     (extra / MODEL_CARD_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
