@@ -12,7 +12,7 @@ from training.options import TrainOptions
 JOBS: dict[str, str | None] = {
     "digits": "training.digits",
     "votes": "training.votes",
-    "sentiment": None,
+    "sentiment": "training.sentiment",
     "resnet50": None,
 }
 

@@ -1,0 +1,331 @@
+"""`sentiment`: an LSTM that reads raw movie-review text, trained on IMDB (Maas et al., 2011).
+
+Serving signature: `text` tf.string [batch] (raw review text, any case, HTML line breaks and
+punctuation allowed) -> `probabilities` float32 [batch, 2] for (negative, positive).
+The text vectorization (standardization, whitespace split, vocabulary lookup, truncation and
+padding to SEQUENCE_LENGTH tokens) is part of the graph and its vocabulary ships in assets/, so
+training and serving cannot disagree and any TF Serving client can send plain text.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.data import DataNotFoundError, find_data_file, missing_data_error
+from training.model_card import data_provenance, provenance
+from training.options import TrainOptions, keras_verbosity
+
+NAME = "sentiment"
+LABELS = ["negative", "positive"]
+IMDB_FILE = "imdb.csv.gz"
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+SOURCE = "Large Movie Review Dataset v1.0 (Maas et al., ACL 2011), " + IMDB_URL
+VOCABULARY_SIZE = 20_000  # including the padding and out-of-vocabulary tokens
+SEQUENCE_LENGTH = 400  # tokens kept per review; the median review has ~230
+DEFAULT_EPOCHS = 6  # an upper bound: early stopping on the validation loss ends sooner
+DEFAULT_BATCH_SIZE = 64
+VALIDATION_SIZE = 2500
+TARGET_ACCURACY = 0.88
+
+
+@dataclass
+class Reviews:
+    train_texts: list[str]
+    train_labels: np.ndarray  # int64 [n]: 0 negative, 1 positive
+    test_texts: list[str]
+    test_labels: np.ndarray
+    path: Path
+
+
+def standardize(text: Any) -> Any:
+    """Lower-case, drop HTML tags and apostrophes, turn everything but letters/digits into spaces.
+
+    Unicode-aware (RE2 classes), so 'Émile' stays one word; runs inside the serving graph.
+    """
+    import tensorflow as tf
+
+    text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, r"<[^>]*>", " ")  # <br /> and any other tag
+    text = tf.strings.regex_replace(text, r"['\x{2019}]", "")  # "don't" -> "dont", one token
+    return tf.strings.regex_replace(text, r"[^\p{L}\p{N}]+", " ")
+
+
+def load_reviews(data: Path | None, allow_download: bool) -> Reviews:
+    """IMDB as raw text from a CSV (review,sentiment,split) or an aclImdb/ folder."""
+    path = find_data_file(data, IMDB_FILE, what="IMDB reviews")
+    if path is None and allow_download:
+        path = _download_imdb()
+    if path is None:
+        raise missing_data_error(
+            IMDB_FILE,
+            what="IMDB reviews",
+            download_hint=f"The download of {IMDB_URL} was not possible (no network?).",
+        )
+    splits = _read_acl_imdb(path) if path.is_dir() else _read_csv(path)
+    for split in ("train", "test"):
+        if not splits[split]:
+            raise DataNotFoundError(f"{path}: no '{split}' reviews found")
+    train_texts, train_labels = _unzip(splits["train"])
+    test_texts, test_labels = _unzip(splits["test"])
+    return Reviews(train_texts, train_labels, test_texts, test_labels, path)
+
+
+def _unzip(rows: list[tuple[str, int]]) -> tuple[list[str], np.ndarray]:
+    return [text for text, _ in rows], np.array([label for _, label in rows], dtype=np.int64)
+
+
+def _sample(
+    texts: list[str], labels: np.ndarray, limit: int | None, seed: int
+) -> tuple[list[str], np.ndarray]:
+    """The reviews in a seeded random order, cut to `limit`: the files are sorted by label,
+    so a plain prefix would hold one class only."""
+    order = np.random.default_rng(seed).permutation(len(texts))[:limit]
+    return [texts[i] for i in order], labels[order]
+
+
+def _read_csv(path: Path) -> dict[str, list[tuple[str, int]]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    splits: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"review", "sentiment", "split"} - set(reader.fieldnames or [])
+            if missing:
+                raise DataNotFoundError(
+                    f"{path}: CSV needs columns review,sentiment,split; missing {sorted(missing)}"
+                )
+            for line_no, row in enumerate(reader, start=2):
+                if row["sentiment"] not in LABELS or row["split"] not in splits:
+                    raise DataNotFoundError(
+                        f"{path}:{line_no}: sentiment must be negative/positive and split "
+                        f"train/test, got {row['sentiment']!r}/{row['split']!r}"
+                    )
+                splits[row["split"]].append((row["review"], LABELS.index(row["sentiment"])))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataNotFoundError(f"{path} is not a readable review CSV: {exc}") from exc
+    return splits
+
+
+def _read_acl_imdb(root: Path) -> dict[str, list[tuple[str, int]]]:
+    """The original tree: aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt."""
+    if (root / "aclImdb").is_dir():
+        root = root / "aclImdb"
+    return {
+        split: [
+            (file.read_text(encoding="utf-8"), LABELS.index(label))
+            for folder, label in (("neg", "negative"), ("pos", "positive"))
+            for file in sorted((root / split / folder).glob("*.txt"))
+        ]
+        for split in ("train", "test")
+    }
+
+
+def _download_imdb() -> Path | None:
+    import keras
+
+    try:
+        archive = keras.utils.get_file("aclImdb_v1.tar.gz", IMDB_URL, extract=True)
+    except Exception:  # no network, proxy refusal: the caller reports what is missing
+        return None
+    folder = Path(archive)
+    return folder if folder.is_dir() else None
+
+
+def build_vectorizer(vocabulary_file: Path | None = None) -> Any:
+    """Raw text -> int token ids [batch, SEQUENCE_LENGTH]; 0 pads, 1 is out-of-vocabulary."""
+    from keras import layers
+
+    return layers.TextVectorization(
+        max_tokens=VOCABULARY_SIZE,
+        standardize=standardize,
+        split="whitespace",
+        output_mode="int",
+        output_sequence_length=SEQUENCE_LENGTH,
+        vocabulary=None if vocabulary_file is None else str(vocabulary_file),
+        name="vectorizer",
+    )
+
+
+def build_model() -> Any:
+    """Embedding -> bidirectional LSTM over all tokens -> max over time -> sigmoid.
+
+    No recurrent dropout, so the LSTM keeps its fast fused kernel when serving.
+    """
+    import keras
+    from keras import layers
+
+    tokens = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="tokens")
+    x = layers.Embedding(VOCABULARY_SIZE, 128)(tokens)
+    x = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(x)
+    x = layers.GlobalMaxPooling1D()(x)
+    x = layers.Dropout(0.4)(x)
+    positive = layers.Dense(1, activation="sigmoid", name="positive")(x)
+    model = keras.Model(tokens, positive, name=NAME)
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"]
+    )
+    return model
+
+
+def train(options: TrainOptions) -> Path:
+    """Adapt the vocabulary, train, export the next version, return its folder."""
+    import keras
+    import tensorflow as tf
+
+    from training.export import ExportRequest, export_model
+    from training.plots import plot_training_curves
+
+    reviews = load_reviews(options.data, options.allow_download)
+    epochs = options.epochs or DEFAULT_EPOCHS
+    batch_size = options.batch_size or DEFAULT_BATCH_SIZE
+    keras.utils.set_random_seed(options.seed)
+
+    texts, labels = _sample(reviews.train_texts, reviews.train_labels, options.limit, options.seed)
+    n_val = min(VALIDATION_SIZE, len(texts) // 10)
+    val_idx, train_idx = np.arange(n_val), np.arange(n_val, len(texts))
+
+    with tempfile.TemporaryDirectory() as scratch:
+        # Adapt on the training reviews only, then rebuild the layer from a vocabulary file:
+        # a file-backed lookup table is saved as an asset of the SavedModel.
+        adapting = build_vectorizer()
+        adapting.adapt(tf.data.Dataset.from_tensor_slices([texts[i] for i in train_idx]).batch(512))
+        vocabulary_file = Path(scratch) / "vocabulary.txt"
+        special = 2  # '' (padding) and '[UNK]' are added back by the layer
+        vocabulary_file.write_text(
+            "\n".join(adapting.get_vocabulary()[special:]) + "\n", encoding="utf-8"
+        )
+        vectorizer = build_vectorizer(vocabulary_file)
+
+        def vectorize(indices: np.ndarray) -> np.ndarray:
+            batches = [
+                vectorizer(tf.constant([texts[i] for i in indices[s : s + 1024]])).numpy()
+                for s in range(0, len(indices), 1024)
+            ]
+            return np.concatenate(batches)
+
+        model = build_model()
+        history = model.fit(
+            vectorize(train_idx),
+            labels[train_idx],
+            validation_data=(vectorize(val_idx), labels[val_idx]),
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=keras_verbosity(),
+            callbacks=[keras.callbacks.EarlyStopping(patience=1, restore_best_weights=True)],
+        ).history
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
+            positive = model(vectorizer(text), training=False)
+            return {"probabilities": tf.concat([1.0 - positive, positive], axis=1)}
+
+        test_texts, test_labels = _sample(
+            reviews.test_texts, reviews.test_labels, options.limit, options.seed
+        )
+
+        def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
+            plot_training_curves(history, extra / "training_curves.png", "sentiment: IMDB LSTM")
+            return evaluate_sentiment(loaded, test_texts, test_labels, extra)
+
+        bundle = tf.Module()
+        bundle.classifier, bundle.vectorizer = model, vectorizer
+        request = ExportRequest(
+            name=NAME,
+            model=bundle,
+            serving_fn=serve,
+            labels=LABELS,
+            card=_card(options, reviews.path, epochs, batch_size, history, len(train_idx)),
+            evaluate=evaluate,
+        )
+        return export_model(request, options.output, options.keep_versions)
+
+
+def evaluate_sentiment(
+    loaded: Any, texts: list[str], labels: np.ndarray, extra: Path
+) -> dict[str, Any]:
+    """Accuracy of the exported SavedModel on raw test reviews, plus a confusion matrix."""
+    from rich.progress import track
+
+    from training.plots import confusion_matrix, plot_confusion_matrix
+
+    signature = loaded.signatures["serving_default"]
+    starts = range(0, len(texts), 500)
+    predicted = np.concatenate(
+        [
+            signature(text=np.array(texts[s : s + 500], dtype=object))["probabilities"]
+            .numpy()
+            .argmax(axis=1)
+            for s in track(starts, description="evaluating the exported model on raw text")
+        ]
+    )
+    counts = confusion_matrix(labels, predicted, len(LABELS))
+    accuracy = float((predicted == labels).mean())
+    plot_confusion_matrix(
+        counts,
+        LABELS,
+        extra / "confusion_matrix.png",
+        f"sentiment: IMDB test set ({len(labels)} reviews), accuracy {accuracy:.2%}",
+    )
+    return {
+        "test_accuracy": accuracy,
+        "test_examples": len(labels),
+        "test_errors": int((predicted != labels).sum()),
+    }
+
+
+def _card(
+    options: TrainOptions,
+    data_path: Path,
+    epochs: int,
+    batch_size: int,
+    history: dict[str, list[float]],
+    n_train: int,
+) -> dict[str, Any]:
+    best = int(np.argmin(history["val_loss"]))
+    return {
+        "task": "text classification: movie review sentiment (negative/positive)",
+        "description": "Embedding 128 -> bidirectional LSTM 64 -> max over time -> sigmoid, "
+        "with the text vectorization inside the graph.",
+        "input": {
+            "text": "string [batch]: raw review text (UTF-8). In the graph: lower-cased, HTML "
+            "tags and apostrophes removed, non-letters/digits become spaces, split on "
+            f"whitespace, first {SEQUENCE_LENGTH} tokens kept, {VOCABULARY_SIZE - 2} word "
+            "vocabulary (assets/vocabulary.txt) plus padding and out-of-vocabulary ids",
+        },
+        "output": {"probabilities": "float32 [batch, 2]: P(negative), P(positive)"},
+        "data": {
+            **_data_provenance(data_path),
+            "train_examples": n_train,
+            "limited_to": options.limit,
+        },
+        "hyperparameters": {
+            "vocabulary_size": VOCABULARY_SIZE,
+            "sequence_length": SEQUENCE_LENGTH,
+            "max_epochs": epochs,
+            "epochs_trained": len(history["loss"]),
+            "best_epoch": best + 1,
+            "batch_size": batch_size,
+            "optimizer": "Adam 1e-3, early stopping on validation loss (patience 1)",
+            "seed": options.seed,
+        },
+        "metrics": {
+            "validation_accuracy": history["val_accuracy"][best],
+            "target_test_accuracy": TARGET_ACCURACY,
+        },
+        **provenance(),
+    }
+
+
+def _data_provenance(path: Path) -> dict[str, Any]:
+    """A CSV is pinned by its checksum; an aclImdb/ tree is named by its folder."""
+    license_ = "research use; cite Maas et al., ACL 2011"
+    if path.is_file():
+        return data_provenance(path, source=SOURCE, license_=license_)
+    return {"source": SOURCE, "license": license_, "folder": str(path)}
