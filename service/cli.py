@@ -90,10 +90,17 @@ def train(
     download: Annotated[
         bool, typer.Option(help="Allow the public download when no local data is found.")
     ] = True,
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            help="resnet50 only: 'imagenet' (download, default), a local .h5 path, or 'none' "
+            "for random weights."
+        ),
+    ] = None,
 ) -> None:
     """Train a model and export it as the next SavedModel version."""
     from training.data import DataNotFoundError
-    from training.jobs import JOBS, JobNotAvailableError, train_function
+    from training.jobs import JOBS, train_function
     from training.options import TrainOptions
 
     options = TrainOptions(
@@ -105,6 +112,7 @@ def train(
         seed=seed,
         keep_versions=keep_versions or None,
         allow_download=download,
+        weights=weights,
     )
     names = list(JOBS) if name is JobName.all else [name.value]
     failures = 0
@@ -112,7 +120,7 @@ def train(
         console.rule(f"training {job}")
         try:
             exported = train_function(job)(options)
-        except (DataNotFoundError, JobNotAvailableError) as exc:
+        except DataNotFoundError as exc:
             err_console.print(f"[red]error:[/red] {job}: {exc}")
             failures += 1
             continue

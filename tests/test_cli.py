@@ -54,12 +54,6 @@ def test_train_with_missing_data_path_fails_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / "digits").exists()
 
 
-def test_train_job_not_built_yet_says_so(tmp_path: Path) -> None:
-    result = run("train", "sentiment", "--output", str(tmp_path))
-    assert result.returncode == 2
-    assert "not available yet" in result.stderr
-
-
 def test_train_rejects_unknown_model_and_bad_epochs() -> None:
     assert run("train", "cats").returncode == 2
     assert run("train", "votes", "--epochs", "0").returncode == 2

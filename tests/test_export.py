@@ -150,3 +150,14 @@ def test_other_signatures_and_assets_are_exported(tmp_path: Path) -> None:
     assert card["signatures"]["from_half"]["inputs"] == {
         "half": {"dtype": "float32", "shape": [None, 2]}
     }
+
+
+def test_optimizer_state_is_not_exported(tmp_path: Path) -> None:
+    request = tiny_request()  # compiled with Adam and trained one step: it has slot variables
+    assert request.model.optimizer.variables
+    version_dir = export_model(request, tmp_path, keep_versions=None)
+    saved = {
+        name for name, _ in tf.train.list_variables(str(version_dir / "variables" / "variables"))
+    }
+    assert not [name for name in saved if "optimizer" in name], sorted(saved)
+    assert len([name for name in saved if name.startswith("state/")]) == len(request.model.weights)

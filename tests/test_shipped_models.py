@@ -12,7 +12,7 @@ from PIL import Image
 
 from service.layout import existing_versions, read_model_card
 from tests.conftest import FIXTURES, MODELS_DIR
-from training import digits, votes
+from training import digits, sentiment, votes
 
 
 def load(name: str) -> tuple[Any, dict[str, Any], Path]:
@@ -29,7 +29,7 @@ def signature_io(loaded: Any) -> tuple[dict[str, tuple[str, list[int | None]]], 
     return described, sorted(signature.structured_outputs)
 
 
-@pytest.mark.parametrize("name", ["digits", "votes"])
+@pytest.mark.parametrize("name", ["digits", "votes", "sentiment"])
 def test_only_the_newest_version_is_shipped_with_labels_and_card(name: str) -> None:
     assert existing_versions(MODELS_DIR / name) == [1]
     _, card, version_dir = load(name)
@@ -70,3 +70,27 @@ def test_votes_signature_cv_accuracy_and_predictions() -> None:
     probabilities = loaded.signatures["serving_default"](votes=x)["probabilities"].numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     assert (probabilities.argmax(axis=1) == parties).mean() >= 0.95
+
+
+def test_sentiment_reads_raw_text_and_meets_its_target() -> None:
+    loaded, card, version_dir = load("sentiment")
+    assert signature_io(loaded) == ({"text": ("string", [None])}, ["probabilities"])
+    assert card["metrics"]["test_examples"] == 25_000
+    assert card["metrics"]["test_accuracy"] >= sentiment.TARGET_ACCURACY
+    vocabulary = (version_dir / "assets" / "vocabulary.txt").read_text(encoding="utf-8")
+    assert len(vocabulary.splitlines()) == sentiment.VOCABULARY_SIZE - 2
+
+
+def test_sentiment_labels_obvious_reviews() -> None:
+    loaded, _, _ = load("sentiment")
+    reviews = {
+        "This was a wonderful film. Brilliant acting and a moving story, I loved it.": 1,
+        "One of the best movies I have seen in years. A masterpiece!": 1,
+        "Beautifully shot, superb performances, highly recommended.<br /><br />10/10": 1,
+        "Terrible. The worst movie I have ever seen, a complete waste of time.": 0,
+        "Boring, predictable and badly acted. I want my money back.": 0,
+        "AWFUL script, awful dialogue; I walked out after half an hour.": 0,
+    }
+    texts = tf.constant(list(reviews))
+    probabilities = loaded.signatures["serving_default"](text=texts)["probabilities"].numpy()
+    assert probabilities.argmax(axis=1).tolist() == list(reviews.values())

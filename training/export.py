@@ -34,7 +34,7 @@ class ExportRequest:
     """Everything needed to write one model version."""
 
     name: str
-    model: Any  # a Keras model (tracked so its variables are saved)
+    model: Any  # what the serving functions use: a Keras model or layer, or a list of them
     serving_fn: Any  # a tf.function with an input_signature, exported as serving_default
     labels: list[str]  # written to assets/labels.txt, one per line, in output order
     card: dict[str, Any]
@@ -113,13 +113,25 @@ def _write_saved_model(request: ExportRequest, target: Path) -> None:
         labels_path = Path(scratch) / LABELS_FILE
         labels_path.write_text("\n".join(request.labels) + "\n", encoding="utf-8")
         root = tf.Module()
-        root.model = request.model
+        parts = request.model if isinstance(request.model, list) else [request.model]
+        root.state = [_serving_state(part) for part in parts]
         # Tracked as assets, these files are copied into assets/ and ship with the model.
         root.assets = [
             tf.saved_model.Asset(str(path)) for path in [labels_path, *request.other_assets]
         ]
         signatures = {"serving_default": request.serving_fn, **request.other_signatures}
         tf.saved_model.save(root, str(target), signatures=signatures)
+
+
+def _serving_state(part: Any) -> Any:
+    """What must be saved of `part` to serve it.
+
+    A compiled Keras model tracks its optimizer, whose slot variables (twice the weights, for
+    Adam) would otherwise be saved into a model that only ever serves: keep its weights only.
+    """
+    if getattr(part, "optimizer", None) is not None:
+        return list(part.weights)
+    return part
 
 
 def _write_model_card(

@@ -27,6 +27,9 @@ class TrainOptions:
     """How many versions of the model stay on disk after export; None keeps all."""
     allow_download: bool = True
     """Try the public download (keras.datasets) when no local copy is found."""
+    weights: str | None = None
+    """resnet50 only: "imagenet" or None (Keras' cache, else its download), a path to a local
+    weights file (.h5), or "none" for random weights (tests, load/performance work)."""
 
 
 def keras_verbosity() -> int:

@@ -29,7 +29,7 @@ IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SOURCE = "Large Movie Review Dataset v1.0 (Maas et al., ACL 2011), " + IMDB_URL
 VOCABULARY_SIZE = 20_000  # including the padding and out-of-vocabulary tokens
 SEQUENCE_LENGTH = 400  # tokens kept per review; the median review has ~230
-DEFAULT_EPOCHS = 6  # an upper bound: early stopping on the validation loss ends sooner
+DEFAULT_EPOCHS = 8  # an upper bound: early stopping on the validation loss ends sooner
 DEFAULT_BATCH_SIZE = 64
 VALIDATION_SIZE = 2500
 TARGET_ACCURACY = 0.88
@@ -154,18 +154,24 @@ def build_vectorizer(vocabulary_file: Path | None = None) -> Any:
 
 
 def build_model() -> Any:
-    """Embedding -> bidirectional LSTM over all tokens -> max over time -> sigmoid.
+    """Embedding -> bidirectional LSTM over the review's tokens -> max over time -> sigmoid.
 
-    No recurrent dropout, so the LSTM keeps its fast fused kernel when serving.
+    Padding is masked, so a short review is not read as a long run of padding tokens. No
+    recurrent dropout, so the LSTM keeps its fast fused kernel where there is one; dropout on
+    whole embedding channels and before the output instead, as the model otherwise overfits
+    IMDB within three epochs.
     """
     import keras
     from keras import layers
 
     tokens = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="tokens")
-    x = layers.Embedding(VOCABULARY_SIZE, 128)(tokens)
+    x = layers.Embedding(VOCABULARY_SIZE, 128, mask_zero=True)(tokens)
+    x = layers.SpatialDropout1D(0.3)(x)
+    # Masked steps come out as zeros, so the max below sees only the review's own tokens
+    # (and is 0, not NaN, for an empty text).
     x = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(x)
     x = layers.GlobalMaxPooling1D()(x)
-    x = layers.Dropout(0.4)(x)
+    x = layers.Dropout(0.5)(x)
     positive = layers.Dense(1, activation="sigmoid", name="positive")(x)
     model = keras.Model(tokens, positive, name=NAME)
     model.compile(
@@ -218,7 +224,12 @@ def train(options: TrainOptions) -> Path:
             epochs=epochs,
             batch_size=batch_size,
             verbose=keras_verbosity(),
-            callbacks=[keras.callbacks.EarlyStopping(patience=1, restore_best_weights=True)],
+            callbacks=[
+                # Validation loss is noisy on IMDB: lower the step size when it stalls, stop
+                # after two epochs without improvement, keep the best epoch's weights.
+                keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=0, verbose=1),
+                keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True),
+            ],
         ).history
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
@@ -234,11 +245,9 @@ def train(options: TrainOptions) -> Path:
             plot_training_curves(history, extra / "training_curves.png", "sentiment: IMDB LSTM")
             return evaluate_sentiment(loaded, test_texts, test_labels, extra)
 
-        bundle = tf.Module()
-        bundle.classifier, bundle.vectorizer = model, vectorizer
         request = ExportRequest(
             name=NAME,
-            model=bundle,
+            model=[model, vectorizer],
             serving_fn=serve,
             labels=LABELS,
             card=_card(options, reviews.path, epochs, batch_size, history, len(train_idx)),
@@ -312,7 +321,7 @@ def _card(
             "epochs_trained": len(history["loss"]),
             "best_epoch": best + 1,
             "batch_size": batch_size,
-            "optimizer": "Adam 1e-3, early stopping on validation loss (patience 1)",
+            "optimizer": "Adam 1e-3, x0.3 on a val-loss plateau, early stopping (patience 2)",
             "seed": options.seed,
         },
         "metrics": {
