@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 DATA_DIR_ENV = "MODELSERVE_DATA_DIR"
@@ -48,6 +49,24 @@ def find_data_file(explicit: Path | None, file_name: str, *, what: str) -> Path 
         if candidate.is_file():
             return candidate
     return None
+
+
+def locate_data(
+    explicit: Path | None,
+    file_name: str,
+    *,
+    what: str,
+    download: Callable[[], Path | None] | None,
+    download_hint: str,
+) -> Path:
+    """`explicit`, else a shared copy of `file_name`, else what `download` fetches (None when
+    downloads are off); otherwise an error listing every place looked in."""
+    path = find_data_file(explicit, file_name, what=what)
+    if path is None and download is not None:
+        path = download()
+    if path is None:
+        raise missing_data_error(file_name, what=what, download_hint=download_hint)
+    return path
 
 
 def missing_data_error(file_name: str, *, what: str, download_hint: str) -> DataNotFoundError:

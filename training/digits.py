@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import DataNotFoundError, find_data_file, missing_data_error
+from training.data import DataNotFoundError, locate_data
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions, keras_verbosity
 
@@ -38,15 +38,13 @@ class Mnist:
 
 def load_mnist(data: Path | None, allow_download: bool) -> Mnist:
     """MNIST from --data, the shared data folder, or keras.datasets, in that order."""
-    path = find_data_file(data, MNIST_FILE, what="MNIST")
-    if path is None and allow_download:
-        path = _download_mnist()
-    if path is None:
-        raise missing_data_error(
-            MNIST_FILE,
-            what="MNIST",
-            download_hint="The keras.datasets download was not possible (no network?).",
-        )
+    path = locate_data(
+        data,
+        MNIST_FILE,
+        what="MNIST",
+        download=_download_mnist if allow_download else None,
+        download_hint="The keras.datasets download was not possible (no network?).",
+    )
     return read_mnist_npz(path)
 
 
@@ -189,32 +187,19 @@ def evaluate_digits(
     loaded: Any, images: np.ndarray, labels: np.ndarray, extra: Path
 ) -> dict[str, Any]:
     """Accuracy of the exported SavedModel on the MNIST test images, plus a confusion matrix."""
-    from training.plots import confusion_matrix, plot_confusion_matrix
+    from training.evaluation import classification_metrics, predicted_classes
 
     signature = loaded.signatures["serving_default"]
-    predicted = np.concatenate(
-        [
-            signature(image=to_model_input(images[i : i + 1000]))["probabilities"]
-            .numpy()
-            .argmax(axis=1)
-            for i in range(0, len(images), 1000)
-        ]
+    predicted = predicted_classes(
+        lambda batch: signature(image=to_model_input(batch))["probabilities"], images, 1000
     )
-    counts = confusion_matrix(labels, predicted, 10)
-    accuracy = float((predicted == labels).mean())
-    plot_confusion_matrix(
-        counts,
+    return classification_metrics(
+        labels,
+        predicted,
         LABELS,
         extra / "confusion_matrix.png",
-        f"digits: MNIST test set ({len(labels)} images), accuracy {accuracy:.2%}",
+        f"digits: MNIST test set ({len(labels)} images)",
     )
-    per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
-    return {
-        "test_accuracy": accuracy,
-        "test_examples": len(labels),
-        "test_errors": int((predicted != labels).sum()),
-        "per_class_accuracy": {d: float(a) for d, a in zip(LABELS, per_class, strict=True)},
-    }
 
 
 def _card(

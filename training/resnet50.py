@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import DataNotFoundError, find_data_file, missing_data_error, sha256_of
+from training.data import DataNotFoundError, locate_data, sha256_of
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions
 
@@ -128,19 +128,21 @@ def load_class_index(data: Path | None, allow_download: bool) -> tuple[list[list
     """
     if data is not None and data.is_dir():
         data = data / CLASS_INDEX_FILE
-    path = find_data_file(data, CLASS_INDEX_FILE, what="ImageNet class index")
-    if path is None and allow_download:
+
+    def download() -> Path | None:
         try:
-            path = _download(CLASS_INDEX_FILE, CLASS_INDEX_URL, CLASS_INDEX_MD5)
+            return _download(CLASS_INDEX_FILE, CLASS_INDEX_URL, CLASS_INDEX_MD5)
         except DataNotFoundError:
-            path = None  # reported below, with every place we looked
-    if path is None:
-        raise missing_data_error(
-            CLASS_INDEX_FILE,
-            what="The ImageNet class index",
-            download_hint=f"Keras' download from {CLASS_INDEX_URL} was not possible "
-            "(no network, or --no-download).",
-        )
+            return None  # reported by locate_data, with every place we looked
+
+    path = locate_data(
+        data,
+        CLASS_INDEX_FILE,
+        what="The ImageNet class index",
+        download=download if allow_download else None,
+        download_hint=f"Keras' download from {CLASS_INDEX_URL} was not possible "
+        "(no network, or --no-download).",
+    )
     return read_class_index(path), path
 
 

@@ -1,0 +1,44 @@
+"""Measuring an exported classifier on a test set: predictions, metrics, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.plots import confusion_matrix, plot_confusion_matrix
+
+
+def predicted_classes(
+    probabilities_of: Callable[[Any], Any], inputs: Sequence[Any] | np.ndarray, batch_size: int
+) -> np.ndarray:
+    """Arg-max class of every input, calling `probabilities_of` one batch at a time."""
+    from rich.progress import track
+
+    starts = range(0, len(inputs), batch_size)
+    return np.concatenate(
+        [
+            np.asarray(probabilities_of(inputs[start : start + batch_size])).argmax(axis=1)
+            for start in track(starts, description="evaluating the exported model")
+        ]
+    )
+
+
+def classification_metrics(
+    labels: np.ndarray, predicted: np.ndarray, label_names: Sequence[str], plot: Path, title: str
+) -> dict[str, Any]:
+    """Accuracy, error count and per-class accuracy; the confusion matrix is drawn to `plot`."""
+    counts = confusion_matrix(labels, predicted, len(label_names))
+    accuracy = float((predicted == labels).mean())
+    plot_confusion_matrix(counts, label_names, plot, f"{title}, accuracy {accuracy:.2%}")
+    per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
+    return {
+        "test_accuracy": accuracy,
+        "test_examples": len(labels),
+        "test_errors": int((predicted != labels).sum()),
+        "per_class_accuracy": {
+            name: float(value) for name, value in zip(label_names, per_class, strict=True)
+        },
+    }
