@@ -155,18 +155,17 @@ def _print_repository(base_path: Path) -> None:
         err_console.print(f"[red]error:[/red] no models under {base_path.resolve()}")
         raise typer.Exit(code=1)
     table = Table(title=f"model repository {base_path.resolve()}")
-    for column in ("model", "version", "task", "metrics", "created"):
-        table.add_column(column)
+    table.add_column("model")
+    table.add_column("version", justify="right")
+    table.add_column("metrics (from the model card)", no_wrap=True)
+    table.add_column("created")
     for name in names:
         for version in existing_versions(base_path / name):
             card = read_model_card(base_path / name / str(version))
-            table.add_row(
-                name,
-                str(version),
-                card.get("task", "(no model card)"),
-                _format_metrics(card.get("metrics", {})),
-                card.get("created", ""),
-            )
+            metrics = _format_metrics(card.get("metrics", {})) if card else "(no model card)"
+            if card.get("weights") == "random":
+                metrics = "[red]RANDOM WEIGHTS[/red]\n" + metrics
+            table.add_row(name, str(version), metrics, card.get("created", "")[:10])
     console.print(table)
 
 
