@@ -35,8 +35,9 @@ IMDB_FILE = "imdb.csv.gz"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SOURCE = "Large Movie Review Dataset v1.0 (Maas et al., ACL 2011), " + IMDB_URL
 VOCABULARY_SIZE = 20_000  # including the padding and out-of-vocabulary tokens
-SEQUENCE_LENGTH = 400  # tokens kept per review; the median review has ~230
-DEFAULT_EPOCHS = 8  # an upper bound: early stopping on the validation loss ends sooner
+SEQUENCE_LENGTH = 600  # tokens kept per review: all of ~90 % of reviews (median ~230)
+DEFAULT_EPOCHS = 6  # an upper bound: early stopping on validation accuracy ends sooner
+WORD_DROPOUT = 0.2  # share of words hidden (made out-of-vocabulary) in each training pass
 DEFAULT_BATCH_SIZE = 64
 VALIDATION_SIZE = 2500
 TARGET_ACCURACY = 0.88
@@ -221,19 +222,30 @@ def train(options: TrainOptions) -> Path:
             ]
             return np.concatenate(batches)
 
+        train_ds = (
+            tf.data.Dataset.from_tensor_slices((vectorize(train_idx), labels[train_idx]))
+            .shuffle(len(train_idx), seed=options.seed)
+            .batch(batch_size)
+            .map(_word_dropout, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         model = build_model()
         history = model.fit(
-            vectorize(train_idx),
-            labels[train_idx],
+            train_ds,
             validation_data=(vectorize(val_idx), labels[val_idx]),
             epochs=epochs,
-            batch_size=batch_size,
+            shuffle=False,  # the dataset shuffles itself
             verbose=keras_verbosity(),
             callbacks=[
-                # Validation loss is noisy on IMDB: lower the step size when it stalls, stop
-                # after two epochs without improvement, keep the best epoch's weights.
-                keras.callbacks.ReduceLROnPlateau(factor=0.3, patience=0, verbose=1),
-                keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True),
+                # The validation loss rises from overconfidence while accuracy still improves,
+                # so both callbacks follow accuracy: a smaller step when it stalls, a stop after
+                # two epochs without improvement, and the best epoch's weights kept.
+                keras.callbacks.ReduceLROnPlateau(
+                    monitor="val_accuracy", factor=0.3, patience=0, verbose=1
+                ),
+                keras.callbacks.EarlyStopping(
+                    monitor="val_accuracy", patience=2, restore_best_weights=True
+                ),
             ],
         ).history
 
@@ -259,6 +271,15 @@ def train(options: TrainOptions) -> Path:
             evaluate=evaluate,
         )
         return export_model(request, options.output, options.keep_versions)
+
+
+def _word_dropout(tokens: Any, labels: Any) -> tuple[Any, Any]:
+    """Training-only augmentation: hide WORD_DROPOUT of the words (id 1, out-of-vocabulary), so
+    the model cannot lean on a few memorised words. Padding (id 0) stays padding."""
+    import tensorflow as tf
+
+    hide = (tf.random.uniform(tf.shape(tokens)) < WORD_DROPOUT) & (tokens > 0)
+    return tf.where(hide, tf.ones_like(tokens), tokens), labels
 
 
 def evaluate_sentiment(
@@ -288,7 +309,7 @@ def _card(
     history: dict[str, list[float]],
     n_train: int,
 ) -> dict[str, Any]:
-    best = int(np.argmin(history["val_loss"]))
+    best = int(np.argmax(history["val_accuracy"]))
     return {
         "task": "text classification: movie review sentiment (negative/positive)",
         "description": "Embedding 128 -> bidirectional LSTM 64 -> max over time -> sigmoid, "
@@ -312,7 +333,8 @@ def _card(
             "epochs_trained": len(history["loss"]),
             "best_epoch": best + 1,
             "batch_size": batch_size,
-            "optimizer": "Adam 1e-3, x0.3 on a val-loss plateau, early stopping (patience 2)",
+            "optimizer": "Adam 1e-3, x0.3 on a val-accuracy plateau, early stopping (patience 2)",
+            "word_dropout": WORD_DROPOUT,
             "seed": options.seed,
         },
         "metrics": {
