@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from service import __version__
@@ -24,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+# soft_wrap: long messages (paths, URLs) are left for the terminal to wrap, not cut at 80.
+err_console = Console(stderr=True, soft_wrap=True)
 
 ModelBasePath = Annotated[
     Path,
@@ -121,7 +123,7 @@ def train(
         try:
             exported = train_function(job)(options)
         except DataNotFoundError as exc:
-            err_console.print(f"[red]error:[/red] {job}: {exc}")
+            err_console.print(f"[red]error:[/red] {job}: {escape(str(exc))}")
             failures += 1
             continue
         console.print(f"[green]exported[/green] {exported}")
@@ -152,7 +154,7 @@ def serve(model_base_path: ModelBasePath = Path("models")) -> None:
 def _print_repository(base_path: Path) -> None:
     names = model_names(base_path)
     if not names:
-        err_console.print(f"[red]error:[/red] no models under {base_path.resolve()}")
+        err_console.print(f"[red]error:[/red] no models under {escape(str(base_path.resolve()))}")
         raise typer.Exit(code=1)
     table = Table(title=f"model repository {base_path.resolve()}")
     table.add_column("model")

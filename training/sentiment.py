@@ -114,6 +114,8 @@ def _read_csv(path: Path) -> dict[str, list[tuple[str, int]]]:
                         f"train/test, got {row['sentiment']!r}/{row['split']!r}"
                     )
                 splits[row["split"]].append((row["review"], LABELS.index(row["sentiment"])))
+    except DataNotFoundError:
+        raise  # already says what is wrong (and is an OSError, caught just below)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataNotFoundError(f"{path} is not a readable review CSV: {exc}") from exc
     return splits
