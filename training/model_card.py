@@ -20,10 +20,11 @@ def _git(*args: str) -> str:
 
 
 def git_commit() -> str:
-    """The checkout's commit (with `-dirty` when it has uncommitted changes), or `unknown`."""
+    """The checkout's commit (`-dirty` when its code has uncommitted changes), or `unknown`."""
     try:
         commit = _git("rev-parse", "HEAD")
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        # Only the code counts: models/ changes whenever a job exports into it.
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!models")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
