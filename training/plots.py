@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def plot_confusion_matrix(
     for (row, col), value in np.ndenumerate(counts):
         colour = "white" if shown[row, col] > threshold else "black"
         ax.text(col, row, str(value), ha="center", va="center", color=colour, fontsize=8)
-    ax.set_title(title)
+    # Wrapped to the figure's width, so a long title fits above a small (2x2) matrix.
+    wrapped = "\n".join(textwrap.fill(line, width=int(size * 9)) for line in title.splitlines())
+    ax.set_title(wrapped, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
