@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_fake_mnist
-from training.data import DataNotFoundError, find_data_file, sha256_of
+from training.data import DataNotFoundError, find_data_file, locate_data, sha256_of
 from training.digits import load_mnist, read_mnist_npz
 
 
@@ -89,3 +89,15 @@ def test_sha256_pins_the_bytes(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abc")
     assert sha256_of(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_download_is_the_last_resort_and_its_failure_is_reported(no_shared_data: Path) -> None:
+    downloaded = write_fake_mnist(no_shared_data / "downloaded.npz")
+    path = locate_data(None, "x.npz", what="X", download=lambda: downloaded, download_hint="")
+    assert path == downloaded
+
+    def fail() -> Path:
+        raise DataNotFoundError("URL fetch failure: no route")
+
+    with pytest.raises(DataNotFoundError, match=r"X not found(.|\n)*no network\?\n.*no route"):
+        locate_data(None, "x.npz", what="X", download=fail, download_hint="no network?")

@@ -56,17 +56,42 @@ def locate_data(
     file_name: str,
     *,
     what: str,
-    download: Callable[[], Path | None] | None,
+    download: Callable[[], Path] | None,
     download_hint: str,
 ) -> Path:
     """`explicit`, else a shared copy of `file_name`, else what `download` fetches (None when
-    downloads are off); otherwise an error listing every place looked in."""
+    downloads are off); otherwise an error listing every place looked in and why the download
+    failed."""
     path = find_data_file(explicit, file_name, what=what)
-    if path is None and download is not None:
-        path = download()
-    if path is None:
-        raise missing_data_error(file_name, what=what, download_hint=download_hint)
-    return path
+    if path is not None:
+        return path
+    if download is not None:
+        try:
+            return download()
+        except DataNotFoundError as exc:
+            download_hint = f"{download_hint}\n  ({exc})"
+    raise missing_data_error(file_name, what=what, download_hint=download_hint)
+
+
+def keras_download(
+    file_name: str,
+    url: str,
+    *,
+    file_hash: str | None = None,
+    cache_subdir: str = "datasets",
+    extract: bool = False,
+) -> Path:
+    """Keras' own download into its cache (a cached copy is used without network)."""
+    import keras
+
+    try:
+        return Path(
+            keras.utils.get_file(
+                file_name, url, file_hash=file_hash, cache_subdir=cache_subdir, extract=extract
+            )
+        )
+    except Exception as exc:  # Keras raises a bare Exception for DNS and HTTP failures
+        raise DataNotFoundError(str(exc)) from exc  # Keras' message names the URL
 
 
 def missing_data_error(file_name: str, *, what: str, download_hint: str) -> DataNotFoundError:

@@ -6,20 +6,22 @@ Serving signature: `image` float32 [batch, 28, 28, 1], white ink on black, scale
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.data import DataNotFoundError, locate_data
+from training.data import DataNotFoundError, keras_download, locate_data
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions, keras_verbosity
 
 NAME = "digits"
 LABELS = [str(d) for d in range(10)]
 MNIST_FILE = "mnist.npz"
+# Keras' copy, as keras.datasets.mnist.load_data() fetches and checks it.
+MNIST_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 MNIST_SOURCE = "MNIST (LeCun, Cortes, Burges), http://yann.lecun.com/exdb/mnist/"
 DEFAULT_EPOCHS = 15
 DEFAULT_BATCH_SIZE = 128
@@ -42,7 +44,9 @@ def load_mnist(data: Path | None, allow_download: bool) -> Mnist:
         data,
         MNIST_FILE,
         what="MNIST",
-        download=_download_mnist if allow_download else None,
+        download=(lambda: keras_download(MNIST_FILE, MNIST_URL, file_hash=MNIST_SHA256))
+        if allow_download
+        else None,
         download_hint="The keras.datasets download was not possible (no network?).",
     )
     return read_mnist_npz(path)
@@ -69,17 +73,6 @@ def read_mnist_npz(path: Path) -> Mnist:
         if labels.shape != (images.shape[0],):
             raise DataNotFoundError(f"{path}: y_{split} must have one label per image")
     return Mnist(**arrays, path=path)
-
-
-def _download_mnist() -> Path | None:
-    import keras
-
-    try:
-        keras.datasets.mnist.load_data()
-    except Exception:  # no network, proxy refusal, bad cache: the caller reports what is missing
-        return None
-    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / MNIST_FILE
-    return cache if cache.is_file() else None
 
 
 def build_model() -> Any:

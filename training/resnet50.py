@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import DataNotFoundError, locate_data, sha256_of
+from training.data import DataNotFoundError, keras_download, locate_data, sha256_of
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions
 
@@ -98,7 +98,9 @@ def resolve_weights(spec: str | None, allow_download: bool) -> Weights:
             f"is disabled (--no-download).\n{weights_help()}"
         )
     try:
-        path = _download(WEIGHTS_FILE, WEIGHTS_URL, WEIGHTS_MD5)
+        path = keras_download(
+            WEIGHTS_FILE, WEIGHTS_URL, file_hash=WEIGHTS_MD5, cache_subdir="models"
+        )
     except DataNotFoundError as exc:
         raise WeightsNotAvailableError(
             f"ResNet50's ImageNet weights could not be downloaded (no network?): {exc}\n"
@@ -111,16 +113,6 @@ def _keras_home() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 
-def _download(file_name: str, url: str, md5: str) -> Path:
-    """Keras' own download into its cache (a cached copy is used without network)."""
-    import keras
-
-    try:
-        return Path(keras.utils.get_file(file_name, url, cache_subdir="models", file_hash=md5))
-    except Exception as exc:  # Keras raises a bare Exception for DNS and HTTP failures
-        raise DataNotFoundError(str(exc)) from exc  # Keras' message names the URL
-
-
 def load_class_index(data: Path | None, allow_download: bool) -> tuple[list[list[str]], Path]:
     """The 1000 (WordNet id, name) pairs in output order, and the file they came from.
 
@@ -128,18 +120,17 @@ def load_class_index(data: Path | None, allow_download: bool) -> tuple[list[list
     """
     if data is not None and data.is_dir():
         data = data / CLASS_INDEX_FILE
-
-    def download() -> Path | None:
-        try:
-            return _download(CLASS_INDEX_FILE, CLASS_INDEX_URL, CLASS_INDEX_MD5)
-        except DataNotFoundError:
-            return None  # reported by locate_data, with every place we looked
-
     path = locate_data(
         data,
         CLASS_INDEX_FILE,
         what="The ImageNet class index",
-        download=download if allow_download else None,
+        download=(
+            lambda: keras_download(
+                CLASS_INDEX_FILE, CLASS_INDEX_URL, file_hash=CLASS_INDEX_MD5, cache_subdir="models"
+            )
+        )
+        if allow_download
+        else None,
         download_hint=f"Keras' download from {CLASS_INDEX_URL} was not possible "
         "(no network, or --no-download).",
     )

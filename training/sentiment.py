@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data import DataNotFoundError, locate_data
+from training.data import DataNotFoundError, keras_download, locate_data
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions, keras_verbosity
 
@@ -135,15 +135,11 @@ def _read_acl_imdb(root: Path) -> dict[str, list[tuple[str, int]]]:
     }
 
 
-def _download_imdb() -> Path | None:
-    import keras
-
-    try:
-        archive = keras.utils.get_file("aclImdb_v1.tar.gz", IMDB_URL, extract=True)
-    except Exception:  # no network, proxy refusal: the caller reports what is missing
-        return None
-    folder = Path(archive)
-    return folder if folder.is_dir() else None
+def _download_imdb() -> Path:
+    folder = keras_download("aclImdb_v1.tar.gz", IMDB_URL, extract=True)
+    if not folder.is_dir():
+        raise DataNotFoundError(f"the download of {IMDB_URL} did not unpack to a folder")
+    return folder
 
 
 def build_vectorizer(vocabulary_file: Path | None = None) -> Any:
