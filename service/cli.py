@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -14,6 +14,12 @@ from rich.table import Table
 
 from service import __version__
 from service.layout import existing_versions, model_names, read_model_card
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from service.serving_config import ServingConfig
+    from service.settings import Settings
 
 # TensorFlow's C++ start-up chatter hides the output people came for; TF_CPP_MIN_LOG_LEVEL
 # set by the user still wins.
@@ -138,17 +144,130 @@ def models(model_base_path: ModelBasePath = Path("models")) -> None:
     _print_repository(model_base_path)
 
 
-@app.command()
-def serve(model_base_path: ModelBasePath = Path("models")) -> None:
-    """Serve the model repository (the HTTP gateway lands with the gateway-core issue).
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
 
-    For now this lists what would be served.
+
+def _env(flag: str) -> str:
+    return "MODELSERVE_" + flag.upper()
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(envvar=_env("host"), help="Interface to listen on [0.0.0.0].")
+    ] = None,
+    port: Annotated[int | None, typer.Option(envvar=_env("port"), help="REST port [8501].")] = None,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar=_env("grpc_port"), help="gRPC port [8500] (gRPC lands with its issue)."
+        ),
+    ] = None,
+    model_base_path: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("model_base_path"),
+            help="Model repository <path>/<name>/<version>/ [models].",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("config"),
+            help="Serving config (YAML/TOML): models, version policies, labels. "
+            "Default: every model under the base path, newest version.",
+        ),
+    ] = None,
+    model_config_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("model_config_file"),
+            help="TF Serving's model_config_list text file (instead of --config).",
+        ),
+    ] = None,
+    log_level: Annotated[
+        LogLevel | None, typer.Option(envvar=_env("log_level"), help="Log level [info].")
+    ] = None,
+    poll_interval: Annotated[
+        float | None,
+        typer.Option(
+            envvar=_env("poll_interval_seconds"),
+            help="Seconds between scans for new/removed versions [2]; 0: scan once.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the model repository: TF Serving REST and Open Inference Protocol (V2) on --port.
+
+    Every option can also be set as an environment variable MODELSERVE_<OPTION>
+    (e.g. MODELSERVE_MODEL_BASE_PATH); other settings (threads, request size limit) only so.
     """
-    _print_repository(model_base_path)
+    from pydantic import ValidationError
+
+    from service.serving_config import ServingConfigError
+    from service.settings import Settings
+
+    given: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "grpc_port": grpc_port,
+        "model_base_path": model_base_path,
+        "config": config,
+        "model_config_file": model_config_file,
+        "log_level": log_level.value if log_level else None,
+        "poll_interval_seconds": poll_interval,
+    }
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        _fail(f"invalid setting: {exc}")
+    if settings.config and settings.model_config_file:
+        _fail("give either --config or --model-config-file, not both")
+
+    from service.app import create_app, serving_config_for
+
+    try:
+        serving_config = serving_config_for(settings)
+    except ServingConfigError as exc:
+        _fail(str(exc))
+    _print_serving_plan(serving_config, settings)
+    _run_server(create_app(settings, serving_config), settings)
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(code=2)
+
+
+def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> None:
+    table = Table(title=f"serving ({serving_config.source})")
+    for column in ("model", "base path", "versions", "labels"):
+        table.add_column(column)
+    for model in serving_config.models:
+        labels = ", ".join(f"{k}={v}" for k, v in model.version_labels.items())
+        table.add_row(model.name, str(model.base_path), model.version_policy.describe(), labels)
+    console.print(table)
+    shown_host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     console.print(
-        "[yellow]The HTTP/gRPC gateway is not built yet; this command only lists the "
-        "repository for now.[/yellow]"
+        f"REST (TF Serving + V2) on http://{shown_host}:{settings.port}  "
+        f"docs: http://{shown_host}:{settings.port}/docs"
     )
+
+
+def _run_server(application: FastAPI, settings: Settings) -> None:
+    import logging
+
+    import uvicorn
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 def _print_repository(base_path: Path) -> None:

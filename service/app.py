@@ -1,0 +1,103 @@
+"""The FastAPI application: `create_app(settings)` wires settings, the serving config, the
+model repository and the protocol routers together. No module-level state, so tests can build
+as many apps as they like."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from service import __version__
+from service.errors import ServingError
+from service.protocols import health, tfserving_rest, v2_rest
+from service.protocols.json_io import JSONBody
+from service.repository import ModelRepository
+from service.serving_config import (
+    ServingConfig,
+    discover_serving_config,
+    load_serving_config,
+    load_tfserving_model_config,
+)
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def serving_config_for(settings: Settings) -> ServingConfig:
+    """The serving config file when one is given, else every model under the base path."""
+    if settings.config is not None:
+        return load_serving_config(settings.config, settings.model_base_path)
+    if settings.model_config_file is not None:
+        return load_tfserving_model_config(settings.model_config_file)
+    return discover_serving_config(settings.model_base_path)
+
+
+def create_app(settings: Settings, serving_config: ServingConfig | None = None) -> FastAPI:
+    config = serving_config or serving_config_for(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        inference = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        repository = ModelRepository(
+            config,
+            poll_interval=settings.poll_interval_seconds,
+            inference_executor=inference,
+            load_threads=settings.load_threads,
+        )
+        app.state.repository = repository
+        await repository.start()
+        log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
+        try:
+            yield
+        finally:
+            await repository.stop()
+            inference.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="modelserve",
+        version=__version__,
+        summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2).",
+        lifespan=lifespan,
+        default_response_class=JSONBody,
+    )
+    app.state.settings = settings
+    app.include_router(health.router)
+    app.include_router(tfserving_rest.router)
+    app.include_router(v2_rest.router)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error body is {"error": "..."}, as TF Serving and V2 both specify."""
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> Response:
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        return JSONBody({"error": exc.message}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONBody({"error": f"invalid request: {problems}"}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return JSONBody(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONBody({"error": f"internal error: {type(exc).__name__}"}, status_code=500)

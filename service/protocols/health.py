@@ -1,0 +1,36 @@
+"""Liveness and readiness probes (Kubernetes) and their Open Inference Protocol mirrors."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from service.protocols.json_io import JSONBody
+from service.protocols.state import repository
+
+router = APIRouter(tags=["health"], default_response_class=JSONBody)
+
+
+@router.get("/healthz", summary="Liveness: the process is up and answering")
+async def healthz() -> JSONBody:
+    return JSONBody({"status": "alive"})
+
+
+@router.get("/readyz", summary="Readiness: every configured model has an AVAILABLE version")
+async def readyz(request: Request) -> JSONBody:
+    models = repository(request).readiness()
+    ready = all(models.values())
+    return JSONBody(
+        {"status": "ready" if ready else "loading", "models": models},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/v2/health/live", summary="V2 liveness")
+async def v2_live() -> JSONBody:
+    return JSONBody({"live": True})
+
+
+@router.get("/v2/health/ready", summary="V2 readiness (same rule as /readyz)")
+async def v2_ready(request: Request) -> JSONBody:
+    ready = repository(request).is_ready()
+    return JSONBody({"ready": ready}, status_code=200 if ready else 503)

@@ -1,0 +1,94 @@
+"""Fast JSON in and out: orjson for bodies, numpy arrays serialized without `.tolist()`.
+
+A 784-float `digits` body or a 150k-float image body is parsed by orjson (C) and turned into
+numpy once per request; outputs are written straight from numpy by orjson. The stdlib `json`
+module is only a fallback for what orjson refuses by design: the `NaN`/`Infinity` tokens that
+TF Serving's REST API allows, in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from service.errors import InvalidInputError, PayloadTooLargeError
+from service.tensors import encode_strings
+
+_NON_FINITE_TOKENS = (b"NaN", b"Infinity")
+
+
+class JSONBody(Response):
+    """application/json rendered by orjson (numpy arrays included)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+async def read_json(request: Request, *, max_bytes: int, allow_non_finite: bool = False) -> Any:
+    """The request body parsed as JSON; 413 beyond `max_bytes` (checked before reading when the
+    client declares a length), 400 with the parser's message when it is not JSON."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLargeError(
+            f"request body of {declared} bytes exceeds the {max_bytes} limit"
+        )
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLargeError(f"request body exceeds the {max_bytes} byte limit")
+    return parse_json(bytes(body), allow_non_finite=allow_non_finite)
+
+
+def parse_json(body: bytes, *, allow_non_finite: bool = False) -> Any:
+    if not body:
+        raise InvalidInputError("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if allow_non_finite and any(token in body for token in _NON_FINITE_TOKENS):
+            try:
+                return json.loads(body)
+            except (ValueError, RecursionError):
+                pass
+        raise InvalidInputError(f"malformed JSON body: {exc}") from None
+
+
+def json_array(array: np.ndarray, *, binary: bool = False) -> Any:
+    """An output tensor in a form `respond` can serialize: numeric arrays as they are,
+    strings as text (or {"b64"} when `binary` or not UTF-8)."""
+    if array.dtype == object or array.dtype.kind in "SU":
+        return encode_strings(array, as_b64=binary)
+    if array.dtype == ml_dtypes.bfloat16:
+        return array.astype(np.float32)
+    return np.ascontiguousarray(array)
+
+
+def respond(
+    payload: Any, outputs: Iterable[np.ndarray] = (), *, status_code: int = 200
+) -> Response:
+    """A JSON response; when an output holds NaN or infinities (which orjson would write as
+    null, silently), the stdlib writes them as NaN/Infinity tokens the way TF Serving does."""
+    if all(_finite(array) for array in outputs):
+        return JSONBody(payload, status_code=status_code)
+    text = json.dumps(payload, default=_to_list, allow_nan=True)
+    return Response(text, status_code=status_code, media_type="application/json")
+
+
+def _finite(array: np.ndarray) -> bool:
+    return array.dtype.kind != "f" or bool(np.isfinite(array).all())
+
+
+def _to_list(value: Any) -> Any:
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"cannot serialize {type(value).__name__}")

@@ -1,0 +1,188 @@
+"""TF Serving's REST API: model status, metadata and predict, as TensorFlow Serving documents
+them (https://www.tensorflow.org/tfx/serving/api_rest), so existing clients work unchanged.
+
+`POST /v1/models/digits:predict` puts the method after a colon inside the last path segment;
+the routes take that segment whole and split it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.errors import NotFoundError, UnimplementedError
+from service.protocols import tfserving_codec as codec
+from service.protocols.json_io import JSONBody, read_json, respond
+from service.protocols.state import parse_version, repository, settings
+from service.servable import ServableVersion
+
+router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
+
+_PREDICT_EXAMPLE = {
+    "row format (digits: one 28x28x1 image per instance)": {
+        "value": {"instances": [[[[0.0]] * 28] * 28]}
+    },
+    "columnar format (votes: 16 votes, y=1, n=-1, ?=0)": {
+        "value": {"inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}}
+    },
+    "strings (sentiment)": {"value": {"instances": ["A wonderful, moving film."]}},
+}
+_PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {"type": "string"},
+                        "instances": {"type": "array"},
+                        "inputs": {},
+                    },
+                },
+                "examples": _PREDICT_EXAMPLE,
+            }
+        },
+    }
+}
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@router.get("/{model}", summary="Status of every version of a model")
+async def model_status(model: str, request: Request) -> JSONBody:
+    return _status(request, model, None)
+
+
+@router.get("/{model}/versions/{version}", summary="Status of one version")
+async def version_status(model: str, version: str, request: Request) -> JSONBody:
+    return _status(request, model, parse_version(version))
+
+
+@router.get("/{model}/labels/{label}", summary="Status of the version a label points to")
+async def label_status(model: str, label: str, request: Request) -> JSONBody:
+    return _status(request, model, repository(request).label_version(model, label))
+
+
+def _status(request: Request, model: str, version: int | None) -> JSONBody:
+    versions = repository(request).statuses(model)
+    if version is not None:
+        versions = [v for v in versions if v.version == version]
+        if not versions:
+            raise NotFoundError(f"model {model!r} has no version {version}")
+    return JSONBody({"model_version_status": [_version_status(v) for v in versions]})
+
+
+def _version_status(servable: ServableVersion) -> dict[str, Any]:
+    return {
+        "version": str(servable.version),
+        "state": servable.state.value,
+        "status": {"error_code": servable.error_code, "error_message": servable.error_message},
+    }
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+@router.get("/{model}/metadata", summary="Signature defs of the newest available version")
+async def model_metadata(model: str, request: Request) -> JSONBody:
+    return _metadata(repository(request).resolve(model))
+
+
+@router.get("/{model}/versions/{version}/metadata", summary="Signature defs of one version")
+async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
+    return _metadata(repository(request).resolve(model, version=parse_version(version)))
+
+
+@router.get("/{model}/labels/{label}/metadata", summary="Signature defs of a labelled version")
+async def label_metadata(model: str, label: str, request: Request) -> JSONBody:
+    return _metadata(repository(request).resolve(model, label=label))
+
+
+def _metadata(servable: ServableVersion) -> JSONBody:
+    signature_defs = {name: sig.as_json() for name, sig in servable.signatures.items()}
+    return JSONBody(
+        {
+            "model_spec": {
+                "name": servable.model,
+                "signature_name": "",
+                "version": str(servable.version),
+            },
+            "metadata": {"signature_def": {"signature_def": signature_defs}},
+        }
+    )
+
+
+# -- predict / classify / regress ----------------------------------------------------------------
+
+
+@router.post(
+    "/{model_method}", summary="model:predict (newest version)", openapi_extra=_PREDICT_DOC
+)
+async def model_method(model_method: str, request: Request) -> Response:
+    model, method = _split_method(model_method)
+    return await _call(request, method, model)
+
+
+@router.post(
+    "/{model}/versions/{version_method}",
+    summary="model/versions/N:predict",
+    openapi_extra=_PREDICT_DOC,
+)
+async def version_method(model: str, version_method: str, request: Request) -> Response:
+    version, method = _split_method(version_method)
+    return await _call(request, method, model, version=parse_version(version))
+
+
+@router.post(
+    "/{model}/labels/{label_method}", summary="model/labels/L:predict", openapi_extra=_PREDICT_DOC
+)
+async def label_method(model: str, label_method: str, request: Request) -> Response:
+    label, method = _split_method(label_method)
+    return await _call(request, method, model, label=label)
+
+
+def _split_method(segment: str) -> tuple[str, str]:
+    target, colon, method = segment.rpartition(":")
+    if not colon or method not in {"predict", "classify", "regress"}:
+        raise NotFoundError(
+            f"no such method in {segment!r}; use <model>:predict (or :classify / :regress)"
+        )
+    return target, method
+
+
+async def _call(
+    request: Request,
+    method: str,
+    model: str,
+    version: int | None = None,
+    label: str | None = None,
+) -> Response:
+    repo = repository(request)
+    # 404/503 before reading a body that cannot be used
+    addressed = repo.resolve(model, version, label)
+    if method != "predict":
+        raise UnimplementedError(_unsupported_method(addressed, method))
+    body = await read_json(
+        request, max_bytes=settings(request).max_request_bytes, allow_non_finite=True
+    )
+    predict = codec.parse_predict_request(body)
+    async with repo.lease(model, version, label) as servable:
+        signature = servable.loaded().signature(predict.signature_name)
+        inputs = codec.decode_inputs(predict, signature)
+        outputs = await servable.predict(signature.name, inputs)
+    answer = codec.encode_outputs(predict, outputs, codec.row_count(predict))
+    return respond(answer, outputs.values())
+
+
+def _unsupported_method(servable: ServableVersion, method: str) -> str:
+    methods = {sig.method_name for sig in servable.signatures.values()}
+    if f"tensorflow/serving/{method}" in methods:
+        return f":{method} (tf.Example input) is not implemented by modelserve yet; use :predict"
+    return (
+        f":{method} needs a signature with method tensorflow/serving/{method}; model "
+        f"{servable.model!r} version {servable.version} has only {sorted(methods)}. Use :predict."
+    )

@@ -1,0 +1,139 @@
+"""Open Inference Protocol (KServe V2) REST: server and model metadata, readiness, infer.
+
+Model metadata and `infer` use the `serving_default` signature; `parameters.signature_name`
+in an infer request picks another one (a modelserve extension).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import __version__
+from service.errors import UnavailableError
+from service.protocols import v2_codec as codec
+from service.protocols.json_io import JSONBody, read_json, respond
+from service.protocols.state import parse_version, repository, settings
+from service.servable import ServableVersion, VersionState
+from service.signatures import DEFAULT_SIGNATURE, TensorInfo
+
+router = APIRouter(
+    prefix="/v2", tags=["Open Inference Protocol (V2)"], default_response_class=JSONBody
+)
+
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": {"type": "object"}},
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                    },
+                },
+                "example": {
+                    "id": "votes-1",
+                    "inputs": [
+                        {
+                            "name": "votes",
+                            "shape": [1, 16],
+                            "datatype": "FP32",
+                            "data": [1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1],
+                        }
+                    ],
+                },
+            }
+        },
+    }
+}
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> JSONBody:
+    return JSONBody({"name": "modelserve", "version": __version__, "extensions": []})
+
+
+@router.get("/models/{model}", summary="Model metadata (newest available version)")
+async def model_metadata(model: str, request: Request) -> JSONBody:
+    repo = repository(request)
+    servable = repo.resolve(model)
+    versions = [str(v.version) for v in repo.statuses(model) if v.state == VersionState.AVAILABLE]
+    return _metadata(servable, versions)
+
+
+@router.get("/models/{model}/versions/{version}", summary="Model metadata of one version")
+async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
+    servable = repository(request).resolve(model, version=parse_version(version))
+    return _metadata(servable, [str(servable.version)])
+
+
+def _metadata(servable: ServableVersion, versions: list[str]) -> JSONBody:
+    signature = servable.loaded().signature(DEFAULT_SIGNATURE)
+    return JSONBody(
+        {
+            "name": servable.model,
+            "versions": versions,
+            "platform": "tensorflow_savedmodel",
+            "inputs": [_tensor_metadata(t) for t in signature.inputs.values()],
+            "outputs": [_tensor_metadata(t) for t in signature.outputs.values()],
+        }
+    )
+
+
+def _tensor_metadata(tensor: TensorInfo) -> dict[str, Any]:
+    return {"name": tensor.name, "datatype": tensor.dtype.v2_name, "shape": tensor.v2_shape()}
+
+
+@router.get("/models/{model}/ready", summary="Is the model ready (200) or not (503)?")
+async def model_ready(model: str, request: Request) -> JSONBody:
+    return _readiness(request, model, None)
+
+
+@router.get("/models/{model}/versions/{version}/ready", summary="Is this version ready?")
+async def version_ready(model: str, version: str, request: Request) -> JSONBody:
+    return _readiness(request, model, parse_version(version))
+
+
+def _readiness(request: Request, model: str, version: int | None) -> JSONBody:
+    try:
+        repository(request).resolve(model, version)  # unknown model or version: 404
+    except UnavailableError:
+        return JSONBody({"name": model, "ready": False}, status_code=503)
+    return JSONBody({"name": model, "ready": True})
+
+
+@router.post(
+    "/models/{model}/infer", summary="Inference (newest version)", openapi_extra=_INFER_DOC
+)
+async def model_infer(model: str, request: Request) -> Response:
+    return await _infer(request, model, None)
+
+
+@router.post(
+    "/models/{model}/versions/{version}/infer",
+    summary="Inference on one version",
+    openapi_extra=_INFER_DOC,
+)
+async def version_infer(model: str, version: str, request: Request) -> Response:
+    return await _infer(request, model, parse_version(version))
+
+
+async def _infer(request: Request, model: str, version: int | None) -> Response:
+    repo = repository(request)
+    repo.resolve(model, version)  # 404/503 before reading a body that cannot be used
+    body = await read_json(request, max_bytes=settings(request).max_request_bytes)
+    infer = codec.parse_infer_request(body)
+    async with repo.lease(model, version) as servable:
+        signature = servable.loaded().signature(infer.signature_name)
+        inputs = codec.decode_inputs(infer, signature)
+        codec.check_outputs(infer, signature)
+        outputs = await servable.predict(signature.name, inputs, infer.output_names)
+    answer = codec.encode_outputs(infer, outputs, servable.model, servable.version)
+    return respond(answer, outputs.values())

@@ -1,0 +1,312 @@
+"""The model repository manager: which versions exist, which are served, and swapping them.
+
+Every `poll_interval` seconds it lists each model's base path (in a thread), applies the
+model's version policy, and
+- loads wanted versions that are new (or failed before and changed on disk since): load and
+  warm-up run in a thread pool; a version takes traffic only once it is AVAILABLE;
+- unloads versions no longer wanted: the version leaves the routing table at once (no new
+  requests), finishes the requests it holds, then is released. Unloading waits until the
+  wanted versions have settled, and while none of them is AVAILABLE a version still on disk
+  keeps serving (TF Serving's availability-preserving policy), so a swap never leaves a gap.
+
+All bookkeeping happens on the event loop thread, so a routing table swap is atomic for the
+requests that read it. A version that fails to load is recorded with its error and affects
+nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from service.errors import NotFoundError, UnavailableError
+from service.layout import existing_versions
+from service.runtime import LoadedModel
+from service.servable import ServableVersion, VersionState
+from service.serving_config import ModelConfig, ServingConfig
+
+log = logging.getLogger(__name__)
+
+_SETTLING = (VersionState.START, VersionState.LOADING)
+
+
+@dataclass
+class ModelEntry:
+    config: ModelConfig
+    versions: dict[int, ServableVersion] = field(default_factory=dict)  # every known version
+    serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
+    on_disk: dict[int, tuple[int, ...]] = field(default_factory=dict)  # version -> fingerprint
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+class ModelRepository:
+    def __init__(
+        self,
+        config: ServingConfig,
+        *,
+        poll_interval: float,
+        inference_executor: Executor,
+        load_threads: int = 2,
+    ) -> None:
+        self.config = config
+        self.poll_interval = poll_interval
+        self._inference = inference_executor
+        self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
+        self._models = {model.name: ModelEntry(model) for model in config.models}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts discovery and loading in the background; returns at once."""
+        self._poller = asyncio.create_task(self._poll_forever(), name="model-repository-poll")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._poller, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    async def poll_once(self) -> None:
+        """Lists every model directory (off the event loop) and reconciles what is served."""
+        listings = await asyncio.to_thread(
+            lambda: {name: _list_versions(e.config.base_path) for name, e in self._models.items()}
+        )
+        for name, on_disk in listings.items():
+            self._models[name].on_disk = on_disk
+            self._reconcile(self._models[name])
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # a failed scan must not end polling for good
+                log.exception("model repository scan failed")
+            if self.poll_interval <= 0:
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def entry(self, model: str) -> ModelEntry:
+        try:
+            return self._models[model]
+        except KeyError:
+            served = ", ".join(self._models) or "none"
+            raise NotFoundError(f"model {model!r} is not served; models: {served}") from None
+
+    def statuses(self, model: str) -> list[ServableVersion]:
+        """Every version the server knows of, ascending (AVAILABLE, loading, failed, unloaded)."""
+        return [v for _, v in sorted(self.entry(model).versions.items())]
+
+    def label_version(self, model: str, label: str) -> int:
+        labels = self.entry(model).config.version_labels
+        if label not in labels:
+            known = ", ".join(labels) or "none"
+            raise NotFoundError(f"model {model!r} has no version label {label!r}; labels: {known}")
+        return labels[label]
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> ServableVersion:
+        """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
+        entry = self.entry(model)
+        if label is not None:
+            version = self.label_version(model, label)
+        if version is None:
+            if entry.serving:
+                return entry.serving[max(entry.serving)]
+            raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
+        if version in entry.serving:
+            return entry.serving[version]
+        known = entry.versions.get(version)
+        if known is not None and known.state in _SETTLING:
+            raise UnavailableError(f"model {model!r} version {version} is still loading")
+        if known is not None and known.error_message:
+            raise NotFoundError(
+                f"model {model!r} version {version} failed to load: {known.error_message}"
+            )
+        raise NotFoundError(f"model {model!r} has no servable version {version}")
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> AsyncIterator[ServableVersion]:
+        """Holds a version for one request, so unloading waits for the request to finish."""
+        servable = self.resolve(model, version, label)
+        servable.enter()
+        try:
+            yield servable
+        finally:
+            servable.leave()
+
+    def readiness(self) -> dict[str, bool]:
+        """Per model: does it have at least one AVAILABLE version?"""
+        return {name: bool(entry.serving) for name, entry in self._models.items()}
+
+    def is_ready(self) -> bool:
+        return all(self.readiness().values())
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def _reconcile(self, entry: ModelEntry) -> None:
+        on_disk = entry.on_disk
+        wanted = set(entry.config.version_policy.select(sorted(on_disk)))
+        for version in sorted(wanted):
+            known = entry.versions.get(version)
+            if known is None or _should_reload(known, on_disk[version]):
+                self._start_load(entry, version, on_disk[version])
+        for version, known in list(entry.versions.items()):
+            if version not in on_disk and known.state == VersionState.END:
+                del entry.versions[version]  # gone from disk and from memory: forget it
+        if any(entry.versions[v].state in _SETTLING for v in wanted if v in entry.versions):
+            return  # unload only once the replacements have settled
+        replacement_ready = any(v in entry.serving for v in wanted)
+        for version in list(entry.serving):
+            if version not in wanted and (replacement_ready or version not in on_disk):
+                self._start_unload(entry, version)
+
+    def _start_load(self, entry: ModelEntry, version: int, fingerprint: tuple[int, ...]) -> None:
+        servable = ServableVersion(
+            entry.name, version, entry.config.base_path / str(version), fingerprint=fingerprint
+        )
+        entry.versions[version] = servable
+        self._spawn(self._load(entry, servable), f"load-{entry.name}-{version}")
+
+    async def _load(self, entry: ModelEntry, servable: ServableVersion) -> None:
+        servable.state = VersionState.LOADING
+        log.info(
+            "loading model %s version %d from %s", servable.model, servable.version, servable.path
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            runtime, load_seconds, warmup_seconds = await loop.run_in_executor(
+                self._loader, _load_and_warm_up, servable.model, servable.version, servable.path
+            )
+        except Exception as exc:
+            servable.state = VersionState.END
+            servable.error_code = _load_error_code(exc)
+            servable.error_message = f"{type(exc).__name__}: {_first_line(exc)}"
+            log.error(
+                "model %s version %d failed to load: %s",
+                servable.model,
+                servable.version,
+                servable.error_message,
+            )
+        else:
+            servable.runtime = runtime
+            servable.executor = self._inference
+            servable.load_seconds = load_seconds
+            servable.warmup_seconds = warmup_seconds
+            servable.state = VersionState.AVAILABLE
+            entry.serving = {**entry.serving, servable.version: servable}
+            log.info(
+                "model %s version %d AVAILABLE (load %.2f s, warm-up %.2f s)",
+                servable.model,
+                servable.version,
+                load_seconds,
+                warmup_seconds,
+            )
+        self._reconcile(entry)
+
+    def _start_unload(self, entry: ModelEntry, version: int) -> None:
+        servable = entry.serving[version]
+        servable.state = VersionState.UNLOADING
+        entry.serving = {v: s for v, s in entry.serving.items() if v != version}
+        self._spawn(self._unload(servable), f"unload-{entry.name}-{version}")
+
+    async def _unload(self, servable: ServableVersion) -> None:
+        log.info(
+            "unloading model %s version %d (%d in flight)",
+            servable.model,
+            servable.version,
+            servable.in_flight,
+        )
+        await servable.drained()
+        servable.runtime = None  # the last reference: TensorFlow frees the graph and weights
+        servable.state = VersionState.END
+        log.info("model %s version %d unloaded", servable.model, servable.version)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _should_reload(known: ServableVersion, fingerprint: tuple[int, ...]) -> bool:
+    """An ended version is loaded again when wanted again: a failed one only once its files
+    changed (a copy finished, a fix landed), a cleanly unloaded one at once."""
+    if known.state != VersionState.END:
+        return False
+    return known.error_code == "OK" or known.fingerprint != fingerprint
+
+
+def _load_and_warm_up(model: str, version: int, path: Path) -> tuple[LoadedModel, float, float]:
+    start = time.perf_counter()
+    runtime = LoadedModel(model, version, path)
+    load_seconds = time.perf_counter() - start
+    return runtime, load_seconds, runtime.warm_up()
+
+
+def _list_versions(base_path: Path) -> dict[int, tuple[int, ...]]:
+    return {v: _fingerprint(base_path / str(v)) for v in existing_versions(base_path)}
+
+
+def _fingerprint(version_dir: Path) -> tuple[int, ...]:
+    """Sizes and modification times of the files that make a SavedModel; changes when a copy
+    progresses or a version is replaced in place."""
+    parts: list[int] = []
+    for path in (version_dir / "saved_model.pb", version_dir / "variables"):
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        for file in files:
+            try:
+                stat = file.stat()
+            except OSError:
+                parts.extend((-1, -1))
+                continue
+            parts.extend((stat.st_size, stat.st_mtime_ns))
+    return tuple(parts)
+
+
+def _load_error_code(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError | tf.errors.NotFoundError):
+        return "NOT_FOUND"
+    if isinstance(exc, ValueError | tf.errors.InvalidArgumentError):
+        return "INVALID_ARGUMENT"
+    return "UNKNOWN"
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _why(entry: ModelEntry) -> str:
+    loading = [v for v, s in entry.versions.items() if s.state in _SETTLING]
+    failed = [
+        f"version {v}: {s.error_message}" for v, s in entry.versions.items() if s.error_message
+    ]
+    if loading:
+        return f" (loading version {', '.join(map(str, loading))})"
+    if failed:
+        return " (" + "; ".join(failed) + ")"
+    if not entry.on_disk:
+        return f" (no version under {entry.config.base_path})"
+    return ""

@@ -1,0 +1,60 @@
+"""Server settings: command-line flags and `MODELSERVE_*` environment variables.
+
+What is served (models, version policies, labels, batching) lives in the serving config file
+(`service.serving_config`); these are the process-wide knobs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELSERVE_",
+        protected_namespaces=(),
+        extra="ignore",
+        use_attribute_docstrings=True,
+    )
+
+    host: str = "0.0.0.0"
+    """Interface to listen on (0.0.0.0: every interface, as a container needs)."""
+
+    port: int = Field(8501, ge=0, le=65535)
+    """REST port (TF Serving's default 8501; 0 picks a free port)."""
+
+    grpc_port: int = Field(8500, ge=0, le=65535)
+    """gRPC port (TF Serving's default 8500); the gRPC server lands with the gRPC issue."""
+
+    model_base_path: Path = Path("models")
+    """Model repository: <path>/<name>/<version>/. Without a config file every model in it is
+    served with the newest version."""
+
+    config: Path | None = None
+    """Serving config file (YAML or TOML): models, version policies, labels, batching."""
+
+    model_config_file: Path | None = None
+    """TF Serving's own model_config_list text file, as an alternative to `config`."""
+
+    log_level: LogLevel = "info"
+    """Log level of the server and its access log."""
+
+    poll_interval_seconds: float = Field(2.0, ge=0)
+    """How often the repository is scanned for new and removed versions (0: only at start)."""
+
+    load_threads: int = Field(2, ge=1)
+    """Threads loading and warming up model versions (never the event loop)."""
+
+    inference_threads: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
+    """Threads running model calls (TensorFlow itself parallelises each call further)."""
+
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 beyond): a 224x224x3 float batch of 32 is ~30 MB of
+    JSON."""
