@@ -20,11 +20,29 @@ from service.errors import InvalidInputError
 from service.signatures import Shape, TensorInfo
 
 
-def decode_tensor(value: Any, spec: TensorInfo, *, what: str, allow_b64: bool) -> np.ndarray:
-    """A JSON value (nested lists) as an array of `spec`'s dtype; `what` names it in errors."""
+def decode_tensor(
+    value: Any, spec: TensorInfo, *, what: str, allow_b64: bool, booleans_possible: bool = True
+) -> np.ndarray:
+    """A JSON value (nested lists) as an array of `spec`'s dtype; `what` names it in errors.
+
+    numpy quietly turns `true` into 1 inside a list of numbers, so numeric data is searched for
+    booleans, a Python-speed walk; callers that know the JSON text holds no `true`/`false`
+    token at all pass `booleans_possible=False` to skip it.
+    """
     if spec.dtype.is_string:
         return _decode_strings(value, what=what, allow_b64=allow_b64)
-    return _decode_numbers(value, spec.dtype, what=what)
+    array = _decode_numbers(value, spec.dtype, what=what)
+    if booleans_possible and not spec.dtype.is_bool and _holds_boolean(value):
+        raise InvalidInputError(f"{what}: expected numbers ({spec.dtype.tf_name}), got booleans")
+    return array
+
+
+def _holds_boolean(value: Any) -> bool:
+    if isinstance(value, list):
+        if value and not isinstance(value[0], list):
+            return any(type(item) is bool for item in value)
+        return any(_holds_boolean(item) for item in value)
+    return type(value) is bool
 
 
 def check_shape(array: np.ndarray, spec: TensorInfo, *, what: str) -> None:
@@ -62,23 +80,36 @@ def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:
             f"{what}: expected numbers ({dtype.tf_name}), got {_kind_name(array)}"
         )
     if dtype.is_integer:
-        return _to_integers(array, dtype, what=what)
+        return _to_integers(value, array, dtype, what=what)
     converted = array.astype(dtype.numpy)
     if kind == "f" and not np.isfinite(converted).all() and np.isfinite(array).all():
         raise InvalidInputError(f"{what}: a value is out of range for {dtype.tf_name}")
     return converted
 
 
-def _to_integers(array: np.ndarray, dtype: DType, *, what: str) -> np.ndarray:
-    fractional = array.dtype.kind == "f" and array.size > 0
-    if fractional and (not np.isfinite(array).all() or (np.mod(array, 1) != 0).any()):
-        raise InvalidInputError(f"{what}: expected integers ({dtype.tf_name}), got fractions")
-    if array.size:
-        limits = np.iinfo(dtype.numpy)
-        if array.min() < limits.min or array.max() > limits.max:
-            raise InvalidInputError(
-                f"{what}: a value is out of range for {dtype.tf_name} [{limits.min}, {limits.max}]"
-            )
+def _to_integers(
+    value: Any, array: np.ndarray, dtype: DType, *, what: str
+) -> np.ndarray:
+    """`array` is numpy's own reading of `value`. It reads floats when the JSON held fractions
+    (rejected), or integral floats like 2.0, or integers beyond int64 mixed with others, which
+    float64 would round: those are converted again from the JSON numbers themselves, exactly."""
+    limits = np.iinfo(dtype.numpy)
+    out_of_range = InvalidInputError(
+        f"{what}: a value is out of range for {dtype.tf_name} [{limits.min}, {limits.max}]"
+    )
+    if not array.size:
+        return array.astype(dtype.numpy)
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all() or (np.mod(array, 1) != 0).any():
+            raise InvalidInputError(f"{what}: expected integers ({dtype.tf_name}), got fractions")
+        if array.min() < limits.min or array.max() > limits.max * 1.0001:
+            raise out_of_range
+        try:
+            return np.array(value, dtype=dtype.numpy)
+        except OverflowError:
+            raise out_of_range from None
+    if array.min() < limits.min or array.max() > limits.max:
+        raise out_of_range
     return array.astype(dtype.numpy)
 
 
@@ -130,9 +161,13 @@ def encode_strings(array: np.ndarray, *, as_b64: bool) -> Any:
 
     Bytes that are not UTF-8 are sent as base64 rather than mangled.
     """
-    if array.ndim == 0:
-        return _string_json(array.item(), as_b64=as_b64)
-    return [encode_strings(row, as_b64=as_b64) for row in array]
+    return _encode_nested(array.tolist(), as_b64=as_b64)
+
+
+def _encode_nested(value: Any, *, as_b64: bool) -> Any:
+    if isinstance(value, list):
+        return [_encode_nested(item, as_b64=as_b64) for item in value]
+    return _string_json(value, as_b64=as_b64)
 
 
 def _string_json(raw: bytes, *, as_b64: bool) -> Any:

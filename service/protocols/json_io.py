@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import ml_dtypes
@@ -33,7 +34,15 @@ class JSONBody(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-async def read_json(request: Request, *, max_bytes: int, allow_non_finite: bool = False) -> Any:
+@dataclass(frozen=True)
+class JSONDocument:
+    data: Any
+    booleans_possible: bool  # the text holds a `true` or `false` token (maybe inside a string)
+
+
+async def read_json(
+    request: Request, *, max_bytes: int, allow_non_finite: bool = False
+) -> JSONDocument:
     """The request body parsed as JSON; 413 beyond `max_bytes` (checked before reading when the
     client declares a length), 400 with the parser's message when it is not JSON."""
     declared = request.headers.get("content-length", "")
@@ -46,7 +55,8 @@ async def read_json(request: Request, *, max_bytes: int, allow_non_finite: bool 
         body += chunk
         if len(body) > max_bytes:
             raise PayloadTooLargeError(f"request body exceeds the {max_bytes} byte limit")
-    return parse_json(bytes(body), allow_non_finite=allow_non_finite)
+    data = parse_json(bytes(body), allow_non_finite=allow_non_finite)
+    return JSONDocument(data, booleans_possible=b"true" in body or b"false" in body)
 
 
 def parse_json(body: bytes, *, allow_non_finite: bool = False) -> Any:

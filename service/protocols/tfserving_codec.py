@@ -16,7 +16,7 @@ import numpy as np
 
 from service.errors import InvalidInputError
 from service.protocols.json_io import json_array
-from service.signatures import DEFAULT_SIGNATURE, Signature, TensorInfo
+from service.signatures import DEFAULT_SIGNATURE, Signature
 from service.tensors import check_shape, decode_tensor
 
 
@@ -24,13 +24,14 @@ from service.tensors import check_shape, decode_tensor
 class PredictRequest:
     signature_name: str
     body: dict[str, Any]
+    booleans_possible: bool = True
 
     @property
     def row_format(self) -> bool:
         return "instances" in self.body
 
 
-def parse_predict_request(body: Any) -> PredictRequest:
+def parse_predict_request(body: Any, *, booleans_possible: bool = True) -> PredictRequest:
     """Checks the envelope; the tensors are decoded once the signature is known."""
     if not isinstance(body, dict):
         raise InvalidInputError("request body must be a JSON object with 'instances' or 'inputs'")
@@ -48,28 +49,32 @@ def parse_predict_request(body: Any) -> PredictRequest:
             f"unknown request keys {sorted(unknown)}; expected 'signature_name' and "
             "'instances' or 'inputs'"
         )
-    return PredictRequest(signature_name, body)
+    return PredictRequest(signature_name, body, booleans_possible)
 
 
 def decode_inputs(request: PredictRequest, signature: Signature) -> dict[str, np.ndarray]:
     if request.row_format:
-        return _decode_rows(request.body["instances"], signature)
-    return _decode_columns(request.body["inputs"], signature)
+        columns = _rows_to_columns(request.body["instances"], signature)
+    else:
+        columns = _named_columns(request.body["inputs"], signature)
+    arrays = {}
+    for name, value in columns.items():
+        spec = signature.inputs[name]
+        what = f"input {name!r}"
+        arrays[name] = decode_tensor(
+            value, spec, what=what, allow_b64=True, booleans_possible=request.booleans_possible
+        )
+        check_shape(arrays[name], spec, what=what)
+    return arrays
 
 
-def _decode_rows(instances: Any, signature: Signature) -> dict[str, np.ndarray]:
+def _rows_to_columns(instances: Any, signature: Signature) -> dict[str, Any]:
     if not isinstance(instances, list) or not instances:
         raise InvalidInputError("'instances' must be a non-empty list (one entry per example)")
     names = list(signature.inputs)
     if len(names) == 1 and not all(_is_named_object(item) for item in instances):
-        columns = {names[0]: instances}
-    else:
-        columns = _columns_of_objects(instances, signature)
-    arrays = {}
-    for name, values in columns.items():
-        spec = signature.inputs[name]
-        arrays[name] = _decode(values, spec)
-    return arrays
+        return {names[0]: instances}
+    return _columns_of_objects(instances, signature)
 
 
 def _columns_of_objects(instances: list[Any], signature: Signature) -> dict[str, list[Any]]:
@@ -84,24 +89,17 @@ def _columns_of_objects(instances: list[Any], signature: Signature) -> dict[str,
     return {name: [item[name] for item in instances] for name in signature.inputs}
 
 
-def _decode_columns(inputs: Any, signature: Signature) -> dict[str, np.ndarray]:
+def _named_columns(inputs: Any, signature: Signature) -> dict[str, Any]:
     if _is_named_object(inputs):
         _check_names(set(inputs), signature, where="'inputs'")
-        return {name: _decode(inputs[name], signature.inputs[name]) for name in signature.inputs}
+        return {name: inputs[name] for name in signature.inputs}
     if len(signature.inputs) != 1:
         raise InvalidInputError(
             f"the signature has inputs {sorted(signature.inputs)}: 'inputs' must be an object "
             "keyed by input name"
         )
-    (spec,) = signature.inputs.values()
-    return {spec.name: _decode(inputs, spec)}
-
-
-def _decode(value: Any, spec: TensorInfo) -> np.ndarray:
-    what = f"input {spec.name!r}"
-    array = decode_tensor(value, spec, what=what, allow_b64=True)
-    check_shape(array, spec, what=what)
-    return array
+    (name,) = signature.inputs
+    return {name: inputs}
 
 
 def _is_named_object(value: Any) -> bool:

@@ -166,10 +166,12 @@ async def _call(
     addressed = repo.resolve(model, version, label)
     if method != "predict":
         raise UnimplementedError(_unsupported_method(addressed, method))
-    body = await read_json(
+    document = await read_json(
         request, max_bytes=settings(request).max_request_bytes, allow_non_finite=True
     )
-    predict = codec.parse_predict_request(body)
+    predict = codec.parse_predict_request(
+        document.data, booleans_possible=document.booleans_possible
+    )
     async with repo.lease(model, version, label) as servable:
         signature = servable.loaded().signature(predict.signature_name)
         inputs = codec.decode_inputs(predict, signature)

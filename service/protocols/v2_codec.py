@@ -30,9 +30,10 @@ class InferRequest:
     signature_name: str
     tensors: list[dict[str, Any]]
     output_names: list[str] = field(default_factory=list)
+    booleans_possible: bool = True
 
 
-def parse_infer_request(body: Any) -> InferRequest:
+def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRequest:
     if not isinstance(body, dict):
         raise InvalidInputError("request body must be a JSON object with an 'inputs' list")
     unknown = set(body) - _REQUEST_KEYS
@@ -57,7 +58,8 @@ def parse_infer_request(body: Any) -> InferRequest:
             raise InvalidInputError(
                 f"inputs[{index}] must be an object with name, shape, datatype, data"
             )
-    return InferRequest(request_id, signature_name, tensors, _output_names(body.get("outputs")))
+    outputs = _output_names(body.get("outputs"))
+    return InferRequest(request_id, signature_name, tensors, outputs, booleans_possible)
 
 
 def _output_names(outputs: Any) -> list[str]:
@@ -83,7 +85,7 @@ def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.n
             )
         if name in arrays:
             raise InvalidInputError(f"input {name!r} is given twice")
-        arrays[name] = _decode_tensor(tensor, signature, name)
+        arrays[name] = _decode_tensor(tensor, signature, name, request.booleans_possible)
     missing = sorted(set(signature.inputs) - set(arrays))
     if missing:
         raise InvalidInputError(
@@ -93,7 +95,9 @@ def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.n
     return arrays
 
 
-def _decode_tensor(tensor: dict[str, Any], signature: Signature, name: str) -> np.ndarray:
+def _decode_tensor(
+    tensor: dict[str, Any], signature: Signature, name: str, booleans_possible: bool
+) -> np.ndarray:
     what = f"input {name!r}"
     unknown = set(tensor) - _TENSOR_KEYS
     if unknown:
@@ -111,7 +115,9 @@ def _decode_tensor(tensor: dict[str, Any], signature: Signature, name: str) -> n
     shape = _shape(tensor.get("shape"), what)
     if "data" not in tensor:
         raise InvalidInputError(f"{what}: 'data' is missing")
-    flat = decode_tensor(tensor["data"], spec, what=what, allow_b64=False).reshape(-1)
+    flat = decode_tensor(
+        tensor["data"], spec, what=what, allow_b64=False, booleans_possible=booleans_possible
+    ).reshape(-1)
     if flat.size != math.prod(shape):
         raise InvalidInputError(
             f"{what}: shape {shape} holds {math.prod(shape)} elements but 'data' has {flat.size}"

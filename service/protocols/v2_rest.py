@@ -128,8 +128,8 @@ async def version_infer(model: str, version: str, request: Request) -> Response:
 async def _infer(request: Request, model: str, version: int | None) -> Response:
     repo = repository(request)
     repo.resolve(model, version)  # 404/503 before reading a body that cannot be used
-    body = await read_json(request, max_bytes=settings(request).max_request_bytes)
-    infer = codec.parse_infer_request(body)
+    document = await read_json(request, max_bytes=settings(request).max_request_bytes)
+    infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
     async with repo.lease(model, version) as servable:
         signature = servable.loaded().signature(infer.signature_name)
         inputs = codec.decode_inputs(infer, signature)

@@ -1,0 +1,133 @@
+"""`modelserve serve` as a real process: flags, environment variables, the README's examples."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS_DIR, REPO_ROOT
+from tests.test_cli import MODELSERVE, run
+
+EXAMPLES = REPO_ROOT / "examples"
+# The README's `votes` example: the first row of the UCI file (a republican).
+REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve_process(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        [MODELSERVE, "serve", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read() if process.stdout else ""
+            pytest.fail(f"server exited with {process.returncode}:\n{output}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} not ready after {timeout} s")
+
+
+def test_serve_from_environment_answers_the_readme_examples() -> None:
+    """Port and repository from MODELSERVE_* variables; the README's request bodies."""
+    port = free_port()
+    env = {"MODELSERVE_PORT": str(port), "MODELSERVE_MODEL_BASE_PATH": str(MODELS_DIR)}
+    url = f"http://127.0.0.1:{port}"
+    with serve_process("--host", "127.0.0.1", "--log-level", "warning", env=env) as process:
+        wait_ready(url, process)
+        digit = httpx.post(
+            f"{url}/v1/models/digits:predict",
+            content=(EXAMPLES / "digits-predict.json").read_bytes(),
+        )
+        assert digit.status_code == 200, digit.text
+        (probabilities,) = digit.json()["predictions"]
+        assert max(range(10), key=probabilities.__getitem__) == 7
+
+        infer = httpx.post(
+            f"{url}/v2/models/digits/infer", content=(EXAMPLES / "digits-infer.json").read_bytes()
+        )
+        assert infer.status_code == 200, infer.text
+        (output,) = infer.json()["outputs"]
+        assert output["shape"] == [1, 10]
+        assert max(range(10), key=output["data"].__getitem__) == 7
+
+        votes = httpx.post(
+            f"{url}/v1/models/votes:predict", json={"instances": [REPUBLICAN_VOTES]}
+        ).json()["predictions"][0]
+        assert votes[1] > 0.5  # (democrat, republican)
+        v2 = httpx.post(
+            f"{url}/v2/models/votes/infer",
+            json={
+                "inputs": [
+                    {"name": "votes", "shape": [1, 16], "datatype": "FP32", "data": REPUBLICAN_VOTES}
+                ]
+            },
+        ).json()
+        assert v2["outputs"][0]["data"] == pytest.approx(votes, abs=1e-6)
+
+        # uvicorn shuts down gracefully, then re-raises the signal as its exit status
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_serve_with_config_file_serves_only_its_models(tmp_path: Path) -> None:
+    config = tmp_path / "serving.yaml"
+    config.write_text(f"models:\n  - name: votes\n    base_path: {MODELS_DIR / 'votes'}\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ("--host", "127.0.0.1", "--port", str(port), "--config", str(config))
+    with serve_process(*args, env={}) as process:
+        wait_ready(url, process)
+        assert httpx.get(f"{url}/readyz").json()["models"] == {"votes": True}
+        assert httpx.get(f"{url}/v1/models/digits").status_code == 404
+
+
+def test_serve_rejects_a_bad_config_with_a_clear_message(tmp_path: Path) -> None:
+    config = tmp_path / "serving.yaml"
+    config.write_text("models:\n  - name: votes\n    version_policy: {latest: 0}\n")
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "version_policy" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_an_empty_repository_fails_clearly(tmp_path: Path) -> None:
+    result = run("serve", "--model-base-path", str(tmp_path))
+    assert result.returncode == 2
+    assert "no models found" in result.stderr
