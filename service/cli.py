@@ -159,20 +159,23 @@ def _env(flag: str) -> str:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(envvar=_env("host"), help="Interface to listen on [0.0.0.0].")
+        str | None,
+        typer.Option(envvar=_env("host"), help="Interface to listen on (default 0.0.0.0)."),
     ] = None,
-    port: Annotated[int | None, typer.Option(envvar=_env("port"), help="REST port [8501].")] = None,
+    port: Annotated[
+        int | None, typer.Option(envvar=_env("port"), help="REST port (default 8501).")
+    ] = None,
     grpc_port: Annotated[
         int | None,
         typer.Option(
-            envvar=_env("grpc_port"), help="gRPC port [8500] (gRPC lands with its issue)."
+            envvar=_env("grpc_port"), help="gRPC port (default 8500) (gRPC lands with its issue)."
         ),
     ] = None,
     model_base_path: Annotated[
         Path | None,
         typer.Option(
             envvar=_env("model_base_path"),
-            help="Model repository <path>/<name>/<version>/ [models].",
+            help="Model repository <path>/<name>/<version>/ (default models).",
         ),
     ] = None,
     config: Annotated[
@@ -191,13 +194,13 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[
-        LogLevel | None, typer.Option(envvar=_env("log_level"), help="Log level [info].")
+        LogLevel | None, typer.Option(envvar=_env("log_level"), help="Log level (default info).")
     ] = None,
     poll_interval: Annotated[
         float | None,
         typer.Option(
             envvar=_env("poll_interval_seconds"),
-            help="Seconds between scans for new/removed versions [2]; 0: scan once.",
+            help="Seconds between scans for new/removed versions (default 2); 0: scan once.",
         ),
     ] = None,
 ) -> None:

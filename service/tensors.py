@@ -81,15 +81,14 @@ def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:
         )
     if dtype.is_integer:
         return _to_integers(value, array, dtype, what=what)
-    converted = array.astype(dtype.numpy)
-    if kind == "f" and not np.isfinite(converted).all() and np.isfinite(array).all():
+    with np.errstate(over="ignore"):  # overflow is detected just below, and reported
+        converted = array.astype(dtype.numpy)
+    if not np.isfinite(converted).all() and np.isfinite(array).all():
         raise InvalidInputError(f"{what}: a value is out of range for {dtype.tf_name}")
     return converted
 
 
-def _to_integers(
-    value: Any, array: np.ndarray, dtype: DType, *, what: str
-) -> np.ndarray:
+def _to_integers(value: Any, array: np.ndarray, dtype: DType, *, what: str) -> np.ndarray:
     """`array` is numpy's own reading of `value`. It reads floats when the JSON held fractions
     (rejected), or integral floats like 2.0, or integers beyond int64 mixed with others, which
     float64 would round: those are converted again from the JSON numbers themselves, exactly."""
@@ -124,7 +123,10 @@ def _kind_name(array: np.ndarray) -> str:
 
 def _decode_strings(value: Any, *, what: str, allow_b64: bool) -> np.ndarray:
     flat: list[bytes] = []
-    shape = _walk_strings(value, flat, what=what, allow_b64=allow_b64)
+    try:
+        shape = _walk_strings(value, flat, what=what, allow_b64=allow_b64)
+    except RecursionError:
+        raise InvalidInputError(f"{what}: lists nested too deeply") from None
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
     return array.reshape(shape)
@@ -143,7 +145,10 @@ def _walk_strings(value: Any, flat: list[bytes], *, what: str, allow_b64: bool) 
 
 def _string_leaf(value: Any, *, what: str, allow_b64: bool) -> bytes:
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate such as "\ud800"
+            raise InvalidInputError(f"{what}: a string is not valid Unicode") from None
     if allow_b64 and isinstance(value, dict) and set(value) == {"b64"}:
         encoded = value["b64"]
         if not isinstance(encoded, str):
@@ -170,7 +175,9 @@ def _encode_nested(value: Any, *, as_b64: bool) -> Any:
     return _string_json(value, as_b64=as_b64)
 
 
-def _string_json(raw: bytes, *, as_b64: bool) -> Any:
+def _string_json(raw: bytes | str, *, as_b64: bool) -> Any:
+    if isinstance(raw, str):  # numpy unicode arrays
+        raw = raw.encode("utf-8")
     if not as_b64:
         try:
             return raw.decode("utf-8")

@@ -95,7 +95,8 @@ def test_serve_from_environment_answers_the_readme_examples() -> None:
             f"{url}/v2/models/votes/infer",
             json={
                 "inputs": [
-                    {"name": "votes", "shape": [1, 16], "datatype": "FP32", "data": REPUBLICAN_VOTES}
+                    {"name": "votes", "shape": [1, 16], "datatype": "FP32"}
+                    | {"data": REPUBLICAN_VOTES}
                 ]
             },
         ).json()

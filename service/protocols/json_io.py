@@ -79,7 +79,9 @@ def json_array(array: np.ndarray, *, binary: bool = False) -> Any:
     if array.dtype == object or array.dtype.kind in "SU":
         return encode_strings(array, as_b64=binary)
     if array.dtype == ml_dtypes.bfloat16:
-        return array.astype(np.float32)
+        array = array.astype(np.float32)
+    if array.ndim == 0:  # a scalar output is a bare JSON number, not a list
+        return array.item()
     return np.ascontiguousarray(array)
 
 
@@ -95,10 +97,15 @@ def respond(
 
 
 def _finite(array: np.ndarray) -> bool:
+    if array.dtype == ml_dtypes.bfloat16:
+        array = array.astype(np.float32)
     return array.dtype.kind != "f" or bool(np.isfinite(array).all())
 
 
 def _to_list(value: Any) -> Any:
     if isinstance(value, np.ndarray | np.generic):
+        if value.dtype.kind == "f" and value.dtype.itemsize < 8:
+            # through numpy's shortest text, so float32 0.1 is written 0.1, as orjson does
+            value = value.astype(str).astype(np.float64)
         return value.tolist()
     raise TypeError(f"cannot serialize {type(value).__name__}")

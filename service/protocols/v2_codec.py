@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from service.dtypes import BY_TF_NAME, from_v2_name
-from service.errors import InvalidInputError
+from service.errors import InvalidInputError, ModelFailureError
 from service.protocols.json_io import json_array
 from service.signatures import DEFAULT_SIGNATURE, Signature
 from service.tensors import check_shape, decode_tensor
@@ -44,7 +44,7 @@ def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRe
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInputError("'id' must be a string")
-    parameters = body.get("parameters") or {}
+    parameters = body.get("parameters", {})
     if not isinstance(parameters, dict):
         raise InvalidInputError("'parameters' must be an object")
     signature_name = parameters.get("signature_name", DEFAULT_SIGNATURE)
@@ -108,7 +108,11 @@ def _decode_tensor(
         raise InvalidInputError(
             f"{what}: 'datatype' must be a string such as {spec.dtype.v2_name!r}"
         )
-    if from_v2_name(datatype) != spec.dtype:
+    try:
+        dtype = from_v2_name(datatype)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{what}: {exc.message}") from None
+    if dtype != spec.dtype:
         raise InvalidInputError(
             f"{what}: datatype {datatype} does not match the model's {spec.dtype.v2_name}"
         )
@@ -122,7 +126,10 @@ def _decode_tensor(
         raise InvalidInputError(
             f"{what}: shape {shape} holds {math.prod(shape)} elements but 'data' has {flat.size}"
         )
-    array = flat.reshape(shape)
+    try:
+        array = flat.reshape(shape)
+    except ValueError as exc:  # e.g. more dimensions than numpy allows
+        raise InvalidInputError(f"{what}: shape {shape} cannot be used: {exc}") from None
     check_shape(array, spec, what=what)
     return array
 
@@ -172,4 +179,4 @@ def _v2_datatype(array: np.ndarray) -> str:
     for entry in BY_TF_NAME.values():
         if entry.numpy == array.dtype:
             return entry.v2_name
-    raise InvalidInputError(f"output dtype {array.dtype} has no V2 datatype")
+    raise ModelFailureError(f"output dtype {array.dtype} has no V2 datatype")
