@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from service.errors import NotFoundError, UnavailableError
 from service.layout import existing_versions
-from service.runtime import LoadedModel
+from service.runtime import LoadedModel, error_summary
 from service.servable import ServableVersion, VersionState
 from service.serving_config import ModelConfig, ServingConfig
 
@@ -203,7 +203,7 @@ class ModelRepository:
         except Exception as exc:
             servable.state = VersionState.END
             servable.error_code = _load_error_code(exc)
-            servable.error_message = f"{type(exc).__name__}: {_first_line(exc)}"
+            servable.error_message = f"{type(exc).__name__}: {error_summary(exc)}"
             log.error(
                 "model %s version %d failed to load: %s",
                 servable.model,
@@ -291,11 +291,6 @@ def _load_error_code(exc: Exception) -> str:
     if isinstance(exc, ValueError | tf.errors.InvalidArgumentError):
         return "INVALID_ARGUMENT"
     return "UNKNOWN"
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _why(entry: ModelEntry) -> str:

@@ -63,10 +63,10 @@ class LoadedModel:
             results = function(**{key: tf.constant(value) for key, value in inputs.items()})
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise InvalidInputError(
-                f"model {self.name} rejected the input: {_tf_message(exc)}"
+                f"model {self.name} rejected the input: {error_summary(exc)}"
             ) from exc
         except tf.errors.OpError as exc:
-            raise ModelFailureError(f"model {self.name} failed: {_tf_message(exc)}") from exc
+            raise ModelFailureError(f"model {self.name} failed: {error_summary(exc)}") from exc
         wanted = outputs or list(results)
         return {key: results[key].numpy() for key in wanted}
 
@@ -89,7 +89,10 @@ class LoadedModel:
                 self.run(signature.name, sample)
             except InvalidInputError as exc:
                 if not any(info.dtype.is_string for info in signature.inputs.values()):
-                    raise
+                    raise ValueError(
+                        f"warm-up of signature {signature.name!r} on synthesized zeros failed: "
+                        f"{exc.message}"
+                    ) from exc
                 log.info(
                     "warm-up of %s v%d signature %s skipped: synthesized strings rejected (%s)",
                     self.name,
@@ -109,7 +112,14 @@ def _synthesize(
     return np.zeros(concrete, dtype=dtype)
 
 
-def _tf_message(exc: Exception) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    # TF appends graph-building context after the first line; the first line says what failed.
-    return str(message).strip().splitlines()[0]
+_TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[")
+
+
+def error_summary(exc: Exception) -> str:
+    """The line of a TensorFlow error that says what failed, without its graph context
+    ("Graph execution error:", "Detected at node ...", "[[{{node ...}}]]")."""
+    lines = str(getattr(exc, "message", None) or exc).splitlines()
+    useful = [
+        line.strip() for line in lines if line.strip() and not line.strip().startswith(_TF_NOISE)
+    ]
+    return useful[0] if useful else type(exc).__name__
