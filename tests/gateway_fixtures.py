@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.settings import Settings
 from tests.conftest import MODELS_DIR
-from tests.saved_models import export_library
+from tests.saved_models import copy_versions, export_library, write_config
 from tests.server import running_server
 
 
@@ -30,3 +31,27 @@ def shipped_server() -> Iterator[str]:
     """The models committed in models/, served without a config file."""
     with running_server(Settings(model_base_path=MODELS_DIR), timeout=180) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def protocol_server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The protocol tests' server (read-only): plus (versions 1 and 2, `all`, labels
+    stable -> 1, canary -> 2), multi, text, dtypes."""
+    root = tmp_path_factory.mktemp("protocols")
+    repo = root / "repo"
+    copy_versions(model_library, repo / "plus", "plus", [1, 2])
+    for name in ("multi", "text", "dtypes"):
+        copy_versions(model_library, repo / name, name)
+    plus = {"name": "plus", "version_policy": "all", "version_labels": {"stable": 1, "canary": 2}}
+    config = write_config(
+        root / "serving.yaml", [plus, {"name": "multi"}, {"name": "text"}, {"name": "dtypes"}]
+    )
+    settings = Settings(model_base_path=repo, config=config, poll_interval_seconds=0)
+    with running_server(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def client(protocol_server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=protocol_server, timeout=60) as client:
+        yield client

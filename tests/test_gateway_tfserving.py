@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +15,6 @@ import pytest
 from PIL import Image
 
 from service.layout import existing_versions
-from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.saved_models import (
     DTYPE_VALUES,
@@ -25,50 +23,15 @@ from tests.saved_models import (
     SHIFT,
     X,
     affine,
-    copy_versions,
-    write_config,
 )
 from tests.server import (
     assert_same,
     client_error_message,
     error_message,
     mentions,
-    running_server,
 )
 
 pytest_plugins = ["tests.gateway_fixtures"]
-
-
-@pytest.fixture(scope="module")
-def server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """plus (versions 1 and 2, labels stable -> 1, canary -> 2), multi, text, dtypes."""
-    root = tmp_path_factory.mktemp("tfserving")
-    repo = root / "repo"
-    copy_versions(model_library, repo / "plus", "plus", [1, 2])
-    for name in ("multi", "text", "dtypes"):
-        copy_versions(model_library, repo / name, name)
-    config = write_config(
-        root / "serving.yaml",
-        [
-            {
-                "name": "plus",
-                "version_policy": "all",
-                "version_labels": {"stable": 1, "canary": 2},
-            },
-            {"name": "multi"},
-            {"name": "text"},
-            {"name": "dtypes"},
-        ],
-    )
-    settings = Settings(model_base_path=repo, config=config, poll_interval_seconds=0)
-    with running_server(settings) as url:
-        yield url
-
-
-@pytest.fixture
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=60) as client:
-        yield client
 
 
 def ok_json(response: httpx.Response) -> Any:

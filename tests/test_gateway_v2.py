@@ -4,8 +4,6 @@ model metadata, readiness, infer with every datatype, output selection, errors; 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 from service.layout import existing_versions
-from service.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.saved_models import (
     DTYPE_VALUES,
@@ -23,46 +20,15 @@ from tests.saved_models import (
     SHIFT,
     X,
     affine,
-    copy_versions,
-    write_config,
 )
 from tests.server import (
     assert_same,
     client_error_message,
     error_message,
     mentions,
-    running_server,
 )
 
 pytest_plugins = ["tests.gateway_fixtures"]
-
-
-@pytest.fixture(scope="module")
-def server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """plus (versions 1 and 2), multi, text, dtypes."""
-    root = tmp_path_factory.mktemp("v2")
-    repo = root / "repo"
-    copy_versions(model_library, repo / "plus", "plus", [1, 2])
-    for name in ("multi", "text", "dtypes"):
-        copy_versions(model_library, repo / name, name)
-    config = write_config(
-        root / "serving.yaml",
-        [
-            {"name": "plus", "version_policy": "all"},
-            {"name": "multi"},
-            {"name": "text"},
-            {"name": "dtypes"},
-        ],
-    )
-    settings = Settings(model_base_path=repo, config=config, poll_interval_seconds=0)
-    with running_server(settings) as url:
-        yield url
-
-
-@pytest.fixture
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=60) as client:
-        yield client
 
 
 def ok_json(response: httpx.Response) -> Any:

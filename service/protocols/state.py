@@ -8,6 +8,7 @@ from typing import cast
 from fastapi import Request
 
 from service.errors import InvalidInputError
+from service.protocols.json_io import JSONDocument, read_json
 from service.repository import ModelRepository
 from service.settings import Settings
 
@@ -18,6 +19,12 @@ def repository(request: Request) -> ModelRepository:
 
 def settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
+
+
+async def read_request_json(request: Request, *, allow_non_finite: bool = False) -> JSONDocument:
+    """The body as JSON, within the configured size limit."""
+    limit = settings(request).max_request_bytes
+    return await read_json(request, max_bytes=limit, allow_non_finite=allow_non_finite)
 
 
 def parse_version(text: str) -> int:

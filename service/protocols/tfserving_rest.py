@@ -14,8 +14,8 @@ from starlette.responses import Response
 
 from service.errors import NotFoundError, UnimplementedError
 from service.protocols import tfserving_codec as codec
-from service.protocols.json_io import JSONBody, read_json, respond
-from service.protocols.state import parse_version, repository, settings
+from service.protocols.json_io import JSONBody, respond
+from service.protocols.state import parse_version, read_request_json, repository
 from service.servable import ServableVersion
 
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
@@ -166,9 +166,7 @@ async def _call(
     addressed = repo.resolve(model, version, label)
     if method != "predict":
         raise UnimplementedError(_unsupported_method(addressed, method))
-    document = await read_json(
-        request, max_bytes=settings(request).max_request_bytes, allow_non_finite=True
-    )
+    document = await read_request_json(request, allow_non_finite=True)
     predict = codec.parse_predict_request(
         document.data, booleans_possible=document.booleans_possible
     )

@@ -14,8 +14,8 @@ from starlette.responses import Response
 from service import __version__
 from service.errors import UnavailableError
 from service.protocols import v2_codec as codec
-from service.protocols.json_io import JSONBody, read_json, respond
-from service.protocols.state import parse_version, repository, settings
+from service.protocols.json_io import JSONBody, respond
+from service.protocols.state import parse_version, read_request_json, repository
 from service.servable import ServableVersion, VersionState
 from service.signatures import DEFAULT_SIGNATURE, TensorInfo
 
@@ -128,7 +128,7 @@ async def version_infer(model: str, version: str, request: Request) -> Response:
 async def _infer(request: Request, model: str, version: int | None) -> Response:
     repo = repository(request)
     repo.resolve(model, version)  # 404/503 before reading a body that cannot be used
-    document = await read_json(request, max_bytes=settings(request).max_request_bytes)
+    document = await read_request_json(request)
     infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
     async with repo.lease(model, version) as servable:
         signature = servable.loaded().signature(infer.signature_name)
