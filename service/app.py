@@ -15,8 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import __version__
-from service.errors import ServingError
-from service.protocols import health, tfserving_rest, v2_rest
+from service.errors import QueueFullError, ServingError
+from service.placement import DeviceSetup, configure_devices
+from service.protocols import health, overview, tfserving_rest, v2_rest
 from service.protocols.json_io import JSONBody
 from service.repository import ModelRepository
 from service.serving_config import (
@@ -44,12 +45,23 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        device_setup = DeviceSetup(
+            virtual_cpus=settings.virtual_devices,
+            gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
+            auto_gpu_min_mb=settings.auto_gpu_min_mb,
+        )
+        devices = configure_devices(device_setup)
+        if settings.echo:
+            log.warning("ECHO MODE: models are not run; answers are zeros (benchmarks only)")
         inference = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
         repository = ModelRepository(
             config,
             poll_interval=settings.poll_interval_seconds,
             inference_executor=inference,
             load_threads=settings.load_threads,
+            devices=devices,
+            device_setup=device_setup,
+            echo=settings.echo,
         )
         app.state.repository = repository
         await repository.start()
@@ -71,6 +83,7 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
     app.include_router(health.router)
     app.include_router(tfserving_rest.router)
     app.include_router(v2_rest.router)
+    app.include_router(overview.router)
     _add_error_handlers(app)
     return app
 
@@ -82,7 +95,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def serving_error(request: Request, exc: ServingError) -> Response:
         if exc.http_status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
-        return JSONBody({"error": exc.message}, status_code=exc.http_status)
+        headers = {}
+        if isinstance(exc, QueueFullError):
+            headers["Retry-After"] = str(exc.retry_after_seconds)
+        return JSONBody({"error": exc.message}, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

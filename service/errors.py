@@ -40,6 +40,28 @@ class PayloadTooLargeError(ServingError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class QueueFullError(ServingError):
+    """The model's queue is at max_queue_size: shed load now rather than answer late."""
+
+    http_status = 429
+    code = "RESOURCE_EXHAUSTED"
+    retry_after_seconds = 1
+
+
+class DeadlineExceededError(ServingError):
+    """The request's deadline passed before the model could start on it."""
+
+    http_status = 504
+    code = "DEADLINE_EXCEEDED"
+
+
+class ClientGoneError(ServingError):
+    """The client disconnected while its request waited (nginx's 499; nobody reads it)."""
+
+    http_status = 499
+    code = "CANCELLED"
+
+
 class UnavailableError(ServingError):
     """The model exists but has no version able to answer yet (loading, warming up, draining)."""
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +28,11 @@ from typing import Any
 
 import tensorflow as tf
 
+from service.batching import Runner
 from service.errors import NotFoundError, UnavailableError
 from service.layout import existing_versions
-from service.runtime import LoadedModel, error_summary
+from service.placement import DeviceSetup, place_instances
+from service.runtime import EchoModel, LoadedModel, error_summary
 from service.servable import ServableVersion, VersionState
 from service.serving_config import ModelConfig, ServingConfig
 
@@ -59,10 +61,16 @@ class ModelRepository:
         poll_interval: float,
         inference_executor: Executor,
         load_threads: int = 2,
+        devices: Sequence[str] = (),
+        device_setup: DeviceSetup | None = None,
+        echo: bool = False,
     ) -> None:
         self.config = config
         self.poll_interval = poll_interval
         self._inference = inference_executor
+        self._devices = list(devices)
+        self._device_setup = device_setup or DeviceSetup()
+        self._echo = echo
         self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
         self._models = {model.name: ModelEntry(model) for model in config.models}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -185,7 +193,11 @@ class ModelRepository:
 
     def _start_load(self, entry: ModelEntry, version: int, fingerprint: tuple[int, ...]) -> None:
         servable = ServableVersion(
-            entry.name, version, entry.config.base_path / str(version), fingerprint=fingerprint
+            entry.name,
+            version,
+            entry.config.base_path / str(version),
+            entry.config,
+            fingerprint=fingerprint,
         )
         entry.versions[version] = servable
         self._spawn(self._load(entry, servable), f"load-{entry.name}-{version}")
@@ -197,8 +209,8 @@ class ModelRepository:
         )
         loop = asyncio.get_running_loop()
         try:
-            runtime, load_seconds, warmup_seconds = await loop.run_in_executor(
-                self._loader, _load_and_warm_up, servable.model, servable.version, servable.path
+            instances, load_seconds, warmup_seconds = await loop.run_in_executor(
+                self._loader, self._load_instances, servable
             )
         except Exception as exc:
             servable.state = VersionState.END
@@ -211,20 +223,40 @@ class ModelRepository:
                 servable.error_message,
             )
         else:
-            servable.runtime = runtime
-            servable.executor = self._inference
+            runners: Sequence[Runner] = (
+                [EchoModel(i) for i in instances] if self._echo else instances
+            )
+            servable.attach(runners, instances[0].signatures, self._inference)
             servable.load_seconds = load_seconds
             servable.warmup_seconds = warmup_seconds
             servable.state = VersionState.AVAILABLE
             entry.serving = {**entry.serving, servable.version: servable}
             log.info(
-                "model %s version %d AVAILABLE (load %.2f s, warm-up %.2f s)",
+                "model %s version %d AVAILABLE (load %.2f s, warm-up %.2f s) on %s",
                 servable.model,
                 servable.version,
                 load_seconds,
                 warmup_seconds,
+                ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(runners)),
             )
         self._reconcile(entry)
+
+    def _load_instances(self, servable: ServableVersion) -> tuple[list[LoadedModel], float, float]:
+        """Loads one copy of the version per instance on its device and warms each up at every
+        allowed batch size (blocking: runs on the loader threads)."""
+        devices = place_instances(
+            servable.config.placement, self._devices, servable.path, self._device_setup
+        )
+        start = time.perf_counter()
+        instances = [
+            LoadedModel(servable.model, servable.version, servable.path, device)
+            for device in devices
+        ]
+        load_seconds = time.perf_counter() - start
+        batching = servable.config.batching
+        sizes = batching.batch_sizes() if batching.enabled else (1,)
+        warmup_seconds = sum(instance.warm_up(sizes) for instance in instances)
+        return instances, load_seconds, warmup_seconds
 
     def _start_unload(self, entry: ModelEntry, version: int) -> None:
         servable = entry.serving[version]
@@ -240,7 +272,7 @@ class ModelRepository:
             servable.in_flight,
         )
         await servable.drained()
-        servable.runtime = None  # the last reference: TensorFlow frees the graph and weights
+        await servable.close()  # drops the instances: TensorFlow frees graphs and weights
         servable.state = VersionState.END
         log.info("model %s version %d unloaded", servable.model, servable.version)
 
@@ -256,13 +288,6 @@ def _should_reload(known: ServableVersion, fingerprint: tuple[int, ...]) -> bool
     if known.state != VersionState.END:
         return False
     return known.error_code == "OK" or known.fingerprint != fingerprint
-
-
-def _load_and_warm_up(model: str, version: int, path: Path) -> tuple[LoadedModel, float, float]:
-    start = time.perf_counter()
-    runtime = LoadedModel(model, version, path)
-    load_seconds = time.perf_counter() - start
-    return runtime, load_seconds, runtime.warm_up()
 
 
 def _list_versions(base_path: Path) -> dict[int, tuple[int, ...]]:

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from service.errors import InvalidInputError, ModelFailureError, NotFoundError
-from service.signatures import Signature, read_signatures
+from service.signatures import Shape, Signature, read_signatures
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +24,16 @@ Arrays = dict[str, np.ndarray]
 
 
 class LoadedModel:
-    """A loaded SavedModel version and its callable signatures."""
+    """A loaded SavedModel version on one device, and its callable signatures."""
 
-    def __init__(self, name: str, version: int, path: Path) -> None:
+    def __init__(self, name: str, version: int, path: Path, device: str = "") -> None:
         self.name = name
         self.version = version
         self.path = path
+        self.device = device  # e.g. "/device:CPU:0"; "" lets TensorFlow choose
         self.signatures: dict[str, Signature] = read_signatures(path)
-        self._saved_model: Any = tf.saved_model.load(str(path), tags=["serve"])
+        with tf.device(device or None):  # variables live on the instance's device
+            self._saved_model: Any = tf.saved_model.load(str(path), tags=["serve"])
         self._functions = {
             key: self._saved_model.signatures[key]
             for key in self.signatures
@@ -54,13 +56,11 @@ class LoadedModel:
     def run(
         self, signature_name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
     ) -> Arrays:
-        """Runs one signature; `outputs` selects outputs (all when empty). Inputs are validated
-        by the protocol layer; TensorFlow's own complaints about values still become 400s."""
-        if signature_name not in self._functions:
-            raise NotFoundError(f"model {self.name} has no signature {signature_name!r}")
-        function = self._functions[signature_name]
+        """Runs one signature on this instance's device; `outputs` selects outputs (all when
+        empty). Inputs are validated by the protocol layer; TensorFlow's own complaints about
+        values still become 400s."""
         try:
-            results = function(**{key: tf.constant(value) for key, value in inputs.items()})
+            results = self.call_tensors(signature_name, inputs)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise InvalidInputError(
                 f"model {self.name} rejected the input: {error_summary(exc)}"
@@ -70,9 +70,20 @@ class LoadedModel:
         wanted = outputs or list(results)
         return {key: results[key].numpy() for key in wanted}
 
-    def warm_up(self) -> float:
-        """Calls every signature once on synthesized inputs (batch of one, zeros / empty
-        strings), so the first real request does not pay for tracing and lazy initialisation.
+    def call_tensors(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, tf.Tensor]:
+        """The signature's raw output tensors, computed on this instance's device (their
+        `.device` says where they were computed)."""
+        if signature_name not in self._functions:
+            raise NotFoundError(f"model {self.name} has no signature {signature_name!r}")
+        function = self._functions[signature_name]
+        with tf.device(self.device or None):
+            return dict(function(**{key: tf.constant(value) for key, value in inputs.items()}))
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> float:
+        """Calls every signature at every batch size the batcher will use, on synthesized
+        inputs (zeros / empty strings), so no request pays for tracing or lazy initialisation.
 
         A signature whose inputs include strings may legitimately reject empty strings (an image
         decoder, say): that is logged, not fatal. A numeric signature that fails is a broken
@@ -81,35 +92,67 @@ class LoadedModel:
         """
         start = time.perf_counter()
         for signature in self.signatures.values():
-            sample = {
-                key: _synthesize(info.shape, info.dtype.numpy, info.dtype.is_string)
-                for key, info in signature.inputs.items()
-            }
-            try:
-                self.run(signature.name, sample)
-            except InvalidInputError as exc:
-                if not any(info.dtype.is_string for info in signature.inputs.values()):
-                    raise ValueError(
-                        f"warm-up of signature {signature.name!r} on synthesized zeros failed: "
-                        f"{exc.message}"
-                    ) from exc
-                log.info(
-                    "warm-up of %s v%d signature %s skipped: synthesized strings rejected (%s)",
-                    self.name,
-                    self.version,
-                    signature.name,
-                    exc.message,
-                )
+            for size in batch_sizes:
+                if not self._warm_up_signature(signature, size):
+                    break
         return time.perf_counter() - start
 
+    def _warm_up_signature(self, signature: Signature, batch_size: int) -> bool:
+        sample = {
+            key: _synthesize(info.shape, info.dtype.numpy, info.dtype.is_string, batch_size)
+            for key, info in signature.inputs.items()
+        }
+        try:
+            self.run(signature.name, sample)
+        except InvalidInputError as exc:
+            if not any(info.dtype.is_string for info in signature.inputs.values()):
+                raise ValueError(
+                    f"warm-up of signature {signature.name!r} on synthesized zeros failed: "
+                    f"{exc.message}"
+                ) from exc
+            log.info(
+                "warm-up of %s v%d signature %s skipped: synthesized strings rejected (%s)",
+                self.name,
+                self.version,
+                signature.name,
+                exc.message,
+            )
+            return False
+        return True
 
-def _synthesize(
-    shape: tuple[int | None, ...] | None, dtype: np.dtype, is_string: bool
-) -> np.ndarray:
-    concrete = (1,) if shape is None else tuple(1 if d is None else d for d in shape)
+
+class EchoModel:
+    """Benchmark only (`MODELSERVE_ECHO=true`): answers zeros shaped like a model's outputs
+    without running it, so a benchmark can measure the HTTP/JSON path alone (the protocol
+    ceiling). Never used unless that setting is on; the server logs a warning when it is."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.name, self.version, self.path = model.name, model.version, model.path
+        self.device = "echo"
+        self.signatures = model.signatures
+
+    def run(
+        self, signature_name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> Arrays:
+        rows = next(iter(inputs.values())).shape[0]
+        specs = self.signatures[signature_name].outputs
+        return {
+            key: _synthesize(spec.shape, spec.dtype.numpy, spec.dtype.is_string, rows)
+            for key, spec in specs.items()
+            if not outputs or key in outputs
+        }
+
+
+def _synthesize(shape: Shape, dtype: np.dtype, is_string: bool, batch_size: int) -> np.ndarray:
+    """An input of the signature's shape: batch_size rows (the first unknown dimension), 1 for
+    any other unknown dimension."""
+    concrete = (batch_size,) if shape is None else tuple(d for d in shape)
+    if shape is not None and concrete and concrete[0] is None:
+        concrete = (batch_size, *concrete[1:])
+    sized = tuple(1 if d is None else d for d in concrete)
     if is_string:
-        return np.full(concrete, b"", dtype=object)
-    return np.zeros(concrete, dtype=dtype)
+        return np.full(sized, b"", dtype=object)
+    return np.zeros(sized, dtype=dtype)
 
 
 _TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[")

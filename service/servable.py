@@ -1,9 +1,9 @@
 """A model version as the protocols see it: its state, its signatures, and `predict`.
 
-`ServableVersion.predict` is the seam the dynamic batcher plugs into: protocols call it with
-validated numpy inputs and get numpy outputs back, knowing nothing of how the work is run.
-Today it runs the model directly on a worker thread. It also counts requests in flight, so
-a version being unloaded can finish what it accepted before it is released.
+`ServableVersion.predict` is the seam between protocols and execution: protocols call it with
+validated numpy inputs and get numpy outputs back; behind it, the version's batcher (one per
+signature) queues, coalesces and runs the work on the version's instances. It also counts the
+requests holding the version, so a version being unloaded finishes what it accepted first.
 """
 
 from __future__ import annotations
@@ -14,12 +14,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from service.errors import UnavailableError
-from service.runtime import Arrays, LoadedModel
-from service.signatures import Signature
+from service.batching import Batcher, InstancePool, Runner, deadline_from
+from service.errors import InvalidInputError, UnavailableError
+from service.runtime import Arrays
+from service.serving_config import ModelConfig
+from service.signatures import DEFAULT_SIGNATURE, Signature
 
 
 class VersionState(StrEnum):
@@ -37,36 +40,108 @@ class ServableVersion:
     model: str
     version: int
     path: Path
+    config: ModelConfig
     state: VersionState = VersionState.START
     error_code: str = "OK"  # canonical code of the load failure, "OK" otherwise
     error_message: str = ""
     fingerprint: tuple[int, ...] = ()  # of the files at the last load attempt
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
-    runtime: LoadedModel | None = None
-    executor: Executor | None = None
+    signatures: dict[str, Signature] = field(default_factory=dict)
     in_flight: int = 0
+    _pool: InstancePool | None = None
+    _executor: Executor | None = None
+    _batchers: dict[str, Batcher] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._idle.set()
 
-    @property
-    def signatures(self) -> dict[str, Signature]:
-        return self.loaded().signatures
+    def attach(
+        self, instances: Sequence[Runner], signatures: dict[str, Signature], executor: Executor
+    ) -> None:
+        """Makes the loaded instances servable (called on the event loop)."""
+        self.signatures = signatures
+        self._pool = InstancePool(instances)
+        self._executor = executor
 
-    def loaded(self) -> LoadedModel:
-        if self.runtime is None:
+    def signature(self, name: str) -> Signature:
+        try:
+            return self.signatures[name]
+        except KeyError:
+            known = ", ".join(self.signatures) or "none"
+            raise InvalidInputError(
+                f"model {self.model} version {self.version} has no signature {name!r}; "
+                f"signatures: {known}"
+            ) from None
+
+    def batcher(self, signature_name: str = DEFAULT_SIGNATURE) -> Batcher:
+        if self._pool is None or self._executor is None:
             raise UnavailableError(f"model {self.model} version {self.version} is not loaded")
-        return self.runtime
+        if signature_name not in self._batchers:
+            self.signature(signature_name)  # 400 for an unknown signature
+            self._batchers[signature_name] = Batcher(
+                f"{self.model}/{self.version}",
+                signature_name,
+                self.config.batching,
+                self._pool,
+                self._executor,
+            )
+        return self._batchers[signature_name]
+
+    def check_capacity(self) -> None:
+        """429 at once when the default signature's queue is full, before a body is parsed."""
+        batcher = self._batchers.get(DEFAULT_SIGNATURE)
+        if batcher is not None:
+            batcher.check_capacity()
 
     async def predict(
-        self, signature: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        timeout_ms: float | None = None,
     ) -> Arrays:
-        """Runs the model on validated inputs, off the event loop."""
-        runtime = self.loaded()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, runtime.run, signature, inputs, outputs)
+        """Runs the model on validated inputs through the batcher; `outputs` selects outputs,
+        `timeout_ms` overrides the model's default deadline."""
+        deadline = deadline_from(timeout_ms, self.config.batching.timeout_ms)
+        results = await self.batcher(signature).submit(dict(inputs), deadline)
+        return {key: results[key] for key in outputs} if outputs else results
+
+    async def close(self) -> None:
+        """Stops the batchers and drops the instances (TensorFlow frees them)."""
+        for batcher in self._batchers.values():
+            await batcher.stop()
+        self._batchers.clear()
+        self._pool = None
+
+    def serving_details(self) -> dict[str, Any]:
+        """Placement and batching counters, shown in model status (a modelserve extension)."""
+        if self._pool is None:
+            return {}
+        pool = self._pool
+        return {
+            "instances": [
+                {"instance": i, "device": runner.device, "batches": pool.batches_run[i]}
+                for i, runner in enumerate(pool.runners)
+            ],
+            "batching": {
+                name: {
+                    "enabled": batcher.config.enabled,
+                    "queued": batcher.queued,
+                    "requests": batcher.stats.requests,
+                    "batches": batcher.stats.batches,
+                    "rows": batcher.stats.rows,
+                    "padded_rows": batcher.stats.padded_rows,
+                    "mean_batch_size": round(batcher.stats.mean_batch_size, 3),
+                    "expired": batcher.stats.expired,
+                    "rejected": batcher.stats.rejected,
+                    "cancelled": batcher.stats.cancelled,
+                    "dispatch_reasons": dict(batcher.stats.reasons),
+                }
+                for name, batcher in self._batchers.items()
+            },
+        }
 
     def enter(self) -> None:
         self.in_flight += 1

@@ -28,6 +28,7 @@ import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Field,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -139,18 +140,85 @@ class VersionPolicy(BaseModel):
 
 
 class BatchingConfig(BaseModel):
-    """Per-model dynamic batching settings. No fields yet: the dynamic batching issue fills this
-    in. It exists now so that a `batching:` section is validated (and rejected while it has
-    nothing to configure) instead of silently ignored."""
+    """Per-model dynamic batching (see docs/serving-config.md#batching for tuning).
+
+    Requests queue per model version and signature; whenever an instance of the model is free,
+    the queued requests are taken at once, up to `max_batch_size` instances, padded to the next
+    allowed size and run as one model call.
+    """
 
     model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """False: one model call per request (no coalescing), still with the queue bound."""
+
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    """Most instances (rows) in one model call; a request with more is split into chunks."""
+
+    max_batch_delay_ms: float = Field(0.0, ge=0, le=10_000)
+    """How long a batch that is not full may wait for more requests once an instance is free.
+    0 (default): never wait, which is best for latency; batches still grow under load while
+    the instances are busy."""
+
+    allowed_batch_sizes: tuple[int, ...] | None = None
+    """Batch sizes the model is run (and warmed up) at; a batch is padded up to the next one.
+    Default: powers of two up to max_batch_size, and max_batch_size itself."""
+
+    max_queue_size: int = Field(256, ge=1)
+    """Requests waiting per model version; beyond it requests get 429 with Retry-After."""
+
+    timeout_ms: float = Field(30_000, gt=0)
+    """Default deadline of a request (X-Request-Timeout overrides it): a request still queued
+    at its deadline gets 504 instead of using the model."""
+
+    @field_validator("allowed_batch_sizes")
+    @classmethod
+    def _sorted_positive(cls, sizes: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if sizes is None:
+            return None
+        if not sizes or any(size < 1 for size in sizes):
+            raise ValueError("allowed_batch_sizes must be a non-empty list of positive sizes")
+        return tuple(sorted(set(sizes)))
+
+    @model_validator(mode="after")
+    def _largest_is_max(self) -> BatchingConfig:
+        if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != self.max_batch_size:
+            raise ValueError(
+                f"the largest allowed batch size ({self.allowed_batch_sizes[-1]}) must equal "
+                f"max_batch_size ({self.max_batch_size})"
+            )
+        return self
+
+    def batch_sizes(self) -> tuple[int, ...]:
+        """The allowed sizes, ascending; the last is max_batch_size."""
+        if self.allowed_batch_sizes:
+            return self.allowed_batch_sizes
+        sizes = [
+            1 << i for i in range(self.max_batch_size.bit_length()) if 1 << i < self.max_batch_size
+        ]
+        return (*sizes, self.max_batch_size)
 
 
 class PlacementConfig(BaseModel):
-    """Per-model device placement (device, instances). No fields yet: the placement issue fills
-    this in; until then any key in a `placement:` section is an error."""
+    """Where a model's instances run: `device` is auto, cpu, gpu (every GPU) or gpu:N, and
+    `instances` copies of the model are spread over the chosen devices, each running one batch
+    at a time."""
 
     model_config = ConfigDict(extra="forbid")
+
+    device: str = "auto"
+    """auto: GPUs for models above the size threshold when GPUs exist, else the CPU."""
+
+    instances: int = Field(1, ge=1, le=64)
+    """Copies of the model; the batcher sends each batch to the least-loaded one."""
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        device = device.strip().lower()
+        if device in ("auto", "cpu", "gpu") or re.fullmatch(r"(cpu|gpu):\d+", device):
+            return device
+        raise ValueError(f"device must be auto, cpu, gpu, gpu:N or cpu:N, got {device!r}")
 
 
 class ModelConfig(BaseModel):
@@ -431,8 +499,6 @@ def _describe(error: ErrorDetails, label: str, list_name: str) -> str:
             f"unknown key (did you mean {close[0]!r}?)"
             if close
             else f"unknown key (allowed: {', '.join(allowed)})"
-            if allowed
-            else "unknown key (this section has no settings yet)"
         )
     path = ""
     for index, part in enumerate(loc):

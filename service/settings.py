@@ -55,6 +55,20 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
     """Threads running model calls (TensorFlow itself parallelises each call further)."""
 
+    virtual_devices: int = Field(0, ge=0, le=64)
+    """Split the CPU into this many logical devices (0/1: one). Lets placement of several
+    instances be exercised and tested on a machine without GPUs."""
+
+    gpu_memory_limit_mb: int | None = Field(None, ge=64)
+    """Cap on the memory TensorFlow takes per GPU (default: grow as needed)."""
+
+    auto_gpu_min_mb: float = Field(20.0, ge=0)
+    """`device: auto` puts models whose variables are at least this large on GPUs."""
+
+    echo: bool = False
+    """Benchmark only: answer zeros shaped like each model's outputs without running the model,
+    to measure the HTTP/JSON path alone. Never use in production."""
+
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 beyond): a 224x224x3 float batch of 32 is ~30 MB of
     JSON."""

@@ -15,7 +15,13 @@ from starlette.responses import Response
 from service.errors import NotFoundError, UnimplementedError
 from service.protocols import tfserving_codec as codec
 from service.protocols.json_io import JSONBody, respond
-from service.protocols.state import parse_version, read_request_json, repository
+from service.protocols.state import (
+    parse_version,
+    read_request_json,
+    repository,
+    request_timeout_ms,
+    until_disconnected,
+)
 from service.servable import ServableVersion
 
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
@@ -162,18 +168,22 @@ async def _call(
     label: str | None = None,
 ) -> Response:
     repo = repository(request)
-    # 404/503 before reading a body that cannot be used
+    # 404/503/429 before reading a body that cannot be used
     addressed = repo.resolve(model, version, label)
     if method != "predict":
         raise UnimplementedError(_unsupported_method(addressed, method))
+    addressed.check_capacity()
+    timeout_ms = request_timeout_ms(request)
     document = await read_request_json(request, allow_non_finite=True)
     predict = codec.parse_predict_request(
         document.data, booleans_possible=document.booleans_possible
     )
     async with repo.lease(model, version, label) as servable:
-        signature = servable.loaded().signature(predict.signature_name)
+        signature = servable.signature(predict.signature_name)
         inputs = codec.decode_inputs(predict, signature)
-        outputs = await servable.predict(signature.name, inputs)
+        outputs = await until_disconnected(
+            request, servable.predict(signature.name, inputs, timeout_ms=timeout_ms)
+        )
     answer = codec.encode_outputs(predict, outputs, codec.row_count(predict))
     return respond(answer, outputs.values())
 

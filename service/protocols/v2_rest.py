@@ -15,7 +15,13 @@ from service import __version__
 from service.errors import UnavailableError
 from service.protocols import v2_codec as codec
 from service.protocols.json_io import JSONBody, respond
-from service.protocols.state import parse_version, read_request_json, repository
+from service.protocols.state import (
+    parse_version,
+    read_request_json,
+    repository,
+    request_timeout_ms,
+    until_disconnected,
+)
 from service.servable import ServableVersion, VersionState
 from service.signatures import DEFAULT_SIGNATURE, TensorInfo
 
@@ -75,7 +81,7 @@ async def version_metadata(model: str, version: str, request: Request) -> JSONBo
 
 
 def _metadata(servable: ServableVersion, versions: list[str]) -> JSONBody:
-    signature = servable.loaded().signature(DEFAULT_SIGNATURE)
+    signature = servable.signature(DEFAULT_SIGNATURE)
     return JSONBody(
         {
             "name": servable.model,
@@ -127,13 +133,18 @@ async def version_infer(model: str, version: str, request: Request) -> Response:
 
 async def _infer(request: Request, model: str, version: int | None) -> Response:
     repo = repository(request)
-    repo.resolve(model, version)  # 404/503 before reading a body that cannot be used
+    # 404/503/429 before reading a body that cannot be used
+    repo.resolve(model, version).check_capacity()
+    timeout_ms = request_timeout_ms(request)
     document = await read_request_json(request)
     infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
     async with repo.lease(model, version) as servable:
-        signature = servable.loaded().signature(infer.signature_name)
+        signature = servable.signature(infer.signature_name)
         inputs = codec.decode_inputs(infer, signature)
         codec.check_outputs(infer, signature)
-        outputs = await servable.predict(signature.name, inputs, infer.output_names)
+        outputs = await until_disconnected(
+            request,
+            servable.predict(signature.name, inputs, infer.output_names, timeout_ms=timeout_ms),
+        )
     answer = codec.encode_outputs(infer, outputs, servable.model, servable.version)
     return respond(answer, outputs.values())

@@ -1,0 +1,412 @@
+"""Dynamic batching: one bounded queue and one dispatcher per model version and signature.
+
+Work-conserving: as soon as an instance of the model is free, the dispatcher takes what is
+queued, up to `max_batch_size` rows, concatenates it (numpy, one copy), pads it to the next
+allowed batch size (so every call hits a shape traced and warmed at load), runs it on a worker
+thread, and hands each request its rows back (slices, no copies). At low load a request is
+dispatched the moment it arrives; under load, batches grow on their own while the instances
+are busy. `max_batch_delay_ms` optionally holds a batch that is not full a little longer,
+never past a queued request's deadline.
+
+Requests past their deadline while still queued get 504 without touching the model; a full
+queue answers 429 at once; a request whose caller went away (task cancelled) leaves the queue.
+This module knows nothing of HTTP: callers pass numpy arrays and a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import logging
+import math
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelFailureError,
+    QueueFullError,
+    ServingError,
+)
+from service.runtime import Arrays
+from service.serving_config import BatchingConfig
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """One model instance: runs a signature on a batch (blocking, on a worker thread)."""
+
+    device: str
+
+    def run(
+        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> Arrays: ...
+
+
+class DispatchReason(Enum):
+    IDLE = "idle"  # an instance was free: sent what was queued without waiting
+    FULL = "full"  # max_batch_size reached
+    DELAY = "delay"  # max_batch_delay_ms ran out
+    DEADLINE = "deadline"  # the delay was cut short by a queued request's deadline
+
+
+@dataclass
+class BatchStats:
+    """Counters since load, per batcher (the metrics issue exports them)."""
+
+    batches: int = 0
+    rows: int = 0  # real rows (instances) run
+    padded_rows: int = 0  # rows added to reach an allowed size
+    requests: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+
+class InstancePool:
+    """The instances of one model version; a batch goes to the least-loaded free one."""
+
+    def __init__(self, runners: Sequence[Runner]) -> None:
+        self.runners = list(runners)
+        self.busy = [0] * len(runners)
+        self.batches_run = [0] * len(runners)
+        self._free = asyncio.Condition()
+
+    async def acquire(self) -> int:
+        async with self._free:
+            await self._free.wait_for(lambda: 0 in self.busy)
+            index = min(
+                (i for i, busy in enumerate(self.busy) if not busy),
+                key=self.batches_run.__getitem__,
+            )
+            self.busy[index] += 1
+            self.batches_run[index] += 1
+            return index
+
+    async def release(self, index: int) -> None:
+        async with self._free:
+            self.busy[index] -= 1
+            self._free.notify_all()
+
+
+class _State(Enum):
+    QUEUED = 1
+    RUNNING = 2
+    GONE = 3  # expired or cancelled while queued: the dispatcher skips it
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    deadline: float  # event loop time
+    future: asyncio.Future[Arrays]
+    state: _State = _State.QUEUED
+
+
+class Batcher:
+    def __init__(
+        self,
+        name: str,
+        signature_name: str,
+        config: BatchingConfig,
+        pool: InstancePool,
+        executor: Executor,
+    ) -> None:
+        self.name = name
+        self.signature_name = signature_name
+        self.config = config
+        self.sizes = config.batch_sizes() if config.enabled else ()
+        self.pool = pool
+        self.executor = executor
+        self.stats = BatchStats()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._waiting_alone = 0  # unbatched requests waiting for an instance
+        self._arrived = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) + self._waiting_alone
+
+    def full(self) -> bool:
+        return self.queued >= self.config.max_queue_size
+
+    def check_capacity(self) -> None:
+        """429 before the caller parses a body that could not be queued anyway."""
+        if self.full():
+            self.stats.rejected += 1
+            raise QueueFullError(
+                f"model {self.name} has {self.queued} requests queued (max_queue_size "
+                f"{self.config.max_queue_size}); retry shortly"
+            )
+
+    async def submit(self, inputs: dict[str, np.ndarray], deadline: float) -> Arrays:
+        """Queues one request (any number of rows) and returns its own rows of every output."""
+        rows = _batch_rows(inputs)
+        if rows is None or not self.config.enabled:
+            return await self._run_alone(inputs, deadline)
+        limit = self.config.max_batch_size
+        if rows > limit:  # split, so every model call stays within a traced size
+            chunks = [
+                {k: v[start : start + limit] for k, v in inputs.items()}
+                for start in range(0, rows, limit)
+            ]
+            parts = await asyncio.gather(*(self.submit(chunk, deadline) for chunk in chunks))
+            return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+        self.check_capacity()
+        loop = asyncio.get_running_loop()
+        pending = _Pending(inputs, rows, deadline, _quiet_future(loop))
+        self._queue.append(pending)
+        self.stats.requests += 1
+        self._arrived.set()
+        self._ensure_dispatcher()
+        return await self._wait(pending, loop)
+
+    async def _wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> Arrays:
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(pending.future), max(0.0, pending.deadline - loop.time())
+            )
+        except TimeoutError:
+            if pending.state is _State.QUEUED:
+                pending.state = _State.GONE
+                self.stats.expired += 1
+                raise DeadlineExceededError(
+                    f"model {self.name}: request deadline passed while queued"
+                ) from None
+            return await pending.future  # already running: its answer is on the way
+        except asyncio.CancelledError:
+            if pending.state is _State.QUEUED:  # the caller went away: drop it
+                pending.state = _State.GONE
+                self.stats.cancelled += 1
+            raise
+
+    async def _run_alone(self, inputs: dict[str, np.ndarray], deadline: float) -> Arrays:
+        """No batching (disabled, or inputs without a common batch dimension): one call."""
+        self.check_capacity()
+        loop = asyncio.get_running_loop()
+        self._waiting_alone += 1  # counts against max_queue_size while waiting
+        try:
+            index = await asyncio.wait_for(self.pool.acquire(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            self.stats.expired += 1
+            raise DeadlineExceededError(
+                f"model {self.name}: request deadline passed while queued"
+            ) from None
+        finally:
+            self._waiting_alone -= 1
+        try:
+            runner = self.pool.runners[index]
+            self._count(1, 0, DispatchReason.IDLE)
+            return await loop.run_in_executor(
+                self.executor, runner.run, self.signature_name, inputs, ()
+            )
+        finally:
+            await self.pool.release(index)
+
+    # -- dispatcher ------------------------------------------------------------------------
+
+    def _ensure_dispatcher(self) -> None:
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(
+                self._dispatch_forever(), name=f"batcher-{self.name}-{self.signature_name}"
+            )
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._dispatcher, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._drop_gone()
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            index = await self.pool.acquire()
+            try:
+                batch, reason = await self._collect()
+            except BaseException:
+                await self.pool.release(index)
+                raise
+            if not batch:
+                await self.pool.release(index)
+                continue
+            task = asyncio.create_task(self._run(index, batch, reason))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _drop_gone(self) -> None:
+        while self._queue and self._queue[0].state is _State.GONE:
+            self._queue.popleft()
+
+    def _take(self, batch: list[_Pending], rows: int) -> int:
+        """Moves queued requests into `batch` while they fit; returns the rows now in it."""
+        loop_time = asyncio.get_running_loop().time()
+        while self._queue:
+            head = self._queue[0]
+            if head.state is _State.GONE:
+                self._queue.popleft()
+                continue
+            if head.deadline <= loop_time:  # expired: its waiter answers 504
+                self._queue.popleft()
+                continue
+            if rows + head.rows > self.config.max_batch_size:
+                break
+            self._queue.popleft()
+            head.state = _State.RUNNING
+            batch.append(head)
+            rows += head.rows
+        return rows
+
+    async def _collect(self) -> tuple[list[_Pending], DispatchReason]:
+        batch: list[_Pending] = []
+        rows = self._take(batch, 0)
+        limit = self.config.max_batch_size
+        if rows >= limit:
+            return batch, DispatchReason.FULL
+        delay = self.config.max_batch_delay_ms / 1000
+        if delay <= 0 or not batch:
+            return batch, DispatchReason.IDLE
+        loop = asyncio.get_running_loop()
+        wait_until = loop.time() + delay
+        earliest_deadline = min(p.deadline for p in batch)
+        reason = DispatchReason.DELAY
+        if earliest_deadline < wait_until:
+            wait_until, reason = earliest_deadline, DispatchReason.DEADLINE
+        while rows < limit:
+            remaining = wait_until - loop.time()
+            if remaining <= 0:
+                return batch, reason
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return batch, reason
+            rows = self._take(batch, rows)
+        return batch, DispatchReason.FULL
+
+    async def _run(self, index: int, batch: list[_Pending], reason: DispatchReason) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            rows = sum(p.rows for p in batch)
+            size = self.sizes[bisect.bisect_left(self.sizes, rows)]
+            inputs = _assemble([p.inputs for p in batch], rows, size)
+            self._count(rows, size - rows, reason)
+            runner = self.pool.runners[index]
+            try:
+                outputs = await loop.run_in_executor(
+                    self.executor, runner.run, self.signature_name, inputs, ()
+                )
+                _check_rows(outputs, size)
+            except InvalidInputError as exc:
+                if len(batch) > 1:  # find the culprit: one bad request must not fail others
+                    await self._run_each(runner, batch)
+                    return
+                _fail(batch, exc)
+                return
+            except ServingError as exc:
+                _fail(batch, exc)
+                return
+            except Exception as exc:  # never leave a waiter hanging
+                log.exception("batch of %s failed", self.name)
+                _fail(batch, ModelFailureError(f"model {self.name} failed: {exc}"))
+                return
+            start = 0
+            for pending in batch:
+                end = start + pending.rows
+                if not pending.future.done():
+                    pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
+                start = end
+        finally:
+            await self.pool.release(index)
+
+    async def _run_each(self, runner: Runner, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        for pending in batch:
+            try:
+                result = await loop.run_in_executor(
+                    self.executor, runner.run, self.signature_name, pending.inputs, ()
+                )
+            except ServingError as exc:
+                _fail([pending], exc)
+            else:
+                if not pending.future.done():
+                    pending.future.set_result(result)
+
+    def _count(self, rows: int, padding: int, reason: DispatchReason) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += rows
+        stats.padded_rows += padding
+        stats.reasons[reason.value] += 1
+        stats.batch_sizes[rows + padding] += 1
+
+
+def _batch_rows(inputs: dict[str, np.ndarray]) -> int | None:
+    """The common batch dimension of the inputs, or None when they have none."""
+    sizes = {array.shape[0] if array.ndim else None for array in inputs.values()}
+    if len(sizes) != 1:
+        return None
+    (rows,) = sizes
+    return rows if rows else None
+
+
+def _assemble(requests: list[dict[str, np.ndarray]], rows: int, size: int) -> dict[str, np.ndarray]:
+    """Concatenates the requests' inputs and pads to `size` by repeating the last row (a valid
+    input, unlike zeros for, say, an image decoder)."""
+    assembled = {}
+    for name in requests[0]:
+        parts = [request[name] for request in requests]
+        if size > rows:
+            last = parts[-1][-1:]
+            parts.append(np.repeat(last, size - rows, axis=0))
+        assembled[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return assembled
+
+
+def _check_rows(outputs: Arrays, size: int) -> None:
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != size:
+            raise ModelFailureError(
+                f"output {name!r} has shape {list(array.shape)}: not one row per input row "
+                f"({size}); set batching.enabled: false for this model"
+            )
+
+
+def _quiet_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Arrays]:
+    """A future whose error nobody may read (its caller left while it ran) without asyncio
+    logging "exception was never retrieved"."""
+    future: asyncio.Future[Arrays] = loop.create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+
+def deadline_from(timeout_ms: float | None, default_ms: float) -> float:
+    """Event-loop time by which a request must have started."""
+    seconds = (timeout_ms if timeout_ms is not None else default_ms) / 1000
+    return asyncio.get_running_loop().time() + (seconds if math.isfinite(seconds) else 1e9)
