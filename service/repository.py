@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
@@ -239,6 +240,7 @@ class ModelRepository:
                 warmup_seconds,
                 ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(runners)),
             )
+        _refreeze_heap()
         self._reconcile(entry)
 
     def _load_instances(self, servable: ServableVersion) -> tuple[list[LoadedModel], float, float]:
@@ -273,6 +275,7 @@ class ModelRepository:
         )
         await servable.drained()
         await servable.close()  # drops the instances: TensorFlow frees graphs and weights
+        _refreeze_heap()
         servable.state = VersionState.END
         log.info("model %s version %d unloaded", servable.model, servable.version)
 
@@ -288,6 +291,19 @@ def _should_reload(known: ServableVersion, fingerprint: tuple[int, ...]) -> bool
     if known.state != VersionState.END:
         return False
     return known.error_code == "OK" or known.fingerprint != fingerprint
+
+
+def _refreeze_heap() -> None:
+    """Moves every live object into the garbage collector's permanent generation.
+
+    With TensorFlow and the models loaded the heap holds millions of objects, and a full
+    collection walks them all (150-200 ms, a p99 spike whenever request garbage triggers one).
+    Frozen objects are never walked. Run after each load (so the new version is frozen too) and
+    after each unload (unfreezing first, so the old version's cycles can be collected).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _list_versions(base_path: Path) -> dict[int, tuple[int, ...]]:

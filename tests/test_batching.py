@@ -1,0 +1,895 @@
+"""The dynamic batcher without HTTP or TensorFlow: a small recording runner on a real thread pool.
+
+The runner records every batch it is given (the padded inputs), answers `2x` (twice each input)
+and `pos` (each row's index in the batch, so slicing can be checked), can be held on a
+`threading.Event` so a test decides when an instance is busy, and misbehaves on marker values:
+BAD -> InvalidInputError, FAIL -> ModelFailureError, CRASH -> RuntimeError, WRONG -> one output
+row too few. Tests order things with events and polling on state, not with sleeps; the few
+timing assertions compare against delays of a second or more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, BatchStats, InstancePool, deadline_from
+from service.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelFailureError,
+    QueueFullError,
+)
+from service.serving_config import BatchingConfig
+
+SIGNATURE = "serving_default"
+Arrays = dict[str, np.ndarray]
+GATE_TIMEOUT = 5.0  # a held runner gives up after this, so a broken test cannot hang the run
+BAD, FAIL, CRASH, WRONG = -1.0, -2.0, -3.0, -4.0
+
+# -- test doubles and helpers ---------------------------------------------------------------
+
+
+class RecordingRunner:
+    """A model instance: `2x` is twice every input, `pos` the row index within the batch."""
+
+    def __init__(self, gate: threading.Event | None = None, device: str = "/device:CPU:0"):
+        self.device = device
+        self.gate = gate
+        self.calls: list[Arrays] = []
+        self.call_times: list[float] = []
+        self._lock = threading.Lock()
+
+    def run(
+        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> Arrays:
+        assert signature_name == SIGNATURE
+        with self._lock:
+            self.calls.append({name: array.copy() for name, array in inputs.items()})
+            self.call_times.append(time.monotonic())
+        if self.gate is not None and not self.gate.wait(GATE_TIMEOUT):
+            raise RuntimeError("the test never opened the gate")
+        values = np.concatenate([np.ravel(array) for array in inputs.values()])
+        if BAD in values:
+            raise InvalidInputError("bad input marker")
+        if FAIL in values:
+            raise ModelFailureError("model failure marker")
+        if CRASH in values:
+            raise RuntimeError("crash marker")
+        first = next(iter(inputs.values()))
+        rows = first.shape[0] if first.ndim else 1
+        result = {f"2{name}": 2 * array for name, array in inputs.items()}
+        result["pos"] = np.arange(rows)
+        if WRONG in values:
+            result = {name: array[:-1] for name, array in result.items()}
+        return result
+
+    def seen(self, call: int) -> list[float]:
+        """The first column of input x in one call (values identify rows)."""
+        return [float(v) for v in self.calls[call]["x"][:, 0]]
+
+
+def req(*values: float) -> dict[str, np.ndarray]:
+    """A request with one row per value: x[i] = [v, v + 0.5]."""
+    return {"x": np.array([[v, v + 0.5] for v in values], dtype=np.float32)}
+
+
+def doubled(request: dict[str, np.ndarray]) -> np.ndarray:
+    return 2 * request["x"]
+
+
+def make_batcher(executor: ThreadPoolExecutor, *runners: RecordingRunner, **config: Any) -> Batcher:
+    return Batcher("m/1", SIGNATURE, BatchingConfig(**config), InstancePool(runners), executor)
+
+
+def deadline(seconds: float = 30.0) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Polls (1 ms) until `predicate` holds: the ordering primitive of these tests."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]], timeout: float = 5.0) -> None:
+    try:
+        asyncio.run(asyncio.wait_for(main(), timeout))
+    finally:
+        # A task that died with an unread exception logs it when collected. Collect now: at a
+        # random later time, that logging (whose traceback formatting parses source with `ast`)
+        # can run inside pytest's own ast.parse and trip CPython 3.11.7's "AST constructor
+        # recursion depth mismatch" (python/cpython#106905), an INTERNALERROR ending the run.
+        gc.collect()
+
+
+def submit(batcher: Batcher, request: dict[str, np.ndarray], seconds: float = 30.0) -> Any:
+    """Starts a request as a task (the caller's task, which a test may cancel)."""
+
+    async def call() -> Arrays:
+        return await batcher.submit(request, deadline(seconds))
+
+    return asyncio.create_task(call())
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(8, thread_name_prefix="test-batching")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def new_gate(executor: ThreadPoolExecutor) -> Iterator[Callable[[], threading.Event]]:
+    """Gates are all opened at teardown, before the executor (set up first) is shut down."""
+    gates: list[threading.Event] = []
+
+    def new() -> threading.Event:
+        gates.append(threading.Event())
+        return gates[-1]
+
+    yield new
+    for gate in gates:
+        gate.set()
+
+
+@pytest.fixture
+def gate(new_gate: Callable[[], threading.Event]) -> threading.Event:
+    return new_gate()
+
+
+def taken(batcher: Batcher, requests: int) -> bool:
+    """All `requests` submitted so far were taken off the queue by the dispatcher."""
+    return batcher.stats.requests == requests and batcher.queued == 0
+
+
+async def hold_instance(batcher: Batcher, runner: RecordingRunner) -> asyncio.Task[Arrays]:
+    """Occupies the (only) instance with a one-row request that blocks on the runner's gate."""
+    calls = len(runner.calls)
+    task = submit(batcher, req(100))
+    await until(lambda: len(runner.calls) == calls + 1)
+    return task
+
+
+# -- coalescing, padding, splitting ------------------------------------------------------------
+
+
+def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        blocker = await hold_instance(batcher, runner)
+        requests = [req(10), req(20, 21, 22), req(30)]
+        tasks = [submit(batcher, r) for r in requests]
+        await until(lambda: batcher.queued == 3)
+        assert len(runner.calls) == 1  # nothing ran while the instance was busy
+
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await blocker
+
+        assert len(runner.calls) == 2  # the three requests: one model call
+        batch = runner.calls[1]["x"]
+        assert batch.shape == (8, 2)  # 5 rows padded to the next allowed size
+        assert runner.seen(1) == [10, 20, 21, 22, 30, 30, 30, 30]
+        np.testing.assert_array_equal(batch[5:], np.repeat(batch[4:5], 3, axis=0))
+        for request, result, positions in zip(
+            requests, results, ([0], [1, 2, 3], [4]), strict=True
+        ):
+            assert set(result) == {"2x", "pos"}
+            np.testing.assert_array_equal(result["2x"], doubled(request))
+            assert result["pos"].tolist() == positions
+        stats = batcher.stats
+        assert (stats.batches, stats.rows, stats.padded_rows, stats.requests) == (2, 6, 3, 4)
+        assert stats.batch_sizes == {1: 1, 8: 1}
+        assert stats.reasons == {"idle": 2}
+        assert stats.mean_batch_size == 3.0
+        assert batcher.queued == 0
+        await batcher.stop()
+
+    run(main)
+
+
+def test_idle_instance_dispatches_a_lone_request_at_once(executor: ThreadPoolExecutor) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, max_batch_delay_ms=0)
+        start = time.monotonic()
+        result = await batcher.submit(req(7), deadline())
+        assert time.monotonic() - start < 1.0  # no waiting for company
+        np.testing.assert_array_equal(result["2x"], doubled(req(7)))
+        assert runner.seen(0) == [7]
+        assert batcher.stats.reasons == {"idle": 1}
+        assert batcher.stats.batch_sizes == {1: 1}
+        assert batcher.stats.padded_rows == 0
+        await batcher.stop()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("config", "rows", "size"),
+    [
+        ({}, 1, 1),
+        ({}, 2, 2),
+        ({}, 3, 4),
+        ({}, 5, 8),
+        ({}, 17, 32),
+        ({}, 32, 32),
+        ({"max_batch_size": 12}, 9, 12),
+        ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 1, 3),
+        ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 3, 3),
+        ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 4, 10),
+        ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 10, 10),
+    ],
+)
+def test_batch_is_padded_to_next_allowed_size_by_repeating_last_row(
+    executor: ThreadPoolExecutor, config: dict[str, Any], rows: int, size: int
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, **config)
+        request = req(*range(1, rows + 1))
+        result = await batcher.submit(request, deadline())
+
+        assert len(runner.calls) == 1
+        sent = runner.calls[0]["x"]
+        assert sent.shape == (size, 2)
+        np.testing.assert_array_equal(sent[:rows], request["x"])
+        np.testing.assert_array_equal(sent[rows:], np.repeat(request["x"][-1:], size - rows, 0))
+        np.testing.assert_array_equal(result["2x"], doubled(request))  # padding not returned
+        assert result["pos"].tolist() == list(range(rows))
+        assert batcher.stats.rows == rows
+        assert batcher.stats.padded_rows == size - rows
+        assert batcher.stats.batch_sizes == {size: 1}
+        await batcher.stop()
+
+    run(main)
+
+
+def test_queued_requests_never_exceed_max_batch_size(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner, max_batch_size=4)
+        blocker = await hold_instance(batcher, runner)
+        first, second = req(1, 2, 3), req(4, 5, 6)
+        tasks = [submit(batcher, first), submit(batcher, second)]
+        await until(lambda: batcher.queued == 2)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await blocker
+
+        assert len(runner.calls) == 3  # 3 + 3 rows: two batches, not one of 6
+        assert runner.seen(1) == [1, 2, 3, 3]
+        assert runner.seen(2) == [4, 5, 6, 6]
+        assert all(len(call["x"]) <= 4 for call in runner.calls)
+        np.testing.assert_array_equal(results[0]["2x"], doubled(first))
+        np.testing.assert_array_equal(results[1]["2x"], doubled(second))
+        assert batcher.stats.batch_sizes == {1: 1, 4: 2}
+        assert batcher.stats.rows == 7
+        await batcher.stop()
+
+    run(main)
+
+
+@pytest.mark.parametrize("instances", [1, 3])
+def test_request_larger_than_max_batch_size_is_split_and_reassembled_in_order(
+    executor: ThreadPoolExecutor, instances: int
+) -> None:
+    async def main() -> None:
+        runners = [RecordingRunner() for _ in range(instances)]
+        batcher = make_batcher(executor, *runners, max_batch_size=4, allowed_batch_sizes=[4])
+        request = req(*range(10, 20))
+        result = await batcher.submit(request, deadline())
+
+        np.testing.assert_array_equal(result["2x"], doubled(request))
+        assert result["pos"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+        seen = sorted(runner.seen(i) for runner in runners for i in range(len(runner.calls)))
+        assert seen == [[10, 11, 12, 13], [14, 15, 16, 17], [18, 19, 19, 19]]
+        assert batcher.stats.batches == 3
+        assert batcher.stats.rows == 10
+        assert batcher.stats.padded_rows == 2
+        await batcher.stop()
+
+    run(main)
+
+
+# -- max_batch_delay_ms ------------------------------------------------------------------------
+
+
+def test_delay_holds_a_batch_open_for_a_later_request(executor: ThreadPoolExecutor) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, max_batch_delay_ms=300)
+        first = submit(batcher, req(1))
+        await until(lambda: taken(batcher, 1))  # taken into a batch, which waits
+        await asyncio.sleep(0.02)
+        assert runner.calls == []
+        second = submit(batcher, req(2, 3))
+        results = await asyncio.gather(first, second)
+
+        assert len(runner.calls) == 1
+        assert runner.seen(0) == [1, 2, 3, 3]
+        np.testing.assert_array_equal(results[0]["2x"], doubled(req(1)))
+        np.testing.assert_array_equal(results[1]["2x"], doubled(req(2, 3)))
+        assert batcher.stats.reasons == {"delay": 1}
+        await batcher.stop()
+
+    run(main)
+
+
+def test_batch_reaching_max_size_dispatches_before_the_delay(
+    executor: ThreadPoolExecutor,
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, max_batch_size=4, max_batch_delay_ms=5000)
+        start = time.monotonic()
+        first = submit(batcher, req(1))
+        await until(lambda: taken(batcher, 1))
+        second = submit(batcher, req(2, 3, 4))  # fills the batch
+        await asyncio.gather(first, second)
+        alone = await batcher.submit(req(5, 6, 7, 8), deadline())  # full by itself
+
+        assert time.monotonic() - start < 2.5  # far less than the 5 s delay
+        assert [runner.seen(0), runner.seen(1)] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+        np.testing.assert_array_equal(alone["2x"], doubled(req(5, 6, 7, 8)))
+        assert batcher.stats.reasons == {"full": 2}
+        await batcher.stop()
+
+    run(main)
+
+
+# -- deadlines -------------------------------------------------------------------------------
+
+
+def test_request_expiring_in_the_queue_gets_504_without_running(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        blocker = await hold_instance(batcher, runner)
+        late = submit(batcher, req(66), seconds=0.05)
+        with pytest.raises(DeadlineExceededError):
+            await late  # while the instance is still busy
+        assert batcher.stats.expired == 1
+
+        gate.set()
+        await blocker
+        after = await batcher.submit(req(7), deadline())
+        np.testing.assert_array_equal(after["2x"], doubled(req(7)))
+        assert all(66 not in runner.seen(i) for i in range(len(runner.calls)))
+        assert runner.seen(1) == [7]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_request_already_past_its_deadline_is_rejected(executor: ThreadPoolExecutor) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, max_batch_delay_ms=1000)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(req(1), deadline(-1))
+        await batcher.submit(req(2), deadline(0.05))  # flushes the dispatcher
+        assert [runner.seen(i) for i in range(len(runner.calls))] == [[2]]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_delay_is_cut_short_by_the_deadline_of_a_request_in_the_batch(
+    executor: ThreadPoolExecutor,
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, max_batch_delay_ms=5000)
+        start = time.monotonic()
+        result = await batcher.submit(req(1), deadline(0.1))  # answered, not 504
+
+        assert time.monotonic() - start < 2.0  # not the 5 s delay
+        np.testing.assert_array_equal(result["2x"], doubled(req(1)))
+        assert batcher.stats.reasons == {"deadline": 1}
+        assert batcher.stats.expired == 0
+        await batcher.stop()
+
+    run(main)
+
+
+def test_delay_is_cut_short_by_a_request_joining_with_an_earlier_deadline(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """The module: the delay holds a batch 'never past a queued request's deadline' -- also
+    the deadline of a request that joined the batch during the delay."""
+
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, max_batch_delay_ms=600)
+        patient = submit(batcher, req(1), seconds=30)
+        await until(lambda: taken(batcher, 1))  # the batch is waiting out its delay
+        joined = time.monotonic()
+        hurried = submit(batcher, req(2), seconds=0.05)
+        results = await asyncio.gather(patient, hurried)
+
+        assert runner.seen(0) == [1, 2]
+        np.testing.assert_array_equal(results[1]["2x"], doubled(req(2)))
+        started_after = runner.call_times[0] - joined
+        assert started_after < 0.3, f"dispatched {started_after:.3f} s after a 0.05 s deadline"
+        assert batcher.stats.reasons == {"deadline": 1}
+        await batcher.stop()
+
+    run(main)
+
+
+def test_deadline_from() -> None:
+    async def main() -> None:
+        now = asyncio.get_running_loop().time()
+        assert deadline_from(None, 2000) == pytest.approx(now + 2, abs=0.5)
+        assert deadline_from(50, 2000) == pytest.approx(now + 0.05, abs=0.5)
+        assert deadline_from(float("inf"), 2000) > now + 1e8
+
+    run(main)
+
+
+# -- queue bound -------------------------------------------------------------------------------
+
+
+def test_full_queue_rejects_at_once(executor: ThreadPoolExecutor, gate: threading.Event) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner, max_queue_size=2)
+        blocker = await hold_instance(batcher, runner)
+        queued = [submit(batcher, req(1)), submit(batcher, req(2))]
+        await until(lambda: batcher.queued == 2)
+
+        assert batcher.full()
+        start = time.monotonic()
+        with pytest.raises(QueueFullError) as info:
+            await batcher.submit(req(3), deadline())
+        assert time.monotonic() - start < 1.0
+        assert info.value.http_status == 429
+        with pytest.raises(QueueFullError):
+            batcher.check_capacity()
+        assert batcher.stats.rejected == 2
+
+        gate.set()
+        results = await asyncio.gather(*queued)
+        await blocker
+        assert [r["2x"][0, 0] for r in results] == [2, 4]
+        assert all(3 not in runner.seen(i) for i in range(len(runner.calls)))
+        batcher.check_capacity()  # room again
+        await batcher.submit(req(4), deadline())
+        assert batcher.stats.rejected == 2
+        await batcher.stop()
+
+    run(main)
+
+
+@pytest.mark.parametrize("leaves", ["cancelled", "expired"])
+def test_request_that_left_the_queue_frees_its_slot(
+    executor: ThreadPoolExecutor, gate: threading.Event, leaves: str
+) -> None:
+    """A request that is gone (caller cancelled, or deadline passed) no longer counts against
+    max_queue_size, even while the instance is still busy."""
+
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner, max_queue_size=2)
+        blocker = await hold_instance(batcher, runner)
+        leaving = submit(batcher, req(1), seconds=0.05 if leaves == "expired" else 30)
+        staying = submit(batcher, req(2))
+        await until(lambda: batcher.queued == 2)
+        if leaves == "cancelled":
+            leaving.cancel()
+        with pytest.raises((asyncio.CancelledError, DeadlineExceededError)):
+            await leaving
+        assert getattr(batcher.stats, leaves) == 1
+
+        assert batcher.queued == 1
+        batcher.check_capacity()
+        newcomer = submit(batcher, req(3))
+        await until(lambda: batcher.queued == 2)
+        gate.set()
+        results = await asyncio.gather(blocker, staying, newcomer)
+        assert [r["2x"][0, 0] for r in results] == [200, 4, 6]
+        assert batcher.stats.rejected == 0
+        await batcher.stop()
+
+    run(main)
+
+
+# -- failures --------------------------------------------------------------------------------
+
+
+async def run_coalesced(
+    batcher: Batcher, runner: RecordingRunner, gate: threading.Event, *requests: dict[str, Any]
+) -> list[Any]:
+    """Queues `requests` behind a held instance, releases it, and returns each request's result
+    or exception (the requests ran as one batch)."""
+    blocker = await hold_instance(batcher, runner)
+    tasks = [submit(batcher, r) for r in requests]
+    await until(lambda: batcher.queued == len(requests))
+    gate.set()
+    await blocker
+    _, hanging = await asyncio.wait(tasks, timeout=1.0)
+    for task in hanging:
+        task.cancel()
+    outcomes = [task.exception() or task.result() for task in tasks if task not in hanging]
+    assert not hanging, f"{len(hanging)} request(s) of the batch never got an answer: {outcomes}"
+    return outcomes
+
+
+@pytest.mark.parametrize("marker", [FAIL, CRASH, WRONG])
+def test_failing_batch_fails_every_request_in_it(
+    executor: ThreadPoolExecutor, gate: threading.Event, marker: float
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        outcomes = await run_coalesced(batcher, runner, gate, req(1), req(2, marker), req(3))
+
+        assert len(runner.calls) == 2  # one batch, no retry one by one
+        assert runner.seen(1) == [1, 2, marker, 3]
+        for outcome in outcomes:
+            assert isinstance(outcome, ModelFailureError)
+            assert outcome.http_status == 500
+        assert outcomes[0] is outcomes[1] is outcomes[2]
+        # the instance was released: the model still answers
+        assert (await batcher.submit(req(4), deadline()))["2x"][0, 0] == 8
+        await batcher.stop()
+
+    run(main)
+
+
+def test_invalid_input_in_a_batch_reruns_requests_one_by_one(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        good, bad, other = req(1), req(2, BAD), req(3, 4)
+        outcomes = await run_coalesced(batcher, runner, gate, good, bad, other)
+
+        assert isinstance(outcomes[1], InvalidInputError)
+        np.testing.assert_array_equal(outcomes[0]["2x"], doubled(good))
+        np.testing.assert_array_equal(outcomes[2]["2x"], doubled(other))
+        assert runner.seen(1)[:5] == [1, 2, BAD, 3, 4]  # the batch
+        for call, request in zip((2, 3, 4), (good, bad, other), strict=True):
+            rows = [float(v) for v in request["x"][:, 0]]
+            assert runner.seen(call)[: len(rows)] == rows  # each request alone
+        assert len(runner.calls) == 5
+        await batcher.stop()
+
+    run(main)
+
+
+def test_invalid_input_of_a_lone_request_fails_it_without_rerun(
+    executor: ThreadPoolExecutor,
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner)
+        with pytest.raises(InvalidInputError):
+            await batcher.submit(req(1, BAD), deadline())
+        assert len(runner.calls) == 1
+        await batcher.stop()
+
+    run(main)
+
+
+def test_rerun_after_invalid_input_answers_every_request_when_one_crashes(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    """While re-running a batch one by one, a request whose run raises a plain exception must
+    fail (500) and the others must still be answered, not left waiting forever."""
+
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(CRASH), req(3))
+
+        assert isinstance(outcomes[0], InvalidInputError)
+        assert isinstance(outcomes[1], ModelFailureError)
+        np.testing.assert_array_equal(outcomes[2]["2x"], doubled(req(3)))
+        await batcher.stop()
+
+    run(main)
+
+
+def test_rerun_after_invalid_input_checks_output_rows(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    """A request re-run alone is held to the same one-row-per-input-row check as a batch."""
+
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(2, WRONG), req(3))
+
+        assert isinstance(outcomes[0], InvalidInputError)
+        assert isinstance(outcomes[1], ModelFailureError), outcomes[1]
+        np.testing.assert_array_equal(outcomes[2]["2x"], doubled(req(3)))
+        await batcher.stop()
+
+    run(main)
+
+
+def test_rerun_after_invalid_input_pads_to_allowed_sizes(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    """The module: every model call is padded to an allowed size 'so every call hits a shape
+    traced and warmed at load' -- the one-by-one re-run too."""
+
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        good = req(1, 2, 3)
+        outcomes = await run_coalesced(batcher, runner, gate, good, req(BAD))
+
+        np.testing.assert_array_equal(outcomes[0]["2x"], doubled(good))
+        assert isinstance(outcomes[1], InvalidInputError)
+        sizes = [len(call["x"]) for call in runner.calls]
+        assert all(size in batcher.sizes for size in sizes), sizes
+        await batcher.stop()
+
+    run(main)
+
+
+# -- cancellation ----------------------------------------------------------------------------
+
+
+def test_cancelled_queued_request_leaves_the_queue(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        blocker = await hold_instance(batcher, runner)
+        gone, kept = submit(batcher, req(1)), submit(batcher, req(2, 3))
+        await until(lambda: batcher.queued == 2)
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert batcher.stats.cancelled == 1
+
+        gate.set()
+        result = await kept
+        await blocker
+        np.testing.assert_array_equal(result["2x"], doubled(req(2, 3)))
+        assert result["pos"].tolist() == [0, 1]
+        assert len(runner.calls) == 2
+        assert runner.seen(1) == [2, 3]
+        assert batcher.stats.rows == 3
+        await batcher.stop()
+
+    run(main)
+
+
+def test_cancelling_a_split_request_removes_all_its_chunks(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner, max_batch_size=4)
+        blocker = await hold_instance(batcher, runner)
+        split = submit(batcher, req(*range(1, 11)))
+        await until(lambda: batcher.queued == 3)
+        split.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await split
+        assert batcher.stats.cancelled == 3
+
+        gate.set()
+        await blocker
+        await batcher.submit(req(42), deadline())
+        assert [runner.seen(i) for i in range(len(runner.calls))] == [[100], [42]]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_cancelling_a_running_request_leaves_the_rest_of_its_batch_alone(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        left, stayed = submit(batcher, req(1)), submit(batcher, req(2))
+        await until(lambda: len(runner.calls) == 1)
+        assert runner.seen(0) == [1, 2]  # both in the running batch
+        left.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        assert batcher.stats.cancelled == 0  # it had started: not counted as left the queue
+
+        gate.set()
+        result = await stayed
+        np.testing.assert_array_equal(result["2x"], doubled(req(2)))
+        assert result["pos"].tolist() == [1]
+        after = await batcher.submit(req(5), deadline())  # the instance was released
+        np.testing.assert_array_equal(after["2x"], doubled(req(5)))
+        await batcher.stop()
+
+    run(main)
+
+
+# -- batching disabled, unbatchable inputs -------------------------------------------------------
+
+
+def test_disabled_batching_runs_each_request_alone_with_the_queue_bound(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner, enabled=False, max_queue_size=2)
+        requests = [req(1, 2, 3), req(4), req(5, 6)]
+        first = submit(batcher, requests[0])
+        await until(lambda: len(runner.calls) == 1)
+        waiting = [submit(batcher, r) for r in requests[1:]]
+        await until(lambda: batcher.queued == 2)
+        with pytest.raises(QueueFullError):
+            await batcher.submit(req(7), deadline())
+        assert batcher.stats.rejected == 1
+
+        gate.set()
+        results = await asyncio.gather(first, *waiting)
+        for request, result in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(result["2x"], doubled(request))
+            assert result["pos"].tolist() == list(range(len(request["x"])))
+        seen = sorted(runner.seen(i) for i in range(len(runner.calls)))
+        assert seen == [[1, 2, 3], [4], [5, 6]]  # one call each, unpadded
+        assert batcher.stats.padded_rows == 0
+        assert batcher.stats.batches == 3
+        assert batcher.queued == 0
+        await batcher.stop()
+
+    run(main)
+
+
+def test_disabled_batching_counts_requests_and_rows(executor: ThreadPoolExecutor) -> None:
+    """BatchStats (shown in model status) counts requests and real rows with batching off too."""
+
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, enabled=False)
+        await batcher.submit(req(1, 2, 3), deadline())
+        await batcher.submit(req(4), deadline())
+        stats = batcher.stats
+        assert (stats.batches, stats.requests, stats.rows) == (2, 2, 4)
+        assert stats.batch_sizes == {3: 1, 1: 1}
+        await batcher.stop()
+
+    run(main)
+
+
+def test_disabled_batching_request_past_deadline_waiting_for_instance_gets_504(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner, enabled=False)
+        first = submit(batcher, req(1))
+        await until(lambda: len(runner.calls) == 1)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(req(2), deadline(0.05))
+        assert batcher.stats.expired == 1
+        assert batcher.queued == 0
+        gate.set()
+        await first
+        assert len(runner.calls) == 1
+        await batcher.stop()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {"a": np.arange(2.0), "b": np.arange(3.0)},  # rows differ
+        {"a": np.arange(3.0), "b": np.float64(5.0)},  # a scalar: no batch dimension
+    ],
+    ids=["different-rows", "scalar"],
+)
+def test_inputs_without_common_batch_dimension_run_alone_unpadded(
+    executor: ThreadPoolExecutor, gate: threading.Event, inputs: dict[str, np.ndarray]
+) -> None:
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        blocker = await hold_instance(batcher, runner)
+        odd = asyncio.create_task(batcher.submit(inputs, deadline()))
+        normal = submit(batcher, req(3))  # 3 rows: would be padded to 4 if coalesced
+        await until(lambda: batcher.queued == 2)
+        gate.set()
+        result, _, _ = await asyncio.gather(odd, normal, blocker)
+
+        odd_calls = [call for call in runner.calls if "a" in call]
+        assert len(odd_calls) == 1
+        assert set(odd_calls[0]) == {"a", "b"}
+        for name, array in inputs.items():
+            np.testing.assert_array_equal(odd_calls[0][name], array)  # unpadded, as sent
+            np.testing.assert_array_equal(result[f"2{name}"], 2 * array)
+        assert sum(1 for call in runner.calls if "x" in call) == 2  # never mixed in a batch
+        assert batcher.stats.padded_rows == 0
+        await batcher.stop()
+
+    run(main)
+
+
+# -- several instances -----------------------------------------------------------------------
+
+
+def test_concurrent_batches_go_to_different_idle_instances(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    async def main() -> None:
+        runners = [RecordingRunner(gate, device=f"/device:GPU:{i}") for i in range(3)]
+        batcher = make_batcher(executor, *runners, max_batch_size=2)
+        requests = [req(1, 2), req(3, 4), req(5, 6)]
+        tasks = [submit(batcher, r) for r in requests]
+        await until(lambda: all(len(runner.calls) == 1 for runner in runners))
+        assert batcher.pool.busy == [1, 1, 1]  # three batches at once, one per instance
+
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        for request, result in zip(requests, results, strict=True):
+            np.testing.assert_array_equal(result["2x"], doubled(request))
+        assert batcher.pool.batches_run == [1, 1, 1]
+        assert sorted(runner.seen(0) for runner in runners) == [[1, 2], [3, 4], [5, 6]]
+
+        for value in (7, 8, 9):  # one at a time: the least loaded free instance each time
+            await batcher.submit(req(value), deadline())
+        assert batcher.pool.batches_run == [2, 2, 2]
+        assert [len(runner.calls) for runner in runners] == [2, 2, 2]
+        assert batcher.pool.busy == [0, 0, 0]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_queued_batch_goes_to_the_instance_that_frees_up(
+    executor: ThreadPoolExecutor, new_gate: Callable[[], threading.Event]
+) -> None:
+    async def main() -> None:
+        slow, fast = RecordingRunner(new_gate()), RecordingRunner(new_gate())
+        batcher = make_batcher(executor, slow, fast, max_batch_size=1)
+        first, second = submit(batcher, req(1)), submit(batcher, req(2))
+        await until(lambda: len(slow.calls) == 1 and len(fast.calls) == 1)
+        third = submit(batcher, req(3))
+        await until(lambda: batcher.queued == 1)
+
+        assert fast.gate is not None and slow.gate is not None
+        fast.gate.set()
+        await second
+        assert (await third)["2x"][0, 0] == 6
+        assert [fast.seen(0), fast.seen(1)] == [[2], [3]]
+        assert len(slow.calls) == 1 and not first.done()
+
+        slow.gate.set()
+        assert (await first)["2x"][0, 0] == 2
+        assert batcher.pool.batches_run == [1, 2]
+        await batcher.stop()
+
+    run(main)
+
+
+def test_stats_defaults() -> None:
+    stats = BatchStats()
+    assert stats.mean_batch_size == 0.0
+    assert (stats.batches, stats.requests, stats.rejected) == (0, 0, 0)
