@@ -158,22 +158,37 @@ class Batcher:
 
     async def submit(self, inputs: dict[str, np.ndarray], deadline: float) -> Arrays:
         """Queues one request (any number of rows) and returns its own rows of every output."""
+        self.check_capacity()
+        self.stats.requests += 1
         rows = _batch_rows(inputs)
         if rows is None or not self.config.enabled:
-            return await self._run_alone(inputs, deadline)
+            return await self._run_alone(inputs, rows or 1, deadline)
         limit = self.config.max_batch_size
-        if rows > limit:  # split, so every model call stays within a traced size
-            chunks = [
-                {k: v[start : start + limit] for k, v in inputs.items()}
-                for start in range(0, rows, limit)
-            ]
-            parts = await asyncio.gather(*(self.submit(chunk, deadline) for chunk in chunks))
-            return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
-        self.check_capacity()
+        if rows <= limit:
+            return await self._enqueue(inputs, rows, deadline)
+        # split, so every model call stays within a traced size; one request, one capacity
+        # check, and if a chunk fails the others are cancelled rather than run for nobody
+        try:
+            async with asyncio.TaskGroup() as group:
+                chunks = [
+                    group.create_task(
+                        self._enqueue(
+                            {k: v[start : start + limit] for k, v in inputs.items()},
+                            min(limit, rows - start),
+                            deadline,
+                        )
+                    )
+                    for start in range(0, rows, limit)
+                ]
+        except ExceptionGroup as failed:  # the first chunk's error is the request's error
+            raise failed.exceptions[0] from None
+        parts = [chunk.result() for chunk in chunks]
+        return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+    async def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, deadline, _quiet_future(loop))
         self._queue.append(pending)
-        self.stats.requests += 1
         self._arrived.set()
         self._ensure_dispatcher()
         return await self._wait(pending, loop)
@@ -197,9 +212,8 @@ class Batcher:
                 self.stats.cancelled += 1
             raise
 
-    async def _run_alone(self, inputs: dict[str, np.ndarray], deadline: float) -> Arrays:
+    async def _run_alone(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
         """No batching (disabled, or inputs without a common batch dimension): one call."""
-        self.check_capacity()
         loop = asyncio.get_running_loop()
         self._waiting_alone += 1  # counts against max_queue_size while waiting
         try:
@@ -213,7 +227,7 @@ class Batcher:
             self._waiting_alone -= 1
         try:
             runner = self.pool.runners[index]
-            self._count(1, 0, DispatchReason.IDLE)
+            self._count(rows, 0, DispatchReason.IDLE)
             return await loop.run_in_executor(
                 self.executor, runner.run, self.signature_name, inputs, ()
             )
