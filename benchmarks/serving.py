@@ -219,10 +219,10 @@ def drive(
 
 
 def run_gateway(
-    models: list[str], connections: list[int], seconds: float, workdir: Path
+    models: list[str], modes: list[str], connections: list[int], seconds: float, workdir: Path
 ) -> list[Run]:
     runs = []
-    for mode in MODES:
+    for mode in modes:
         with gateway(mode, models, workdir) as url:
             for model in models:
                 for conns in connections:
@@ -274,6 +274,8 @@ def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]
     top = max(r.connections for r in runs)
     for model in dict.fromkeys(r.model for r in runs):
         by_mode = {r.mode: r for r in runs if r.model == model and r.connections == top}
+        if set(by_mode) != set(MODES):
+            continue
         b, n, e = by_mode["batched"], by_mode["naive"], by_mode["echo"]
         lines.append(
             f"| {model} | {b.requests_per_second / n.requests_per_second:.2f}x | "
@@ -284,7 +286,9 @@ def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]
     low = min(r.connections for r in runs)
     for model in dict.fromkeys(r.model for r in runs):
         by_mode = {r.mode: r for r in runs if r.model == model and r.connections == low}
-        lines.append(f"- {model}: {by_mode['batched'].p50_ms - by_mode['naive'].p50_ms:+.2f} ms")
+        if {"batched", "naive"} <= set(by_mode):
+            difference = by_mode["batched"].p50_ms - by_mode["naive"].p50_ms
+            lines.append(f"- {model}: {difference:+.2f} ms")
     lines += [
         "",
         "## In-process ceiling (signature called directly)",
@@ -330,6 +334,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--models", nargs="+", default=["digits", "votes", "sentiment"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
@@ -342,12 +348,13 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     print("in-process ceiling ...", flush=True)
-    ceilings = {m: in_process_ceiling(m, [1, 2, 4, 8, 16, 32, 64], 1.0) for m in args.models}
+    sizes = [] if args.no_ceiling else [1, 2, 4, 8, 16, 32, 64]
+    ceilings = {m: in_process_ceiling(m, sizes, 1.0) for m in args.models}
     for model, rows in ceilings.items():
         print(f"  {model:10} " + "  ".join(f"b{s}: {r:,.0f}/s" for s, r, _ in rows), flush=True)
     print("gateway ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = run_gateway(args.models, args.connections, args.duration, Path(tmp))
+        runs = run_gateway(args.models, args.modes, args.connections, args.duration, Path(tmp))
     table = markdown(runs, ceilings)
     (args.output / "serving.md").write_text(table)
     plot(runs, ceilings, args.output / "serving.png")
