@@ -35,8 +35,9 @@ from service.errors import (
     QueueFullError,
     ServingError,
 )
-from service.runtime import Arrays
 from service.serving_config import BatchingConfig
+
+Arrays = dict[str, np.ndarray]  # as in service.runtime (not imported: no TensorFlow here)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Batcher:
         self.executor = executor
         self.stats = BatchStats()
         self._queue: collections.deque[_Pending] = collections.deque()
+        self._waiting = 0  # queued requests still wanting an answer (excludes gone ones)
         self._waiting_alone = 0  # unbatched requests waiting for an instance
         self._arrived = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -142,7 +144,7 @@ class Batcher:
 
     @property
     def queued(self) -> int:
-        return len(self._queue) + self._waiting_alone
+        return self._waiting + self._waiting_alone
 
     def full(self) -> bool:
         return self.queued >= self.config.max_queue_size
@@ -189,6 +191,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         pending = _Pending(inputs, rows, deadline, _quiet_future(loop))
         self._queue.append(pending)
+        self._waiting += 1
         self._arrived.set()
         self._ensure_dispatcher()
         return await self._wait(pending, loop)
@@ -200,7 +203,7 @@ class Batcher:
             )
         except TimeoutError:
             if pending.state is _State.QUEUED:
-                pending.state = _State.GONE
+                self._leave_queue(pending)
                 self.stats.expired += 1
                 raise DeadlineExceededError(
                     f"model {self.name}: request deadline passed while queued"
@@ -208,9 +211,14 @@ class Batcher:
             return await pending.future  # already running: its answer is on the way
         except asyncio.CancelledError:
             if pending.state is _State.QUEUED:  # the caller went away: drop it
-                pending.state = _State.GONE
+                self._leave_queue(pending)
                 self.stats.cancelled += 1
             raise
+
+    def _leave_queue(self, pending: _Pending) -> None:
+        """Frees the request's queue slot at once; the dispatcher skips it later."""
+        pending.state = _State.GONE
+        self._waiting -= 1
 
     async def _run_alone(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
         """No batching (disabled, or inputs without a common batch dimension): one call."""
@@ -280,13 +288,14 @@ class Batcher:
             if head.state is _State.GONE:
                 self._queue.popleft()
                 continue
-            if head.deadline <= loop_time:  # expired: its waiter answers 504
+            if head.deadline <= loop_time:  # expired: its waiter answers 504 (and frees the slot)
                 self._queue.popleft()
                 continue
             if rows + head.rows > self.config.max_batch_size:
                 break
             self._queue.popleft()
             head.state = _State.RUNNING
+            self._waiting -= 1
             batch.append(head)
             rows += head.rows
         return rows
@@ -301,12 +310,14 @@ class Batcher:
         if delay <= 0 or not batch:
             return batch, DispatchReason.IDLE
         loop = asyncio.get_running_loop()
-        wait_until = loop.time() + delay
-        earliest_deadline = min(p.deadline for p in batch)
-        reason = DispatchReason.DELAY
-        if earliest_deadline < wait_until:
-            wait_until, reason = earliest_deadline, DispatchReason.DEADLINE
+        delay_end = loop.time() + delay
         while rows < limit:
+            # never past the deadline of any request in the batch, including ones that joined
+            earliest_deadline = min(p.deadline for p in batch)
+            if earliest_deadline < delay_end:
+                wait_until, reason = earliest_deadline, DispatchReason.DEADLINE
+            else:
+                wait_until, reason = delay_end, DispatchReason.DELAY
             remaining = wait_until - loop.time()
             if remaining <= 0:
                 return batch, reason
@@ -319,30 +330,20 @@ class Batcher:
         return batch, DispatchReason.FULL
 
     async def _run(self, index: int, batch: list[_Pending], reason: DispatchReason) -> None:
-        loop = asyncio.get_running_loop()
         try:
             rows = sum(p.rows for p in batch)
-            size = self.sizes[bisect.bisect_left(self.sizes, rows)]
-            inputs = _assemble([p.inputs for p in batch], rows, size)
-            self._count(rows, size - rows, reason)
+            self._count(rows, self._padded_size(rows) - rows, reason)
             runner = self.pool.runners[index]
             try:
-                outputs = await loop.run_in_executor(
-                    self.executor, runner.run, self.signature_name, inputs, ()
-                )
-                _check_rows(outputs, size)
+                outputs = await self._call(runner, [p.inputs for p in batch], rows)
             except InvalidInputError as exc:
                 if len(batch) > 1:  # find the culprit: one bad request must not fail others
                     await self._run_each(runner, batch)
-                    return
-                _fail(batch, exc)
+                else:
+                    _fail(batch, exc)
                 return
             except ServingError as exc:
                 _fail(batch, exc)
-                return
-            except Exception as exc:  # never leave a waiter hanging
-                log.exception("batch of %s failed", self.name)
-                _fail(batch, ModelFailureError(f"model {self.name} failed: {exc}"))
                 return
             start = 0
             for pending in batch:
@@ -354,17 +355,37 @@ class Batcher:
             await self.pool.release(index)
 
     async def _run_each(self, runner: Runner, batch: list[_Pending]) -> None:
-        loop = asyncio.get_running_loop()
         for pending in batch:
             try:
-                result = await loop.run_in_executor(
-                    self.executor, runner.run, self.signature_name, pending.inputs, ()
-                )
+                outputs = await self._call(runner, [pending.inputs], pending.rows)
             except ServingError as exc:
                 _fail([pending], exc)
             else:
                 if not pending.future.done():
-                    pending.future.set_result(result)
+                    pending.future.set_result({k: v[: pending.rows] for k, v in outputs.items()})
+
+    def _padded_size(self, rows: int) -> int:
+        return self.sizes[bisect.bisect_left(self.sizes, rows)]
+
+    async def _call(
+        self, runner: Runner, requests: list[dict[str, np.ndarray]], rows: int
+    ) -> Arrays:
+        """One model call on the requests' rows, padded to an allowed size; every failure
+        becomes a ServingError, so no waiter is ever left without an answer."""
+        size = self._padded_size(rows)
+        inputs = _assemble(requests, rows, size)
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(
+                self.executor, runner.run, self.signature_name, inputs, ()
+            )
+        except ServingError:
+            raise
+        except Exception as exc:
+            log.exception("batch of %s failed", self.name)
+            raise ModelFailureError(f"model {self.name} failed: {exc}") from exc
+        _check_rows(outputs, size)
+        return outputs
 
     def _count(self, rows: int, padding: int, reason: DispatchReason) -> None:
         stats = self.stats
