@@ -321,7 +321,7 @@ def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], p
         best = max(rate for _, rate, _ in ceilings.get(model, [(0, 0.0, 0.0)]))
         if best:
             ax.axhline(best, color="grey", lw=0.8, label="in-process ceiling")
-        ax.set(title=model, xlabel="connections", ylabel="requests/s", xscale="log")
+        ax.set(title=model, xlabel="connections", ylabel="requests/s", xscale="log", yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("modelserve: dynamic batching vs naive and the echo ceiling")
@@ -339,7 +339,19 @@ def main() -> None:
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw table and plot from <output>/serving.json"
+    )
     args = parser.parse_args()
+    if args.replot:
+        saved = json.loads((args.output / "serving.json").read_text())
+        runs = [Run(**run) for run in saved["runs"]]
+        ceilings = {
+            model: [(int(size), float(rate), float(ms)) for size, rate, ms in rows]
+            for model, rows in saved["ceilings"].items()
+        }
+        write_results(runs, ceilings, args.output)
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt install wrk")
     missing = [m for m in args.models if not (MODELS / m).is_dir()]
@@ -355,12 +367,20 @@ def main() -> None:
     print("gateway ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_gateway(args.models, args.modes, args.connections, args.duration, Path(tmp))
+    saved = {"runs": [vars(run) for run in runs], "ceilings": ceilings}
+    (args.output / "serving.json").write_text(json.dumps(saved, indent=1))
+    write_results(runs, ceilings, args.output)
+
+
+def write_results(
+    runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], output: Path
+) -> None:
     table = markdown(runs, ceilings)
-    (args.output / "serving.md").write_text(table)
-    plot(runs, ceilings, args.output / "serving.png")
+    (output / "serving.md").write_text(table)
+    plot(runs, ceilings, output / "serving.png")
     print()
     print(table)
-    print(f"written: {args.output / 'serving.md'}, {args.output / 'serving.png'}")
+    print(f"written: {output / 'serving.md'}, {output / 'serving.png'}")
 
 
 if __name__ == "__main__":
