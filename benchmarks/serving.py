@@ -98,7 +98,7 @@ def in_process_ceiling(
 
     version = max(int(p.name) for p in (MODELS / model).iterdir() if p.name.isdigit())
     loaded = LoadedModel(model, version, MODELS / model / str(version))
-    signature = loaded.signature("serving_default")
+    signature = loaded.signatures["serving_default"]
     (spec,) = signature.inputs.values()
     one = decode_tensor(request_body(model)["instances"], spec, what="x", allow_b64=True)
     rows = []

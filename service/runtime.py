@@ -43,16 +43,6 @@ class LoadedModel:
         if missing:
             raise ValueError(f"signatures {sorted(missing)} are declared but not loadable")
 
-    def signature(self, name: str) -> Signature:
-        try:
-            return self.signatures[name]
-        except KeyError:
-            known = ", ".join(self.signatures) or "none"
-            raise InvalidInputError(
-                f"model {self.name} version {self.version} has no signature {name!r}; "
-                f"signatures: {known}"
-            ) from None
-
     def run(
         self, signature_name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
     ) -> Arrays:
