@@ -17,7 +17,7 @@ from starlette.responses import Response
 from service import __version__
 from service.errors import QueueFullError, ServingError
 from service.placement import DeviceSetup, configure_devices
-from service.protocols import health, overview, tfserving_rest, v2_rest
+from service.protocols import health, overview, tfserving_rest, v2_rest, web
 from service.protocols.json_io import JSONBody
 from service.repository import ModelRepository
 from service.serving_config import (
@@ -27,6 +27,7 @@ from service.serving_config import (
     load_tfserving_model_config,
 )
 from service.settings import Settings
+from service.tasks import routes as task_routes
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
     app = FastAPI(
         title="modelserve",
         version=__version__,
-        summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2).",
+        summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2), task API",
         lifespan=lifespan,
         default_response_class=JSONBody,
     )
@@ -84,6 +85,9 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
     app.include_router(tfserving_rest.router)
     app.include_router(v2_rest.router)
     app.include_router(overview.router)
+    app.include_router(task_routes.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files(), name="static")
     _add_error_handlers(app)
     return app
 

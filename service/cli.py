@@ -203,6 +203,15 @@ def serve(
             help="Seconds between scans for new/removed versions (default 2); 0: scan once.",
         ),
     ] = None,
+    allow_random_weights: Annotated[
+        bool,
+        typer.Option(
+            "--allow-random-weights",
+            envvar=_env("allow_random_weights"),
+            help="Let /api/v1/images answer from a resnet50 with random weights (load tests "
+            "only: its labels are meaningless).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the model repository: TF Serving REST and Open Inference Protocol (V2) on --port.
 
@@ -223,6 +232,7 @@ def serve(
         "model_config_file": model_config_file,
         "log_level": log_level.value if log_level else None,
         "poll_interval_seconds": poll_interval,
+        "allow_random_weights": allow_random_weights or None,
     }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})

@@ -40,6 +40,20 @@ class PayloadTooLargeError(ServingError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class UnsupportedMediaTypeError(ServingError):
+    """The body (or an uploaded file) is of a type the endpoint does not take."""
+
+    http_status = 415
+    code = "INVALID_ARGUMENT"
+
+
+class ConflictError(ServingError):
+    """The model cannot serve this endpoint as it is, e.g. a `resnet50` with random weights."""
+
+    http_status = 409
+    code = "FAILED_PRECONDITION"
+
+
 class QueueFullError(ServingError):
     """The model's queue is at max_queue_size: shed load now rather than answer late."""
 

@@ -72,3 +72,24 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 beyond): a 224x224x3 float batch of 32 is ~30 MB of
     JSON."""
+
+    # -- task API limits (/api/v1/...), all checked before any decoding or model work --------
+
+    max_upload_files: int = Field(16, ge=1)
+    """Files per task API upload request (413 beyond)."""
+
+    max_items: int = Field(256, ge=1)
+    """Items (texts, vote records, 28x28 arrays) per task API JSON request (413 beyond)."""
+
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    """Largest uploaded image in pixels, read from its header before it is decoded (413
+    beyond): a guard against decompression bombs. 40 MP holds any phone photo."""
+
+    max_text_chars: int = Field(50_000, ge=1)
+    """Longest review accepted by /api/v1/sentiment, in characters (413 beyond); the longest
+    IMDB review has about 14,000."""
+
+    allow_random_weights: bool = False
+    """Let /api/v1/images answer from a `resnet50` exported with random weights
+    (`modelserve train resnet50 --weights none`); its labels are meaningless, so without this
+    the endpoint answers 409. For load tests only."""

@@ -19,7 +19,8 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
-from service.errors import InvalidInputError, PayloadTooLargeError
+from service.errors import InvalidInputError
+from service.protocols.body import read_body
 from service.tensors import encode_strings
 
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity")
@@ -43,19 +44,10 @@ class JSONDocument:
 async def read_json(
     request: Request, *, max_bytes: int, allow_non_finite: bool = False
 ) -> JSONDocument:
-    """The request body parsed as JSON; 413 beyond `max_bytes` (checked before reading when the
-    client declares a length), 400 with the parser's message when it is not JSON."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(
-            f"request body of {declared} bytes exceeds the {max_bytes} limit"
-        )
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
-            raise PayloadTooLargeError(f"request body exceeds the {max_bytes} byte limit")
-    data = parse_json(bytes(body), allow_non_finite=allow_non_finite)
+    """The request body parsed as JSON; 413 beyond `max_bytes`, 400 with the parser's message
+    when it is not JSON."""
+    body = await read_body(request, max_bytes)
+    data = parse_json(body, allow_non_finite=allow_non_finite)
     return JSONDocument(data, booleans_possible=b"true" in body or b"false" in body)
 
 

@@ -1,0 +1,113 @@
+"""Turn any picture of a handwritten digit into MNIST's format, the way MNIST itself was made.
+
+MNIST digits are white on black, scaled (keeping their aspect ratio, anti-aliased) to fit a
+20x20 box, then placed in a 28x28 field so that their centre of mass is at the field's centre
+(LeCun et al.). A photo of a digit is usually the opposite: dark ink on light paper, off-centre,
+on a much larger canvas. The steps below bridge the two:
+
+1. EXIF orientation applied (phone photos), first frame of an animation.
+2. Grayscale; transparent pixels are composited onto the colour the ink is not, so a digit
+   drawn on a transparent canvas keeps its contrast whichever its ink colour.
+3. Inverted when the background (the median of the border pixels) is light.
+4. Background level subtracted and contrast stretched, faint noise cleared.
+5. Cropped to the ink's bounding box, scaled to fit 20x20 keeping the aspect ratio.
+6. Shifted (whole pixels, as MNIST) so the centre of mass lands at (14, 14) of 28x28: the
+   mean centre of mass of the MNIST test set in pixel-index coordinates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FIELD = 28
+BOX = 20
+CENTRE = 14.0
+# Ink below this fraction of the image's contrast is noise: it neither counts for the bounding
+# box nor survives (paper texture, JPEG ringing). MNIST's own faintest strokes are far above it.
+NOISE_FLOOR = 0.08
+MIN_CONTRAST = 24.0  # grey levels between background and ink; below it the image is blank
+
+
+class BlankImageError(ValueError):
+    """No digit: the image has (next to) no contrast between ink and background."""
+
+
+def mnist_pixels(image: Image.Image) -> np.ndarray:
+    """uint8 [28, 28]: white digit on black, centred by centre of mass, as in MNIST."""
+    image = ImageOps.exif_transpose(image)
+    gray = _grayscale(image)
+    if _border_median(gray) > 127.5:
+        gray = 255.0 - gray
+    ink = _ink(gray)
+    rows, cols = np.nonzero(ink)
+    if rows.size == 0:
+        raise BlankImageError("no digit found: the image is blank or has too little contrast")
+    cropped = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    return _centre_by_mass(_fit_box(cropped))
+
+
+def _grayscale(image: Image.Image) -> np.ndarray:
+    """float32 grey levels 0..255, alpha resolved, 16-bit modes scaled down."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return np.asarray(image, dtype=np.float32) / 257.0
+    if image.mode == "F":
+        return np.clip(np.asarray(image, dtype=np.float32), 0, 255)
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    if not has_alpha:
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    rgba = image.convert("RGBA")
+    luminance = np.asarray(rgba.convert("L"), dtype=np.float32)
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+    if alpha.min() == 1.0:
+        return luminance
+    if alpha.sum() == 0:
+        return np.zeros_like(luminance)
+    ink_is_dark = float((luminance * alpha).sum() / alpha.sum()) < 127.5
+    background = 255.0 if ink_is_dark else 0.0
+    composited: np.ndarray = luminance * alpha + background * (1.0 - alpha)
+    return composited
+
+
+def _border_median(gray: np.ndarray) -> float:
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
+    return float(np.median(border))
+
+
+def _ink(gray: np.ndarray) -> np.ndarray:
+    """Ink intensity 0..255 over a zero background (values under the noise floor cleared)."""
+    background = _border_median(gray)
+    contrast = float(gray.max()) - background
+    if contrast < MIN_CONTRAST:
+        return np.zeros_like(gray)
+    ink = np.clip((gray - background) / contrast, 0.0, 1.0)
+    ink[ink < NOISE_FLOOR] = 0.0
+    return ink * 255.0
+
+
+def _fit_box(ink: np.ndarray) -> np.ndarray:
+    """Scaled (anti-aliased, aspect ratio kept) so the longer side is 20 pixels."""
+    height, width = ink.shape
+    scale = BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(ink.astype(np.float32), mode="F").resize(
+        size, Image.Resampling.LANCZOS
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 255.0)
+
+
+def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    height, width = digit.shape
+    rows, cols = np.indices(digit.shape)
+    mass = float(digit.sum())
+    if mass == 0.0:  # scaling erased it (a speck): place the box in the middle
+        top, left = (FIELD - height) // 2, (FIELD - width) // 2
+    else:
+        top = round(CENTRE - float((rows * digit).sum()) / mass)
+        left = round(CENTRE - float((cols * digit).sum()) / mass)
+        # the whole digit stays in the field, even when its mass is lopsided
+        top = min(max(top, 0), FIELD - height)
+        left = min(max(left, 0), FIELD - width)
+    field = np.zeros((FIELD, FIELD), dtype=np.float32)
+    field[top : top + height, left : left + width] = digit
+    return np.rint(field).astype(np.uint8)

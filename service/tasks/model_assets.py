@@ -1,0 +1,84 @@
+"""What a task endpoint needs to know about the version it calls, read from the version's own
+files: labels (`assets/labels.txt`), ImageNet class ids (`assets/imagenet_class_index.json`)
+and the model card (`assets.extra/model_card.json`: vote order, random weights).
+
+Read once per loaded version (keyed by path and file fingerprint, so a version rewritten in
+place is read again), never per request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConflictError
+from service.layout import read_model_card
+from service.servable import ServableVersion
+from service.signatures import Signature
+
+LABELS_FILE = Path("assets") / "labels.txt"
+CLASS_INDEX_FILE = Path("assets") / "imagenet_class_index.json"
+
+
+@dataclass(frozen=True)
+class ModelAssets:
+    labels: tuple[str, ...]
+    class_ids: tuple[str, ...]  # WordNet ids, in label order (ImageNet models only)
+    card: dict[str, Any] = field(hash=False, compare=False)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.card.get("weights") == "random"
+
+
+def assets_of(servable: ServableVersion) -> ModelAssets:
+    return _read_assets(servable.path, servable.fingerprint)
+
+
+@lru_cache(maxsize=64)
+def _read_assets(path: Path, fingerprint: tuple[int, ...]) -> ModelAssets:
+    labels_path = path / LABELS_FILE
+    labels = labels_path.read_text("utf-8").splitlines() if labels_path.is_file() else []
+    return ModelAssets(tuple(labels), _class_ids(path / CLASS_INDEX_FILE), read_model_card(path))
+
+
+def _class_ids(path: Path) -> tuple[str, ...]:
+    """Keras' class index: {"0": ["n01440764", "tench"], ...}."""
+    if not path.is_file():
+        return ()
+    index = json.loads(path.read_text("utf-8"))
+    return tuple(index[str(i)][0] for i in range(len(index)))
+
+
+def require_labels(servable: ServableVersion, count: int) -> tuple[str, ...]:
+    """The version's labels, which must number `count` (one per output column)."""
+    labels = assets_of(servable).labels
+    if len(labels) != count:
+        raise ConflictError(
+            f"model {servable.model!r} version {servable.version} has {len(labels)} labels in "
+            f"{LABELS_FILE}, expected {count}: it does not look like the model this endpoint "
+            "serves"
+        )
+    return labels
+
+
+def require_interface(
+    servable: ServableVersion, signature_name: str, input_name: str, output_name: str
+) -> Signature:
+    """The signature a task endpoint calls, which must have the input and output it feeds and
+    reads; a model of another shape served under the task's name is a 409, not a 500."""
+    signature = servable.signatures.get(signature_name)
+    if (
+        signature is None
+        or input_name not in signature.inputs
+        or output_name not in signature.outputs
+    ):
+        raise ConflictError(
+            f"model {servable.model!r} version {servable.version} has no signature "
+            f"{signature_name!r} taking {input_name!r} and giving {output_name!r}: it does not "
+            "look like the model this endpoint serves"
+        )
+    return signature

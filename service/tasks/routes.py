@@ -1,0 +1,381 @@
+"""The task API: `POST /api/v1/digits`, `/images`, `/sentiment` and `/party`.
+
+Each endpoint checks the addressed model can serve it (interface, labels, real weights) and has
+queue room before reading the body, parses and validates the body within the configured limits,
+turns it into the model's input (image decoding in a worker thread, never on the event loop),
+and calls the model through the same `ServableVersion.predict` as the raw protocols, so task
+requests share batches with TF Serving and V2 requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ValidationError
+
+from service.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from service.protocols.json_io import JSONBody
+from service.protocols.state import (
+    read_request_json,
+    repository,
+    request_timeout_ms,
+    settings,
+    until_disconnected,
+)
+from service.servable import ServableVersion
+from service.settings import Settings
+from service.signatures import DEFAULT_SIGNATURE
+from service.tasks import schemas
+from service.tasks.imagenet_format import imagenet_pixels
+from service.tasks.mnist_format import BlankImageError, mnist_pixels
+from service.tasks.model_assets import assets_of, require_interface, require_labels
+from service.tasks.uploads import Upload, is_multipart, open_image, read_uploads, require_files
+
+router = APIRouter(prefix="/api/v1", tags=["task API"], default_response_class=JSONBody)
+
+Body = TypeVar("Body", bound=BaseModel)
+VersionQuery = Annotated[
+    int | None, Query(ge=1, description="Model version to use (default: the newest available).")
+]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": schemas.ErrorAnswer, "description": description}
+    for status, description in {
+        400: "Malformed or invalid input; the message names the field or file.",
+        404: "The model (or version) is not served.",
+        409: "The served model cannot answer this endpoint (e.g. random weights).",
+        413: "Over a limit: body size, files or items per request, image pixels, text length.",
+        415: "Wrong content type.",
+        429: "The model's queue is full; retry after `Retry-After` seconds.",
+        503: "The model is still loading.",
+        504: "The request's deadline passed before the model ran.",
+    }.items()
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """What an endpoint calls: a model's signature, its input, and how many classes it scores."""
+
+    model: str
+    signature: str
+    input: str
+    classes: int
+    output: str = "probabilities"
+    needs_trained_weights: bool = False
+    how_to_serve: str = ""  # said when the model is not in the repository
+
+    def check(self, servable: ServableVersion, server: Settings) -> tuple[str, ...]:
+        """The version's labels, once it is known to fit this task (else 409)."""
+        require_interface(servable, self.signature, self.input, self.output)
+        labels = require_labels(servable, self.classes)
+        if (
+            self.needs_trained_weights
+            and assets_of(servable).random_weights
+            and not server.allow_random_weights
+        ):
+            raise ConflictError(
+                f"model {servable.model!r} version {servable.version} has random weights "
+                "(exported with `--weights none`), so its labels would be meaningless. Export "
+                "it with the ImageNet weights (`modelserve train resnet50`), or start the "
+                "server with --allow-random-weights for load tests."
+            )
+        return labels
+
+
+DIGITS = Task("digits", DEFAULT_SIGNATURE, "image", classes=10)
+IMAGES = Task(
+    "resnet50",
+    "predict_images",
+    "images",
+    classes=1000,
+    needs_trained_weights=True,
+    how_to_serve="export it with `modelserve train resnet50` (ImageNet weights) and restart",
+)
+SENTIMENT = Task("sentiment", DEFAULT_SIGNATURE, "text", classes=2)
+PARTY = Task("votes", DEFAULT_SIGNATURE, "votes", classes=2)
+
+# The votes model's input encoding (its model card: yes = +1, no = -1, not voted = 0).
+VOTE_VALUES = {"y": 1.0, "n": -1.0, "?": 0.0}
+
+
+@dataclass(frozen=True)
+class Answered:
+    servable: ServableVersion
+    labels: tuple[str, ...]
+    probabilities: np.ndarray  # [items, classes]
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/digits",
+    summary="Recognise handwritten digits (image uploads or 28x28 arrays)",
+    response_model=schemas.DigitsAnswer,
+    responses=ERRORS,
+    openapi_extra=schemas.json_body_doc(schemas.DigitArrays, **schemas.FILES_CONTENT),
+)
+async def digits(request: Request, version: VersionQuery = None) -> Any:
+    """Upload photos or drawings of digits (any size, dark ink on light paper or light on dark)
+    as `file` fields; each is converted to MNIST's format (grayscale, ink white on black, fit to
+    20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format."""
+    limits = _admit(request, DIGITS, version)
+    if not (is_multipart(request) or is_json(request)):
+        raise UnsupportedMediaTypeError(
+            "expected multipart/form-data with images in `file` fields, or an application/json "
+            f"body of 28x28 arrays; got {request.headers.get('content-type')!r}"
+        )
+    if is_multipart(request):
+        uploads = await _read_uploads(request, limits)
+        pixels = await asyncio.to_thread(_mnist_batch, uploads, limits.max_image_pixels)
+        names: list[str | None] = [upload.name for upload in uploads]
+    else:
+        arrays = await _read_json(request, schemas.DigitArrays)
+        _check_items(len(arrays.images), limits)
+        pixels = np.asarray(arrays.images, dtype=np.uint8)
+        names = [None] * len(pixels)
+    batch = (pixels.astype(np.float32) / 255.0)[..., np.newaxis]
+    answered = await _predict(request, DIGITS, version, batch)
+    return schemas.DigitsAnswer(
+        **_identity(answered),
+        predictions=[
+            schemas.DigitPrediction(
+                file=name,
+                digit=int(answered.labels[int(row.argmax())]),
+                confidence=_float(row.max()),
+                probabilities=_floats(row),
+            )
+            for name, row in zip(names, answered.probabilities, strict=True)
+        ],
+    )
+
+
+@router.post(
+    "/images",
+    summary="Classify photos into the 1000 ImageNet classes (resnet50)",
+    response_model=schemas.ImagesAnswer,
+    responses=ERRORS,
+    openapi_extra={"requestBody": {"required": True, "content": schemas.FILES_CONTENT}},
+)
+async def images(
+    request: Request,
+    version: VersionQuery = None,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="Classes per image.")] = 5,
+) -> Any:
+    """Upload photos (JPEG, PNG, GIF, BMP or WebP, any size) as `file` fields; each answer lists
+    the `top_k` most probable classes."""
+    limits = _admit(request, IMAGES, version)
+    uploads = await _read_uploads(request, limits)
+    batch = await asyncio.to_thread(_imagenet_batch, uploads, limits.max_image_pixels)
+    answered = await _predict(request, IMAGES, version, batch)
+    assets = assets_of(answered.servable)
+    class_ids = assets.class_ids or answered.labels  # WordNet ids when the model ships them
+    ranked = np.argsort(-answered.probabilities, axis=1, kind="stable")[:, :top_k]
+    return schemas.ImagesAnswer(
+        **_identity(answered),
+        warning=assets.card.get("warning") if assets.random_weights else None,
+        predictions=[
+            [
+                schemas.ImageClass(
+                    class_id=class_ids[k], label=answered.labels[k], score=_float(row[k])
+                )
+                for k in top
+            ]
+            for row, top in zip(answered.probabilities, ranked, strict=True)
+        ],
+    )
+
+
+@router.post(
+    "/sentiment",
+    summary="Is a movie review positive or negative?",
+    response_model=schemas.SentimentAnswer,
+    responses=ERRORS,
+    openapi_extra=schemas.json_body_doc(schemas.SentimentRequest),
+)
+async def sentiment(request: Request, version: VersionQuery = None) -> Any:
+    """Raw review texts in; per text the label and the probability that it is positive."""
+    limits = _admit(request, SENTIMENT, version)
+    body = await _read_json(request, schemas.SentimentRequest)
+    _check_items(len(body.texts), limits)
+    for index, text in enumerate(body.texts):
+        if len(text) > limits.max_text_chars:
+            raise PayloadTooLargeError(
+                f"texts[{index}] has {len(text):,} characters; the limit is "
+                f"{limits.max_text_chars:,}"
+            )
+    batch = np.array([text.encode("utf-8") for text in body.texts], dtype=object)
+    answered = await _predict(request, SENTIMENT, version, batch)
+    positive = answered.labels.index("positive") if "positive" in answered.labels else 1
+    return schemas.SentimentAnswer(
+        **_identity(answered),
+        predictions=[
+            schemas.SentimentPrediction(
+                label=answered.labels[int(row.argmax())],
+                score=_float(row[positive]),
+                probabilities=_by_label(answered.labels, row),
+            )
+            for row in answered.probabilities
+        ],
+    )
+
+
+@router.post(
+    "/party",
+    summary="Party of a member of the 1984 US House from their 16 votes",
+    response_model=schemas.PartyAnswer,
+    responses=ERRORS,
+    openapi_extra=schemas.json_body_doc(schemas.PartyRequest),
+)
+async def party(request: Request, version: VersionQuery = None) -> Any:
+    """Per member, the votes by bill name ("y", "n", "?"); a bill left out counts as not
+    voting, as in the UCI data the model was trained on."""
+    limits = _admit(request, PARTY, version)
+    body = await _read_json(request, schemas.PartyRequest)
+    _check_items(len(body.votes), limits)
+    bills = _vote_columns(repository(request).resolve(PARTY.model, version))
+    encoded = [_encode_votes(record, bills, i) for i, record in enumerate(body.votes)]
+    batch = np.array(encoded, dtype=np.float32)
+    answered = await _predict(request, PARTY, version, batch)
+    return schemas.PartyAnswer(
+        **_identity(answered),
+        predictions=[
+            schemas.PartyPrediction(
+                party=answered.labels[int(row.argmax())],
+                probabilities=_by_label(answered.labels, row),
+            )
+            for row in answered.probabilities
+        ],
+    )
+
+
+# -- the steps every endpoint shares --------------------------------------------------------------
+
+
+def _admit(request: Request, task: Task, version: int | None) -> Settings:
+    """404/409/429/503 before the body is read: the model must be there, fit, and have room."""
+    repo = repository(request)
+    if task.how_to_serve and task.model not in repo.model_names():
+        raise NotFoundError(f"model {task.model!r} is not served: {task.how_to_serve}")
+    servable = repo.resolve(task.model, version)
+    limits = settings(request)
+    task.check(servable, limits)
+    servable.check_capacity()
+    return limits
+
+
+async def _predict(
+    request: Request, task: Task, version: int | None, batch: np.ndarray
+) -> Answered:
+    timeout_ms = request_timeout_ms(request)
+    async with repository(request).lease(task.model, version) as servable:
+        labels = task.check(servable, settings(request))  # the version may have changed
+        outputs = await until_disconnected(
+            request,
+            servable.predict(task.signature, {task.input: batch}, (task.output,), timeout_ms),
+        )
+    return Answered(servable, labels, outputs[task.output])
+
+
+def is_json(request: Request) -> bool:
+    """application/json, a +json type, or no content type at all."""
+    media_type = request.headers.get("content-type", "application/json").split(";")[0]
+    return media_type.strip().lower().endswith(("/json", "+json"))
+
+
+async def _read_json(request: Request, model: type[Body]) -> Body:
+    if not is_json(request):
+        raise UnsupportedMediaTypeError(
+            f"expected an application/json body, got {request.headers.get('content-type')!r}"
+        )
+    document = await read_request_json(request)
+    try:
+        return model.model_validate(document.data)
+    except ValidationError as exc:
+        raise InvalidInputError(_validation_message(exc)) from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    problems = [
+        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+        for error in exc.errors(include_url=False)
+    ]
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return "invalid request: " + "; ".join(problems[:5]) + more
+
+
+async def _read_uploads(request: Request, limits: Settings) -> list[Upload]:
+    uploads = await read_uploads(
+        request, max_bytes=limits.max_request_bytes, max_files=limits.max_upload_files
+    )
+    require_files(uploads)
+    return uploads
+
+
+def _check_items(count: int, limits: Settings) -> None:
+    if count > limits.max_items:
+        raise PayloadTooLargeError(f"{count} items in one request; the limit is {limits.max_items}")
+
+
+def _mnist_batch(uploads: Sequence[Upload], max_pixels: int) -> np.ndarray:
+    digits = []
+    for upload in uploads:
+        image = open_image(upload, max_pixels=max_pixels)
+        try:
+            digits.append(mnist_pixels(image))
+        except BlankImageError as exc:
+            raise InvalidInputError(f"file {upload.name!r}: {exc}") from None
+    return np.stack(digits)
+
+
+def _imagenet_batch(uploads: Sequence[Upload], max_pixels: int) -> np.ndarray:
+    # one image decoded at a time: a request of large photos never holds them all at once
+    return np.stack([imagenet_pixels(open_image(u, max_pixels=max_pixels)) for u in uploads])
+
+
+def _vote_columns(servable: ServableVersion) -> list[str]:
+    columns = assets_of(servable).card.get("vote_columns")
+    if not isinstance(columns, list) or len(columns) != 16:
+        raise ConflictError(
+            f"model {servable.model!r} version {servable.version} has no `vote_columns` (16 "
+            "bill names) in its model card"
+        )
+    return [str(column) for column in columns]
+
+
+def _encode_votes(record: Mapping[str, str], bills: list[str], index: int) -> list[float]:
+    unknown = sorted(set(record) - set(bills))
+    if unknown:
+        raise InvalidInputError(
+            f"votes[{index}]: unknown bill name(s) {', '.join(map(repr, unknown))}; valid "
+            f"names: {', '.join(bills)}"
+        )
+    return [VOTE_VALUES[record.get(bill, "?")] for bill in bills]
+
+
+def _identity(answered: Answered) -> dict[str, Any]:
+    return {"model": answered.servable.model, "version": answered.servable.version}
+
+
+def _floats(row: np.ndarray) -> list[float]:
+    """float32 values as the shortest decimals that round-trip (0.1, not 0.10000000149)."""
+    return [float(text) for text in row.astype(str)]
+
+
+def _float(value: np.floating[Any]) -> float:
+    return float(str(value))
+
+
+def _by_label(labels: Sequence[str], row: np.ndarray) -> dict[str, float]:
+    return dict(zip(labels, _floats(row), strict=True))

@@ -1,0 +1,128 @@
+"""Image uploads: multipart `file` fields read within the limits, then opened with Pillow.
+
+Limits come before work: the body size while it streams in, the file count while the multipart
+parser meets each part, the pixel count from the image header before anything is decoded. Every
+rejection names the file. Pillow is the gateway's one image decoder; only the formats every
+browser and phone produces are opened (a smaller attack surface than all of Pillow's plugins).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from io import BytesIO
+
+from fastapi import Request
+from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
+from service.protocols.body import limited_stream
+
+log = logging.getLogger(__name__)
+
+FILE_FIELD = "file"
+PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
+IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/pjpeg", "image/png", "image/gif", "image/bmp", "image/x-ms-bmp"}
+    | {"image/webp", "image/x-bmp"}
+)
+# What clients send when they do not know (curl -F without ;type=, some HTTP libraries).
+GENERIC_TYPES = frozenset({"", "application/octet-stream"})
+ACCEPTED = "JPEG, PNG, GIF, BMP or WebP"
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str  # as the client named the file, for messages
+    content_type: str
+    data: bytes
+
+
+def is_multipart(request: Request) -> bool:
+    return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+
+
+async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> list[Upload]:
+    """The `file` parts of a multipart/form-data body, in order."""
+    if not is_multipart(request):
+        raise UnsupportedMediaTypeError(
+            f"expected multipart/form-data with images in `{FILE_FIELD}` fields, got "
+            f"{request.headers.get('content-type') or 'no content type'!r}"
+        )
+    parser = MultiPartParser(
+        request.headers, limited_stream(request, max_bytes), max_files=max_files, max_fields=0
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise _form_error(exc.message, max_files) from None
+    try:
+        return [
+            await _upload(field, value, index)
+            for index, (field, value) in enumerate(form.multi_items())
+        ]
+    finally:
+        await form.close()
+
+
+def _form_error(message: str, max_files: int) -> Exception:
+    if message.startswith("Too many files"):
+        return PayloadTooLargeError(f"more than {max_files} files in one request")
+    if message.startswith("Too many fields"):
+        return InvalidInputError(
+            f"only file fields are accepted (named `{FILE_FIELD}`); options such as top_k go in "
+            "the query string"
+        )
+    return InvalidInputError(f"malformed multipart body: {message}")
+
+
+async def _upload(field: str, value: UploadFile | str, index: int) -> Upload:
+    assert isinstance(value, UploadFile)  # max_fields=0: the parser refuses plain fields
+    name = value.filename or f"file #{index + 1}"
+    if field != FILE_FIELD:
+        raise InvalidInputError(f"unexpected field {field!r} ({name!r}); name each file `file`")
+    content_type = (value.content_type or "").split(";")[0].strip().lower()
+    return Upload(name=name[:200], content_type=content_type, data=await value.read())
+
+
+def require_files(uploads: Sequence[Upload]) -> None:
+    if not uploads:
+        raise InvalidInputError(f"no files: upload one or more images as `{FILE_FIELD}` fields")
+
+
+def open_image(upload: Upload, *, max_pixels: int) -> Image.Image:
+    """The upload decoded by Pillow (first frame), or a 4xx that names the file."""
+    name = upload.name
+    if upload.content_type not in IMAGE_TYPES | GENERIC_TYPES:
+        raise UnsupportedMediaTypeError(
+            f"file {name!r} is declared {upload.content_type!r}; send {ACCEPTED} images"
+        )
+    if not upload.data:
+        raise InvalidInputError(f"file {name!r} is empty")
+    try:
+        image = Image.open(BytesIO(upload.data), formats=PILLOW_FORMATS)
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(name, max_pixels) from None
+    except Exception:  # Pillow's parsers raise many types on hostile bytes
+        raise InvalidInputError(f"file {name!r} is not a {ACCEPTED} image") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise _too_many_pixels(name, max_pixels, f"{width}x{height}")
+    if width == 0 or height == 0:
+        raise InvalidInputError(f"file {name!r} has no pixels ({width}x{height})")
+    try:
+        image.load()
+    except Exception as exc:
+        log.debug("cannot decode %r: %s", name, exc)
+        raise InvalidInputError(
+            f"file {name!r} is a corrupt or truncated {image.format} image"
+        ) from None
+    return image
+
+
+def _too_many_pixels(name: str, max_pixels: int, size: str = "") -> PayloadTooLargeError:
+    shown = f" ({size})" if size else ""
+    return PayloadTooLargeError(f"image {name!r}{shown} exceeds the {max_pixels:,} pixel limit")

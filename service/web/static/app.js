@@ -1,0 +1,416 @@
+// The page at GET /: one card per task endpoint of /api/v1. No framework, no build step; the
+// page runs under a strict Content-Security-Policy (no inline code), so everything is here.
+"use strict";
+
+const BILLS = [
+  ["handicapped-infants", "Handicapped infants"],
+  ["water-project-cost-sharing", "Water project cost sharing"],
+  ["adoption-of-the-budget-resolution", "Adoption of the budget resolution"],
+  ["physician-fee-freeze", "Physician fee freeze"],
+  ["el-salvador-aid", "El Salvador aid"],
+  ["religious-groups-in-schools", "Religious groups in schools"],
+  ["anti-satellite-test-ban", "Anti-satellite test ban"],
+  ["aid-to-nicaraguan-contras", "Aid to Nicaraguan contras"],
+  ["mx-missile", "MX missile"],
+  ["immigration", "Immigration"],
+  ["synfuels-corporation-cutback", "Synfuels corporation cutback"],
+  ["education-spending", "Education spending"],
+  ["superfund-right-to-sue", "Superfund right to sue"],
+  ["crime", "Crime"],
+  ["duty-free-exports", "Duty-free exports"],
+  ["export-administration-act-south-africa", "Export Administration Act: South Africa"],
+];
+const VOTE_CHOICES = [
+  { value: "y", label: "Yea", suffix: "yea" },
+  { value: "n", label: "Nay", suffix: "nay" },
+  { value: "?", label: "Not voting", suffix: "not-voting" },
+];
+const DEFAULT_VOTE = "?";
+const PHOTO_TOP_K = 5;
+const AUTO_PREDICT_DELAY_MS = 600; // after the last stroke, so a "7" or a "4" can take two
+const INK = "#111";
+const PAPER = "#fff";
+
+const byId = (id) => document.getElementById(id);
+const percent = (p) => `${(p * 100).toFixed(1)}%`;
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// --- API -------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** The JSON answer of a request; an ApiError with the server's {"error": ...} otherwise. */
+async function callApi(path, init) {
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError("The server cannot be reached.", 0);
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new ApiError(body?.error ?? `${response.status} ${response.statusText}`, response.status);
+  }
+  if (body === null) throw new ApiError("The server's answer is not JSON.", response.status);
+  return body;
+}
+
+function postJson(path, payload) {
+  return callApi(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(payload),
+  });
+}
+
+function postFile(path, blob, filename) {
+  const form = new FormData();
+  form.append("file", blob, filename);
+  return callApi(path, { method: "POST", body: form });
+}
+
+// --- results ---------------------------------------------------------------------------------
+
+/** <ul> of horizontal bars: [{label, value (0..1), top}], the percentage written beside each. */
+function barChart(entries) {
+  const list = element("ul", "bars");
+  for (const { label, value, top } of entries) {
+    const item = element("li", top ? "bar top" : "bar");
+    const track = element("span", "bar-track");
+    const fill = element("span", "bar-fill");
+    fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
+    track.setAttribute("aria-hidden", "true");
+    track.append(fill);
+    const caption = element("span", "bar-label", label);
+    item.append(caption, track, element("span", "bar-value", percent(value)));
+    list.append(item);
+  }
+  return list;
+}
+
+/** Bars of a {label: probability} object, in the server's order, `chosen` highlighted. */
+function probabilityBars(probabilities, chosen) {
+  return Object.entries(probabilities).map(([label, value]) => ({
+    label,
+    value,
+    top: label === chosen,
+  }));
+}
+
+/** One card's answer area (#PREFIX-result) and error line (#PREFIX-error, role=alert). */
+class Output {
+  constructor(prefix) {
+    this.prefix = prefix;
+    this.result = byId(`${prefix}-result`);
+    this.error = byId(`${prefix}-error`);
+    this.latest = 0;
+  }
+
+  /** Run `request`, then show its answer with `render`; an answer overtaken by a newer
+   * request is dropped, so the card always shows the latest one. */
+  async run(request, render) {
+    const ticket = ++this.latest;
+    this.error.textContent = "";
+    this.result.setAttribute("aria-busy", "true");
+    let nodes = [];
+    let message = "";
+    try {
+      nodes = render(await request());
+    } catch (error) {
+      message = error.message;
+      if (error.status === 404 || error.status === 503) showModelStatus();
+    }
+    if (ticket === this.latest) this.show(nodes, message);
+  }
+
+  fail(message) {
+    this.latest++;
+    this.show([], message);
+  }
+
+  clear() {
+    this.fail("");
+  }
+
+  show(nodes, message) {
+    this.result.replaceChildren(...nodes);
+    this.result.removeAttribute("aria-busy");
+    this.error.textContent = message;
+  }
+
+  /** The answer's nodes: the value (#PREFIX-value) big, a detail, optional warning, bars,
+   * and which model version answered. */
+  answer({ value, detail, warning, bars, model, version }) {
+    const headline = element("p", "answer");
+    const big = element("span", "answer-value", value);
+    big.id = `${this.prefix}-value`;
+    headline.append(big, element("span", "answer-detail", detail));
+    const nodes = [headline];
+    if (warning) nodes.push(element("p", "warning", warning));
+    nodes.push(barChart(bars), element("p", "model-version", `model ${model} version ${version}`));
+    return nodes;
+  }
+}
+
+// --- model status ----------------------------------------------------------------------------
+
+function describeModel(model) {
+  if (!model) return { text: "not loaded", state: "missing" };
+  const available = model.versions.filter((v) => v.state === "AVAILABLE").map((v) => v.version);
+  if (model.ready && available.length > 0) {
+    return { text: `version ${Math.max(...available)} ready`, state: "ready" };
+  }
+  const failed = model.versions.find((v) => v.error);
+  if (failed) return { text: `failed: ${failed.error}`, state: "missing" };
+  return { text: "loading", state: "pending" };
+}
+
+/** Fill each card's status badge ([data-model]) and show [data-missing-model] notices. */
+async function showModelStatus() {
+  let models;
+  try {
+    const { models: list } = await callApi("/api/v1/models");
+    models = new Map(list.map((model) => [model.name, model]));
+  } catch {
+    for (const badge of document.querySelectorAll("[data-model]")) {
+      badge.textContent = "status unknown";
+    }
+    return;
+  }
+  for (const badge of document.querySelectorAll("[data-model]")) {
+    const { text, state } = describeModel(models.get(badge.dataset.model));
+    badge.textContent = text;
+    badge.dataset.state = state;
+  }
+  for (const notice of document.querySelectorAll("[data-missing-model]")) {
+    notice.hidden = models.has(notice.dataset.missingModel);
+  }
+}
+
+// --- digits ----------------------------------------------------------------------------------
+
+function digitAnswer(output, answer) {
+  const { digit, confidence, probabilities } = answer.predictions[0];
+  return output.answer({
+    value: String(digit),
+    detail: `${percent(confidence)} confident`,
+    bars: probabilities.map((p, d) => ({ label: String(d), value: p, top: d === digit })),
+    model: answer.model,
+    version: answer.version,
+  });
+}
+
+function setUpDigits() {
+  const canvas = byId("digit-canvas");
+  const context = canvas.getContext("2d");
+  const output = new Output("digit");
+  let stroke = null; // {pointerId, x, y} while a finger, pen or mouse button is down
+  let hasInk = false;
+  let autoPredict = 0;
+
+  function clearCanvas() {
+    context.fillStyle = PAPER;
+    context.fillRect(0, 0, canvas.width, canvas.height);
+    context.strokeStyle = INK;
+    context.lineWidth = canvas.width / 12;
+    context.lineCap = "round";
+    context.lineJoin = "round";
+    hasInk = false;
+  }
+
+  function canvasPoint(event) {
+    const box = canvas.getBoundingClientRect();
+    return {
+      x: ((event.clientX - box.left) * canvas.width) / box.width,
+      y: ((event.clientY - box.top) * canvas.height) / box.height,
+    };
+  }
+
+  function lineTo(point) {
+    context.beginPath();
+    context.moveTo(stroke.x, stroke.y);
+    context.lineTo(point.x, point.y);
+    context.stroke();
+    Object.assign(stroke, point);
+  }
+
+  function predict() {
+    clearTimeout(autoPredict);
+    if (!hasInk) {
+      output.fail("Draw a digit first.");
+      return;
+    }
+    output.run(
+      () =>
+        new Promise((resolve) => canvas.toBlob(resolve, "image/png")).then((png) =>
+          postFile("/api/v1/digits", png, "digit.png"),
+        ),
+      (answer) => digitAnswer(output, answer),
+    );
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (stroke || event.button !== 0) return;
+    event.preventDefault();
+    clearTimeout(autoPredict);
+    canvas.setPointerCapture(event.pointerId);
+    stroke = { pointerId: event.pointerId, ...canvasPoint(event) };
+    lineTo(canvasPoint(event)); // a dot, for a tap
+    hasInk = true;
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (stroke?.pointerId !== event.pointerId) return;
+    const events = event.getCoalescedEvents?.() ?? [];
+    for (const each of events.length > 0 ? events : [event]) lineTo(canvasPoint(each));
+  });
+  const endStroke = (event) => {
+    if (stroke?.pointerId !== event.pointerId) return;
+    stroke = null;
+    autoPredict = setTimeout(predict, AUTO_PREDICT_DELAY_MS);
+  };
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+
+  byId("digit-predict").addEventListener("click", predict);
+  byId("digit-clear").addEventListener("click", () => {
+    clearTimeout(autoPredict);
+    clearCanvas();
+    output.clear();
+  });
+  byId("digit-file").addEventListener("change", (event) => {
+    const [file] = event.target.files;
+    if (!file) return;
+    clearTimeout(autoPredict);
+    output.run(
+      () => postFile("/api/v1/digits", file, file.name),
+      (answer) => digitAnswer(output, answer),
+    );
+  });
+  clearCanvas();
+}
+
+// --- photos ----------------------------------------------------------------------------------
+
+function setUpPhotos() {
+  const input = byId("photo-input");
+  const preview = byId("photo-preview");
+  const output = new Output("photo");
+
+  input.addEventListener("change", () => {
+    const [file] = input.files;
+    if (!file) return;
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.src = URL.createObjectURL(file);
+    preview.hidden = false;
+    output.run(
+      () => postFile(`/api/v1/images?top_k=${PHOTO_TOP_K}`, file, file.name),
+      (answer) => {
+        const ranked = answer.predictions[0];
+        return output.answer({
+          value: ranked[0].label,
+          detail: percent(ranked[0].score),
+          warning: answer.warning,
+          bars: ranked.map(({ label, score }, rank) => ({ label, value: score, top: rank === 0 })),
+          model: answer.model,
+          version: answer.version,
+        });
+      },
+    );
+  });
+}
+
+// --- review sentiment ------------------------------------------------------------------------
+
+function setUpReview() {
+  const form = byId("review-form");
+  const text = byId("review-text");
+  const output = new Output("review");
+
+  text.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const review = text.value.trim();
+    if (!review) {
+      output.fail("Write a review first.");
+      return;
+    }
+    output.run(
+      () => postJson("/api/v1/sentiment", { texts: [review] }),
+      (answer) => {
+        // `score` is the probability of "positive" whatever the label: show the label's own
+        const { label, probabilities } = answer.predictions[0];
+        return output.answer({
+          value: label,
+          detail: percent(probabilities[label]),
+          bars: probabilityBars(probabilities, label),
+          model: answer.model,
+          version: answer.version,
+        });
+      },
+    );
+  });
+}
+
+// --- party from votes ------------------------------------------------------------------------
+
+function billFieldset([name, title]) {
+  const fieldset = element("fieldset", "bill");
+  const choices = element("div", "choices");
+  for (const { value, label, suffix } of VOTE_CHOICES) {
+    const input = element("input");
+    Object.assign(input, { type: "radio", name, value, id: `${name}-${suffix}` });
+    input.defaultChecked = value === DEFAULT_VOTE;
+    const caption = element("label", "", label);
+    caption.htmlFor = input.id;
+    choices.append(input, caption);
+  }
+  fieldset.append(element("legend", "", title), choices);
+  return fieldset;
+}
+
+function setUpVotes() {
+  const form = byId("votes-form");
+  const output = new Output("votes");
+  byId("votes-bills").replaceChildren(...BILLS.map(billFieldset));
+
+  form.addEventListener("reset", () => output.clear());
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const votes = Object.fromEntries(new FormData(form));
+    output.run(
+      () => postJson("/api/v1/party", { votes: [votes] }),
+      (answer) => {
+        const { party, probabilities } = answer.predictions[0];
+        return output.answer({
+          value: party,
+          detail: percent(probabilities[party]),
+          bars: probabilityBars(probabilities, party),
+          model: answer.model,
+          version: answer.version,
+        });
+      },
+    );
+  });
+}
+
+setUpDigits();
+setUpPhotos();
+setUpReview();
+setUpVotes();
+showModelStatus();
