@@ -1,4 +1,6 @@
-"""Writes the README's `digits` request bodies from an MNIST test image (a 7).
+"""Writes the README's `digits` requests from an MNIST test image (a 7): the TF Serving and V2
+bodies, the task API's JSON body, and `seven.png`, the same digit as a photo of paper would
+show it (black on white, larger, off-centre) for the upload examples.
 
 Run from the repository root: python examples/make_digit_requests.py
 """
@@ -24,8 +26,20 @@ def main() -> None:
         "id": "digit-7",
         "inputs": [{"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32", "data": values}],
     }
-    for name, body in (("digits-predict.json", predict), ("digits-infer.json", infer)):
+    task = {"images": [np.asarray(Image.open(SOURCE).convert("L")).tolist()]}
+    bodies = (
+        ("digits-predict.json", predict),
+        ("digits-infer.json", infer),
+        ("digits-task.json", task),
+    )
+    for name, body in bodies:
         (HERE / name).write_text(json.dumps(body, separators=(",", ":")) + "\n")
+    ink = 255 - np.asarray(
+        Image.open(SOURCE).convert("L").resize((112, 112), Image.Resampling.BICUBIC)
+    )
+    paper = np.full((160, 200), 255, dtype=np.uint8)
+    paper[12:124, 60:172] = ink
+    Image.fromarray(paper).save(HERE / "seven.png")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -73,7 +74,8 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
 
-    app = FastAPI(
+    # /docs and /redoc from files in the package: no CDN, so they work offline too
+    app = FastAPIOffline(
         title="modelserve",
         version=__version__,
         summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2), task API",

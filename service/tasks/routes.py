@@ -296,8 +296,11 @@ def is_json(request: Request) -> bool:
 
 async def _read_json(request: Request, model: type[Body]) -> Body:
     if not is_json(request):
+        sent = request.headers.get("content-type", "")
+        hint = " (curl -d sends that: add -H 'content-type: application/json')"
         raise UnsupportedMediaTypeError(
-            f"expected an application/json body, got {request.headers.get('content-type')!r}"
+            f"expected an application/json body, got {sent!r}"
+            + (hint if sent.startswith("application/x-www-form-urlencoded") else "")
         )
     document = await read_request_json(request)
     try:
