@@ -5,7 +5,8 @@ MNIST digits are white on black, scaled (keeping their aspect ratio, anti-aliase
 (LeCun et al.). A photo of a digit is usually the opposite: dark ink on light paper, off-centre,
 on a much larger canvas. The steps below bridge the two:
 
-1. EXIF orientation applied (phone photos), first frame of an animation.
+1. EXIF orientation applied (phone photos), first frame of an animation, large pictures
+   reduced to 560 pixels on the longer side.
 2. Grayscale; transparent pixels are composited onto the colour the ink is not, so a digit
    drawn on a transparent canvas keeps its contrast whichever its ink colour.
 3. Inverted when the background (the median of the border pixels) is light.
@@ -27,6 +28,10 @@ CENTRE = 14.0
 # box nor survives (paper texture, JPEG ringing). MNIST's own faintest strokes are far above it.
 NOISE_FLOOR = 0.08
 MIN_CONTRAST = 24.0  # grey levels between background and ink; below it the image is blank
+# Larger pictures are first reduced (area average, which keeps thin strokes as fainter ink) to
+# this many pixels on the longer side: the digit ends up 20 pixels tall, and a 40 MP photo
+# would otherwise cost gigabytes of float arrays.
+WORKING_SIZE = 560
 
 
 class BlankImageError(ValueError):
@@ -36,6 +41,9 @@ class BlankImageError(ValueError):
 def mnist_pixels(image: Image.Image) -> np.ndarray:
     """uint8 [28, 28]: white digit on black, centred by centre of mass, as in MNIST."""
     image = ImageOps.exif_transpose(image)
+    if image.mode in ("1", "P", "PA"):  # their resizing would be nearest-neighbour
+        image = image.convert("L" if image.mode == "1" else "RGBA")
+    image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
     gray = _grayscale(image)
     if _border_median(gray) > 127.5:
         gray = 255.0 - gray
