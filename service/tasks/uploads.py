@@ -52,7 +52,7 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> l
             f"expected multipart/form-data with images in `{FILE_FIELD}` fields, got "
             f"{request.headers.get('content-type') or 'no content type'!r}"
         )
-    parser = MultiPartParser(
+    parser = _Parser(
         request.headers, limited_stream(request, max_bytes), max_files=max_files, max_fields=0
     )
     try:
@@ -60,12 +60,26 @@ async def read_uploads(request: Request, *, max_bytes: int, max_files: int) -> l
     except MultiPartException as exc:
         raise _form_error(exc.message, max_files) from None
     try:
+        if not parser.ended:
+            raise InvalidInputError(
+                "malformed multipart body: it ends before its closing boundary (truncated?)"
+            )
         return [
             await _upload(field, value, index)
             for index, (field, value) in enumerate(form.multi_items())
         ]
     finally:
         await form.close()
+
+
+class _Parser(MultiPartParser):
+    """Starlette's parser, noting whether the body reached its closing boundary: python-multipart
+    does not check it, so a truncated body would silently lose its last (partial) file."""
+
+    ended = False
+
+    def on_end(self) -> None:
+        self.ended = True
 
 
 def _form_error(message: str, max_files: int) -> Exception:

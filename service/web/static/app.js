@@ -21,9 +21,9 @@ const BILLS = [
   ["export-administration-act-south-africa", "Export Administration Act: South Africa"],
 ];
 const VOTE_CHOICES = [
-  { value: "y", label: "Yea", suffix: "yea" },
-  { value: "n", label: "Nay", suffix: "nay" },
-  { value: "?", label: "Not voting", suffix: "not-voting" },
+  { value: "y", label: "Yea" },
+  { value: "n", label: "Nay" },
+  { value: "?", label: "Not voting" },
 ];
 const DEFAULT_VOTE = "?";
 const PHOTO_TOP_K = 5;
@@ -50,7 +50,7 @@ class ApiError extends Error {
   }
 }
 
-/** The JSON answer of a request; an ApiError with the server's {"error": ...} otherwise. */
+/** The JSON reply to a request; an ApiError with the server's {"error": ...} otherwise. */
 async function callApi(path, init) {
   let response;
   try {
@@ -92,8 +92,11 @@ function barChart(entries) {
     fill.style.width = `${Math.max(0, Math.min(1, value)) * 100}%`;
     track.setAttribute("aria-hidden", "true");
     track.append(fill);
-    const caption = element("span", "bar-label", label);
-    item.append(caption, track, element("span", "bar-value", percent(value)));
+    item.append(
+      element("span", "bar-label", label),
+      track,
+      element("span", "bar-value", percent(value)),
+    );
     list.append(item);
   }
   return list;
@@ -117,7 +120,7 @@ class Output {
     this.latest = 0;
   }
 
-  /** Run `request`, then show its answer with `render`; an answer overtaken by a newer
+  /** Run `request`, then show its reply with `render`; an answer overtaken by a newer
    * request is dropped, so the card always shows the latest one. */
   async run(request, render) {
     const ticket = ++this.latest;
@@ -129,6 +132,7 @@ class Output {
       nodes = render(await request());
     } catch (error) {
       message = error.message;
+      // the model is gone or not ready (yet): the status badges may be out of date
       if (error.status === 404 || error.status === 503) showModelStatus();
     }
     if (ticket === this.latest) this.show(nodes, message);
@@ -149,16 +153,17 @@ class Output {
     this.error.textContent = message;
   }
 
-  /** The answer's nodes: the value (#PREFIX-value) big, a detail, optional warning, bars,
-   * and which model version answered. */
-  answer({ value, detail, warning, bars, model, version }) {
+  /** The nodes showing a reply: `value` big (#PREFIX-value) with its `confidence`, the
+   * reply's warning if any, the bars, and which model version answered. */
+  answer(reply, { value, confidence, bars }) {
     const headline = element("p", "answer");
     const big = element("span", "answer-value", value);
     big.id = `${this.prefix}-value`;
-    headline.append(big, element("span", "answer-detail", detail));
+    headline.append(big, element("span", "answer-detail", `${percent(confidence)} confident`));
     const nodes = [headline];
-    if (warning) nodes.push(element("p", "warning", warning));
-    nodes.push(barChart(bars), element("p", "model-version", `model ${model} version ${version}`));
+    if (reply.warning) nodes.push(element("p", "warning", reply.warning));
+    const source = `model ${reply.model} version ${reply.version}`;
+    nodes.push(barChart(bars), element("p", "model-version", source));
     return nodes;
   }
 }
@@ -200,14 +205,12 @@ async function showModelStatus() {
 
 // --- digits ----------------------------------------------------------------------------------
 
-function digitAnswer(output, answer) {
-  const { digit, confidence, probabilities } = answer.predictions[0];
-  return output.answer({
+function digitAnswer(output, reply) {
+  const { digit, confidence, probabilities } = reply.predictions[0];
+  return output.answer(reply, {
     value: String(digit),
-    detail: `${percent(confidence)} confident`,
+    confidence,
     bars: probabilities.map((p, d) => ({ label: String(d), value: p, top: d === digit })),
-    model: answer.model,
-    version: answer.version,
   });
 }
 
@@ -256,7 +259,7 @@ function setUpDigits() {
         new Promise((resolve) => canvas.toBlob(resolve, "image/png")).then((png) =>
           postFile("/api/v1/digits", png, "digit.png"),
         ),
-      (answer) => digitAnswer(output, answer),
+      (reply) => digitAnswer(output, reply),
     );
   }
 
@@ -294,7 +297,7 @@ function setUpDigits() {
     clearTimeout(autoPredict);
     output.run(
       () => postFile("/api/v1/digits", file, file.name),
-      (answer) => digitAnswer(output, answer),
+      (reply) => digitAnswer(output, reply),
     );
   });
   clearCanvas();
@@ -315,15 +318,12 @@ function setUpPhotos() {
     preview.hidden = false;
     output.run(
       () => postFile(`/api/v1/images?top_k=${PHOTO_TOP_K}`, file, file.name),
-      (answer) => {
-        const ranked = answer.predictions[0];
-        return output.answer({
+      (reply) => {
+        const ranked = reply.predictions[0];
+        return output.answer(reply, {
           value: ranked[0].label,
-          detail: percent(ranked[0].score),
-          warning: answer.warning,
+          confidence: ranked[0].score,
           bars: ranked.map(({ label, score }, rank) => ({ label, value: score, top: rank === 0 })),
-          model: answer.model,
-          version: answer.version,
         });
       },
     );
@@ -352,15 +352,13 @@ function setUpReview() {
     }
     output.run(
       () => postJson("/api/v1/sentiment", { texts: [review] }),
-      (answer) => {
+      (reply) => {
         // `score` is the probability of "positive" whatever the label: show the label's own
-        const { label, probabilities } = answer.predictions[0];
-        return output.answer({
+        const { label, probabilities } = reply.predictions[0];
+        return output.answer(reply, {
           value: label,
-          detail: percent(probabilities[label]),
+          confidence: probabilities[label],
           bars: probabilityBars(probabilities, label),
-          model: answer.model,
-          version: answer.version,
         });
       },
     );
@@ -372,13 +370,12 @@ function setUpReview() {
 function billFieldset([name, title]) {
   const fieldset = element("fieldset", "bill");
   const choices = element("div", "choices");
-  for (const { value, label, suffix } of VOTE_CHOICES) {
+  for (const { value, label } of VOTE_CHOICES) {
     const input = element("input");
-    Object.assign(input, { type: "radio", name, value, id: `${name}-${suffix}` });
-    input.defaultChecked = value === DEFAULT_VOTE;
-    const caption = element("label", "", label);
-    caption.htmlFor = input.id;
-    choices.append(input, caption);
+    Object.assign(input, { type: "radio", name, value, defaultChecked: value === DEFAULT_VOTE });
+    const choice = element("label");
+    choice.append(input, label);
+    choices.append(choice);
   }
   fieldset.append(element("legend", "", title), choices);
   return fieldset;
@@ -395,14 +392,12 @@ function setUpVotes() {
     const votes = Object.fromEntries(new FormData(form));
     output.run(
       () => postJson("/api/v1/party", { votes: [votes] }),
-      (answer) => {
-        const { party, probabilities } = answer.predictions[0];
-        return output.answer({
+      (reply) => {
+        const { party, probabilities } = reply.predictions[0];
+        return output.answer(reply, {
           value: party,
-          detail: percent(probabilities[party]),
+          confidence: probabilities[party],
           bars: probabilityBars(probabilities, party),
-          model: answer.model,
-          version: answer.version,
         });
       },
     );
