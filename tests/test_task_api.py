@@ -733,7 +733,8 @@ def test_a_good_upload_passes_where_the_bad_ones_fail(
 ) -> None:
     """The counterpart of the cases above: the same request shape with valid files is 200."""
     client, path = upload_endpoint
-    parts = [file_part("good.png", ink_on_paper(mnist[0][0])), file_part("two.jpg", _jpeg())]
+    two = encode(Image.fromarray(255 - mnist[0][1]).convert("RGB"), "JPEG", quality=90)
+    parts = [file_part("good.png", ink_on_paper(mnist[0][0])), file_part("two.jpg", two)]
     predictions = ok(client.post(path, files=parts))["predictions"]
     assert len(predictions) == 2
 
@@ -834,7 +835,7 @@ def test_an_image_over_max_image_pixels_is_413_naming_it(
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("path", [DIGITS, IMAGES])
 def test_an_upload_over_max_request_bytes_is_413(
-    limited: httpx.Client, path: str, streamed: bool
+    limited: httpx.Client, mnist: tuple[np.ndarray, np.ndarray], path: str, streamed: bool
 ) -> None:
     body, content_type = multipart([file_part("noise.png", noise_png(150, 200))])
     assert len(body) > MAX_BYTES
@@ -844,7 +845,7 @@ def test_an_upload_over_max_request_bytes_is_413(
     message = failure(response, 413, f"{MAX_BYTES} byte limit")
     assert (f"{len(body)} bytes" in message) is not streamed, message  # known before reading
     # just under the limit is fine
-    small, content_type = multipart([file_part("noise.png", noise_png(100, 100))])
+    small, content_type = multipart([file_part("digit.png", ink_on_paper(mnist[0][0]))])
     assert len(small) < MAX_BYTES
     content = chunks(small) if streamed else small
     ok(limited.post(path, content=content, headers={"content-type": content_type}))
