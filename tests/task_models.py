@@ -1,6 +1,6 @@
 """Helpers of the task API tests (tests/test_task_api.py): a small stand-in for `resnet50`,
-real data from ../shared/data, images in every format the endpoints take, hostile uploads, and
-multipart bodies.
+real MNIST digits and votes from the repository, generated photos, images in every format the
+endpoints take, hostile uploads, and multipart bodies. Nothing here needs ../shared/data.
 
 The stand-in has resnet50's exact serving interface (`training.resnet50.serving_functions`:
 the bytes and float signatures, Keras' `preprocess_input` in the graph), 1000 labels, the
@@ -11,6 +11,7 @@ sensitive (a rotated photo gives another answer), which the EXIF test relies on.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -22,29 +23,14 @@ from typing import Any, Literal
 import httpx
 import keras
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from tests.conftest import FIXTURES
 from training import resnet50
-from training.data import shared_data_dirs
 from training.export import ExportRequest, export_model
 from training.votes import SHIPPED_DATA
 
-
-def _shared_data() -> Path:
-    """The shared data folder (training.data's search: $MODELSERVE_DATA_DIR, ../shared/data)."""
-    for folder in shared_data_dirs():
-        if (folder / "mnist.npz").is_file() and (folder / "photos").is_dir():
-            return folder
-    raise FileNotFoundError(
-        "the task API tests need the shared data (mnist.npz, photos/, "
-        f"imagenet_class_index.json); looked in {', '.join(map(str, shared_data_dirs()))}"
-    )
-
-
-SHARED_DATA = _shared_data()
-MNIST = SHARED_DATA / "mnist.npz"
-PHOTOS = SHARED_DATA / "photos"
-CLASS_INDEX = SHARED_DATA / resnet50.CLASS_INDEX_FILE
+MNIST_FIXTURES = FIXTURES / "mnist"  # real MNIST test digits, one per class, as PNG
 VOTES_DATA = SHIPPED_DATA  # the UCI file, committed in training/data/
 SEED = 20240
 
@@ -91,6 +77,8 @@ def standin_card(weights: Weights) -> dict[str, Any]:
 def export_standin(base: Path, model: Any, weights: Weights) -> Path:
     """Export `model` as the next version of `<base>/resnet50`; returns the version folder."""
     serve_bytes, predict_images = resnet50.serving_functions(model)
+    index_path = base / resnet50.CLASS_INDEX_FILE
+    index_path.write_text(json.dumps(dict(enumerate(class_index()))), encoding="utf-8")
     request = ExportRequest(
         name=resnet50.NAME,
         model=model,
@@ -98,15 +86,15 @@ def export_standin(base: Path, model: Any, weights: Weights) -> Path:
         labels=[name for _, name in class_index()],
         card=standin_card(weights),
         other_signatures={resnet50.FLOAT_SIGNATURE: predict_images},
-        other_assets=[CLASS_INDEX],
+        other_assets=[index_path],
     )
     return export_model(request, base, keep_versions=None)
 
 
 def class_index() -> list[list[str]]:
-    """[[wordnet id, label], ...] in output order (Keras' imagenet_class_index.json)."""
-    index = json.loads(CLASS_INDEX.read_text(encoding="utf-8"))
-    return [index[str(i)] for i in range(len(index))]
+    """[[wordnet-style id, label], ...] in output order, in the layout of Keras'
+    imagenet_class_index.json (made-up classes: the stand-in knows no ImageNet)."""
+    return [[f"n{9_000_000 + i:08d}", f"class_{i}"] for i in range(resnet50.NUM_CLASSES)]
 
 
 def keras_pixels(encoded: bytes) -> np.ndarray:
@@ -119,9 +107,13 @@ def keras_pixels(encoded: bytes) -> np.ndarray:
 
 
 def mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    """MNIST's test images (uint8 [10000, 28, 28], white on black) and labels."""
-    with np.load(MNIST) as data:
-        return data["x_test"], data["y_test"]
+    """The MNIST test digits of tests/fixtures/mnist (uint8 [10, 28, 28], white on black, one
+    per class, in MNIST test-set order) and their labels."""
+    pngs = sorted(MNIST_FIXTURES.glob("test*_label*.png"))
+    assert len(pngs) == 10, f"expected 10 digits in {MNIST_FIXTURES}, found {len(pngs)}"
+    images = np.stack([np.asarray(Image.open(path).convert("L")) for path in pngs])
+    labels = np.array([int(path.stem.rsplit("label", 1)[1]) for path in pngs])
+    return images, labels
 
 
 def house_votes() -> list[tuple[str, list[str]]]:
@@ -134,8 +126,39 @@ def house_votes() -> list[tuple[str, list[str]]]:
     return rows
 
 
+# Generated photos, by name: (width, height). `big.jpg` has the size of a phone photo.
+PHOTO_SIZES = {
+    "street.jpg": (640, 480),
+    "garden.jpg": (500, 375),
+    "small.jpg": (160, 120),
+    "thumb.jpg": (120, 90),
+    "big.jpg": (3361, 2521),
+}
+
+
+@functools.cache
 def photo_bytes(name: str) -> bytes:
-    return (PHOTOS / name).read_bytes()
+    """A JPEG "photo" (quality 90): a lit gradient with coloured shapes and sensor noise,
+    different for each name (seeded by it), so every region of every photo is distinct."""
+    width, height = PHOTO_SIZES[name]
+    rng = np.random.default_rng(list(name.encode()))
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    tint = rng.uniform(40, 215, 3)
+    sky = tint + 60 * np.stack([x, y, x * y], axis=-1) - 30
+    image = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        left, top = rng.uniform(0, width), rng.uniform(0, height)
+        box = (
+            left,
+            top,
+            left + rng.uniform(0.05, 0.4) * width,
+            top + rng.uniform(0.05, 0.4) * height,
+        )
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-8, 9, (height, width, 3))
+    return encode(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), "JPEG", quality=90)
 
 
 # --- images -------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ pytest_plugins = ["tests.gateway_fixtures"]
 
 DIGITS, IMAGES = "/api/v1/digits", "/api/v1/images"
 SENTIMENT, PARTY = "/api/v1/sentiment", "/api/v1/party"
-PHOTOS = ["kserve_dog.jpg", "pytorchserve_kitten.jpg", "triton_mug.jpg", "pytorchserve_croco.jpg"]
+PHOTOS = ["street.jpg", "garden.jpg", "big.jpg", "small.jpg"]  # generated (task_models)
 CLASSES = class_index()
 CLASS_POSITION = {wnid: position for position, (wnid, _) in enumerate(CLASSES)}
 VOTE_COLUMNS: list[str] = json.loads(
@@ -267,11 +267,11 @@ def test_digit_arrays_match_the_tf_serving_api_on_the_same_model(
     shipped: httpx.Client, mnist: tuple[np.ndarray, np.ndarray]
 ) -> None:
     x, y = mnist
-    images = x[100:108]
+    images = x[:8]
     body = ok(shipped.post(DIGITS, json={"images": images.tolist()}))
     assert (body["model"], body["version"]) == ("digits", 1)
     predictions = body["predictions"]
-    assert [p["digit"] for p in predictions] == y[100:108].tolist()
+    assert [p["digit"] for p in predictions] == y[:8].tolist()
     assert [p["file"] for p in predictions] == [None] * 8
     raw = ok(
         shipped.post(
@@ -378,10 +378,10 @@ def test_a_large_drawing_is_scaled_like_mnist(
 ) -> None:
     # 500x500 is exactly the limits server's pixel limit: accepted
     x, y = mnist
-    large = np.asarray(Image.fromarray(255 - x[11]).resize((500, 500), Image.Resampling.BICUBIC))
+    large = np.asarray(Image.fromarray(255 - x[5]).resize((500, 500), Image.Resampling.BICUBIC))
     assert large.size == MAX_PIXELS
     body = ok(limited.post(DIGITS, files=[file_part("large.png", png(large))]))
-    assert body["predictions"][0]["digit"] == int(y[11])
+    assert body["predictions"][0]["digit"] == int(y[5])
 
 
 # --- /api/v1/sentiment --------------------------------------------------------------------
@@ -582,7 +582,7 @@ def test_photos_are_ranked_like_the_model_in_process(
 def test_top_k_one_and_all(
     images: httpx.Client, predict_images: Callable[[np.ndarray], np.ndarray]
 ) -> None:
-    encoded = photo_bytes("mlserver_hancat.jpeg")
+    encoded = photo_bytes("garden.jpg")
     expected = predict_images(keras_pixels(encoded)[np.newaxis])[0]
     part = [file_part("cat.jpeg", encoded, "image/jpeg")]
     one = ok(images.post(IMAGES, params={"top_k": 1}, files=part))["predictions"][0]
@@ -596,12 +596,12 @@ def test_top_k_one_and_all(
 
 @pytest.mark.parametrize("top_k", ["0", "1001", "-5", "five", "2.5"])
 def test_top_k_outside_1_to_1000_is_400(images: httpx.Client, top_k: str) -> None:
-    part = [file_part("car.jpg", photo_bytes("triton_car.jpg"), "image/jpeg")]
+    part = [file_part("car.jpg", photo_bytes("small.jpg"), "image/jpeg")]
     failure(images.post(IMAGES, params={"top_k": top_k}, files=part), 400, "top_k")
 
 
 def test_random_weights_are_409_unless_allowed(images: httpx.Client) -> None:
-    part = [file_part("car.jpg", photo_bytes("triton_car.jpg"), "image/jpeg")]
+    part = [file_part("car.jpg", photo_bytes("small.jpg"), "image/jpeg")]
     message = failure(images.post(IMAGES, params={"version": 1}, files=part), 409)
     for words in ("random weights", "modelserve train resnet50", "--allow-random-weights"):
         assert words in message, message
@@ -610,7 +610,7 @@ def test_random_weights_are_409_unless_allowed(images: httpx.Client) -> None:
 
 
 def test_random_weights_answer_with_a_warning_when_allowed(limited: httpx.Client) -> None:
-    names = ["dixita_beach.jpeg", "triton_car.jpg"]  # small enough for the limits server
+    names = ["small.jpg", "thumb.jpg"]  # small enough for the limits server
     parts = [file_part(name, photo_bytes(name), "image/jpeg") for name in names]
     body = ok(limited.post(IMAGES, params={"top_k": 3}, files=parts))
     assert (body["model"], body["version"]) == ("resnet50", 1)
@@ -619,12 +619,12 @@ def test_random_weights_answer_with_a_warning_when_allowed(limited: httpx.Client
 
 
 def test_images_without_resnet50_is_404_saying_how_to_get_it(shipped: httpx.Client) -> None:
-    part = [file_part("car.jpg", photo_bytes("triton_car.jpg"), "image/jpeg")]
+    part = [file_part("car.jpg", photo_bytes("small.jpg"), "image/jpeg")]
     failure(shipped.post(IMAGES, files=part), 404, "'resnet50'", "modelserve train resnet50")
 
 
 def test_exif_orientation_is_applied(images: httpx.Client) -> None:
-    upright = np.asarray(Image.open(io.BytesIO(photo_bytes("kserve_dog.jpg"))).convert("RGB"))
+    upright = np.asarray(Image.open(io.BytesIO(photo_bytes("street.jpg"))).convert("RGB"))
     rotated = exif_rotated_jpeg(upright)
     stored = Image.open(io.BytesIO(rotated))
     assert stored.getexif()[0x0112] == 6
@@ -894,7 +894,7 @@ def test_task_and_tf_serving_requests_in_flight_together(
         )
         return int(np.argmax(ok(response)["predictions"][0]))
 
-    indices = list(range(200, 224))
+    indices = [k % len(x) for k in range(24)]
     with ThreadPoolExecutor(max_workers=len(indices)) as pool:
         futures = [
             pool.submit(upload if k % 3 else tf_serving, index) for k, index in enumerate(indices)
