@@ -131,7 +131,7 @@ async def digits(request: Request, version: VersionQuery = None) -> Any:
     as `file` fields; each is converted to MNIST's format (grayscale, ink white on black, fit to
     20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format."""
     limits = _admit(request, DIGITS, version)
-    if not (is_multipart(request) or is_json(request)):
+    if not (is_multipart(request) or _is_json(request)):
         raise UnsupportedMediaTypeError(
             "expected multipart/form-data with images in `file` fields, or an application/json "
             f"body of 28x28 arrays; got {request.headers.get('content-type')!r}"
@@ -288,14 +288,14 @@ async def _predict(
     return Answered(servable, labels, outputs[task.output])
 
 
-def is_json(request: Request) -> bool:
+def _is_json(request: Request) -> bool:
     """application/json, a +json type, or no content type at all."""
     media_type = request.headers.get("content-type", "application/json").split(";")[0]
     return media_type.strip().lower().endswith(("/json", "+json"))
 
 
 async def _read_json(request: Request, model: type[Body]) -> Body:
-    if not is_json(request):
+    if not _is_json(request):
         sent = request.headers.get("content-type", "")
         hint = " (curl -d sends that: add -H 'content-type: application/json')"
         raise UnsupportedMediaTypeError(

@@ -26,8 +26,16 @@ log = logging.getLogger(__name__)
 FILE_FIELD = "file"
 PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
 IMAGE_TYPES = frozenset(
-    {"image/jpeg", "image/pjpeg", "image/png", "image/gif", "image/bmp", "image/x-ms-bmp"}
-    | {"image/webp", "image/x-bmp"}
+    {
+        "image/jpeg",
+        "image/pjpeg",
+        "image/png",
+        "image/gif",
+        "image/bmp",
+        "image/x-bmp",
+        "image/x-ms-bmp",
+        "image/webp",
+    }
 )
 # What clients send when they do not know (curl -F without ;type=, some HTTP libraries).
 GENERIC_TYPES = frozenset({"", "application/octet-stream"})
