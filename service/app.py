@@ -17,8 +17,10 @@ from starlette.responses import Response
 
 from service import __version__
 from service.errors import QueueFullError, ServingError
+from service.metrics import Metrics
+from service.middleware import RequestObserver
 from service.placement import DeviceSetup, configure_devices
-from service.protocols import health, overview, tfserving_rest, v2_rest, web
+from service.protocols import health, overview, prometheus, tfserving_rest, v2_rest, web
 from service.protocols.json_io import JSONBody
 from service.repository import ModelRepository
 from service.serving_config import (
@@ -42,8 +44,14 @@ def serving_config_for(settings: Settings) -> ServingConfig:
     return discover_serving_config(settings.model_base_path)
 
 
-def create_app(settings: Settings, serving_config: ServingConfig | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    serving_config: ServingConfig | None = None,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The app; `metrics` (its registry) may be given, else each app gets its own."""
     config = serving_config or serving_config_for(settings)
+    metrics = metrics or Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,7 +72,9 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
             devices=devices,
             device_setup=device_setup,
             echo=settings.echo,
+            batch_observer=metrics.batch_observer,
         )
+        metrics.watch(repository)
         app.state.repository = repository
         await repository.start()
         log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
@@ -83,7 +93,10 @@ def create_app(settings: Settings, serving_config: ServingConfig | None = None) 
         default_response_class=JSONBody,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.add_middleware(RequestObserver, metrics=metrics)
     app.include_router(health.router)
+    app.include_router(prometheus.router)
     app.include_router(tfserving_rest.router)
     app.include_router(v2_rest.router)
     app.include_router(overview.router)

@@ -20,6 +20,7 @@ import bisect
 import collections
 import logging
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Protocol
 
 import numpy as np
 
+from service import request_context
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -71,11 +73,30 @@ class BatchStats:
     cancelled: int = 0
     rejected: int = 0
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
-    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)  # padded
+    rows_per_batch: collections.Counter[int] = field(default_factory=collections.Counter)
 
     @property
     def mean_batch_size(self) -> float:
         return self.rows / self.batches if self.batches else 0.0
+
+
+class BatchObserver(Protocol):
+    """Told of every model call, for latency histograms (service.metrics implements it)."""
+
+    def dispatched(self, queue_waits: Sequence[float]) -> None:
+        """A batch left the queue: how long each of its requests waited, in seconds."""
+
+    def ran(self, seconds: float) -> None:
+        """A model call (one batch) took this long."""
+
+
+class _NoObserver:
+    def dispatched(self, queue_waits: Sequence[float]) -> None:
+        pass
+
+    def ran(self, seconds: float) -> None:
+        pass
 
 
 class InstancePool:
@@ -116,7 +137,9 @@ class _Pending:
     rows: int
     deadline: float  # event loop time
     future: asyncio.Future[Arrays]
+    queued_at: float  # time.perf_counter(): uvloop's loop.time() ticks in milliseconds
     state: _State = _State.QUEUED
+    batch_rows: int = 0  # real rows of the batch it ran in
 
 
 class Batcher:
@@ -127,6 +150,7 @@ class Batcher:
         config: BatchingConfig,
         pool: InstancePool,
         executor: Executor,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
         self.signature_name = signature_name
@@ -135,6 +159,8 @@ class Batcher:
         self.pool = pool
         self.executor = executor
         self.stats = BatchStats()
+        self.observer = observer or _NoObserver()
+        self.running_rows = 0  # rows in model calls right now
         self._queue: collections.deque[_Pending] = collections.deque()
         self._waiting = 0  # queued requests still wanting an answer (excludes gone ones)
         self._waiting_alone = 0  # unbatched requests waiting for an instance
@@ -145,6 +171,17 @@ class Batcher:
     @property
     def queued(self) -> int:
         return self._waiting + self._waiting_alone
+
+    @property
+    def queued_rows(self) -> int:
+        waiting = sum(p.rows for p in self._queue if p.state is _State.QUEUED)
+        return waiting + self._waiting_alone
+
+    @property
+    def capacity_rows(self) -> int:
+        """Rows the instances take at once: one full batch each."""
+        per_call = self.config.max_batch_size if self.sizes else 1
+        return per_call * len(self.pool.runners)
 
     def full(self) -> bool:
         return self.queued >= self.config.max_queue_size
@@ -189,7 +226,9 @@ class Batcher:
 
     async def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
         loop = asyncio.get_running_loop()
-        pending = _Pending(inputs, rows, deadline, _quiet_future(loop))
+        pending = _Pending(
+            inputs, rows, deadline, _quiet_future(loop), queued_at=time.perf_counter()
+        )
         self._queue.append(pending)
         self._waiting += 1
         self._arrived.set()
@@ -198,7 +237,7 @@ class Batcher:
 
     async def _wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> Arrays:
         try:
-            return await asyncio.wait_for(
+            outputs = await asyncio.wait_for(
                 asyncio.shield(pending.future), max(0.0, pending.deadline - loop.time())
             )
         except TimeoutError:
@@ -208,12 +247,14 @@ class Batcher:
                 raise DeadlineExceededError(
                     f"model {self.name}: request deadline passed while queued"
                 ) from None
-            return await pending.future  # already running: its answer is on the way
+            outputs = await pending.future  # already running: its answer is on the way
         except asyncio.CancelledError:
             if pending.state is _State.QUEUED:  # the caller went away: drop it
                 self._leave_queue(pending)
                 self.stats.cancelled += 1
             raise
+        request_context.note_batch_size(pending.batch_rows)
+        return outputs
 
     def _leave_queue(self, pending: _Pending) -> None:
         """Frees the request's queue slot at once; the dispatcher skips it later."""
@@ -223,6 +264,7 @@ class Batcher:
     async def _run_alone(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
         """No batching (disabled, or inputs without a common batch dimension): one call."""
         loop = asyncio.get_running_loop()
+        queued_at = time.perf_counter()
         self._waiting_alone += 1  # counts against max_queue_size while waiting
         try:
             index = await asyncio.wait_for(self.pool.acquire(), max(0.0, deadline - loop.time()))
@@ -233,14 +275,23 @@ class Batcher:
             ) from None
         finally:
             self._waiting_alone -= 1
+        self.observer.dispatched([time.perf_counter() - queued_at])
         try:
             runner = self.pool.runners[index]
             self._count(rows, 0, DispatchReason.IDLE)
-            return await loop.run_in_executor(
-                self.executor, runner.run, self.signature_name, inputs, ()
-            )
+            started = time.perf_counter()
+            self.running_rows += rows
+            try:
+                outputs = await loop.run_in_executor(
+                    self.executor, runner.run, self.signature_name, inputs, ()
+                )
+            finally:
+                self.running_rows -= rows
+                self.observer.ran(time.perf_counter() - started)
         finally:
             await self.pool.release(index)
+        request_context.note_batch_size(rows)
+        return outputs
 
     # -- dispatcher ------------------------------------------------------------------------
 
@@ -330,10 +381,15 @@ class Batcher:
         return batch, DispatchReason.FULL
 
     async def _run(self, index: int, batch: list[_Pending], reason: DispatchReason) -> None:
+        rows = sum(p.rows for p in batch)
+        now = time.perf_counter()
+        self.observer.dispatched([now - p.queued_at for p in batch])
+        self.running_rows += rows
         try:
-            rows = sum(p.rows for p in batch)
             self._count(rows, self._padded_size(rows) - rows, reason)
             runner = self.pool.runners[index]
+            for pending in batch:
+                pending.batch_rows = rows
             try:
                 outputs = await self._call(runner, [p.inputs for p in batch], rows)
             except InvalidInputError as exc:
@@ -352,6 +408,7 @@ class Batcher:
                     pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
                 start = end
         finally:
+            self.running_rows -= rows
             await self.pool.release(index)
 
     async def _run_each(self, runner: Runner, batch: list[_Pending]) -> None:
@@ -362,6 +419,7 @@ class Batcher:
                 _fail([pending], exc)
             else:
                 if not pending.future.done():
+                    pending.batch_rows = pending.rows
                     pending.future.set_result({k: v[: pending.rows] for k, v in outputs.items()})
 
     def _padded_size(self, rows: int) -> int:
@@ -375,6 +433,7 @@ class Batcher:
         size = self._padded_size(rows)
         inputs = _assemble(requests, rows, size)
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
         try:
             outputs = await loop.run_in_executor(
                 self.executor, runner.run, self.signature_name, inputs, ()
@@ -384,6 +443,8 @@ class Batcher:
         except Exception as exc:
             log.exception("batch of %s failed", self.name)
             raise ModelFailureError(f"model {self.name} failed: {exc}") from exc
+        finally:
+            self.observer.ran(time.perf_counter() - started)
         _check_rows(outputs, size)
         return outputs
 
@@ -394,6 +455,7 @@ class Batcher:
         stats.padded_rows += padding
         stats.reasons[reason.value] += 1
         stats.batch_sizes[rows + padding] += 1
+        stats.rows_per_batch[rows] += 1
 
 
 def _batch_rows(inputs: dict[str, np.ndarray]) -> int | None:

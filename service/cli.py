@@ -152,6 +152,11 @@ class LogLevel(StrEnum):
     debug = "debug"
 
 
+class LogFormatOption(StrEnum):
+    json = "json"
+    text = "text"
+
+
 def _env(flag: str) -> str:
     return "MODELSERVE_" + flag.upper()
 
@@ -196,6 +201,13 @@ def serve(
     log_level: Annotated[
         LogLevel | None, typer.Option(envvar=_env("log_level"), help="Log level (default info).")
     ] = None,
+    log_format: Annotated[
+        LogFormatOption | None,
+        typer.Option(
+            envvar=_env("log_format"),
+            help="json: one JSON object per line (default); text: for a terminal.",
+        ),
+    ] = None,
     poll_interval: Annotated[
         float | None,
         typer.Option(
@@ -231,6 +243,7 @@ def serve(
         "config": config,
         "model_config_file": model_config_file,
         "log_level": log_level.value if log_level else None,
+        "log_format": log_format.value if log_format else None,
         "poll_interval_seconds": poll_interval,
         "allow_random_weights": allow_random_weights or None,
     }
@@ -272,15 +285,19 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
 
 
 def _run_server(application: FastAPI, settings: Settings) -> None:
-    import logging
-
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    uvicorn.run(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # configure_logging's handler and format
+        access_log=False,  # modelserve writes its own (service.middleware)
     )
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 def _print_repository(base_path: Path) -> None:

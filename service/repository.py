@@ -21,7 +21,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from service.batching import Runner
+from service import request_context
+from service.batching import BatchObserver, Runner
 from service.errors import NotFoundError, UnavailableError
 from service.layout import existing_versions
 from service.placement import DeviceSetup, place_instances
@@ -48,6 +49,7 @@ class ModelEntry:
     versions: dict[int, ServableVersion] = field(default_factory=dict)  # every known version
     serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
     on_disk: dict[int, tuple[int, ...]] = field(default_factory=dict)  # version -> fingerprint
+    load_failures: int = 0  # since the server started
 
     @property
     def name(self) -> str:
@@ -65,6 +67,7 @@ class ModelRepository:
         devices: Sequence[str] = (),
         device_setup: DeviceSetup | None = None,
         echo: bool = False,
+        batch_observer: Callable[[str, int], BatchObserver] | None = None,
     ) -> None:
         self.config = config
         self.poll_interval = poll_interval
@@ -72,6 +75,7 @@ class ModelRepository:
         self._devices = list(devices)
         self._device_setup = device_setup or DeviceSetup()
         self._echo = echo
+        self._batch_observer = batch_observer  # (model, version) -> observer of its batches
         self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
         self._models = {model.name: ModelEntry(model) for model in config.models}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,11 +119,17 @@ class ModelRepository:
         return list(self._models)
 
     def entry(self, model: str) -> ModelEntry:
+        """A served model's entry (404 otherwise); notes the model on the current request."""
         try:
-            return self._models[model]
+            entry = self._models[model]
         except KeyError:
             served = ", ".join(self._models) or "none"
             raise NotFoundError(f"model {model!r} is not served; models: {served}") from None
+        request_context.note_model(model)
+        return entry
+
+    def entries(self) -> list[ModelEntry]:
+        return list(self._models.values())
 
     def statuses(self, model: str) -> list[ServableVersion]:
         """Every version the server knows of, ascending (AVAILABLE, loading, failed, unloaded)."""
@@ -140,10 +150,11 @@ class ModelRepository:
         if label is not None:
             version = self.label_version(model, label)
         if version is None:
-            if entry.serving:
-                return entry.serving[max(entry.serving)]
-            raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
+            if not entry.serving:
+                raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
+            version = max(entry.serving)
         if version in entry.serving:
+            request_context.note_model(model, version)
             return entry.serving[version]
         known = entry.versions.get(version)
         if known is not None and known.state in _SETTLING:
@@ -214,6 +225,7 @@ class ModelRepository:
                 self._loader, self._load_instances, servable
             )
         except Exception as exc:
+            entry.load_failures += 1
             servable.state = VersionState.END
             servable.error_code = _load_error_code(exc)
             servable.error_message = f"{type(exc).__name__}: {error_summary(exc)}"
@@ -227,7 +239,12 @@ class ModelRepository:
             runners: Sequence[Runner] = (
                 [EchoModel(i) for i in instances] if self._echo else instances
             )
-            servable.attach(runners, instances[0].signatures, self._inference)
+            observer = (
+                self._batch_observer(servable.model, servable.version)
+                if self._batch_observer
+                else None
+            )
+            servable.attach(runners, instances[0].signatures, self._inference, observer)
             servable.load_seconds = load_seconds
             servable.warmup_seconds = warmup_seconds
             servable.state = VersionState.AVAILABLE

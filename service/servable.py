@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import Batcher, InstancePool, Runner, deadline_from
+from service.batching import Batcher, BatchObserver, InstancePool, Runner, deadline_from
 from service.errors import InvalidInputError, UnavailableError
 from service.runtime import Arrays
 from service.serving_config import ModelConfig
@@ -51,6 +51,7 @@ class ServableVersion:
     in_flight: int = 0
     _pool: InstancePool | None = None
     _executor: Executor | None = None
+    _observer: BatchObserver | None = None
     _batchers: dict[str, Batcher] = field(default_factory=dict)
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -58,12 +59,17 @@ class ServableVersion:
         self._idle.set()
 
     def attach(
-        self, instances: Sequence[Runner], signatures: dict[str, Signature], executor: Executor
+        self,
+        instances: Sequence[Runner],
+        signatures: dict[str, Signature],
+        executor: Executor,
+        observer: BatchObserver | None = None,
     ) -> None:
         """Makes the loaded instances servable (called on the event loop)."""
         self.signatures = signatures
         self._pool = InstancePool(instances)
         self._executor = executor
+        self._observer = observer
 
     def signature(self, name: str) -> Signature:
         try:
@@ -86,8 +92,20 @@ class ServableVersion:
                 self.config.batching,
                 self._pool,
                 self._executor,
+                self._observer,
             )
         return self._batchers[signature_name]
+
+    def batchers(self) -> list[Batcher]:
+        """The batchers created so far (one per signature called)."""
+        return list(self._batchers.values())
+
+    def batches_in_flight(self) -> int:
+        return sum(self._pool.busy) if self._pool else 0
+
+    def devices(self) -> list[str]:
+        """The device of each instance, by instance index."""
+        return [runner.device for runner in self._pool.runners] if self._pool else []
 
     def check_capacity(self) -> None:
         """429 at once when the default signature's queue is full, before a body is parsed."""

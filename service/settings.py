@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.logs import LogFormat
+
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 
@@ -45,6 +47,10 @@ class Settings(BaseSettings):
 
     log_level: LogLevel = "info"
     """Log level of the server and its access log."""
+
+    log_format: LogFormat = "json"
+    """`json`: one JSON object per line (access log: method, route, model, version, status,
+    latency, batch size, request id), for log collectors; `text`: for a terminal."""
 
     poll_interval_seconds: float = Field(2.0, ge=0)
     """How often the repository is scanned for new and removed versions (0: only at start)."""

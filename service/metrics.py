@@ -1,0 +1,300 @@
+"""Prometheus metrics (`GET /metrics`): one registry per app, built by `Metrics(...)`.
+
+Events are counted as they happen (requests, latencies, queue waits, batch run times); state is
+read from the model repository at scrape time (queue depths, batches in flight, batch counters,
+version states, placement, saturation), so nothing has to be kept in step by hand. Labels are
+bounded: model names the repository knows, versions it serves, route templates, status codes.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from service import __version__
+from service.batching import Batcher, BatchObserver
+from service.servable import VersionState
+
+if TYPE_CHECKING:
+    from service.repository import ModelRepository
+
+# Seconds: sub-millisecond (votes) to the tens of seconds of a large ResNet50 batch.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+REJECTION_BY_STATUS = {429: "queue_full", 504: "deadline", 499: "client_gone"}
+INVALID_STATUSES = frozenset({400, 413, 415, 422})
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def rejection_reason(status: int) -> str | None:
+    """Why a request was refused, from its status: queue_full, deadline, client_gone, invalid."""
+    if status in INVALID_STATUSES:
+        return "invalid"
+    return REJECTION_BY_STATUS.get(status)
+
+
+class Metrics:
+    """Every metric of one app, in its own registry (tests build as many apps as they like)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "modelserve_requests",
+            "Requests answered, by model, protocol, route template and status code.",
+            ["model", "protocol", "route", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "modelserve_request_duration_seconds",
+            "End-to-end request latency, from the first byte read to the last byte written.",
+            ["model", "protocol", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "modelserve_requests_rejected",
+            "Requests refused: queue_full (429), deadline (504), client_gone (499), invalid (4xx).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.queue_wait_seconds = Histogram(
+            "modelserve_queue_wait_seconds",
+            "Time a request waited in its model's batch queue before its batch ran.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "modelserve_batch_duration_seconds",
+            "Model execution time of one batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        build = Gauge(
+            "modelserve_build_info",
+            "Versions of modelserve, TensorFlow and Python (always 1).",
+            ["version", "tensorflow", "python"],
+            registry=r,
+        )
+        build.labels(__version__, _tensorflow_version(), platform.python_version()).set(1)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self._repository_collector: _RepositoryCollector | None = None
+
+    def watch(self, repository: ModelRepository) -> None:
+        """Exports the repository's state (models, versions, batchers) at every scrape."""
+        if self._repository_collector is not None:
+            self.registry.unregister(self._repository_collector)
+        self._repository_collector = _RepositoryCollector(repository)
+        self.registry.register(self._repository_collector)
+        self.registry.register(_GPUMemoryCollector())
+
+    def batch_observer(self, model: str, version: int) -> BatchObserver:
+        return _VersionObserver(
+            self.queue_wait_seconds.labels(model, str(version)),
+            self.batch_seconds.labels(model, str(version)),
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _VersionObserver:
+    def __init__(self, queue_wait: Histogram, batch: Histogram) -> None:
+        self._queue_wait = queue_wait
+        self._batch = batch
+
+    def dispatched(self, queue_waits: Sequence[float]) -> None:
+        for seconds in queue_waits:
+            self._queue_wait.observe(seconds)
+
+    def ran(self, seconds: float) -> None:
+        self._batch.observe(seconds)
+
+
+class _RepositoryCollector(Collector):
+    """Model, version and batcher state, read when Prometheus scrapes."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self._repository = repository
+
+    def collect(self) -> Iterator[Metric]:
+        mv = ["model", "version"]
+        ready = GaugeMetricFamily(
+            "modelserve_model_ready", "1 when the model has an AVAILABLE version.", labels=["model"]
+        )
+        available = GaugeMetricFamily(
+            "modelserve_model_version_available",
+            "1 for each AVAILABLE version, 0 for versions loading, failed or unloading.",
+            labels=mv,
+        )
+        load_seconds = GaugeMetricFamily(
+            "modelserve_model_load_seconds",
+            "Time to load a version and warm it up, in seconds.",
+            labels=mv,
+        )
+        load_failures = CounterMetricFamily(
+            "modelserve_model_load_failures",
+            "Versions that failed to load since the server started.",
+            labels=["model"],
+        )
+        instances = GaugeMetricFamily(
+            "modelserve_instance_info",
+            "Where each model instance runs (always 1).",
+            labels=[*mv, "instance", "device"],
+        )
+        saturation = GaugeMetricFamily(
+            "modelserve_saturation",
+            "Rows queued or running over the rows the instances take at once (one full batch "
+            "each); above 1 the queue grows. The autoscaling signal.",
+            labels=["model"],
+        )
+        batch = _BatchFamilies()
+        for entry in self._repository.entries():
+            model = entry.name
+            ready.add_metric([model], 1.0 if entry.serving else 0.0)
+            load_failures.add_metric([model], entry.load_failures)
+            busiest = 0.0
+            for version, servable in sorted(entry.versions.items()):
+                labels = [model, str(version)]
+                is_available = servable.state is VersionState.AVAILABLE
+                available.add_metric(labels, 1.0 if is_available else 0.0)
+                if servable.load_seconds:
+                    load_seconds.add_metric(labels, servable.load_seconds + servable.warmup_seconds)
+                if not is_available:
+                    continue
+                for index, device in enumerate(servable.devices()):
+                    instances.add_metric([*labels, str(index), device], 1.0)
+                batchers = servable.batchers()
+                batch.add(labels, batchers, servable.batches_in_flight())
+                busiest = max(busiest, _saturation(batchers))
+            saturation.add_metric([model], busiest)
+        yield from (ready, available, load_seconds, load_failures, instances, saturation)
+        yield from batch.families()
+
+
+class _BatchFamilies:
+    """The batch counters of every version, summed over its signatures."""
+
+    def __init__(self) -> None:
+        mv = ["model", "version"]
+        self.batches = CounterMetricFamily(
+            "modelserve_batches",
+            "Batches run, by dispatch reason: idle (an instance was free), full "
+            "(max_batch_size), delay (max_batch_delay_ms ran out), deadline (a queued "
+            "request's deadline cut the delay short).",
+            labels=[*mv, "reason"],
+        )
+        self.rows = CounterMetricFamily(
+            "modelserve_batch_rows", "Real rows (instances) run in batches.", labels=mv
+        )
+        self.padding = CounterMetricFamily(
+            "modelserve_batch_padding_rows",
+            "Rows added to reach an allowed batch size (wasted compute).",
+            labels=mv,
+        )
+        self.sizes = HistogramMetricFamily(
+            "modelserve_batch_size",
+            "Real rows per batch; buckets at the model's allowed batch sizes.",
+            labels=mv,
+        )
+        self.queue_depth = GaugeMetricFamily(
+            "modelserve_queue_depth", "Requests waiting in the batch queue.", labels=mv
+        )
+        self.in_flight = GaugeMetricFamily(
+            "modelserve_batches_in_flight", "Batches running on the model now.", labels=mv
+        )
+
+    def add(self, labels: list[str], batchers: list[Batcher], in_flight: int) -> None:
+        reasons: dict[str, int] = {}
+        for batcher in batchers:
+            for reason, count in batcher.stats.reasons.items():
+                reasons[reason] = reasons.get(reason, 0) + count
+        for reason, count in sorted(reasons.items()):
+            self.batches.add_metric([*labels, reason], count)
+        self.rows.add_metric(labels, sum(b.stats.rows for b in batchers))
+        self.padding.add_metric(labels, sum(b.stats.padded_rows for b in batchers))
+        self.queue_depth.add_metric(labels, sum(b.queued for b in batchers))
+        self.in_flight.add_metric(labels, in_flight)
+        if batchers:
+            self.sizes.add_metric(labels, *_size_buckets(batchers))
+
+    def families(self) -> Iterator[Metric]:
+        yield from (
+            self.batches,
+            self.rows,
+            self.padding,
+            self.sizes,
+            self.queue_depth,
+            self.in_flight,
+        )
+
+
+def _size_buckets(batchers: list[Batcher]) -> tuple[list[tuple[str, float]], float]:
+    """Cumulative counts at the allowed sizes (+Inf last) and the sum of rows."""
+    sizes = sorted({size for b in batchers for size in (b.sizes or (1,))})
+    counts: dict[int, int] = {}
+    for batcher in batchers:
+        for rows, count in batcher.stats.rows_per_batch.items():
+            counts[rows] = counts.get(rows, 0) + count
+    buckets = [
+        (str(float(size)), float(sum(c for rows, c in counts.items() if rows <= size)))
+        for size in sizes
+    ]
+    buckets.append(("+Inf", float(sum(counts.values()))))
+    return buckets, float(sum(rows * count for rows, count in counts.items()))
+
+
+def _saturation(batchers: list[Batcher]) -> float:
+    work = sum(b.queued_rows + b.running_rows for b in batchers)
+    capacity = max((b.capacity_rows for b in batchers), default=0)
+    return work / capacity if capacity else 0.0
+
+
+class _GPUMemoryCollector(Collector):
+    """Memory TensorFlow holds per GPU (tf.config.experimental.get_memory_info); nothing on
+    machines without GPUs."""
+
+    def collect(self) -> Iterator[Metric]:
+        import tensorflow as tf  # loaded already: the models run on it
+
+        family = GaugeMetricFamily(
+            "modelserve_gpu_memory_bytes",
+            "GPU memory TensorFlow holds: current and peak, per device.",
+            labels=["device", "kind"],
+        )
+        for device in tf.config.list_logical_devices("GPU"):
+            info = tf.config.experimental.get_memory_info(device.name)
+            family.add_metric([device.name, "current"], info["current"])
+            family.add_metric([device.name, "peak"], info["peak"])
+        yield family
+
+
+def _tensorflow_version() -> str:
+    import tensorflow as tf
+
+    return str(tf.__version__)

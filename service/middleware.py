@@ -1,0 +1,94 @@
+"""Per-request bookkeeping around every HTTP request: a request id (the client's
+`X-Request-ID` when it is sane, else a new one; echoed in the response), the request metrics,
+and one access-log line (JSON: method, route, path, model, version, status, latency, batch
+size, request id)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import request_context
+from service.logs import ACCESS_LOGGER
+from service.metrics import Metrics, rejection_reason
+
+REQUEST_ID_HEADER = "x-request-id"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+_PROTOCOLS = (("/v1/", "tfserving_rest"), ("/v2", "v2_rest"), ("/api/v1/", "task"))
+UNMATCHED_ROUTE = "unmatched"  # no route: a 404 for any path, one label value for all
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+class RequestObserver:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        record, token = request_context.begin(request_id)
+        status = 500  # unless a response starts
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_context.end(token)
+            self._record(scope, record, status, time.perf_counter() - started)
+
+    def _record(
+        self, scope: Scope, record: request_context.RequestRecord, status: int, seconds: float
+    ) -> None:
+        route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+        protocol = next((p for prefix, p in _PROTOCOLS if route.startswith(prefix)), "other")
+        metrics = self.metrics
+        metrics.requests.labels(record.model, protocol, route, str(status)).inc()
+        metrics.request_seconds.labels(record.model, protocol, route).observe(seconds)
+        reason = rejection_reason(status)
+        if reason is not None:
+            metrics.rejected.labels(record.model, reason).inc()
+        access_log.info(
+            "%s %s %d",
+            scope["method"],
+            scope["path"],
+            status,
+            extra={
+                "fields": {
+                    "method": scope["method"],
+                    "route": route,
+                    "path": scope["path"],
+                    "model": record.model or None,
+                    "version": record.version,
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "batch_size": record.batch_size,
+                    "request_id": record.request_id,
+                }
+            },
+        )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _SANE_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex

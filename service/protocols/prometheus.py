@@ -1,0 +1,18 @@
+"""`GET /metrics`: the app's metrics in Prometheus' text format (service.metrics)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service.metrics import CONTENT_TYPE, Metrics
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    exposition = cast(Metrics, request.app.state.metrics).exposition()
+    return Response(exposition, media_type=CONTENT_TYPE)
