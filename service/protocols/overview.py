@@ -19,18 +19,17 @@ router = APIRouter(prefix="/api/v1", tags=["modelserve"], default_response_class
 
 @router.get("/models", summary="Models, versions, states, placement and batching counters")
 async def models_overview(request: Request) -> JSONBody:
-    repo = repository(request)
     return JSONBody(
         {
             "models": [
                 {
-                    "name": name,
-                    "ready": ready,
-                    "version_policy": repo.entry(name).config.version_policy.describe(),
-                    "version_labels": repo.entry(name).config.version_labels,
-                    "versions": [_version(v) for v in repo.statuses(name)],
+                    "name": entry.name,
+                    "ready": bool(entry.serving),
+                    "version_policy": entry.config.version_policy.describe(),
+                    "version_labels": entry.config.version_labels,
+                    "versions": [_version(v) for _, v in sorted(entry.versions.items())],
                 }
-                for name, ready in repo.readiness().items()
+                for entry in repository(request).entries()
             ]
         }
     )
