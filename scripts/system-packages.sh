@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: Chromium for the web page's browser tests.
+# Debian packages the tests need: Chromium for the web page's browser tests, promtool (in the
+# package prometheus) to check and unit-test deploy/prometheus/alerts.yaml.
 # Installs only what is missing; needs root (or sudo) when something is.
 set -euo pipefail
 
 packages=()
 command -v chromium >/dev/null || packages+=(chromium)
 command -v chromedriver >/dev/null || packages+=(chromium-driver)
+command -v promtool >/dev/null || packages+=(prometheus)
 if [ ${#packages[@]} -eq 0 ]; then
     exit 0
 fi

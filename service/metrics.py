@@ -43,6 +43,7 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 REJECTION_BY_STATUS = {429: "queue_full", 504: "deadline", 499: "client_gone"}
+REJECTION_REASONS = (*REJECTION_BY_STATUS.values(), "invalid")
 INVALID_STATUSES = frozenset({400, 413, 415, 422})
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -111,6 +112,9 @@ class Metrics:
             self.registry.unregister(self._repository_collector)
         self._repository_collector = _RepositoryCollector(repository)
         self.registry.register(self._repository_collector)
+        for model in repository.model_names():  # at 0, so rate() sees the first rejection
+            for reason in REJECTION_REASONS:
+                self.rejected.labels(model, reason)
         self.registry.register(_GPUMemoryCollector())
 
     def batch_observer(self, model: str, version: int) -> BatchObserver:
@@ -165,7 +169,8 @@ class _RepositoryCollector(Collector):
         instances = GaugeMetricFamily(
             "modelserve_instance_info",
             "Where each model instance runs (always 1).",
-            labels=[*mv, "instance", "device"],
+            # not `instance`: Prometheus sets that label to the scraped target
+            labels=[*mv, "model_instance", "device"],
         )
         saturation = GaugeMetricFamily(
             "modelserve_saturation",
