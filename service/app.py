@@ -112,7 +112,9 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> Response:
-        if exc.http_status >= 500:
+        if exc.http_status in (503, 504):  # overload or a client's deadline: expected
+            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
+        elif exc.http_status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
         headers = {}
         if isinstance(exc, QueueFullError):

@@ -161,6 +161,7 @@ class Batcher:
         self.stats = BatchStats()
         self.observer = observer or _NoObserver()
         self.running_rows = 0  # rows in model calls right now
+        self.held_rows = 0  # rows of a batch max_batch_delay_ms holds open (instance taken)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._waiting = 0  # queued requests still wanting an answer (excludes gone ones)
         self._waiting_alone = 0  # unbatched requests waiting for an instance
@@ -320,9 +321,14 @@ class Batcher:
             except BaseException:
                 await self.pool.release(index)
                 raise
+            finally:
+                self.held_rows = 0
             if not batch:
                 await self.pool.release(index)
                 continue
+            # running from now on (not only once the task starts), so the rows never vanish
+            # from saturation between the queue and the model call
+            self.running_rows += sum(p.rows for p in batch)
             task = asyncio.create_task(self._run(index, batch, reason))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -372,6 +378,7 @@ class Batcher:
             remaining = wait_until - loop.time()
             if remaining <= 0:
                 return batch, reason
+            self.held_rows = rows
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
@@ -384,8 +391,7 @@ class Batcher:
         rows = sum(p.rows for p in batch)
         now = time.perf_counter()
         self.observer.dispatched([now - p.queued_at for p in batch])
-        self.running_rows += rows
-        try:
+        try:  # running_rows was raised by the dispatcher
             self._count(rows, self._padded_size(rows) - rows, reason)
             runner = self.pool.runners[index]
             for pending in batch:

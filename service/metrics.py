@@ -105,6 +105,7 @@ class Metrics:
         PlatformCollector(registry=r)
         GCCollector(registry=r)
         self._repository_collector: _RepositoryCollector | None = None
+        self._gpu_collector: _GPUMemoryCollector | None = None
 
     def watch(self, repository: ModelRepository) -> None:
         """Exports the repository's state (models, versions, batchers) at every scrape."""
@@ -115,7 +116,11 @@ class Metrics:
         for model in repository.model_names():  # at 0, so rate() sees the first rejection
             for reason in REJECTION_REASONS:
                 self.rejected.labels(model, reason)
-        self.registry.register(_GPUMemoryCollector())
+        if self._gpu_collector is None:  # once: a second one would expose the family twice
+            # registered here, not in __init__: it lists TensorFlow's devices, which must not
+            # happen before the app has configured them
+            self._gpu_collector = _GPUMemoryCollector()
+            self.registry.register(self._gpu_collector)
 
     def batch_observer(self, model: str, version: int) -> BatchObserver:
         return _VersionObserver(
@@ -275,7 +280,7 @@ def _size_buckets(batchers: list[Batcher]) -> tuple[list[tuple[str, float]], flo
 
 
 def _saturation(batchers: list[Batcher]) -> float:
-    work = sum(b.queued_rows + b.running_rows for b in batchers)
+    work = sum(b.queued_rows + b.held_rows + b.running_rows for b in batchers)
     capacity = max((b.capacity_rows for b in batchers), default=0)
     return work / capacity if capacity else 0.0
 

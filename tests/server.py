@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from service.app import create_app
+from service.metrics import Metrics
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -26,15 +27,24 @@ T = TypeVar("T")
 
 @contextmanager
 def running_server(
-    settings: Settings, *, wait_ready: bool = True, timeout: float = 60
+    settings: Settings,
+    *,
+    wait_ready: bool = True,
+    timeout: float = 60,
+    metrics: Metrics | None = None,
 ) -> Iterator[str]:
-    """Start `create_app(settings)` on 127.0.0.1:<free port>; yield its base URL.
+    """Start `create_app(settings, metrics=metrics)` on 127.0.0.1:<free port>; yield its base
+    URL. `metrics` lets a test read the app's registry in process (default: the app's own).
 
     With `wait_ready`, wait (up to `timeout` seconds) until GET /readyz answers 200, and fail
     with the last /readyz answer otherwise. On exit the server shuts down (lifespan included).
     """
     config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, log_level="warning", lifespan="on"
+        create_app(settings, metrics=metrics),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
     )
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
