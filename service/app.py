@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from service import __version__
 from service.errors import QueueFullError, ServingError
+from service.grpc_server import start_grpc_server
 from service.metrics import Metrics
 from service.middleware import RequestObserver
 from service.placement import DeviceSetup, configure_devices
@@ -77,10 +78,18 @@ def create_app(
         metrics.watch(repository)
         app.state.repository = repository
         await repository.start()
+        grpc_server, app.state.grpc_port = await start_grpc_server(
+            repository,
+            metrics,
+            host=settings.host,
+            port=settings.grpc_port,
+            max_message_bytes=settings.grpc_max_message_bytes,
+        )
         log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
         try:
             yield
         finally:
+            await grpc_server.stop(grace=5)
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
 

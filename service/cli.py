@@ -173,7 +173,8 @@ def serve(
     grpc_port: Annotated[
         int | None,
         typer.Option(
-            envvar=_env("grpc_port"), help="gRPC port (default 8500) (gRPC lands with its issue)."
+            envvar=_env("grpc_port"),
+            help="gRPC port: TF Serving's PredictionService/ModelService (default 8500).",
         ),
     ] = None,
     model_base_path: Annotated[
@@ -279,8 +280,10 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
     console.print(table)
     shown_host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     console.print(
-        f"REST (TF Serving + V2) on http://{shown_host}:{settings.port}  "
-        f"docs: http://{shown_host}:{settings.port}/docs"
+        f"REST (TF Serving, V2, task API, web page) on http://{shown_host}:{settings.port}  "
+        f"docs: http://{shown_host}:{settings.port}/docs\n"
+        f"gRPC (TF Serving PredictionService, ModelService, health) on {shown_host}:"
+        f"{settings.grpc_port}"
     )
 
 

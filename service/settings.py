@@ -33,7 +33,11 @@ class Settings(BaseSettings):
     """REST port (TF Serving's default 8501; 0 picks a free port)."""
 
     grpc_port: int = Field(8500, ge=0, le=65535)
-    """gRPC port (TF Serving's default 8500); the gRPC server lands with the gRPC issue."""
+    """gRPC port (TF Serving's default 8500; 0 picks a free port): TF Serving's
+    PredictionService and ModelService, grpc.health.v1 and server reflection."""
+
+    grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message, in either direction (a float ResNet50 batch of 32 is ~19 MB)."""
 
     model_base_path: Path = Path("models")
     """Model repository: <path>/<name>/<version>/. Without a config file every model in it is

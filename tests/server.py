@@ -39,6 +39,8 @@ def running_server(
     With `wait_ready`, wait (up to `timeout` seconds) until GET /readyz answers 200, and fail
     with the last /readyz answer otherwise. On exit the server shuts down (lifespan included).
     """
+    if "grpc_port" not in settings.model_fields_set:  # many servers at once: free ports
+        settings = settings.model_copy(update={"grpc_port": 0})
     config = uvicorn.Config(
         create_app(settings, metrics=metrics),
         host="127.0.0.1",

@@ -32,7 +32,7 @@ def free_port() -> int:
 @contextmanager
 def serve_process(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
-        [MODELSERVE, "serve", *args],
+        [MODELSERVE, "serve", "--grpc-port", "0", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -171,7 +171,7 @@ async def _call(
     # 404/503/429 before reading a body that cannot be used
     addressed = repo.resolve(model, version, label)
     if method != "predict":
-        raise UnimplementedError(_unsupported_method(addressed, method))
+        raise UnimplementedError(codec.unsupported_method_message(addressed, method))
     addressed.check_capacity()
     timeout_ms = request_timeout_ms(request)
     document = await read_request_json(request, allow_non_finite=True)
@@ -186,13 +186,3 @@ async def _call(
         )
     answer = codec.encode_outputs(predict, outputs, codec.row_count(predict))
     return respond(answer, outputs.values())
-
-
-def _unsupported_method(servable: ServableVersion, method: str) -> str:
-    methods = {sig.method_name for sig in servable.signatures.values()}
-    if f"tensorflow/serving/{method}" in methods:
-        return f":{method} (tf.Example input) is not implemented by modelserve yet; use :predict"
-    return (
-        f":{method} needs a signature with method tensorflow/serving/{method}; model "
-        f"{servable.model!r} version {servable.version} has only {sorted(methods)}. Use :predict."
-    )

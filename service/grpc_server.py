@@ -1,0 +1,92 @@
+"""The gRPC server: TF Serving's services, the standard health service and server reflection,
+on `grpc.aio` in the same process and event loop as the REST server.
+
+Health answers from the repository at each call: the server ("") is SERVING when every model
+is ready, a model name (or TF Serving's service names) when that model / every model is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.metrics import Metrics
+from service.protocols.grpc_services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
+from service.repository import ModelRepository
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE = "grpc.health.v1.Health"
+WATCH_INTERVAL_SECONDS = 1.0
+Status = health_pb2.HealthCheckResponse.ServingStatus
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    def __init__(self, repository: ModelRepository) -> None:
+        self._repository = repository
+
+    def status(self, service: str) -> int | None:
+        """SERVING / NOT_SERVING, or None for a service name nobody serves."""
+        readiness = self._repository.readiness()
+        if service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
+            ready = all(readiness.values())
+        elif service in readiness:
+            ready = readiness[service]
+        else:
+            return None
+        status: int = Status.SERVING if ready else Status.NOT_SERVING
+        return status
+
+    async def Check(  # noqa: N802 (the proto's method names)
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        status = self.status(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(  # noqa: N802
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        last: int | None = -1
+        while True:  # until the client cancels
+            status = self.status(request.service)
+            if status != last:
+                shown = Status.SERVICE_UNKNOWN if status is None else status
+                yield health_pb2.HealthCheckResponse(status=shown)
+                last = status
+            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+
+
+async def start_grpc_server(
+    repository: ModelRepository,
+    metrics: Metrics,
+    *,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+) -> tuple[grpc.aio.Server, int]:
+    """Starts serving; returns the server and the port it listens on (`port` 0: a free one)."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+    )
+    add_services(server, repository, metrics)
+    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(repository), server)
+    reflection.enable_server_reflection(
+        (PREDICTION_SERVICE, MODEL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+    )
+    address = f"[::]:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"gRPC cannot listen on {address}")
+    await server.start()
+    log.info("gRPC (TF Serving PredictionService, ModelService, health) on %s", bound)
+    return server, bound

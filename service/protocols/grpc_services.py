@@ -1,0 +1,253 @@
+"""TF Serving's gRPC API (`tensorflow.serving.PredictionService`, `ModelService`) from the
+official protos of `tensorflow-serving-api`, so existing TF Serving clients work unchanged.
+
+The servicers share the REST protocols' repository, batchers and metrics: a gRPC Predict is
+one more caller of `ServableVersion.predict`, so it can share a batch with REST requests. Every
+failure is a `ServingError` whose canonical code is the gRPC status (NOT_FOUND,
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a full queue, DEADLINE_EXCEEDED, UNAVAILABLE), and the
+client's deadline becomes the request's deadline in the batcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from service import request_context
+from service.errors import InvalidInputError, NotFoundError, ServingError, UnimplementedError
+from service.metrics import Metrics
+from service.protocols import grpc_codec
+from service.protocols.tfserving_codec import unsupported_method_message
+from service.repository import ModelRepository
+from service.servable import ServableVersion
+from service.signatures import DEFAULT_SIGNATURE
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+MODEL_SERVICE = "tensorflow.serving.ModelService"
+
+
+class _Calls:
+    """Bookkeeping shared by the servicers: request record, metrics, error mapping."""
+
+    def __init__(self, repository: ModelRepository, metrics: Metrics) -> None:
+        self.repository = repository
+        self.metrics = metrics
+
+    async def run(
+        self, context: grpc.aio.ServicerContext, route: str, work: Callable[[], Awaitable[T]]
+    ) -> T:
+        """Runs one call's `work`; a failure aborts the call with its gRPC status."""
+        started = time.perf_counter()
+        request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+        record, token = request_context.begin(str(request_id)[:128] or "-")
+        code = grpc.StatusCode.OK
+        try:
+            return await work()
+        except ServingError as exc:
+            code = grpc.StatusCode[exc.code]
+            if exc.http_status >= 500 and exc.http_status not in (503, 504):
+                log.error("%s: %s", route, exc.message)
+            await context.abort(code, exc.message)
+            raise  # abort() raises; this line only tells type checkers so
+        except Exception as exc:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed", route)
+            await context.abort(code, f"internal error: {type(exc).__name__}")
+            raise
+        finally:
+            request_context.end(token)
+            self._record(record, route, code, time.perf_counter() - started)
+
+    def _record(
+        self,
+        record: request_context.RequestRecord,
+        route: str,
+        code: grpc.StatusCode,
+        seconds: float,
+    ) -> None:
+        self.metrics.requests.labels(record.model, "grpc", route, code.name).inc()
+        self.metrics.request_seconds.labels(record.model, "grpc", route).observe(seconds)
+        reason = _REJECTIONS.get(code)
+        if reason is not None:
+            self.metrics.rejected.labels(record.model, reason).inc()
+
+
+_REJECTIONS = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "queue_full",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
+    grpc.StatusCode.CANCELLED: "client_gone",
+    grpc.StatusCode.INVALID_ARGUMENT: "invalid",
+}
+
+
+def _addressed(spec: model_pb2.ModelSpec) -> tuple[str, int | None, str | None]:
+    if not spec.name:
+        raise InvalidInputError("model_spec.name is required")
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label if spec.HasField("version_label") else None
+    return spec.name, version, label
+
+
+def _answered_spec(servable: ServableVersion, signature_name: str) -> model_pb2.ModelSpec:
+    spec = model_pb2.ModelSpec(name=servable.model, signature_name=signature_name)
+    spec.version.value = servable.version
+    return spec
+
+
+def _timeout_ms(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(remaining, 0.0) * 1000
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, calls: _Calls) -> None:
+        self._calls = calls
+
+    async def Predict(  # noqa: N802 (the proto's method names)
+        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> predict_pb2.PredictResponse:
+        route = f"/{PREDICTION_SERVICE}/Predict"
+        return await self._calls.run(context, route, lambda: self._predict(request, context))
+
+    async def _predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> predict_pb2.PredictResponse:
+        model, version, label = _addressed(request.model_spec)
+        repository = self._calls.repository
+        repository.resolve(model, version, label).check_capacity()
+        async with repository.lease(model, version, label) as servable:
+            signature = servable.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
+            inputs = grpc_codec.decode_inputs(request.inputs, signature)
+            wanted = list(request.output_filter)
+            unknown = sorted(set(wanted) - set(signature.outputs))
+            if unknown:
+                raise InvalidInputError(
+                    f"output_filter names unknown outputs {unknown}; outputs: "
+                    f"{sorted(signature.outputs)}"
+                )
+            outputs = await servable.predict(signature.name, inputs, wanted, _timeout_ms(context))
+        response = predict_pb2.PredictResponse(model_spec=_answered_spec(servable, signature.name))
+        for name, proto in grpc_codec.encode_outputs(outputs).items():
+            response.outputs[name].CopyFrom(proto)
+        return response
+
+    async def GetModelMetadata(  # noqa: N802
+        self,
+        request: get_model_metadata_pb2.GetModelMetadataRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        route = f"/{PREDICTION_SERVICE}/GetModelMetadata"
+        return await self._calls.run(context, route, lambda: self._metadata(request))
+
+    async def _metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        fields = set(request.metadata_field)
+        if fields != {"signature_def"}:
+            raise InvalidInputError(
+                f"metadata_field must be ['signature_def'], got {sorted(fields)}"
+            )
+        model, version, label = _addressed(request.model_spec)
+        servable = self._calls.repository.resolve(model, version, label)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in servable.signatures.items():
+            signatures.signature_def[name].CopyFrom(signature.definition)
+        packed = any_pb2.Any()
+        packed.Pack(signatures)
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=_answered_spec(servable, "")
+        )
+        response.metadata["signature_def"].CopyFrom(packed)
+        return response
+
+    async def Classify(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await self._unsupported(request, context, "classify")
+
+    async def Regress(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        await self._unsupported(request, context, "regress")
+
+    async def MultiInference(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        async def refuse() -> None:
+            raise UnimplementedError("MultiInference is not implemented by modelserve; use Predict")
+
+        await self._calls.run(context, f"/{PREDICTION_SERVICE}/MultiInference", refuse)
+
+    async def _unsupported(
+        self, request: Any, context: grpc.aio.ServicerContext, method: str
+    ) -> None:
+        async def refuse() -> None:
+            model, version, label = _addressed(request.model_spec)
+            servable = self._calls.repository.resolve(model, version, label)
+            raise UnimplementedError(unsupported_method_message(servable, method))
+
+        await self._calls.run(context, f"/{PREDICTION_SERVICE}/{method.capitalize()}", refuse)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, calls: _Calls) -> None:
+        self._calls = calls
+
+    async def GetModelStatus(  # noqa: N802
+        self,
+        request: get_model_status_pb2.GetModelStatusRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        route = f"/{MODEL_SERVICE}/GetModelStatus"
+        return await self._calls.run(context, route, lambda: self._status(request))
+
+    async def _status(
+        self, request: get_model_status_pb2.GetModelStatusRequest
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        model, version, label = _addressed(request.model_spec)
+        repository = self._calls.repository
+        if label is not None:
+            version = repository.label_version(model, label)
+        versions = repository.statuses(model)
+        if version is not None:
+            versions = [v for v in versions if v.version == version]
+            if not versions:
+                raise NotFoundError(f"model {model!r} has no version {version}")
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for servable in versions:
+            status = response.model_version_status.add(
+                version=servable.version,
+                state=get_model_status_pb2.ModelVersionStatus.State.Value(servable.state.value),
+            )
+            status.status.error_code = grpc.StatusCode[servable.error_code].value[0]
+            status.status.error_message = servable.error_message
+        return response
+
+    async def HandleReloadConfigRequest(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        async def refuse() -> None:
+            raise UnimplementedError(
+                "reloading the config over gRPC is not supported; the server rescans its model "
+                "directories by itself"
+            )
+
+        await self._calls.run(context, f"/{MODEL_SERVICE}/HandleReloadConfigRequest", refuse)
+
+
+def add_services(server: grpc.aio.Server, repository: ModelRepository, metrics: Metrics) -> None:
+    calls = _Calls(repository, metrics)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(calls), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(calls), server)
