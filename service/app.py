@@ -74,6 +74,7 @@ def create_app(
             device_setup=device_setup,
             echo=settings.echo,
             batch_observer=metrics.batch_observer,
+            grpc_max_message_bytes=settings.grpc_max_message_bytes,
         )
         metrics.watch(repository)
         app.state.repository = repository

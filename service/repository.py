@@ -31,9 +31,10 @@ import tensorflow as tf
 
 from service import request_context
 from service.batching import BatchObserver, Runner
-from service.errors import NotFoundError, UnavailableError
+from service.errors import NotFoundError, ServingError, UnavailableError
 from service.layout import existing_versions
 from service.placement import DeviceSetup, place_instances
+from service.remote import RemoteBackend, RemoteRunner
 from service.runtime import EchoModel, LoadedModel, error_summary
 from service.servable import ServableVersion, VersionState
 from service.serving_config import ModelConfig, ServingConfig
@@ -50,6 +51,9 @@ class ModelEntry:
     serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
     on_disk: dict[int, tuple[int, ...]] = field(default_factory=dict)  # version -> fingerprint
     load_failures: int = 0  # since the server started
+    backend: RemoteBackend | None = None  # a remote gRPC backend runs the model
+    backend_error: str = ""  # why the last scan of the backend failed
+    backend_generation: int = 0  # counts the backend's outages: a failed load retries after one
 
     @property
     def name(self) -> str:
@@ -68,6 +72,7 @@ class ModelRepository:
         device_setup: DeviceSetup | None = None,
         echo: bool = False,
         batch_observer: Callable[[str, int], BatchObserver] | None = None,
+        grpc_max_message_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.config = config
         self.poll_interval = poll_interval
@@ -78,6 +83,11 @@ class ModelRepository:
         self._batch_observer = batch_observer  # (model, version) -> observer of its batches
         self._loader = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
         self._models = {model.name: ModelEntry(model) for model in config.models}
+        for entry in self._models.values():
+            if entry.config.backend is not None:
+                entry.backend = RemoteBackend(
+                    entry.name, entry.config.backend, grpc_max_message_bytes
+                )
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
 
@@ -93,11 +103,15 @@ class ModelRepository:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loader.shutdown(wait=False, cancel_futures=True)
+        for entry in self._models.values():
+            if entry.backend is not None:
+                entry.backend.close()
 
     async def poll_once(self) -> None:
-        """Lists every model directory (off the event loop) and reconciles what is served."""
+        """Lists every model directory or backend (off the event loop) and reconciles what is
+        served."""
         listings = await asyncio.to_thread(
-            lambda: {name: _list_versions(e.config.base_path) for name, e in self._models.items()}
+            lambda: {name: _list_versions(entry) for name, entry in self._models.items()}
         )
         for name, on_disk in listings.items():
             self._models[name].on_disk = on_disk
@@ -237,7 +251,7 @@ class ModelRepository:
             )
         else:
             runners: Sequence[Runner] = (
-                [EchoModel(i) for i in instances] if self._echo else instances
+                [EchoModel(i.signatures) for i in instances] if self._echo else instances
             )
             observer = (
                 self._batch_observer(servable.model, servable.version)
@@ -260,9 +274,17 @@ class ModelRepository:
         _refreeze_heap()
         self._reconcile(entry)
 
-    def _load_instances(self, servable: ServableVersion) -> tuple[list[LoadedModel], float, float]:
+    def _load_instances(
+        self, servable: ServableVersion
+    ) -> tuple[list[LoadedModel] | list[RemoteRunner], float, float]:
         """Loads one copy of the version per instance on its device and warms each up at every
-        allowed batch size (blocking: runs on the loader threads)."""
+        allowed batch size (blocking: runs on the loader threads). A remote version's
+        instances are runners calling its backend, which warms up on its own."""
+        backend = self._models[servable.model].backend
+        if backend is not None:
+            start = time.perf_counter()
+            remote = backend.load(servable.version, servable.config.placement.instances)
+            return remote, time.perf_counter() - start, 0.0
         devices = place_instances(
             servable.config.placement, self._devices, servable.path, self._device_setup
         )
@@ -323,8 +345,22 @@ def _refreeze_heap() -> None:
     gc.freeze()
 
 
-def _list_versions(base_path: Path) -> dict[int, tuple[int, ...]]:
-    return {v: _fingerprint(base_path / str(v)) for v in existing_versions(base_path)}
+def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]]:
+    """Version -> fingerprint: of the files on disk, or of the backend's outages (a backend
+    that went away and came back may serve a version anew)."""
+    if entry.backend is None:
+        base_path = entry.config.base_path
+        return {v: _fingerprint(base_path / str(v)) for v in existing_versions(base_path)}
+    try:
+        versions = entry.backend.available_versions()
+    except ServingError as exc:
+        if not entry.backend_error:
+            entry.backend_generation += 1
+            log.warning("model %s: %s", entry.name, exc.message)
+        entry.backend_error = exc.message
+        return {}
+    entry.backend_error = ""
+    return {v: (v, entry.backend_generation) for v in versions}
 
 
 def _fingerprint(version_dir: Path) -> tuple[int, ...]:
@@ -360,6 +396,9 @@ def _why(entry: ModelEntry) -> str:
         return f" (loading version {', '.join(map(str, loading))})"
     if failed:
         return " (" + "; ".join(failed) + ")"
+    if entry.backend_error:
+        return f" ({entry.backend_error})"
     if not entry.on_disk:
-        return f" (no version under {entry.config.base_path})"
+        where = entry.backend.address if entry.backend else entry.config.base_path
+        return f" (no version under {where})"
     return ""

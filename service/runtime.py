@@ -116,10 +116,9 @@ class EchoModel:
     without running it, so a benchmark can measure the HTTP/JSON path alone (the protocol
     ceiling). Never used unless that setting is on; the server logs a warning when it is."""
 
-    def __init__(self, model: LoadedModel) -> None:
-        self.name, self.version, self.path = model.name, model.version, model.path
+    def __init__(self, signatures: dict[str, Signature]) -> None:
         self.device = "echo"
-        self.signatures = model.signatures
+        self.signatures = signatures
 
     def run(
         self, signature_name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()

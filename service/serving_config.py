@@ -221,6 +221,41 @@ class PlacementConfig(BaseModel):
         raise ValueError(f"device must be auto, cpu, gpu, gpu:N or cpu:N, got {device!r}")
 
 
+class BackendConfig(BaseModel):
+    """A remote TF Serving-compatible gRPC endpoint that runs the model (a `tensorflow/serving`
+    pod, another modelserve): the gateway keeps the protocols, task API, batching, metrics
+    and health, the backend runs the model. Its versions and signatures are the backend's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grpc: str
+    """host:port of the backend's gRPC API."""
+    model_name: str | None = None
+    """The model's name on the backend (default: the same name)."""
+    timeout_ms: float = Field(30_000, gt=0)
+    """Deadline of one call to the backend (a batch)."""
+    assets: Path | None = None
+    """A local folder with the model's `assets/labels.txt` and `assets.extra/model_card.json`
+    (e.g. a copy of one version's folder) for the task API, which needs the labels; relative
+    to the config file."""
+
+    @field_validator("assets")
+    @classmethod
+    def _absolute_assets(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        config_dir = (info.context or {}).get("config_dir")
+        if path is None or config_dir is None:
+            return path
+        return (Path(config_dir) / path).absolute()
+
+    @field_validator("grpc")
+    @classmethod
+    def _check_address(cls, address: str) -> str:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{address!r} is not host:port (e.g. resnet50-serving:8500)")
+        return address
+
+
 class ModelConfig(BaseModel):
     """One served model: its name (in URLs), where its versions live, and which to serve."""
 
@@ -235,6 +270,8 @@ class ModelConfig(BaseModel):
     """Label name to version, e.g. {"stable": 1, "canary": 2}."""
     batching: BatchingConfig = BatchingConfig()
     placement: PlacementConfig = PlacementConfig()
+    backend: BackendConfig | None = None
+    """Run the model on a remote gRPC backend instead of a local SavedModel."""
 
     @model_validator(mode="before")
     @classmethod

@@ -3,6 +3,7 @@ publishes), so metadata answers are exactly what stock TF Serving would show."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,16 @@ def read_signatures(version_dir: Path) -> dict[str, Signature]:
     graphs = [g for g in saved_model.meta_graphs if "serve" in g.meta_info_def.tags]
     if not graphs:
         raise ValueError(f"{version_dir} has no meta graph tagged 'serve'")
+    return signatures_from_defs(graphs[0].signature_def)
+
+
+def signatures_from_defs(
+    definitions: Mapping[str, meta_graph_pb2.SignatureDef],
+) -> dict[str, Signature]:
+    """Serving signatures from SignatureDefs (a SavedModel's, or a backend's metadata)."""
     return {
         name: _signature(name, definition)
-        for name, definition in sorted(graphs[0].signature_def.items())
+        for name, definition in sorted(definitions.items())
         if name != INIT_OP_SIGNATURE
     }
 

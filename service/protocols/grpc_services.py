@@ -10,6 +10,7 @@ client's deadline becomes the request's deadline in the batcher.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -65,6 +66,10 @@ class _Calls:
                 log.error("%s: %s", route, exc.message)
             await context.abort(code, exc.message)
             raise  # abort() raises; this line only tells type checkers so
+        except asyncio.CancelledError:
+            # gRPC cancels the handler when the client cancels or its deadline passes first
+            code = _ended_by_client(context)
+            raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
@@ -96,6 +101,14 @@ _REJECTIONS = {
     grpc.StatusCode.CANCELLED: "client_gone",
     grpc.StatusCode.INVALID_ARGUMENT: "invalid",
 }
+
+
+def _ended_by_client(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """Why gRPC cancelled a call: its deadline passed, or the client cancelled it."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 def _addressed(spec: model_pb2.ModelSpec) -> tuple[str, int | None, str | None]:

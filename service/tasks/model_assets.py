@@ -35,6 +35,10 @@ class ModelAssets:
 
 
 def assets_of(servable: ServableVersion) -> ModelAssets:
+    """The version's own files; for a model on a remote backend, its configured `assets`."""
+    backend = servable.config.backend
+    if backend is not None:
+        return _read_assets(backend.assets, ()) if backend.assets else ModelAssets((), (), {})
     return _read_assets(servable.path, servable.fingerprint)
 
 
@@ -56,6 +60,12 @@ def _class_ids(path: Path) -> tuple[str, ...]:
 def require_labels(servable: ServableVersion, count: int) -> tuple[str, ...]:
     """The version's labels, which must number `count` (one per output column)."""
     labels = assets_of(servable).labels
+    if not labels and servable.config.backend is not None:
+        raise ConflictError(
+            f"model {servable.model!r} runs on the backend {servable.config.backend.grpc}, "
+            "whose labels the gateway cannot read: set `backend.assets` in the serving config "
+            "to a local folder with the model's assets/labels.txt"
+        )
     if len(labels) != count:
         raise ConflictError(
             f"model {servable.model!r} version {servable.version} has {len(labels)} labels in "

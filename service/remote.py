@@ -1,0 +1,132 @@
+"""Models served by a remote TF Serving-compatible gRPC backend (`backend: {grpc: host:port}`
+in the serving config): a `tensorflow/serving` pod, or another modelserve.
+
+The repository treats the backend like a model directory: a scan lists the versions the
+backend has AVAILABLE (`ModelService.GetModelStatus`), loading a version reads its signatures
+(`GetModelMetadata`), and its "instances" are `RemoteRunner`s whose `run` is one
+`PredictionService.Predict` per batch. Calls are blocking and run on the inference threads,
+like local model calls; one channel per backend (HTTP/2 multiplexes concurrent calls) is the
+connection pool. Backend failures map to the statuses a client should see: unreachable ->
+503, deadline -> 504, bad input -> 400, full -> 429.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from service.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelFailureError,
+    NotFoundError,
+    QueueFullError,
+    ServingError,
+    UnavailableError,
+)
+from service.runtime import Arrays
+from service.serving_config import BackendConfig
+from service.signatures import Signature, signatures_from_defs
+
+SCAN_TIMEOUT_SECONDS = 2.0
+_ERRORS: dict[grpc.StatusCode, type[ServingError]] = {
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFullError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+}
+
+
+class RemoteBackend:
+    def __init__(self, model: str, config: BackendConfig, max_message_bytes: int) -> None:
+        self.model = model
+        self.remote_name = config.model_name or model
+        self.address = config.grpc
+        self.timeout_seconds = config.timeout_ms / 1000
+        self._channel = grpc.insecure_channel(
+            config.grpc,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def available_versions(self) -> list[int]:
+        """The versions the backend serves now (blocking; UnavailableError when unreachable)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = self.remote_name
+        try:
+            response = self._models.GetModelStatus(request, timeout=SCAN_TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "GetModelStatus") from None
+        available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        return sorted(s.version for s in response.model_version_status if s.state == available)
+
+    def load(self, version: int, instances: int) -> list[RemoteRunner]:
+        """Runners for one version, with its signatures (blocking)."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self.remote_name
+        request.model_spec.version.value = version
+        try:
+            response = self._predict.GetModelMetadata(request, timeout=SCAN_TIMEOUT_SECONDS)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "GetModelMetadata") from None
+        definitions = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(definitions)
+        signatures = signatures_from_defs(definitions.signature_def)
+        return [RemoteRunner(self, version, signatures) for _ in range(max(1, instances))]
+
+    def predict(self, version: int, signature_name: str, inputs: dict[str, np.ndarray]) -> Arrays:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.remote_name
+        request.model_spec.version.value = version
+        request.model_spec.signature_name = signature_name
+        for name, array in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+        try:
+            response = self._predict.Predict(request, timeout=self.timeout_seconds)
+        except grpc.RpcError as exc:
+            raise self._error(exc, "Predict") from None
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _error(self, exc: grpc.RpcError, call: str) -> ServingError:
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        kind = _ERRORS.get(code, ModelFailureError)
+        if kind is NotFoundError:  # the backend lost what we serve: not the client's fault
+            kind = UnavailableError
+        return kind(f"backend {self.address} ({call} {self.remote_name!r}): {code.name}: {details}")
+
+
+class RemoteRunner:
+    """One "instance" of a remote version: what the batcher runs batches on."""
+
+    def __init__(
+        self, backend: RemoteBackend, version: int, signatures: dict[str, Signature]
+    ) -> None:
+        self.backend = backend
+        self.version = version
+        self.signatures = signatures
+        self.device = f"grpc://{backend.address}"
+
+    def run(
+        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> Arrays:
+        results = self.backend.predict(self.version, signature_name, inputs)
+        return {k: v for k, v in results.items() if not outputs or k in outputs}
