@@ -59,6 +59,10 @@ class RemoteBackend:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # a restarted backend is found again within seconds, not gRPC's default 2 min
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.min_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

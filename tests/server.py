@@ -2,6 +2,7 @@
 
 with running_server(Settings(model_base_path=repo)) as url:
     httpx.get(f"{url}/v1/models/plus")
+    grpc.insecure_channel(grpc_target(url))  # its gRPC server, on a free loopback port too
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from service.app import create_app
 from service.metrics import Metrics
 from service.settings import Settings
 
 T = TypeVar("T")
+
+_APPS: dict[str, FastAPI] = {}
+"""The app of each server running_server is running, by base URL (for grpc_target)."""
 
 
 @contextmanager
@@ -35,14 +40,19 @@ def running_server(
 ) -> Iterator[str]:
     """Start `create_app(settings, metrics=metrics)` on 127.0.0.1:<free port>; yield its base
     URL. `metrics` lets a test read the app's registry in process (default: the app's own).
+    Its gRPC server listens on a free loopback port too (unless the settings name a port or a
+    host): `grpc_target(url)`.
 
     With `wait_ready`, wait (up to `timeout` seconds) until GET /readyz answers 200, and fail
     with the last /readyz answer otherwise. On exit the server shuts down (lifespan included).
     """
     if "grpc_port" not in settings.model_fields_set:  # many servers at once: free ports
         settings = settings.model_copy(update={"grpc_port": 0})
+    if "host" not in settings.model_fields_set:  # gRPC on loopback, as the REST server
+        settings = settings.model_copy(update={"host": "127.0.0.1"})
+    app = create_app(settings, metrics=metrics)
     config = uvicorn.Config(
-        create_app(settings, metrics=metrics),
+        app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
@@ -69,15 +79,27 @@ def running_server(
             time.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        if wait_ready:
-            _wait_ready(url, deadline)
-        yield url
+        _APPS[url] = app
+        try:
+            if wait_ready:
+                _wait_ready(url, deadline)
+            yield url
+        finally:
+            del _APPS[url]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
         if thread.is_alive():
             server.force_exit = True
             thread.join(timeout=10)
+
+
+def grpc_target(url: str) -> str:
+    """`host:port` of the gRPC server of the server running_server runs at `url`."""
+    assert url in _APPS, f"no server started by running_server runs at {url}"
+    app = _APPS[url]
+    port: int = app.state.grpc_port  # set by the lifespan, before the server counts as started
+    return f"127.0.0.1:{port}"
 
 
 def _wait_ready(url: str, deadline: float) -> None:
