@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import contextvars
 import logging
 import math
 import time
@@ -52,6 +53,13 @@ class Runner(Protocol):
     def run(
         self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
     ) -> Arrays: ...
+
+
+# Seconds left for the requests of the batch being run (the most patient one), set around
+# each runner.run call: a runner that calls a remote backend uses it as the call's deadline.
+call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "call_timeout", default=None
+)
 
 
 class DispatchReason(Enum):
@@ -283,9 +291,7 @@ class Batcher:
             started = time.perf_counter()
             self.running_rows += rows
             try:
-                outputs = await loop.run_in_executor(
-                    self.executor, runner.run, self.signature_name, inputs, ()
-                )
+                outputs = await self._in_executor(runner, inputs, deadline)
             finally:
                 self.running_rows -= rows
                 self.observer.ran(time.perf_counter() - started)
@@ -397,7 +403,8 @@ class Batcher:
             for pending in batch:
                 pending.batch_rows = rows
             try:
-                outputs = await self._call(runner, [p.inputs for p in batch], rows)
+                deadline = max(p.deadline for p in batch)  # the most patient request's
+                outputs = await self._call(runner, [p.inputs for p in batch], rows, deadline)
             except InvalidInputError as exc:
                 if len(batch) > 1:  # find the culprit: one bad request must not fail others
                     await self._run_each(runner, batch)
@@ -420,7 +427,7 @@ class Batcher:
     async def _run_each(self, runner: Runner, batch: list[_Pending]) -> None:
         for pending in batch:
             try:
-                outputs = await self._call(runner, [pending.inputs], pending.rows)
+                outputs = await self._call(runner, [pending.inputs], pending.rows, pending.deadline)
             except ServingError as exc:
                 _fail([pending], exc)
             else:
@@ -428,22 +435,31 @@ class Batcher:
                     pending.batch_rows = pending.rows
                     pending.future.set_result({k: v[: pending.rows] for k, v in outputs.items()})
 
+    async def _in_executor(
+        self, runner: Runner, inputs: dict[str, np.ndarray], deadline: float
+    ) -> Arrays:
+        """runner.run on a worker thread, with the time left until `deadline` (event-loop
+        time) in `call_timeout`, for runners that call out (a remote backend)."""
+        loop = asyncio.get_running_loop()
+        context = contextvars.copy_context()
+        context.run(call_timeout.set, max(0.0, deadline - loop.time()))
+        return await loop.run_in_executor(
+            self.executor, context.run, runner.run, self.signature_name, inputs, ()
+        )
+
     def _padded_size(self, rows: int) -> int:
         return self.sizes[bisect.bisect_left(self.sizes, rows)]
 
     async def _call(
-        self, runner: Runner, requests: list[dict[str, np.ndarray]], rows: int
+        self, runner: Runner, requests: list[dict[str, np.ndarray]], rows: int, deadline: float
     ) -> Arrays:
         """One model call on the requests' rows, padded to an allowed size; every failure
         becomes a ServingError, so no waiter is ever left without an answer."""
         size = self._padded_size(rows)
         inputs = _assemble(requests, rows, size)
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            outputs = await loop.run_in_executor(
-                self.executor, runner.run, self.signature_name, inputs, ()
-            )
+            outputs = await self._in_executor(runner, inputs, deadline)
         except ServingError:
             raise
         except Exception as exc:

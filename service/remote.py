@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from service.batching import call_timeout
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -94,6 +95,9 @@ class RemoteBackend:
         return [RemoteRunner(self, version, signatures) for _ in range(max(1, instances))]
 
     def predict(self, version: int, signature_name: str, inputs: dict[str, np.ndarray]) -> Arrays:
+        # the batch's own deadline when the batcher gives one, capped by the configured one
+        left = call_timeout.get()
+        timeout = self.timeout_seconds if left is None else min(left, self.timeout_seconds)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.remote_name
         request.model_spec.version.value = version
@@ -101,7 +105,7 @@ class RemoteBackend:
         for name, array in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
         try:
-            response = self._predict.Predict(request, timeout=self.timeout_seconds)
+            response = self._predict.Predict(request, timeout=timeout)
         except grpc.RpcError as exc:
             raise self._error(exc, "Predict") from None
         return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}

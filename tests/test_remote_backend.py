@@ -8,6 +8,7 @@ unready and its requests 503, and a backend that comes back is served again.
 
 from __future__ import annotations
 
+import contextvars
 import socket
 import time
 from collections.abc import Iterator
@@ -21,6 +22,10 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from service.batching import call_timeout
+from service.errors import DeadlineExceededError
+from service.remote import RemoteBackend, RemoteRunner
+from service.serving_config import BackendConfig
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.saved_models import write_config
@@ -178,3 +183,26 @@ def test_backend_config_is_validated(tmp_path: Path) -> None:
     )
     with pytest.raises(ServingConfigError, match="host:port"):
         load_serving_config(config, tmp_path)
+
+
+def test_the_batch_deadline_is_the_backend_call_deadline(backend: Backend) -> None:
+    """A batch runs with the time its requests have left (`call_timeout`), capped by the
+    configured `timeout_ms`: none left means the backend call fails at once with 504."""
+    config = BackendConfig(grpc=f"127.0.0.1:{backend.grpc_port}", model_name="votes")
+    remote = RemoteBackend("party", config, max_message_bytes=1 << 20)
+    try:
+        (runner,) = remote.load(1, instances=1)
+        inputs = {"votes": np.array([VOTES_ROW], np.float32)}
+        answered = contextvars.copy_context().run(_run_with_time_left, runner, inputs, 10.0)
+        assert answered["probabilities"].shape == (1, 2)
+        with pytest.raises(DeadlineExceededError, match="DEADLINE_EXCEEDED"):
+            contextvars.copy_context().run(_run_with_time_left, runner, inputs, 0.0)
+    finally:
+        remote.close()
+
+
+def _run_with_time_left(
+    runner: RemoteRunner, inputs: dict[str, np.ndarray], seconds: float
+) -> dict[str, np.ndarray]:
+    call_timeout.set(seconds)
+    return runner.run("serving_default", inputs)

@@ -22,8 +22,10 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
+    model_service_pb2,
     model_service_pb2_grpc,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -39,8 +41,18 @@ from service.signatures import DEFAULT_SIGNATURE
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
+
+
+def _service_name(module: Any, service: str) -> str:
+    """A service's full name from its proto file's descriptor. Importing that file's module
+    (the *_pb2_grpc modules do not) also loads the service into the default descriptor pool,
+    where server reflection looks services up to describe them."""
+    name: str = module.DESCRIPTOR.services_by_name[service].full_name
+    return name
+
+
+PREDICTION_SERVICE = _service_name(prediction_service_pb2, "PredictionService")
+MODEL_SERVICE = _service_name(model_service_pb2, "ModelService")
 
 
 class _Calls:
