@@ -97,6 +97,11 @@ class RemoteBackend:
     def predict(self, version: int, signature_name: str, inputs: dict[str, np.ndarray]) -> Arrays:
         # the batch's own deadline when the batcher gives one, capped by the configured one
         left = call_timeout.get()
+        if left is not None and left <= 0:  # no request of the batch can still use an answer
+            raise DeadlineExceededError(
+                f"backend {self.address} (Predict {self.remote_name!r}): DEADLINE_EXCEEDED: "
+                "the batch's deadline passed before the call"
+            )
         timeout = self.timeout_seconds if left is None else min(left, self.timeout_seconds)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.remote_name
