@@ -145,9 +145,20 @@ class ModelRepository:
     def entries(self) -> list[ModelEntry]:
         return list(self._models.values())
 
-    def statuses(self, model: str) -> list[ServableVersion]:
-        """Every version the server knows of, ascending (AVAILABLE, loading, failed, unloaded)."""
-        return [v for _, v in sorted(self.entry(model).versions.items())]
+    def statuses(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> list[ServableVersion]:
+        """Every version the server knows of, ascending (AVAILABLE, loading, failed,
+        unloaded), or the one addressed by `version` or `label` (404 if unknown)."""
+        if label is not None:
+            version = self.label_version(model, label)
+        versions = [v for _, v in sorted(self.entry(model).versions.items())]
+        if version is None:
+            return versions
+        addressed = [v for v in versions if v.version == version]
+        if not addressed:
+            raise NotFoundError(f"model {model!r} has no version {version}")
+        return addressed
 
     def label_version(self, model: str, label: str) -> int:
         labels = self.entry(model).config.version_labels

@@ -30,7 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from service import request_context
-from service.errors import InvalidInputError, NotFoundError, ServingError, UnimplementedError
+from service.errors import InvalidInputError, ServingError, UnimplementedError
 from service.metrics import Metrics
 from service.protocols import grpc_codec
 from service.protocols.tfserving_codec import unsupported_method_message
@@ -243,13 +243,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     ) -> get_model_status_pb2.GetModelStatusResponse:
         model, version, label = _addressed(request.model_spec)
         repository = self._calls.repository
-        if label is not None:
-            version = repository.label_version(model, label)
-        versions = repository.statuses(model)
-        if version is not None:
-            versions = [v for v in versions if v.version == version]
-            if not versions:
-                raise NotFoundError(f"model {model!r} has no version {version}")
+        versions = repository.statuses(model, version, label)
         response = get_model_status_pb2.GetModelStatusResponse()
         for servable in versions:
             status = response.model_version_status.add(

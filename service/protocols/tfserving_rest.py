@@ -74,11 +74,7 @@ async def label_status(model: str, label: str, request: Request) -> JSONBody:
 
 
 def _status(request: Request, model: str, version: int | None) -> JSONBody:
-    versions = repository(request).statuses(model)
-    if version is not None:
-        versions = [v for v in versions if v.version == version]
-        if not versions:
-            raise NotFoundError(f"model {model!r} has no version {version}")
+    versions = repository(request).statuses(model, version)
     return JSONBody({"model_version_status": [_version_status(v) for v in versions]})
 
 
