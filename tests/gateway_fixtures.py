@@ -36,15 +36,21 @@ def shipped_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def protocol_server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The protocol tests' server (read-only): plus (versions 1 and 2, `all`, labels
-    stable -> 1, canary -> 2), multi, text, dtypes."""
+    stable -> 1, canary -> 2), multi, text, dtypes, examples (batches held 100 ms)."""
     root = tmp_path_factory.mktemp("protocols")
     repo = root / "repo"
     copy_versions(model_library, repo / "plus", "plus", [1, 2])
-    for name in ("multi", "text", "dtypes"):
+    for name in ("multi", "text", "dtypes", "examples"):
         copy_versions(model_library, repo / name, name)
     plus = {"name": "plus", "version_policy": "all", "version_labels": {"stable": 1, "canary": 2}}
     config = write_config(
-        root / "serving.yaml", [plus, {"name": "multi"}, {"name": "text"}, {"name": "dtypes"}]
+        root / "serving.yaml",
+        [
+            plus,
+            *({"name": name} for name in ("multi", "text", "dtypes")),
+            # held batches, so concurrent classify requests share one (see test_classify_regress)
+            {"name": "examples", "batching": {"max_batch_delay_ms": 100}},
+        ],
     )
     settings = Settings(model_base_path=repo, config=config, poll_interval_seconds=0)
     with running_server(settings) as url:

@@ -13,9 +13,11 @@ a version).
 - `export_text`: `text` string [None] -> `length` int32 (bytes), `echo_bytes` (the input,
   b64-encoded by TF Serving's REST API because of the `_bytes` suffix), `upper` (ASCII upper).
 - `export_dtypes`: one identity per TF dtype the protocols carry: `x_<dtype>` -> `y_<dtype>`.
+- `export_examples`: tf.Example classify and regress signatures (TF Serving's method names).
 - `write_corrupt_version`: a version folder whose `saved_model.pb` is garbage.
 
-`export_library` builds the set the gateway tests use (`plus`, `multi`, `text`, `dtypes`);
+`export_library` builds the set the gateway tests use (`plus`, `multi`, `text`, `dtypes`,
+`examples`);
 `copy_versions` and `write_config` assemble a test's repository and serving config from it.
 """
 
@@ -31,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf
 import yaml
+from tensorflow.core.protobuf import saved_model_pb2
 
 # (name used in input/output names, TF dtype, TF Serving metadata dtype, V2 datatype)
 DTYPES: list[tuple[str, tf.DType, str, str]] = [
@@ -50,8 +53,14 @@ DTYPES: list[tuple[str, tf.DType, str, str]] = [
 
 
 def _save_atomically(
-    module: tf.Module, signatures: dict[str, Any], base: Path, name: str, version: int
+    module: tf.Module,
+    signatures: dict[str, Any],
+    base: Path,
+    name: str,
+    version: int,
+    methods: dict[str, str] | None = None,
 ) -> Path:
+    """`methods` sets signatures' method names (TF2 saves every signature as predict)."""
     model_dir = Path(base) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     final = model_dir / str(version)
@@ -59,8 +68,19 @@ def _save_atomically(
         raise FileExistsError(f"{final} already exists")
     temporary = model_dir / f".export-{version}-{uuid.uuid4().hex}"
     tf.saved_model.save(module, str(temporary), signatures=signatures)
+    if methods:
+        _set_method_names(temporary, methods)
     temporary.rename(final)  # atomic within one file system
     return final
+
+
+def _set_method_names(export_dir: Path, methods: dict[str, str]) -> None:
+    graph_file = export_dir / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString(graph_file.read_bytes())
+    for signature, method in methods.items():
+        saved_model.meta_graphs[0].signature_def[signature].method_name = method
+    graph_file.write_bytes(saved_model.SerializeToString())
 
 
 def export_affine(
@@ -137,6 +157,82 @@ def export_dtypes(base: Path, name: str, version: int) -> Path:
     return _save_atomically(module, {"serving_default": module.serve}, base, name, version)
 
 
+CLASSES = ["low", "mid", "high"]
+"""The class labels of `export_examples`' classification signatures."""
+
+
+def example_scores(x: float, bias: int = 0) -> list[float]:
+    """`export_examples`' scores for an example with features x and bias (see there)."""
+    return [x, 2 * x, float(bias)]
+
+
+def example_regression(x: float, bias: int = 0) -> float:
+    return 3 * x + bias
+
+
+def export_examples(base: Path, name: str, version: int) -> Path:
+    """tf.Example models, as estimators exported them: each signature takes `inputs`, serialized
+    tf.Example protos (string [None]) with features `x` (float, required) and `bias` (int64,
+    default 0), and has TF Serving's method name:
+    - `classify` (tensorflow/serving/classify): `classes` CLASSES and `scores` example_scores;
+    - `classify_scores` (classify): `scores` only; `classify_classes` (classify): `classes` only;
+    - `regress` (tensorflow/serving/regress): `outputs` = example_regression;
+    - `serving_default` (predict): x float32 [None] -> y = x (a predict signature, so Classify
+      without signature_name is refused as TF Serving refuses it)."""
+    features = {
+        "x": tf.io.FixedLenFeature([1], tf.float32),
+        "bias": tf.io.FixedLenFeature([1], tf.int64, default_value=[0]),
+    }
+    examples_spec = tf.TensorSpec([None], tf.string, name="inputs")
+
+    def scores_of(serialized: tf.Tensor) -> tf.Tensor:
+        parsed = tf.io.parse_example(serialized, features)
+        x = parsed["x"]
+        return tf.concat([x, 2 * x, tf.cast(parsed["bias"], tf.float32)], axis=1)
+
+    def classes_like(scores: tf.Tensor) -> tf.Tensor:
+        return tf.tile(tf.constant([CLASSES]), [tf.shape(scores)[0], 1])
+
+    def classify(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        scores = scores_of(inputs)
+        return {"classes": classes_like(scores), "scores": scores}
+
+    def classify_scores(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"scores": scores_of(inputs)}
+
+    def classify_classes(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"classes": classes_like(scores_of(inputs))}
+
+    def regress(inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_example(inputs, features)
+        return {"outputs": 3 * parsed["x"][:, 0] + tf.cast(parsed["bias"][:, 0], tf.float32)}
+
+    def identity(x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.identity(x)}
+
+    module = tf.Module()
+    signatures = {}
+    for key, function in [
+        ("classify", classify),
+        ("classify_scores", classify_scores),
+        ("classify_classes", classify_classes),
+        ("regress", regress),
+    ]:
+        signatures[key] = tf.function(function, input_signature=[examples_spec])
+        setattr(module, key, signatures[key])
+    module.identity = tf.function(
+        identity, input_signature=[tf.TensorSpec([None], tf.float32, name="x")]
+    )
+    signatures["serving_default"] = module.identity
+    methods = {
+        "classify": "tensorflow/serving/classify",
+        "classify_scores": "tensorflow/serving/classify",
+        "classify_classes": "tensorflow/serving/classify",
+        "regress": "tensorflow/serving/regress",
+    }
+    return _save_atomically(module, signatures, base, name, version, methods)
+
+
 def write_corrupt_version(base: Path, name: str, version: int) -> Path:
     """A version folder that looks like a SavedModel but whose saved_model.pb is garbage."""
     model_dir = Path(base) / name
@@ -186,12 +282,13 @@ def affine(version: int, xs: list[float] = X) -> list[float]:
 
 def export_library(library: Path) -> Path:
     """<library>/plus/{1,2,3} (affine with OFFSETS), multi/1 (inputs FEATURES, SHIFT), text/1,
-    dtypes/1."""
+    dtypes/1, examples/1."""
     for version, offset in OFFSETS.items():
         export_affine(library, "plus", version, slope=SLOPE, offset=offset)
     export_multi_io(library, "multi", 1, a=FEATURES, b=SHIFT)
     export_text(library, "text", 1)
     export_dtypes(library, "dtypes", 1)
+    export_examples(library, "examples", 1)
     return library
 
 

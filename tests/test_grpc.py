@@ -3,7 +3,8 @@ clients use) channels against real servers on loopback.
 
 - PredictionService: Predict on the shipped models (equal to the REST API's answers), every
   dtype in packed `tensor_content` and typed `*_val` form, strings, version / label / signature
-  selection, output_filter; GetModelMetadata; Classify, Regress and MultiInference refused.
+  selection, output_filter; GetModelMetadata; Classify and Regress refused by models without
+  such signatures (test_classify_regress covers the ones with), MultiInference refused.
 - ModelService: GetModelStatus (states, versions, labels); HandleReloadConfigRequest refused.
 - Every error code with a meaningful message: NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE,
   RESOURCE_EXHAUSTED (a full queue; a message above grpc_max_message_bytes), DEADLINE_EXCEEDED
@@ -732,7 +733,7 @@ def test_metadata_of_other_fields_is_invalid(target: str, fields: tuple[str, ...
     assert mentions(details, "metadata_field") and mentions(details, "signature_def"), details
 
 
-def test_classify_regress_multi_inference_and_reload_are_unimplemented(target: str) -> None:
+def test_unsupported_methods_are_unimplemented(target: str) -> None:
     async def calls(channel: grpc.aio.Channel) -> dict[str, str]:
         prediction = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         models = model_service_pb2_grpc.ModelServiceStub(channel)

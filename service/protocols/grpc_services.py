@@ -17,8 +17,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf import any_pb2
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
@@ -27,13 +29,13 @@ from tensorflow_serving.apis import (
     predict_pb2,
     prediction_service_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from service import request_context
 from service.errors import InvalidInputError, ServingError, UnimplementedError
 from service.metrics import Metrics
-from service.protocols import grpc_codec
-from service.protocols.tfserving_codec import unsupported_method_message
+from service.protocols import classify_regress, grpc_codec
 from service.repository import ModelRepository
 from service.servable import ServableVersion
 from service.signatures import DEFAULT_SIGNATURE
@@ -203,27 +205,69 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata["signature_def"].CopyFrom(packed)
         return response
 
-    async def Classify(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        await self._unsupported(request, context, "classify")
+    async def Classify(  # noqa: N802
+        self,
+        request: classification_pb2.ClassificationRequest,
+        context: grpc.aio.ServicerContext,
+    ) -> classification_pb2.ClassificationResponse:
+        route = f"/{PREDICTION_SERVICE}/Classify"
+        return await self._calls.run(context, route, lambda: self._classify(request, context))
 
-    async def Regress(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        await self._unsupported(request, context, "regress")
+    async def _classify(
+        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
+    ) -> classification_pb2.ClassificationResponse:
+        servable, signature_name, outputs, count = await self._run_examples(
+            request, context, "classify"
+        )
+        response = classification_pb2.ClassificationResponse(
+            model_spec=_answered_spec(servable, signature_name)
+        )
+        for classes in classify_regress.classifications(outputs, count):
+            result = response.result.classifications.add()
+            for label, score in classes:
+                result.classes.add(label=label, score=score)
+        return response
+
+    async def Regress(  # noqa: N802
+        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        route = f"/{PREDICTION_SERVICE}/Regress"
+        return await self._calls.run(context, route, lambda: self._regress(request, context))
+
+    async def _regress(
+        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
+    ) -> regression_pb2.RegressionResponse:
+        servable, signature_name, outputs, count = await self._run_examples(
+            request, context, "regress"
+        )
+        response = regression_pb2.RegressionResponse(
+            model_spec=_answered_spec(servable, signature_name)
+        )
+        for value in classify_regress.regressions(outputs, count):
+            response.result.regressions.add(value=value)
+        return response
+
+    async def _run_examples(
+        self,
+        request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+        context: grpc.aio.ServicerContext,
+        method: classify_regress.Method,
+    ) -> tuple[ServableVersion, str, dict[str, np.ndarray], int]:
+        """Runs a Classify/Regress request's examples: (servable, signature, outputs, count)."""
+        model, version, label = _addressed(request.model_spec)
+        async with self._calls.repository.lease(model, version, label) as servable:
+            target = classify_regress.example_signature(
+                servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, method
+            )
+            serialized = classify_regress.serialized_from_proto(request.input)
+            outputs = await classify_regress.run(servable, target, serialized, _timeout_ms(context))
+        return servable, target.signature.name, outputs, len(serialized)
 
     async def MultiInference(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         async def refuse() -> None:
             raise UnimplementedError("MultiInference is not implemented by modelserve; use Predict")
 
         await self._calls.run(context, f"/{PREDICTION_SERVICE}/MultiInference", refuse)
-
-    async def _unsupported(
-        self, request: Any, context: grpc.aio.ServicerContext, method: str
-    ) -> None:
-        async def refuse() -> None:
-            model, version, label = _addressed(request.model_spec)
-            servable = self._calls.repository.resolve(model, version, label)
-            raise UnimplementedError(unsupported_method_message(servable, method))
-
-        await self._calls.run(context, f"/{PREDICTION_SERVICE}/{method.capitalize()}", refuse)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):

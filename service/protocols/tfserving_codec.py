@@ -16,7 +16,6 @@ import numpy as np
 
 from service.errors import InvalidInputError
 from service.protocols.json_io import json_array
-from service.servable import ServableVersion
 from service.signatures import DEFAULT_SIGNATURE, Signature
 from service.tensors import check_shape, decode_tensor
 
@@ -152,14 +151,3 @@ def _single_or_named(values: dict[str, Any]) -> Any:
 def row_count(request: PredictRequest) -> int:
     instances = request.body.get("instances")
     return len(instances) if isinstance(instances, list) else 0
-
-
-def unsupported_method_message(servable: ServableVersion, method: str) -> str:
-    """Why `method` (classify or regress) cannot be served, and what to use instead."""
-    methods = {sig.method_name for sig in servable.signatures.values()}
-    if f"tensorflow/serving/{method}" in methods:
-        return f":{method} (tf.Example input) is not implemented by modelserve yet; use :predict"
-    return (
-        f":{method} needs a signature with method tensorflow/serving/{method}; model "
-        f"{servable.model!r} version {servable.version} has only {sorted(methods)}. Use :predict."
-    )

@@ -7,12 +7,13 @@ the routes take that segment whole and split it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.errors import NotFoundError, UnimplementedError
+from service.errors import NotFoundError
+from service.protocols import classify_regress
 from service.protocols import tfserving_codec as codec
 from service.protocols.json_io import JSONBody, respond
 from service.protocols.state import (
@@ -23,6 +24,7 @@ from service.protocols.state import (
     until_disconnected,
 )
 from service.servable import ServableVersion
+from service.signatures import DEFAULT_SIGNATURE
 
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
 
@@ -34,6 +36,13 @@ _PREDICT_EXAMPLE = {
         "value": {"inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}}
     },
     "strings (sentiment)": {"value": {"instances": ["A wonderful, moving film."]}},
+    ":classify / :regress (tf.Example features; a signature with that method)": {
+        "value": {
+            "signature_name": "classify",
+            "context": {"country": "NZ"},
+            "examples": [{"age": 41, "income": 52.5}, {"age": 23, "tags": ["a", "b"]}],
+        }
+    },
 }
 _PREDICT_DOC: dict[str, Any] = {
     "requestBody": {
@@ -44,8 +53,10 @@ _PREDICT_DOC: dict[str, Any] = {
                     "type": "object",
                     "properties": {
                         "signature_name": {"type": "string"},
-                        "instances": {"type": "array"},
-                        "inputs": {},
+                        "instances": {"type": "array", "description": ":predict, row format"},
+                        "inputs": {"description": ":predict, columnar format"},
+                        "examples": {"type": "array", "description": ":classify and :regress"},
+                        "context": {"type": "object", "description": ":classify and :regress"},
                     },
                 },
                 "examples": _PREDICT_EXAMPLE,
@@ -122,7 +133,9 @@ def _metadata(servable: ServableVersion) -> JSONBody:
 
 
 @router.post(
-    "/{model_method}", summary="model:predict (newest version)", openapi_extra=_PREDICT_DOC
+    "/{model_method}",
+    summary="model:predict | :classify | :regress (newest version)",
+    openapi_extra=_PREDICT_DOC,
 )
 async def model_method(model_method: str, request: Request) -> Response:
     model, method = _split_method(model_method)
@@ -131,7 +144,7 @@ async def model_method(model_method: str, request: Request) -> Response:
 
 @router.post(
     "/{model}/versions/{version_method}",
-    summary="model/versions/N:predict",
+    summary="model/versions/N:predict | :classify | :regress",
     openapi_extra=_PREDICT_DOC,
 )
 async def version_method(model: str, version_method: str, request: Request) -> Response:
@@ -140,7 +153,9 @@ async def version_method(model: str, version_method: str, request: Request) -> R
 
 
 @router.post(
-    "/{model}/labels/{label_method}", summary="model/labels/L:predict", openapi_extra=_PREDICT_DOC
+    "/{model}/labels/{label_method}",
+    summary="model/labels/L:predict | :classify | :regress",
+    openapi_extra=_PREDICT_DOC,
 )
 async def label_method(model: str, label_method: str, request: Request) -> Response:
     label, method = _split_method(label_method)
@@ -167,7 +182,9 @@ async def _call(
     # 404/503/429 before reading a body that cannot be used
     addressed = repo.resolve(model, version, label)
     if method != "predict":
-        raise UnimplementedError(codec.unsupported_method_message(addressed, method))
+        verb = cast(classify_regress.Method, method)
+        classify_regress.capable_signatures(addressed, verb)  # 501 before reading the body
+        return await _call_examples(request, verb, model, version, label)
     addressed.check_capacity()
     timeout_ms = request_timeout_ms(request)
     document = await read_request_json(request, allow_non_finite=True)
@@ -182,3 +199,30 @@ async def _call(
         )
     answer = codec.encode_outputs(predict, outputs, codec.row_count(predict))
     return respond(answer, outputs.values())
+
+
+async def _call_examples(
+    request: Request,
+    method: classify_regress.Method,
+    model: str,
+    version: int | None,
+    label: str | None,
+) -> Response:
+    """:classify / :regress: tf.Example features in JSON, TF Serving's `result` out."""
+    repo = repository(request)
+    timeout_ms = request_timeout_ms(request)
+    document = await read_request_json(request, allow_non_finite=True)
+    signature_name, serialized = classify_regress.serialized_from_json(document.data)
+    async with repo.lease(model, version, label) as servable:
+        target = classify_regress.example_signature(
+            servable, signature_name or DEFAULT_SIGNATURE, method
+        )
+        outputs = await until_disconnected(
+            request, classify_regress.run(servable, target, serialized, timeout_ms)
+        )
+    result: list[Any] = (
+        classify_regress.classifications(outputs, len(serialized))
+        if method == "classify"
+        else classify_regress.regressions(outputs, len(serialized))
+    )
+    return respond({"result": result}, outputs.values())
