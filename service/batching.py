@@ -6,7 +6,8 @@ allowed batch size (so every call hits a shape traced and warmed at load), runs 
 thread, and hands each request its rows back (slices, no copies). At low load a request is
 dispatched the moment it arrives; under load, batches grow on their own while the instances
 are busy. `max_batch_delay_ms` optionally holds a batch that is not full a little longer,
-never past a queued request's deadline.
+but closes it early enough for the model call (its recent average duration, with slack) to
+finish before the earliest deadline of a request in it.
 
 Requests past their deadline while still queued get 504 without touching the model; a full
 queue answers 429 at once; a request whose caller went away (task cancelled) leaves the queue.
@@ -62,11 +63,17 @@ call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+DEADLINE_SLACK = 1.5
+"""A held batch closes this many average model calls before its earliest deadline."""
+CALL_TIME_WEIGHT = 0.2
+"""Weight of the newest model call in the moving average of call durations."""
+
+
 class DispatchReason(Enum):
     IDLE = "idle"  # an instance was free: sent what was queued without waiting
     FULL = "full"  # max_batch_size reached
     DELAY = "delay"  # max_batch_delay_ms ran out
-    DEADLINE = "deadline"  # the delay was cut short by a queued request's deadline
+    DEADLINE = "deadline"  # the delay was cut short so the call ends by a request's deadline
 
 
 @dataclass
@@ -176,6 +183,7 @@ class Batcher:
         self._arrived = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self.call_seconds = 0.0  # moving average of one model call (0 until the first)
 
     @property
     def queued(self) -> int:
@@ -375,10 +383,11 @@ class Batcher:
         loop = asyncio.get_running_loop()
         delay_end = loop.time() + delay
         while rows < limit:
-            # never past the deadline of any request in the batch, including ones that joined
-            earliest_deadline = min(p.deadline for p in batch)
-            if earliest_deadline < delay_end:
-                wait_until, reason = earliest_deadline, DispatchReason.DEADLINE
+            # never so late that the model call would end past the deadline of a request in
+            # the batch (including ones that joined): a gRPC client stops waiting right then
+            close_by = min(p.deadline for p in batch) - DEADLINE_SLACK * self.call_seconds
+            if close_by < delay_end:
+                wait_until, reason = close_by, DispatchReason.DEADLINE
             else:
                 wait_until, reason = delay_end, DispatchReason.DELAY
             remaining = wait_until - loop.time()
@@ -447,6 +456,10 @@ class Batcher:
             self.executor, context.run, runner.run, self.signature_name, inputs, ()
         )
 
+    def _note_call(self, seconds: float) -> None:
+        weight = CALL_TIME_WEIGHT if self.call_seconds else 1.0
+        self.call_seconds += weight * (seconds - self.call_seconds)
+
     def _padded_size(self, rows: int) -> int:
         return self.sizes[bisect.bisect_left(self.sizes, rows)]
 
@@ -466,7 +479,9 @@ class Batcher:
             log.exception("batch of %s failed", self.name)
             raise ModelFailureError(f"model {self.name} failed: {exc}") from exc
         finally:
-            self.observer.ran(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.observer.ran(seconds)
+            self._note_call(seconds)
         _check_rows(outputs, size)
         return outputs
 

@@ -919,3 +919,43 @@ def test_stats_defaults() -> None:
     stats = BatchStats()
     assert stats.mean_batch_size == 0.0
     assert (stats.batches, stats.requests, stats.rejected) == (0, 0, 0)
+
+
+class SlowRunner(RecordingRunner):
+    """A RecordingRunner whose every call takes `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def run(
+        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> Arrays:
+        result = super().run(signature_name, inputs, outputs)  # notes the call's start
+        time.sleep(self.seconds)
+        return result
+
+
+def test_a_held_batch_closes_in_time_for_the_call_to_end_by_the_deadline(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """With calls known to take ~0.1 s, a batch whose request has 0.5 s left closes ~0.15 s
+    (1.5 calls) before that: the answer arrives by the deadline, which a gRPC client enforces,
+    instead of just after it."""
+
+    async def main() -> None:
+        runner = SlowRunner(0.1)
+        batcher = make_batcher(executor, runner, max_batch_delay_ms=5000, max_batch_size=2)
+        await batcher.submit(req(1, 2), deadline())  # a full batch: measures one call
+        assert batcher.call_seconds == pytest.approx(0.1, abs=0.08)
+
+        submitted = time.monotonic()
+        await batcher.submit(req(3), deadline(0.5))
+        answered = time.monotonic() - submitted
+        dispatched = runner.call_times[1] - submitted
+        assert 0.2 < dispatched < 0.45, f"dispatched after {dispatched:.3f} s"
+        assert answered < 0.5, f"answered after {answered:.3f} s, past the 0.5 s deadline"
+        assert batcher.stats.reasons == {"full": 1, "deadline": 1}
+        await batcher.stop()
+
+    run(main)

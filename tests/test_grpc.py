@@ -1150,16 +1150,22 @@ def test_the_server_stops_promptly_with_a_watch_stream_open(
 
 def test_a_grpc_deadline_cuts_a_held_batch_short(edge: Edge) -> None:
     """held waits up to 300 ms for a fuller batch, but never past the deadline of a request in
-    it: a lone call with a 100 ms timeout is dispatched at its deadline (reason `deadline`),
-    which only happens when the client's deadline reached the batcher."""
+    it: a lone call with a 100 ms timeout is dispatched just before its deadline (reason
+    `deadline`), which only happens when the client's deadline reached the batcher. (Whether
+    the answer then beats the deadline is a race with a model this fast; test_batching shows
+    the batch closes early enough for a model call of known duration.)"""
     before = batch_stats(edge.url, "held")
 
-    async def call(channel: grpc.aio.Channel) -> str:
+    async def call(channel: grpc.aio.Channel) -> grpc.StatusCode:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         request = predict_request("held", {"x": packed([1.0], np.float32)})
-        return await refused(stub.Predict(request, timeout=0.1), Code.DEADLINE_EXCEEDED)
+        try:
+            await stub.Predict(request, timeout=0.1)
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+        return Code.OK
 
-    on_aio(edge.target, call)
+    assert on_aio(edge.target, call) in {Code.OK, Code.DEADLINE_EXCEEDED}
 
     def dispatched() -> dict[str, Any] | None:
         after = batch_stats(edge.url, "held")

@@ -28,11 +28,13 @@ from service.remote import RemoteBackend, RemoteRunner
 from service.serving_config import BackendConfig
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
-from tests.saved_models import write_config
+from tests.saved_models import copy_versions, write_config
 from tests.server import grpc_target, running_server, wait_for
 
 VOTES_ROW = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 SEVEN = FIXTURES / "mnist" / "test0000_label7.png"
+
+pytest_plugins = ["tests.gateway_fixtures"]
 
 
 def free_port() -> int:
@@ -206,3 +208,31 @@ def _run_with_time_left(
 ) -> dict[str, np.ndarray]:
     call_timeout.set(seconds)
     return runner.run("serving_default", inputs)
+
+
+def test_classify_and_regress_run_on_the_backend(model_library: Path, tmp_path: Path) -> None:
+    """Method names come with the backend's metadata, so a tf.Example signature behind a
+    gateway serves :classify / :regress (the backend runs it as a Predict)."""
+    copy_versions(model_library, tmp_path / "backend" / "examples", "examples")
+    backend = Settings(model_base_path=tmp_path / "backend", poll_interval_seconds=0)
+    with running_server(backend) as backend_url:
+        address = grpc_target(backend_url)
+        config = write_config(
+            tmp_path / "gateway.yaml",
+            [{"name": "tabular", "backend": {"grpc": address, "model_name": "examples"}}],
+        )
+        gateway = Settings(model_base_path=tmp_path, config=config, poll_interval_seconds=0)
+        with running_server(gateway) as gateway_url:
+            for verb, signature in [("classify", "classify"), ("regress", "regress")]:
+                body = {
+                    "signature_name": signature,
+                    "examples": [{"x": 1.5}, {"x": 2.0, "bias": 1}],
+                }
+                through_gateway = httpx.post(f"{gateway_url}/v1/models/tabular:{verb}", json=body)
+                direct = httpx.post(f"{backend_url}/v1/models/examples:{verb}", json=body)
+                assert through_gateway.status_code == 200, through_gateway.text
+                assert through_gateway.json() == direct.json()
+            wrong = httpx.post(
+                f"{gateway_url}/v1/models/tabular:classify", json={"examples": [{"x": 1.0}]}
+            )
+            assert wrong.status_code == 400 and "classify_scores" in wrong.json()["error"]
