@@ -5,8 +5,9 @@ The repository treats the backend like a model directory: a scan lists the versi
 backend has AVAILABLE (`ModelService.GetModelStatus`), loading a version reads its signatures
 (`GetModelMetadata`), and its "instances" are `RemoteRunner`s whose `run` is one
 `PredictionService.Predict` per batch. Calls are blocking and run on the inference threads,
-like local model calls; one channel per backend (HTTP/2 multiplexes concurrent calls) is the
-connection pool. Backend failures map to the statuses a client should see: unreachable ->
+like local model calls; one channel per backend is the connection pool: a connection to every
+address the target resolves to (HTTP/2 multiplexes concurrent calls on each), batches spread
+over them round-robin. Backend failures map to the statuses a client should see: unreachable ->
 503, deadline -> 504, bad input -> 400, full -> 429.
 """
 
@@ -64,6 +65,8 @@ class RemoteBackend:
                 ("grpc.initial_reconnect_backoff_ms", 200),
                 ("grpc.min_reconnect_backoff_ms", 200),
                 ("grpc.max_reconnect_backoff_ms", 2000),
+                # every address the target resolves to (a fleet of pods) takes batches in turn
+                ("grpc.lb_policy_name", "round_robin"),
             ],
         )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)

@@ -221,6 +221,10 @@ class PlacementConfig(BaseModel):
         raise ValueError(f"device must be auto, cpu, gpu, gpu:N or cpu:N, got {device!r}")
 
 
+_GRPC_SCHEMES = {"dns", "ipv4", "ipv6", "unix"}
+"""gRPC name-resolver schemes a backend target may use."""
+
+
 class BackendConfig(BaseModel):
     """A remote TF Serving-compatible gRPC endpoint that runs the model (a `tensorflow/serving`
     pod, another modelserve): the gateway keeps the protocols, task API, batching, metrics
@@ -229,7 +233,10 @@ class BackendConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     grpc: str
-    """host:port of the backend's gRPC API."""
+    """The backend's gRPC API: host:port, or a gRPC target URI such as
+    `dns:///resnet50-serving.ns.svc:8500` (every address the name resolves to: a headless
+    Service's pods) or `ipv4:10.0.0.5:8500,10.0.0.6:8500`. Batches are spread round-robin over
+    all the addresses."""
     model_name: str | None = None
     """The model's name on the backend (default: the same name)."""
     timeout_ms: float = Field(30_000, gt=0)
@@ -250,9 +257,17 @@ class BackendConfig(BaseModel):
     @field_validator("grpc")
     @classmethod
     def _check_address(cls, address: str) -> str:
+        scheme, colon, rest = address.partition(":")
+        if colon and scheme in _GRPC_SCHEMES:  # a target URI: gRPC's resolver checks the rest
+            if not rest.strip("/"):
+                raise ValueError(f"{address!r} names no address after {scheme}:")
+            return address
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{address!r} is not host:port (e.g. resnet50-serving:8500)")
+            raise ValueError(
+                f"{address!r} is not host:port (e.g. resnet50-serving:8500) or a gRPC target "
+                f"({', '.join(s + ':' for s in sorted(_GRPC_SCHEMES))}...)"
+            )
         return address
 
 

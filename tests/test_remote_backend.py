@@ -30,6 +30,7 @@ from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.saved_models import copy_versions, write_config
 from tests.server import grpc_target, running_server, wait_for
+from tests.test_metrics import scrape
 
 VOTES_ROW = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 SEVEN = FIXTURES / "mnist" / "test0000_label7.png"
@@ -236,3 +237,32 @@ def test_classify_and_regress_run_on_the_backend(model_library: Path, tmp_path: 
                 f"{gateway_url}/v1/models/tabular:classify", json={"examples": [{"x": 1.0}]}
             )
             assert wrong.status_code == 400 and "classify_scores" in wrong.json()["error"]
+
+
+def test_batches_are_spread_over_every_backend_address(model_library: Path, tmp_path: Path) -> None:
+    """A target naming several addresses (as a headless Service's DNS name resolves to every
+    pod) gets batches round-robin: each of two backends runs about half."""
+    copy_versions(model_library, tmp_path / "backend" / "examples", "examples")
+    backend = Settings(model_base_path=tmp_path / "backend", poll_interval_seconds=0)
+    with running_server(backend) as first, running_server(backend) as second:
+        target = f"ipv4:{grpc_target(first)},{grpc_target(second)}"
+        entry = {"name": "examples", "backend": {"grpc": target}}
+        config = write_config(tmp_path / "gateway.yaml", [entry])
+        gateway = Settings(model_base_path=tmp_path, config=config, poll_interval_seconds=0)
+        with running_server(gateway) as gateway_url:
+            body = {"signature_name": "regress", "examples": [{"x": 1.0}]}
+            for _ in range(20):
+                answer = httpx.post(f"{gateway_url}/v1/models/examples:regress", json=body)
+                assert answer.status_code == 200, answer.text
+        route = "/tensorflow.serving.PredictionService/Predict"
+        predicts = [
+            scrape(url).value(
+                "modelserve_requests_total",
+                model="examples",
+                protocol="grpc",
+                route=route,
+                code="OK",
+            )
+            for url in (first, second)
+        ]
+    assert sum(predicts) == 20 and min(predicts) >= 5, predicts
