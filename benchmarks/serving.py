@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,10 +122,18 @@ def free_port() -> int:
 
 
 @contextmanager
-def gateway(mode: str, models: list[str], workdir: Path) -> Iterator[str]:
-    """A `modelserve serve` process in the given mode; yields its base URL."""
+def gateway(
+    mode: str,
+    models: list[str],
+    workdir: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    extra_args: Sequence[str] = ("--grpc-port", "0"),
+) -> Iterator[str]:
+    """A `modelserve serve` process in the given mode (or with the given serving `config`);
+    yields its base URL."""
     batching = {"enabled": False} if mode == "naive" else {}
-    config = {
+    config = config or {
         "models": [{"name": m, "base_path": str(MODELS / m), "batching": batching} for m in models]
     }
     config_file = workdir / f"{mode}.json.yaml"
@@ -143,6 +151,7 @@ def gateway(mode: str, models: list[str], workdir: Path) -> Iterator[str]:
         str(config_file),
         "--log-level",
         "warning",
+        *extra_args,
     ]
     log = (workdir / f"{mode}.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
