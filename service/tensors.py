@@ -139,11 +139,12 @@ def _walk_strings(value: Any, flat: list[bytes], *, what: str, allow_b64: bool) 
         if len(shapes) > 1:
             raise InvalidInputError(f"{what}: ragged nested lists (rows of different lengths)")
         return (len(value), *(shapes.pop() if shapes else ()))
-    flat.append(_string_leaf(value, what=what, allow_b64=allow_b64))
+    flat.append(string_value(value, what=what, allow_b64=allow_b64))
     return ()
 
 
-def _string_leaf(value: Any, *, what: str, allow_b64: bool) -> bytes:
+def string_value(value: Any, *, what: str, allow_b64: bool) -> bytes:
+    """One JSON string (UTF-8) or {"b64": ...} as bytes; anything else is a 400."""
     if isinstance(value, str):
         try:
             return value.encode("utf-8")

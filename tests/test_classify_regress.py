@@ -306,6 +306,7 @@ def test_json_features_become_typed_feature_lists() -> None:
         ({"examples": [{"x": [1.0, "a"]}]}, ["x", "mixes"]),
         ({"examples": [{"x": {"b64": "%%%"}}]}, ["x", "base64"]),
         ({"examples": [{"x": {"b64": 5}}]}, ["x", "b64"]),
+        ({"examples": [{"x": "\ud800"}]}, ["x", "Unicode"]),
         ({"examples": [{"x": {"b64": "AA==", "more": 1}}]}, ["x", "dict"]),
         ({"examples": [{"x": 2**63}]}, ["x", "int64"]),
         ({"examples": [{"x": [1e39]}]}, ["x", "float32"]),

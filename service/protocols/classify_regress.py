@@ -14,8 +14,6 @@ any decimal a float_list, strings and {"b64": ...} a bytes_list (TF Serving's ma
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +25,7 @@ from tensorflow_serving.apis import input_pb2
 from service.errors import InvalidInputError, ModelFailureError, UnimplementedError
 from service.servable import ServableVersion
 from service.signatures import Signature
+from service.tensors import string_value
 
 Method = Literal["classify", "regress"]
 CLASSES, SCORES, REGRESSION_OUTPUTS = "classes", "scores", "outputs"
@@ -171,7 +170,9 @@ def _feature(value: Any, where: str) -> feature_pb2.Feature:
     kinds = {_kind(item, where) for item in values}
     feature = feature_pb2.Feature()
     if kinds == {"bytes"}:
-        feature.bytes_list.value.extend(_bytes(item, where) for item in values)
+        feature.bytes_list.value.extend(
+            string_value(item, what=where, allow_b64=True) for item in values
+        )
     elif kinds == {"int"}:
         if any(not _INT64_RANGE[0] <= item <= _INT64_RANGE[1] for item in values):
             raise InvalidInputError(f"{where}: a whole number beyond int64")
@@ -197,18 +198,6 @@ def _kind(item: Any, where: str) -> str:
     raise InvalidInputError(
         f'{where}: values are numbers, strings or {{"b64": ...}}, got {type(item).__name__}'
     )
-
-
-def _bytes(item: str | dict[str, Any], where: str) -> bytes:
-    if isinstance(item, str):
-        return item.encode()
-    encoded = item["b64"]
-    if not isinstance(encoded, str):
-        raise InvalidInputError(f"{where}: 'b64' must be a base64 string")
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidInputError(f"{where}: 'b64' is not valid base64") from None
 
 
 # -- results -----------------------------------------------------------------------------------
