@@ -60,6 +60,8 @@ def create_app(
             virtual_cpus=settings.virtual_devices,
             gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
             auto_gpu_min_mb=settings.auto_gpu_min_mb,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
         )
         devices = configure_devices(device_setup)
         if settings.echo:
@@ -90,7 +92,8 @@ def create_app(
         try:
             yield
         finally:
-            await grpc_server.stop(grace=5)
+            # uvicorn has drained REST for up to drain_seconds; gRPC calls get as long
+            await grpc_server.stop(grace=settings.drain_seconds)
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -292,15 +296,34 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
 
     from service.logs import configure_logging
 
+    class DrainingServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM once its graceful shutdown is done, so the process would
+        end as killed by the signal; a completed drain is a clean exit (status 0)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,  # configure_logging's handler and format
         access_log=False,  # modelserve writes its own (service.middleware)
+        timeout_graceful_shutdown=settings.drain_seconds,  # then the lifespan drains gRPC
     )
+    DrainingServer(config).run()
 
 
 def _print_repository(base_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Devices: set them up at start-up, and map a model's instances onto them.
 
-`configure_devices` runs before TensorFlow initialises its runtime: GPU memory growth on (so
-several models share a GPU), an optional per-GPU memory limit, and optionally the CPU split
-into N logical devices (how placement is exercised on machines without GPUs).
+`configure_devices` runs before TensorFlow initialises its runtime: its thread pools sized to
+the CPUs the container may use, GPU memory growth on (so several models share a GPU), an
+optional per-GPU memory limit, and optionally the CPU split into N logical devices (how
+placement is exercised on machines without GPUs).
 `place_instances` picks the devices for one model (`device: auto | cpu | gpu | gpu:N | cpu:N`)
 and spreads `instances` copies over them round-robin.
 """
@@ -25,12 +26,18 @@ class DeviceSetup:
     virtual_cpus: int = 0  # 0/1: the CPU as one device
     gpu_memory_limit_mb: int | None = None
     auto_gpu_min_mb: float = 20.0  # `auto` puts models at least this large on GPUs
+    intra_op_threads: int | None = None  # None: TensorFlow's default (every core it sees)
+    inter_op_threads: int | None = None
 
 
 def configure_devices(setup: DeviceSetup) -> list[str]:
     """Applies the device setup (once per process, before TF initialises) and returns the
     logical device names, e.g. ['/device:CPU:0', '/device:GPU:0']."""
     try:
+        if setup.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(setup.intra_op_threads)
+        if setup.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(setup.inter_op_threads)
         for gpu in tf.config.list_physical_devices("GPU"):
             if setup.gpu_memory_limit_mb:
                 tf.config.set_logical_device_configuration(
@@ -47,7 +54,12 @@ def configure_devices(setup: DeviceSetup) -> list[str]:
     except RuntimeError as exc:  # TF already initialised in this process (tests, notebooks)
         log.warning("device setup left as it is: %s", exc)
     devices = [d.name for d in tf.config.list_logical_devices() if d.device_type in ("CPU", "GPU")]
-    log.info("devices: %s", ", ".join(devices))
+    log.info(
+        "devices: %s; TensorFlow threads: %d intra-op, %d inter-op",
+        ", ".join(devices),
+        tf.config.threading.get_intra_op_parallelism_threads(),
+        tf.config.threading.get_inter_op_parallelism_threads(),
+    )
     return devices
 
 

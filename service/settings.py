@@ -6,13 +6,13 @@ What is served (models, version policies, labels, batching) lives in the serving
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service.cpu_limit import available_cpus
 from service.logs import LogFormat
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -62,8 +62,21 @@ class Settings(BaseSettings):
     load_threads: int = Field(2, ge=1)
     """Threads loading and warming up model versions (never the event loop)."""
 
-    inference_threads: int = Field(default_factory=lambda: max(2, os.cpu_count() or 1), ge=1)
-    """Threads running model calls (TensorFlow itself parallelises each call further)."""
+    inference_threads: int = Field(default_factory=lambda: max(2, available_cpus()), ge=1)
+    """Threads running model calls (TensorFlow itself parallelises each call further).
+    Default: the CPUs available (the container's CPU limit counts), at least 2."""
+
+    intra_op_threads: int = Field(default_factory=available_cpus, ge=1)
+    """TensorFlow threads within one op (a matrix product). Default: the CPUs available,
+    taking the container's CPU limit into account (`os.cpu_count()` would see the node)."""
+
+    inter_op_threads: int = Field(default_factory=lambda: min(2, available_cpus()), ge=1)
+    """TensorFlow threads running independent ops of one call in parallel."""
+
+    drain_seconds: int = Field(25, ge=0, le=3600)
+    """On SIGTERM: how long requests in flight (REST and gRPC) may take to finish once the
+    server stops accepting new ones; then it exits. Keep the pod's
+    terminationGracePeriodSeconds above preStop + this."""
 
     virtual_devices: int = Field(0, ge=0, le=64)
     """Split the CPU into this many logical devices (0/1: one). Lets placement of several
