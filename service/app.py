@@ -81,19 +81,22 @@ def create_app(
         metrics.watch(repository)
         app.state.repository = repository
         await repository.start()
-        grpc_server, app.state.grpc_port = await start_grpc_server(
+        # SIGTERM (see cli.serve) begins the gRPC drain while uvicorn drains REST: both fit
+        # in one drain time
+        grpc_drain, app.state.grpc_port = await start_grpc_server(
             repository,
             metrics,
             host=settings.host,
             port=settings.grpc_port,
             max_message_bytes=settings.grpc_max_message_bytes,
+            drain_seconds=settings.drain_seconds,
         )
+        app.state.begin_drain = grpc_drain.begin
         log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
         try:
             yield
         finally:
-            # uvicorn has drained REST for up to drain_seconds; gRPC calls get as long
-            await grpc_server.stop(grace=settings.drain_seconds)
+            await grpc_drain.finish()
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
 

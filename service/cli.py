@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -312,6 +313,12 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)  # REST: stop accepting, drain
+            begin_drain = getattr(application.state, "begin_drain", None)
+            if begin_drain is not None:  # gRPC: at the same time
+                begin_drain()
 
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(

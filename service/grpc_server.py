@@ -8,6 +8,7 @@ is ready, a model name (or TF Serving's service names) when that model / every m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -29,10 +30,13 @@ Status = health_pb2.HealthCheckResponse.ServingStatus
 class HealthServicer(health_pb2_grpc.HealthServicer):
     def __init__(self, repository: ModelRepository) -> None:
         self._repository = repository
+        self.draining = asyncio.Event()  # set on shutdown: every status is NOT_SERVING
 
     def status(self, service: str) -> int | None:
         """SERVING / NOT_SERVING, or None for a service name nobody serves."""
         readiness = self._repository.readiness()
+        if self.draining.is_set():
+            readiness = dict.fromkeys(readiness, False)
         if service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
             ready = all(readiness.values())
         elif service in readiness:
@@ -54,13 +58,16 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
         last: int | None = -1
-        while True:  # until the client cancels
+        while True:  # until the client cancels, or the server drains
             status = self.status(request.service)
             if status != last:
                 shown = Status.SERVICE_UNKNOWN if status is None else status
                 yield health_pb2.HealthCheckResponse(status=shown)
                 last = status
-            await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+            if self.draining.is_set():
+                return  # NOT_SERVING was the last word; an open stream would hold the drain
+            with contextlib.suppress(TimeoutError):  # a poll interval, or the drain
+                await asyncio.wait_for(self.draining.wait(), WATCH_INTERVAL_SECONDS)
 
 
 async def start_grpc_server(
@@ -70,8 +77,10 @@ async def start_grpc_server(
     host: str,
     port: int,
     max_message_bytes: int,
-) -> tuple[grpc.aio.Server, int]:
-    """Starts serving; returns the server and the port it listens on (`port` 0: a free one)."""
+    drain_seconds: float,
+) -> tuple[GrpcDrain, int]:
+    """Starts serving; returns its drain (how it stops) and the port it listens on (`port` 0:
+    a free one)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -79,7 +88,8 @@ async def start_grpc_server(
         ]
     )
     add_services(server, repository, metrics)
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(repository), server)
+    health = HealthServicer(repository)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (PREDICTION_SERVICE, MODEL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
@@ -89,4 +99,30 @@ async def start_grpc_server(
         raise OSError(f"gRPC cannot listen on {address}")
     await server.start()
     log.info("gRPC (TF Serving PredictionService, ModelService, health) on %s", bound)
-    return server, bound
+    return GrpcDrain(server, health, drain_seconds), bound
+
+
+class GrpcDrain:
+    """Stops the gRPC server once: health turns NOT_SERVING (Watch streams end), new calls are
+    refused, calls in flight get `grace` seconds. `begin` may be called from a signal handler,
+    so the REST and gRPC drains overlap within one drain time."""
+
+    def __init__(self, server: grpc.aio.Server, health: HealthServicer, grace: float) -> None:
+        self._server = server
+        self._health = health
+        self._grace = grace
+        self._loop = asyncio.get_running_loop()
+        self._stopping: asyncio.Future[None] | None = None
+
+    def begin(self) -> None:
+        self._loop.call_soon_threadsafe(self._start)  # safe from a signal handler
+
+    def _start(self) -> None:
+        if self._stopping is None:
+            self._health.draining.set()
+            self._stopping = asyncio.ensure_future(self._server.stop(self._grace))
+
+    async def finish(self) -> None:
+        self._start()
+        assert self._stopping is not None
+        await self._stopping

@@ -13,8 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import httpx
+import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests.conftest import MODELS_DIR, REPO_ROOT
 from tests.test_cli import MODELSERVE, run
@@ -32,9 +36,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_process(*args: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+def serve_process(
+    *args: str, env: dict[str, str], grpc_port: int | None = 0
+) -> Iterator[subprocess.Popen[str]]:
+    """`modelserve serve` with `args`; gRPC on a free port unless `grpc_port` is None (then
+    the caller's args or env say)."""
+    port_args = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
     process = subprocess.Popen(
-        [MODELSERVE, "serve", "--grpc-port", "0", *args],
+        [MODELSERVE, "serve", *port_args, *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -136,35 +145,47 @@ def test_serve_on_an_empty_repository_fails_clearly(tmp_path: Path) -> None:
     assert "no models found" in result.stderr
 
 
-def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
-    """The pod's termination: SIGTERM while a 1.5 s request runs. The request is answered,
-    the process exits 0 (not killed by the signal), and the TensorFlow thread pools were sized
-    from the settings (the container's CPU limit by default)."""
+def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tmp_path: Path) -> None:
+    """The pod's termination: SIGTERM while a 1.5 s REST request runs and a gRPC one waits for
+    the model behind it. Both are answered, the process exits 0 (not killed by the signal),
+    and the TensorFlow thread pools were sized from the settings (by default the container's
+    CPU limit)."""
+    from tests.test_grpc import outputs_of, predict_request
     from tests.test_metrics import export_sleepy
 
     export_sleepy(tmp_path / "models", "sleepy", seconds=1.5)
     config = tmp_path / "serving.yaml"
     config.write_text("models:\n  - name: sleepy\n    batching: {enabled: false}\n")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         "MODELSERVE_MODEL_BASE_PATH": str(tmp_path / "models"),
+        "MODELSERVE_GRPC_PORT": str(grpc_port),
         "MODELSERVE_DRAIN_SECONDS": "10",
         "MODELSERVE_INTRA_OP_THREADS": "1",
         "MODELSERVE_INTER_OP_THREADS": "1",
         "MODELSERVE_LOG_FORMAT": "text",
     }
     args = ("--host", "127.0.0.1", "--port", str(port), "--config", str(config))
-    with serve_process(*args, env=env) as process, ThreadPoolExecutor(1) as pool:
+    grpc_request = predict_request("sleepy", {"x": tf.make_tensor_proto(np.float32([3.0]))})
+    with (
+        serve_process(*args, grpc_port=None, env=env) as process,
+        ThreadPoolExecutor(2) as pool,
+        grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+    ):
         wait_ready(url, process)
-        in_flight = pool.submit(
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        rest = pool.submit(
             httpx.post, f"{url}/v1/models/sleepy:predict", json={"instances": [1.0]}, timeout=30
         )
         wait_until_running(url, "sleepy")
+        over_grpc = pool.submit(stub.Predict, grpc_request, timeout=30)
+        time.sleep(0.2)  # the gRPC call is queued behind the running REST one
         process.send_signal(signal.SIGTERM)
-        answer = in_flight.result()
+        answer = rest.result()
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"predictions": [2.0]}
+        assert outputs_of(over_grpc.result())["y"].tolist() == [6.0]
         assert process.wait(timeout=30) == 0
         output = process.stdout.read() if process.stdout else ""
     assert "1 intra-op, 1 inter-op" in output, output

@@ -1138,10 +1138,9 @@ def test_the_server_stops_promptly_with_a_watch_stream_open(
         began = time.monotonic()
     stopped = time.monotonic() - began
     assert not server_thread.is_alive()
-    assert stopped < 15, f"shutdown took {stopped:.1f} s"  # grace for open calls: 5 s
-    with pytest.raises(grpc.RpcError) as ended:
-        next(watch)
-    assert ended.value.code() in (Code.UNAVAILABLE, Code.CANCELLED), ended.value
+    # the drain ends Watch streams (an open one would hold the drain for its whole grace)
+    assert stopped < 15, f"shutdown took {stopped:.1f} s"
+    assert [answer.status for answer in watch] == [Health.NOT_SERVING]  # then the stream ends
     refused_sync(lambda: stub.Predict(plus_request(), timeout=5), Code.UNAVAILABLE)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/healthz", timeout=5)

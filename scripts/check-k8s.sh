@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Render every kustomization under k8s/ that is meant to be applied and validate the built-in
+# objects against the Kubernetes 1.32 schemas (strict: unknown fields are errors).
+#
+# kubernetes-validate has no schemas for custom resources (ServiceMonitor, ScaledObject): it
+# prints a WARN and passes them, exactly as it would a built-in kind with a mistyped or removed
+# apiVersion. So custom resources are split off first and left to tests/test_k8s.py, and any
+# WARN about the built-in objects is treated as a failure.
+#
+# Needs kubectl (with its built-in kustomize) and kubernetes-validate; python with PyYAML.
+#   KUBECTL=kubectl KUBERNETES_VALIDATE=kubernetes-validate PYTHON=python3 scripts/check-k8s.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+KUBECTL=${KUBECTL:-kubectl}
+KUBERNETES_VALIDATE=${KUBERNETES_VALIDATE:-kubernetes-validate}
+PYTHON=${PYTHON:-python3}
+KUBERNETES_VERSION=${KUBERNETES_VERSION:-1.32.0}
+DIRS=(k8s/overlays/cpu k8s/overlays/gpu k8s/overlays/keda k8s/examples/remote-backend)
+# API groups of the custom resources used here (not known to kubernetes-validate).
+CRD_GROUPS=monitoring.coreos.com,keda.sh
+
+for tool in "$KUBECTL" "$KUBERNETES_VALIDATE" "$PYTHON"; do
+    command -v "$tool" >/dev/null || { echo "check-k8s: $tool not found" >&2; exit 2; }
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# split RENDERED BUILTIN CUSTOM: the documents of RENDERED whose API group is in CRD_GROUPS
+# go to CUSTOM, the others to BUILTIN; prints what went where.
+split() {
+    "$PYTHON" - "$@" "$CRD_GROUPS" <<'EOF'
+import sys
+
+import yaml
+
+rendered, builtin, custom, groups = sys.argv[1:]
+crd_groups = set(groups.split(","))
+with open(rendered, encoding="utf-8") as f:
+    docs = [doc for doc in yaml.safe_load_all(f) if doc]
+parts = {builtin: [], custom: []}
+for doc in docs:
+    group = doc["apiVersion"].rpartition("/")[0]
+    parts[custom if group in crd_groups else builtin].append(doc)
+for path, part in parts.items():
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump_all(part, f, sort_keys=False)
+names = [f"{d['kind']}/{d['metadata']['name']}" for d in parts[custom]]
+print(f"  {len(parts[builtin])} built-in objects; custom resources (left to tests/test_k8s.py):"
+      f" {', '.join(names) or 'none'}")
+EOF
+}
+
+failed=0
+for dir in "${DIRS[@]}"; do
+    name=${dir//\//_}
+    echo "== $dir"
+    if ! "$KUBECTL" kustomize "$dir" >"$work/$name.yaml"; then
+        echo "FAIL $dir: kubectl kustomize failed" >&2
+        failed=1
+        continue
+    fi
+    split "$work/$name.yaml" "$work/$name.builtin.yaml" "$work/$name.custom.yaml"
+    status=0
+    "$KUBERNETES_VALIDATE" --strict --quiet -k "$KUBERNETES_VERSION" \
+        "$work/$name.builtin.yaml" >"$work/$name.out" 2>&1 || status=$?
+    sed "s|$work/||" "$work/$name.out"
+    if [ "$status" -ne 0 ]; then
+        echo "FAIL $dir: kubernetes-validate exited $status" >&2
+        failed=1
+    elif grep -q '^WARN' "$work/$name.out"; then
+        echo "FAIL $dir: a built-in object was not validated (unknown kind or apiVersion)" >&2
+        failed=1
+    else
+        echo "  ok: valid against Kubernetes $KUBERNETES_VERSION (strict)"
+    fi
+done
+
+if [ "$failed" -ne 0 ]; then
+    echo "check-k8s: FAILED" >&2
+    exit 1
+fi
+echo "check-k8s: all ${#DIRS[@]} kustomizations render and validate"

@@ -1,0 +1,492 @@
+"""The Kubernetes manifests in k8s/, checked on what `kubectl kustomize` renders (not on the
+source files), and held to the app: probe paths are routes it serves, ports are its defaults,
+autoscaling reads metrics it exports, serving configs load with its own parser.
+
+`scripts/check-k8s.sh` validates the built-in objects against the Kubernetes schemas; custom
+resources (ServiceMonitor, ScaledObject), which it cannot validate, are checked here.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+import yaml
+
+from service.serving_config import ServingConfig, load_serving_config
+from service.settings import Settings
+from tests.conftest import REPO_ROOT
+
+K8S = REPO_ROOT / "k8s"
+RENDERED = {
+    "cpu": K8S / "overlays" / "cpu",
+    "gpu": K8S / "overlays" / "gpu",
+    "keda": K8S / "overlays" / "keda",
+    "remote-backend": K8S / "examples" / "remote-backend",
+}
+NAMESPACE = "modelserve"
+GATEWAY_IMAGE = "ghcr.io/modelserve/modelserve"
+IMAGE_TAGS = {"cpu": "0.1.0", "gpu": "0.1.0-gpu", "keda": "0.1.0", "remote-backend": "0.1.0"}
+# What the image holds (its MODELSERVE_MODEL_BASE_PATH, and the models baked there).
+IMAGE_MODEL_BASE_PATH = PurePosixPath("/srv/modelserve/models")
+BAKED_MODELS = {"digits", "sentiment", "votes", "resnet50"}
+GPU = "nvidia.com/gpu"
+
+Doc = dict[str, Any]
+
+
+@functools.cache
+def render(name: str) -> tuple[Doc, ...]:
+    """The objects `kubectl kustomize` renders for one of RENDERED."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail(
+            "kubectl is not installed: tests/test_k8s.py renders k8s/ with `kubectl kustomize`"
+        )
+    result = subprocess.run(
+        [kubectl, "kustomize", str(RENDERED[name])], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize {RENDERED[name]} failed:\n{result.stderr}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def of_kind(name: str, kind: str) -> list[Doc]:
+    return [doc for doc in render(name) if doc["kind"] == kind]
+
+
+def one(name: str, kind: str, object_name: str) -> Doc:
+    found = [doc for doc in of_kind(name, kind) if doc["metadata"]["name"] == object_name]
+    assert len(found) == 1, f"{name}: expected one {kind} {object_name}, found {len(found)}"
+    return found[0]
+
+
+def containers(pod: Doc, init: bool = True) -> list[Doc]:
+    return [*(pod.get("initContainers", []) if init else []), *pod["containers"]]
+
+
+def is_gateway(container: Doc) -> bool:
+    return str(container["image"]).startswith(GATEWAY_IMAGE) and "command" not in container
+
+
+def gateway(name: str) -> tuple[Doc, Doc]:
+    """The gateway Deployment and its modelserve container."""
+    deployment = one(name, "Deployment", "modelserve")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert is_gateway(container)
+    return deployment, container
+
+
+def env(container: Doc) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels form, or a Service's plain map) against labels."""
+    assert "matchExpressions" not in selector, "only matchLabels selectors are checked here"
+    wanted = selector.get("matchLabels", selector)
+    return bool(wanted) and all(labels.get(key) == value for key, value in wanted.items())
+
+
+def selected_deployments(name: str, selector: dict[str, Any]) -> list[Doc]:
+    return [
+        deployment
+        for deployment in of_kind(name, "Deployment")
+        if selects(selector, deployment["spec"]["template"]["metadata"]["labels"])
+    ]
+
+
+def container_port(deployment: Doc, target: int | str) -> Doc | None:
+    """The container port a Service targetPort (a name or a number) resolves to."""
+    for container in deployment["spec"]["template"]["spec"]["containers"]:
+        for port in container.get("ports", []):
+            if target in (port.get("name"), port["containerPort"]):
+                return port
+    return None
+
+
+def serving_config_file(name: str) -> tuple[str, str]:
+    """The gateway's serving config as mounted: (path from MODELSERVE_CONFIG, file text),
+    following the env var to its volume mount, the volume to its ConfigMap, and the key."""
+    deployment, container = gateway(name)
+    path = PurePosixPath(env(container)["MODELSERVE_CONFIG"])
+    (mount,) = [
+        m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == path.parent
+    ]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    config_map = one(name, "ConfigMap", volumes[mount["name"]]["configMap"]["name"])
+    assert path.name in config_map["data"], f"{name}: ConfigMap has no key {path.name}"
+    return str(path), config_map["data"][path.name]
+
+
+def load_config(text: str, tmp_path: Path) -> ServingConfig:
+    copy = tmp_path / "serving.yaml"
+    copy.write_text(text, encoding="utf-8")
+    return load_serving_config(copy, Path(IMAGE_MODEL_BASE_PATH))
+
+
+def exported_base_name(name: str) -> str:
+    """A PromQL series name as its family: counters and histograms add suffixes."""
+    return re.sub(r"_(total|bucket|sum|count|created)$", "", name)
+
+
+@pytest.fixture(scope="module")
+def app_get_paths(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """Paths the app answers with GET. Built, not started (no model is loaded); the model base
+    path holds one empty version folder, enough for the app to be created."""
+    from service.app import create_app
+
+    base = tmp_path_factory.mktemp("models")
+    (base / "probe" / "1").mkdir(parents=True)
+    app = create_app(Settings(model_base_path=base))
+    # FastAPI keeps included routers as one route each in app.routes (with no .path), so take
+    # the paths from the OpenAPI schema, which lists every route of every router.
+    return {path for path, operations in app.openapi()["paths"].items() if "get" in operations}
+
+
+@pytest.fixture(scope="module")
+def exported_metrics() -> set[str]:
+    """Metric families the app's registry exports (with an empty model repository)."""
+    from service.metrics import Metrics
+
+    class EmptyRepository:
+        def entries(self) -> list[Any]:
+            return []
+
+        def model_names(self) -> list[str]:
+            return []
+
+    metrics = Metrics()
+    metrics.watch(EmptyRepository())  # type: ignore[arg-type]
+    return {family.name for family in metrics.registry.collect()}
+
+
+@pytest.fixture
+def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings() as the server builds it with no MODELSERVE_* variable set."""
+    for variable in [v for v in os.environ if v.startswith("MODELSERVE_")]:
+        monkeypatch.delenv(variable)
+    return Settings()
+
+
+every_rendering = pytest.mark.parametrize("name", list(RENDERED))
+
+
+def pod_specs(name: str) -> Iterator[tuple[str, Doc]]:
+    for deployment in of_kind(name, "Deployment"):
+        yield deployment["metadata"]["name"], deployment["spec"]["template"]["spec"]
+
+
+# -- rendering, namespace, images ---------------------------------------------------------
+
+
+@every_rendering
+def test_everything_lives_in_the_modelserve_namespace(name: str) -> None:
+    one(name, "Namespace", NAMESPACE)
+    for doc in render(name):
+        if doc["kind"] != "Namespace":
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            assert doc["metadata"].get("namespace") == NAMESPACE, where
+
+
+@every_rendering
+def test_images_are_concrete(name: str) -> None:
+    _, container = gateway(name)
+    assert container["image"] == f"{GATEWAY_IMAGE}:{IMAGE_TAGS[name]}"
+    for deployment, pod in pod_specs(name):
+        for c in containers(pod):
+            repository, _, tag = c["image"].rpartition(":")
+            assert "/" in repository and tag, f"{deployment}/{c['name']}: {c['image']}"
+            if repository == GATEWAY_IMAGE:  # the init container copying the model too
+                assert tag == IMAGE_TAGS[name], f"{deployment}/{c['name']}: {c['image']}"
+
+
+# -- the gateway container against the app ------------------------------------------------
+
+
+@every_rendering
+def test_container_ports_are_the_server_defaults(name: str, default_settings: Settings) -> None:
+    _, container = gateway(name)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": default_settings.port, "grpc": default_settings.grpc_port}
+
+
+@every_rendering
+def test_probes_ask_routes_the_app_serves(
+    name: str, app_get_paths: set[str], default_settings: Settings
+) -> None:
+    _, container = gateway(name)
+    expected = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    for probe_name, path in expected.items():
+        probe = container[probe_name]["httpGet"]
+        assert probe["path"] == path, probe_name
+        assert probe["path"] in app_get_paths, f"{probe_name}: the app has no GET {probe['path']}"
+        port = [p for p in container["ports"] if probe["port"] in (p["name"], p["containerPort"])]
+        assert port and port[0]["containerPort"] == default_settings.port, probe_name
+    liveness = container["livenessProbe"]
+    assert liveness["timeoutSeconds"] >= 2
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "5 min to load models"
+
+
+@every_rendering
+def test_no_service_link_variables(name: str) -> None:
+    """A Service called modelserve would inject MODELSERVE_PORT=tcp://...: the REST port
+    setting, which then fails to parse."""
+    deployment, _ = gateway(name)
+    assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+@every_rendering
+def test_settings_from_the_env_config_map_are_valid(name: str) -> None:
+    _, container = gateway(name)
+    values: dict[str, str] = {}
+    for source in container["envFrom"]:
+        values |= one(name, "ConfigMap", source["configMapRef"]["name"])["data"]
+    fields = {key.removeprefix("MODELSERVE_").lower(): value for key, value in values.items()}
+    unknown = set(fields) - set(Settings.model_fields)
+    assert not unknown, f"not server settings: {unknown}"
+    Settings(**fields)  # raises when a value does not parse
+
+
+@every_rendering
+def test_termination_grace_covers_prestop_and_drain(name: str) -> None:
+    _, container = gateway(name)
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert "MODELSERVE_DRAIN_SECONDS" in env(container)
+    for deployment_name, pod in pod_specs(name):
+        for c in pod["containers"]:
+            command = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command")
+            if not command:
+                continue
+            assert command[0] == "sleep", f"{deployment_name}/{c['name']}: {command}"
+            needed = int(command[1]) + int(env(c).get("MODELSERVE_DRAIN_SECONDS", 0))
+            grace = pod["terminationGracePeriodSeconds"]
+            assert grace > needed, (
+                f"{deployment_name}: terminationGracePeriodSeconds {grace} leaves no margin"
+                f" after preStop sleep + drain ({needed} s)"
+            )
+
+
+# -- serving configs ----------------------------------------------------------------------
+
+
+@every_rendering
+def test_serving_config_loads(name: str, tmp_path: Path) -> None:
+    path, text = serving_config_file(name)
+    assert path == "/etc/modelserve/serving.yaml"
+    config = load_config(text, tmp_path)
+    for model in config.models:
+        if model.backend is None:
+            assert model.name in BAKED_MODELS, f"{model.name} is not in the image"
+            assert PurePosixPath(model.base_path) == IMAGE_MODEL_BASE_PATH / model.name
+        elif model.backend.assets is not None:
+            assets = PurePosixPath(model.backend.assets)
+            assert assets.is_relative_to(IMAGE_MODEL_BASE_PATH), f"{assets} is not in the image"
+    resnet50 = config.model("resnet50")
+    assert resnet50 is not None
+    if name == "gpu":
+        assert resnet50.placement.device.startswith("gpu")
+    if name == "remote-backend":
+        assert resnet50.backend is not None
+    else:
+        assert resnet50.backend is None
+
+
+def test_remote_backend_targets_the_headless_service(tmp_path: Path) -> None:
+    config = load_config(serving_config_file("remote-backend")[1], tmp_path)
+    resnet50 = config.model("resnet50")
+    assert resnet50 is not None and resnet50.backend is not None
+    target = resnet50.backend.grpc
+    match = re.fullmatch(
+        r"dns:///([a-z0-9-]+)\.([a-z0-9-]+)\.svc(?:\.cluster\.local)?:(\d+)", target
+    )
+    assert match, f"{target} is not dns:///<service>.<namespace>.svc...:<port>"
+    service_name, namespace, port = match[1], match[2], int(match[3])
+    service = one("remote-backend", "Service", service_name)
+    assert namespace == service["metadata"]["namespace"]
+    assert service["spec"]["clusterIP"] == "None", "round-robin needs every pod's address"
+    (grpc,) = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    assert grpc["port"] == port == 8500
+    # a headless Service does not translate ports: the pods must listen on it themselves
+    (deployment,) = selected_deployments("remote-backend", service["spec"]["selector"])
+    resolved = container_port(deployment, grpc["targetPort"])
+    assert resolved is not None and resolved["containerPort"] == port
+
+
+def test_tensorflow_serving_probes_and_args() -> None:
+    pod = one("remote-backend", "Deployment", "resnet50-serving")["spec"]["template"]["spec"]
+    (serving,) = pod["containers"]
+    args = dict(arg.removeprefix("--").split("=", 1) for arg in serving["args"])
+    ports = {p["name"]: p["containerPort"] for p in serving["ports"]}
+    assert int(args["port"]) == ports["grpc"] and int(args["rest_api_port"]) == ports["http"]
+    assert serving["readinessProbe"]["httpGet"]["path"] == f"/v1/models/{args['model_name']}"
+    assert serving["livenessProbe"]["tcpSocket"]["port"] == "grpc"
+    assert "startupProbe" in serving, "without it the liveness probe kills a loading server"
+    (copy,) = pod["initContainers"]
+    assert copy["command"][0] == "cp", "the modelserve ENTRYPOINT must be overridden"
+    assert copy["command"][-2].rstrip("/") == str(IMAGE_MODEL_BASE_PATH / args["model_name"])
+    mounts = {m["mountPath"]: m["name"] for m in copy["volumeMounts"]}
+    served = {m["mountPath"]: m["name"] for m in serving["volumeMounts"]}
+    assert mounts[copy["command"][-1].rstrip("/")] == served["/models"]
+    assert args["model_base_path"] == f"/models/{args['model_name']}"
+
+
+# -- security ------------------------------------------------------------------------------
+
+
+@every_rendering
+def test_every_container_runs_unprivileged(name: str) -> None:
+    for deployment, pod in pod_specs(name):
+        pod_security = pod.get("securityContext", {})
+        assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", deployment
+        assert pod.get("automountServiceAccountToken") is False, deployment
+        for c in containers(pod):
+            where = f"{deployment}/{c['name']}"
+            security = {**pod_security, **c.get("securityContext", {})}
+            assert security.get("runAsNonRoot") is True, where
+            assert security.get("runAsUser") not in (None, 0), where
+            assert security.get("readOnlyRootFilesystem") is True, where
+            assert security.get("allowPrivilegeEscalation") is False, where
+            assert "ALL" in security.get("capabilities", {}).get("drop", []), where
+
+
+@every_rendering
+def test_tmp_is_an_empty_dir(name: str) -> None:
+    for deployment, pod in pod_specs(name):
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        for c in pod["containers"]:
+            mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{deployment}/{c['name']}: no writable /tmp"
+            assert "emptyDir" in volumes[mounts["/tmp"]], f"{deployment}/{c['name']}"
+
+
+# -- GPUs ------------------------------------------------------------------------------
+
+
+@every_rendering
+def test_only_the_gpu_overlay_asks_for_a_gpu(name: str) -> None:
+    deployment, container = gateway(name)
+    resources = container["resources"]
+    pod = deployment["spec"]["template"]["spec"]
+    if name == "gpu":
+        assert int(resources["limits"][GPU]) >= 1
+        assert (
+            resources.get("requests", {}).get(GPU, resources["limits"][GPU])
+            == (resources["limits"][GPU])
+        )
+        tolerations = pod.get("tolerations", [])
+        assert any(
+            t["key"] == GPU and t["operator"] == "Exists" and t["effect"] == "NoSchedule"
+            for t in tolerations
+        ), tolerations
+        assert pod.get("nodeSelector"), "GPU pods belong on GPU nodes"
+    else:
+        for _, other in pod_specs(name):
+            for c in containers(other):
+                for kind in ("requests", "limits"):
+                    assert GPU not in c.get("resources", {}).get(kind, {}), c["name"]
+
+
+# -- Services, selectors, monitoring, autoscaling ------------------------------------------
+
+
+@every_rendering
+def test_selectors_match_pod_labels(name: str) -> None:
+    for deployment in of_kind(name, "Deployment"):
+        template = deployment["spec"]["template"]
+        assert selects(deployment["spec"]["selector"], template["metadata"]["labels"])
+        for constraint in template["spec"].get("topologySpreadConstraints", []):
+            assert selects(constraint["labelSelector"], template["metadata"]["labels"])
+    for kind in ("Service", "PodDisruptionBudget"):
+        for doc in of_kind(name, kind):
+            selector = doc["spec"]["selector"]
+            found = selected_deployments(name, selector)
+            assert len(found) == 1, f"{kind}/{doc['metadata']['name']} selects {len(found)}"
+
+
+@every_rendering
+def test_service_target_ports_resolve_to_container_ports(name: str) -> None:
+    for service in of_kind(name, "Service"):
+        (deployment,) = selected_deployments(name, service["spec"]["selector"])
+        for port in service["spec"]["ports"]:
+            target = port.get("targetPort", port["port"])
+            where = f"Service/{service['metadata']['name']} port {port['name']}"
+            assert container_port(deployment, target) is not None, f"{where}: {target}"
+    gateway_service = one(name, "Service", "modelserve")
+    ports = {p["name"]: p for p in gateway_service["spec"]["ports"]}
+    assert ports["http"]["port"] == 8501 and ports["grpc"]["port"] == 8500
+    assert ports["grpc"]["appProtocol"] == "grpc"
+    assert ports["metrics"]["targetPort"] == "http", "the metrics are on the REST listener"
+
+
+@every_rendering
+def test_service_monitor_scrapes_the_gateway(name: str, app_get_paths: set[str]) -> None:
+    (monitor,) = of_kind(name, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    services = [
+        s
+        for s in of_kind(name, "Service")
+        if selects(monitor["spec"]["selector"], s["metadata"].get("labels", {}))
+    ]
+    assert [s["metadata"]["name"] for s in services] == ["modelserve"]
+    port_names = {p["name"] for p in services[0]["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in port_names
+        assert endpoint["path"] == "/metrics" and "/metrics" in app_get_paths
+
+
+@every_rendering
+def test_autoscalers_target_deployments(name: str, exported_metrics: set[str]) -> None:
+    deployments = {d["metadata"]["name"] for d in of_kind(name, "Deployment")}
+    hpas = of_kind(name, "HorizontalPodAutoscaler")
+    scaled = of_kind(name, "ScaledObject")
+    targets = [doc["spec"]["scaleTargetRef"] for doc in [*hpas, *scaled]]
+    for target in targets:
+        assert target["kind"] == "Deployment" and target["name"] in deployments, target
+    names = [t["name"] for t in targets]
+    assert len(names) == len(set(names)), f"two autoscalers on one Deployment: {names}"
+    assert "modelserve" in names
+    for hpa in hpas:
+        for metric in hpa["spec"]["metrics"]:
+            if metric["type"] == "Pods":
+                assert metric["pods"]["metric"]["name"] in exported_metrics
+    gateway_hpa = [h for h in hpas if h["spec"]["scaleTargetRef"]["name"] == "modelserve"]
+    if name == "keda":
+        assert not gateway_hpa, "KEDA makes its own HPA; a second one would fight it"
+    else:
+        (hpa,) = gateway_hpa
+        pods_metrics = [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"] if "pods" in m]
+        assert pods_metrics == ["modelserve_saturation"]
+
+
+def test_keda_scales_on_saturation_and_cpu(exported_metrics: set[str]) -> None:
+    (scaled,) = of_kind("keda", "ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    triggers = {t["type"]: t for t in scaled["spec"]["triggers"]}
+    assert set(triggers) == {"prometheus", "cpu"}
+    query = triggers["prometheus"]["metadata"]["query"]
+    used = {exported_base_name(n) for n in re.findall(r"\b[a-z_][a-z0-9_]*(?=\s*[{\[])", query)}
+    assert "modelserve_saturation" in used and used <= exported_metrics, used
+    assert f'namespace="{NAMESPACE}"' in query
+    # one number for the whole fleet: compared as a Value, not divided by the pod count
+    assert triggers["prometheus"]["metricType"] == "Value"
+    assert float(triggers["prometheus"]["metadata"]["threshold"]) < 1
+    assert triggers["cpu"]["metricType"] == "Utilization"
+
+
+def test_prometheus_adapter_rule_serves_the_hpa_metric(exported_metrics: set[str]) -> None:
+    values = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-rules.yaml").read_text())
+    (rule,) = values["rules"]["custom"]
+    series = re.match(r"[a-z_:][a-z0-9_:]*", rule["seriesQuery"])
+    assert series and series[0] in exported_metrics
+    assert rule["name"]["as"] == "modelserve_saturation"
+    assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
+    assert rule["metricsQuery"].startswith("max by (<<.GroupBy>>)")
