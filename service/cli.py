@@ -328,7 +328,7 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
         log_level=settings.log_level,
         log_config=None,  # configure_logging's handler and format
         access_log=False,  # modelserve writes its own (service.middleware)
-        timeout_graceful_shutdown=settings.drain_seconds,  # then the lifespan drains gRPC
+        timeout_graceful_shutdown=settings.drain_seconds,  # REST; gRPC drains alongside
     )
     DrainingServer(config).run()
 
