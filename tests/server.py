@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -92,6 +93,14 @@ def running_server(
         if thread.is_alive():
             server.force_exit = True
             thread.join(timeout=10)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (for servers started as separate processes)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def grpc_target(url: str) -> str:

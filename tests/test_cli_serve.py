@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,18 +20,12 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from tests.conftest import MODELS_DIR, REPO_ROOT
+from tests.server import free_port
 from tests.test_cli import MODELSERVE, run
 
 EXAMPLES = REPO_ROOT / "examples"
 # The README's `votes` example: the first row of the UCI file (a republican).
 REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -23,9 +23,8 @@ import pytest
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.saved_models import export_affine
-from tests.server import running_server
+from tests.server import free_port, running_server
 from tests.test_cli import MODELSERVE
-from tests.test_cli_serve import free_port
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"

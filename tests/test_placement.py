@@ -22,8 +22,8 @@ from service.placement import DeviceSetup, place_instances
 from service.serving_config import PlacementConfig
 from tests.conftest import REPO_ROOT
 from tests.saved_models import export_affine, write_config
-from tests.server import error_message, wait_for
-from tests.test_cli_serve import free_port, serve_process
+from tests.server import error_message, free_port, wait_for
+from tests.test_cli_serve import serve_process
 
 CPU0, CPU1, CPU2 = "/device:CPU:0", "/device:CPU:1", "/device:CPU:2"
 GPU0, GPU1 = "/device:GPU:0", "/device:GPU:1"

@@ -9,7 +9,6 @@ unready and its requests 503, and a backend that comes back is served again.
 from __future__ import annotations
 
 import contextvars
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -29,20 +28,13 @@ from service.serving_config import BackendConfig
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.saved_models import copy_versions, write_config
-from tests.server import grpc_target, running_server, wait_for
+from tests.server import free_port, grpc_target, running_server, wait_for
 from tests.test_metrics import scrape
 
 VOTES_ROW = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 SEVEN = FIXTURES / "mnist" / "test0000_label7.png"
 
 pytest_plugins = ["tests.gateway_fixtures"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Backend:
