@@ -13,7 +13,7 @@ test: install-dev  ## install with development tools and run the whole test suit
 lint: install-dev  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy service training
+	$(VENV)/bin/mypy service training loadtests
 
 install:
 	scripts/install.sh $(VENV)

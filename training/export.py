@@ -21,8 +21,6 @@ import tensorflow as tf
 
 from service.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
 
-DEFAULT_KEEP_VERSIONS = 3
-
 # Measures the exported SavedModel (loaded back from its temporary folder) and returns the
 # metrics for the model card, so the card describes the artifact that ships. Its second
 # argument is the version's assets.extra/ folder, where it writes its plots.

@@ -6,7 +6,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.export import DEFAULT_KEEP_VERSIONS
+# Kept free of TensorFlow imports: the load generator (loadtests/) reads data through training.
+DEFAULT_KEEP_VERSIONS = 3
 
 
 @dataclass(frozen=True)
