@@ -34,14 +34,14 @@ from typing import Any
 # Locust imports this file by path: make the repository importable from any directory.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import orjson  # noqa: E402
-from locust import FastHttpUser, LoadTestShape, events, tag, task  # noqa: E402
-from locust.env import Environment  # noqa: E402
-from locust.runners import WorkerRunner  # noqa: E402
+import orjson
+from locust import FastHttpUser, LoadTestShape, events, tag, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
 
-from loadtests import shapes  # noqa: E402
-from loadtests.gate import Thresholds, judge  # noqa: E402
-from loadtests.payloads import Bodies, Upload, load_corpus, multipart  # noqa: E402
+from loadtests import shapes
+from loadtests.gate import Thresholds, judge
+from loadtests.payloads import Bodies, Upload, load_corpus, multipart
 
 log = logging.getLogger("loadtests")
 
