@@ -1,4 +1,5 @@
-"""loadtests/report.py and loadtests/server_metrics.py on hand-written Locust and /metrics files."""
+"""loadtests/report.py (and the modules it uses: locust_csv, levels, summary_md, plots) and
+loadtests/server_metrics.py on hand-written Locust and /metrics files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 from PIL import Image
 
 from loadtests import report, server_metrics
+from loadtests.levels import Level, find_knee, find_levels
+from loadtests.locust_csv import HistoryRow, input_path, read_history
+from loadtests.summary_md import fmt, fmt_share, knee_line
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000
@@ -176,21 +180,21 @@ def stats_row(
 
 def write_run(prefix: Path, history: list[list[object]]) -> None:
     """Every input of a run: history, totals, failures, /metrics snapshots and run.json."""
-    write_csv(report.input_path(prefix, "_stats_history.csv"), HISTORY_HEADER, history)
+    write_csv(input_path(prefix, "_stats_history.csv"), HISTORY_HEADER, history)
     stats = [
         stats_row("POST", "/v1/models/votes:predict", 10469, 0, 290.49, 49.7, "4,8,9"),
         stats_row("POST", "/v1/models/nope:predict", 1029, 1029, 28.55, 7.5, "1,3,4"),
         stats_row("", "Aggregated", 11498, 1029, 319.04, 49.7, "4,8,9"),
     ]
-    write_csv(report.input_path(prefix, "_stats.csv"), STATS_HEADER, stats)
+    write_csv(input_path(prefix, "_stats.csv"), STATS_HEADER, stats)
     # 12 kinds with 1..12 occurrences, written least frequent first
     failures = [
         ["POST", f"/v1/models/m{count}:predict", f"HTTPError({count})", count, "", ""]
         for count in range(1, 13)
     ]
-    write_csv(report.input_path(prefix, "_failures.csv"), FAILURES_HEADER, failures)
-    report.input_path(prefix, "_metrics_before.prom").write_text(METRICS_BEFORE)
-    report.input_path(prefix, "_metrics_after.prom").write_text(METRICS_AFTER)
+    write_csv(input_path(prefix, "_failures.csv"), FAILURES_HEADER, failures)
+    input_path(prefix, "_metrics_before.prom").write_text(METRICS_BEFORE)
+    input_path(prefix, "_metrics_after.prom").write_text(METRICS_AFTER)
     run_info = {
         "host": "http://127.0.0.1:18601",
         "shape": "StepRamp",
@@ -200,7 +204,7 @@ def write_run(prefix: Path, history: list[list[object]]) -> None:
         "thresholds": {"p99_ms": 50},
         "verdict": {"passed": False, "reasons": ["p99 80 ms > 50 ms"]},
     }
-    report.input_path(prefix, "_run.json").write_text(json.dumps(run_info))
+    input_path(prefix, "_run.json").write_text(json.dumps(run_info))
 
 
 @pytest.fixture
@@ -210,8 +214,8 @@ def history_csv(tmp_path: Path) -> Path:
     return path
 
 
-def make_level(users: int, rps: float, p99: float | None = 10.0) -> report.Level:
-    return report.Level(
+def make_level(users: int, rps: float, p99: float | None = 10.0) -> Level:
+    return Level(
         users=users,
         start=0.0,
         measured_from=10.0,
@@ -229,16 +233,16 @@ def make_level(users: int, rps: float, p99: float | None = 10.0) -> report.Level
 
 
 def test_history_keeps_only_aggregated_rows_and_reads_na_as_none(history_csv: Path) -> None:
-    rows = report.read_history(history_csv)
+    rows = read_history(history_csv)
 
     assert len(rows) == 61  # 1 + 3 levels x 20 s; the per-name rows are left out
-    assert rows[0] == report.HistoryRow(T0, 0, 0.0, 0.0, None, None, None)
+    assert rows[0] == HistoryRow(T0, 0, 0.0, 0.0, None, None, None)
     assert rows[-1].users == 8
     assert rows[-1].p99 == 80.0
 
 
 def test_levels_drop_the_settle_time_and_ignore_na(history_csv: Path) -> None:
-    levels = report.find_levels(report.read_history(history_csv), settle=10.0)
+    levels = find_levels(read_history(history_csv), settle=10.0)
 
     summary = [(lv.users, lv.seconds, lv.samples, lv.rps, lv.p50, lv.p99) for lv in levels]
     assert summary == [
@@ -250,33 +254,33 @@ def test_levels_drop_the_settle_time_and_ignore_na(history_csv: Path) -> None:
 
 
 def test_a_longer_settle_keeps_fewer_rows_and_drops_levels_it_outlasts(history_csv: Path) -> None:
-    rows = report.read_history(history_csv)
+    rows = read_history(history_csv)
 
-    assert [level.samples for level in report.find_levels(rows, settle=15.0)] == [5, 5, 5]
-    assert report.find_levels(rows, settle=20.0) == []
+    assert [level.samples for level in find_levels(rows, settle=15.0)] == [5, 5, 5]
+    assert find_levels(rows, settle=20.0) == []
 
 
 def test_levels_at_zero_users_are_left_out() -> None:
-    rows = [report.HistoryRow(T0 + s, 0 if s >= 30 else 2, 50.0, 0.0, 1, 2, 3) for s in range(60)]
+    rows = [HistoryRow(T0 + s, 0 if s >= 30 else 2, 50.0, 0.0, 1, 2, 3) for s in range(60)]
 
-    assert [level.users for level in report.find_levels(rows, settle=10.0)] == [2]
+    assert [level.users for level in find_levels(rows, settle=10.0)] == [2]
 
 
 def test_a_user_count_that_comes_back_is_a_new_level() -> None:
     users = [2] * 15 + [4] * 15 + [2] * 15
-    rows = [report.HistoryRow(T0 + s, n, 1.0, 0.0, 1, 2, 3) for s, n in enumerate(users)]
+    rows = [HistoryRow(T0 + s, n, 1.0, 0.0, 1, 2, 3) for s, n in enumerate(users)]
 
-    assert [level.users for level in report.find_levels(rows, settle=10.0)] == [2, 4, 2]
+    assert [level.users for level in find_levels(rows, settle=10.0)] == [2, 4, 2]
 
 
 def test_knee_is_the_fewest_users_reaching_95_percent_of_the_peak() -> None:
     levels = [make_level(2, 100.0), make_level(4, 192.0, p99=30.0), make_level(8, 200.0)]
 
-    knee = report.find_knee(levels)
+    knee = find_knee(levels)
 
     assert knee is not None
     assert (knee.users, knee.rps, knee.p99) == (4, 192.0, 30.0)
-    line = report.knee_line(levels, knee)
+    line = knee_line(levels, knee)
     assert line.startswith("Knee: 4 users, 192 req/s, p99 30 ms")
     assert "peak 200 req/s at 8 users" in line
 
@@ -284,16 +288,16 @@ def test_knee_is_the_fewest_users_reaching_95_percent_of_the_peak() -> None:
 def test_knee_when_throughput_falls_past_the_peak() -> None:
     levels = [make_level(2, 100.0), make_level(4, 200.0), make_level(8, 150.0)]
 
-    assert report.find_knee(levels) == levels[1]
+    assert find_knee(levels) == levels[1]
 
 
 def test_knee_at_the_most_users_says_throughput_was_still_growing() -> None:
     levels = [make_level(2, 100.0), make_level(4, 150.0), make_level(8, 200.0)]
 
-    knee = report.find_knee(levels)
+    knee = find_knee(levels)
 
     assert knee == levels[2]
-    assert "had not levelled off" in report.knee_line(levels, knee)
+    assert "had not levelled off" in knee_line(levels, knee)
 
 
 @pytest.mark.parametrize(
@@ -302,16 +306,16 @@ def test_knee_at_the_most_users_says_throughput_was_still_growing() -> None:
 def test_no_knee_without_two_levels(count: int, reason: str) -> None:
     levels = [make_level(8, 200.0)][:count]
 
-    assert report.find_knee(levels) is None
-    assert reason in report.knee_line(levels, None)
+    assert find_knee(levels) is None
+    assert reason in knee_line(levels, None)
 
 
 def test_numbers_are_formatted_with_separators() -> None:
-    assert report.fmt(11498) == "11,498"
-    assert report.fmt(1234.567) == "1,234.6"
-    assert report.fmt(3.3333, 2) == "3.33"
-    assert report.fmt(None) == "—"
-    assert report.fmt_share(0.0895) == "8.9%"
+    assert fmt(11498) == "11,498"
+    assert fmt(1234.567) == "1,234.6"
+    assert fmt(3.3333, 2) == "3.33"
+    assert fmt(None) == "—"
+    assert fmt_share(0.0895) == "8.9%"
 
 
 # --- server metrics ------------------------------------------------------------------------
@@ -427,7 +431,7 @@ def test_report_writes_plots_and_summary(
 def test_report_with_only_the_history_of_a_soak(tmp_path: Path) -> None:
     prefix = tmp_path / "soak"
     rows = [history_row(s, 8, 150.0, 40.0) for s in range(30)]
-    write_csv(report.input_path(prefix, "_stats_history.csv"), HISTORY_HEADER, rows)
+    write_csv(input_path(prefix, "_stats_history.csv"), HISTORY_HEADER, rows)
     out = tmp_path / "out"
 
     assert report.main([str(prefix), "--out", str(out), "--settle", "5"]) == 0
@@ -446,7 +450,7 @@ def test_history_without_aggregated_rows_exits_2(
 ) -> None:
     prefix = tmp_path / "run"
     rows = [history_row(s, 2, 10.0, 5.0, name="/v1/models/votes:predict") for s in range(5)]
-    write_csv(report.input_path(prefix, "_stats_history.csv"), HISTORY_HEADER, rows)
+    write_csv(input_path(prefix, "_stats_history.csv"), HISTORY_HEADER, rows)
 
     assert report.main([str(prefix)]) == 2
     assert "no Aggregated rows in" in capsys.readouterr().err
