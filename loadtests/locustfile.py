@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,14 +97,17 @@ def _add_options(parser: Any) -> None:
 # -- setup: payloads, the tasks the server can answer ---------------------------------------
 
 
-class _State:
+@dataclass
+class RunState:
+    """What the init and test_start events prepare for the users and the run record."""
+
     bodies: Bodies | None = None
-    max_items = 1
-    think_time = 0.0
-    started = ""
+    max_items: int = 1
+    think_time: float = 0.0
+    started: str = ""
 
 
-state = _State()
+state = RunState()
 
 
 @events.init.add_listener
