@@ -18,6 +18,7 @@ from starlette.responses import Response
 from service import __version__
 from service.errors import QueueFullError, ServingError
 from service.grpc_server import start_grpc_server
+from service.lifecycle import DrainGate, Lifecycle
 from service.metrics import Metrics
 from service.middleware import RequestObserver
 from service.placement import DeviceSetup, configure_devices
@@ -110,6 +111,9 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.lifecycle = Lifecycle()
+    # the last added runs first: the observer sees (and counts) the drain gate's 503s
+    app.add_middleware(DrainGate, lifecycle=app.state.lifecycle)
     app.add_middleware(RequestObserver, metrics=metrics)
     app.include_router(health.router)
     app.include_router(prometheus.router)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import threading
-from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -295,30 +290,8 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
 def _run_server(application: FastAPI, settings: Settings) -> None:
     import uvicorn
 
+    from service.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
     from service.logs import configure_logging
-
-    class DrainingServer(uvicorn.Server):
-        """uvicorn re-raises SIGTERM once its graceful shutdown is done, so the process would
-        end as killed by the signal; a completed drain is a clean exit (status 0)."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            handled = (signal.SIGINT, signal.SIGTERM)
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            super().handle_exit(sig, frame)  # REST: stop accepting, drain
-            begin_drain = getattr(application.state, "begin_drain", None)
-            if begin_drain is not None:  # gRPC: at the same time
-                begin_drain()
 
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
@@ -328,9 +301,9 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
         log_level=settings.log_level,
         log_config=None,  # configure_logging's handler and format
         access_log=False,  # modelserve writes its own (service.middleware)
-        timeout_graceful_shutdown=settings.drain_seconds,  # REST; gRPC drains alongside
+        timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,  # after DrainingServer's own drain
     )
-    DrainingServer(config).run()
+    DrainingServer(config, application, settings.drain_seconds).run()
 
 
 def _print_repository(base_path: Path) -> None:

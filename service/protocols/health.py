@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from service.protocols.json_io import JSONBody
-from service.protocols.state import repository
+from service.protocols.state import lifecycle, repository
 
 router = APIRouter(tags=["health"], default_response_class=JSONBody)
 
@@ -18,6 +18,8 @@ async def healthz() -> JSONBody:
 @router.get("/readyz", summary="Readiness: every configured model has an AVAILABLE version")
 async def readyz(request: Request) -> JSONBody:
     models = repository(request).readiness()
+    if lifecycle(request).draining:  # shutting down: take this replica out of rotation
+        return JSONBody({"status": "draining", "models": models}, status_code=503)
     ready = all(models.values())
     return JSONBody(
         {"status": "ready" if ready else "loading", "models": models},
@@ -32,5 +34,5 @@ async def v2_live() -> JSONBody:
 
 @router.get("/v2/health/ready", summary="V2 readiness (same rule as /readyz)")
 async def v2_ready(request: Request) -> JSONBody:
-    ready = repository(request).is_ready()
+    ready = repository(request).is_ready() and not lifecycle(request).draining
     return JSONBody({"ready": ready}, status_code=200 if ready else 503)

@@ -10,6 +10,7 @@ from typing import TypeVar, cast
 from fastapi import Request
 
 from service.errors import ClientGoneError, InvalidInputError
+from service.lifecycle import Lifecycle
 from service.protocols.json_io import JSONDocument, read_json
 from service.repository import ModelRepository
 from service.settings import Settings
@@ -19,6 +20,10 @@ T = TypeVar("T")
 
 def repository(request: Request) -> ModelRepository:
     return cast(ModelRepository, request.app.state.repository)
+
+
+def lifecycle(request: Request) -> Lifecycle:
+    return cast(Lifecycle, request.app.state.lifecycle)
 
 
 def settings(request: Request) -> Settings:

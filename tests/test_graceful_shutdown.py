@@ -1,0 +1,116 @@
+"""Graceful shutdown of a real `modelserve serve` process: on SIGTERM readiness turns 503 at
+once, new requests are refused with 503, admitted ones (running and queued) are answered,
+and the process exits 0; past the drain time the rest are answered 503, never a bare 500."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server import free_port
+from tests.test_cli_serve import serve_process, wait_ready, wait_until_running
+from tests.test_metrics import export_sleepy
+
+QUEUED = 3  # requests waiting behind the running one when SIGTERM comes
+
+
+@contextmanager
+def sleepy_server(
+    tmp_path: Path, *, seconds: float, drain_seconds: int
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """A server of one model that sleeps `seconds` per call and runs one call at a time."""
+    export_sleepy(tmp_path / "models", "sleepy", seconds=seconds)
+    config = tmp_path / "serving.yaml"
+    config.write_text("models:\n  - name: sleepy\n    batching: {enabled: false}\n")
+    port = free_port()
+    env = {
+        "MODELSERVE_MODEL_BASE_PATH": str(tmp_path / "models"),
+        "MODELSERVE_DRAIN_SECONDS": str(drain_seconds),
+        "MODELSERVE_INFERENCE_THREADS": "1",
+        "MODELSERVE_LOG_FORMAT": "text",
+    }
+    args = ("--host", "127.0.0.1", "--port", str(port), "--config", str(config))
+    with serve_process(*args, env=env) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, process)
+        yield url, process
+
+
+def predict(url: str, x: float) -> httpx.Response:
+    body = {"instances": [x]}
+    return httpx.post(f"{url}/v1/models/sleepy:predict", json=body, timeout=60)
+
+
+def test_sigterm_turns_readiness_503_refuses_new_requests_and_answers_admitted_ones(
+    tmp_path: Path,
+) -> None:
+    with (
+        sleepy_server(tmp_path, seconds=1.0, drain_seconds=30) as (url, process),
+        ThreadPoolExecutor(1 + QUEUED) as pool,
+    ):
+        admitted = [pool.submit(predict, url, 1.0)]
+        wait_until_running(url, "sleepy")
+        admitted += [pool.submit(predict, url, float(x)) for x in range(2, 2 + QUEUED)]
+        time.sleep(0.3)  # the queued ones are in the server, behind the running one
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+
+        with httpx.Client(base_url=url, timeout=10) as client:
+            ready = client.get("/readyz")
+            refused = client.post("/v1/models/sleepy:predict", json={"instances": [9.0]})
+            v2_ready = client.get("/v2/health/ready")
+            alive = client.get("/healthz")
+        # at once: well before the running call (1 s) and the queue (3 s more) are done
+        assert time.monotonic() - signalled < 1.0
+        assert (ready.status_code, ready.json()["status"]) == (503, "draining")
+        assert v2_ready.status_code == 503
+        assert alive.status_code == 200  # liveness holds: a failing one means SIGKILL
+        assert refused.status_code == 503
+        assert "shutting down" in refused.json()["error"]
+        assert refused.headers["retry-after"] == "1"
+        assert refused.headers["connection"] == "close"
+
+        answers = [future.result() for future in admitted]
+        assert [a.status_code for a in answers] == [200] * (1 + QUEUED), [a.text for a in answers]
+        assert [a.json()["predictions"] for a in answers] == [[2.0 * x] for x in range(1, 5)]
+        assert process.wait(timeout=30) == 0
+    with pytest.raises(httpx.ConnectError):  # and then the port is closed
+        httpx.get(f"{url}/healthz", timeout=2)
+
+
+def test_requests_running_past_the_drain_time_are_answered_503(tmp_path: Path) -> None:
+    with (
+        sleepy_server(tmp_path, seconds=4.0, drain_seconds=1) as (url, process),
+        ThreadPoolExecutor(1) as pool,
+    ):
+        running = pool.submit(predict, url, 1.0)
+        wait_until_running(url, "sleepy")
+        process.send_signal(signal.SIGTERM)
+        answer = running.result()
+        assert answer.status_code == 503, answer.text  # not uvicorn's plain-text 500
+        assert "shut down before this request finished" in answer.json()["error"]
+        assert process.wait(timeout=30) == 0
+        output = process.stdout.read() if process.stdout else ""
+    assert "drain time (1 s) is up with 1 request(s) in flight" in output, output
+
+
+def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path: Path) -> None:
+    with (
+        sleepy_server(tmp_path, seconds=4.0, drain_seconds=60) as (url, process),
+        ThreadPoolExecutor(1) as pool,
+    ):
+        running = pool.submit(predict, url, 1.0)
+        wait_until_running(url, "sleepy")
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)  # Ctrl-C again: don't wait 60 s
+        assert running.result().status_code == 503
+        assert process.wait(timeout=30) == 0
