@@ -74,9 +74,10 @@ class Settings(BaseSettings):
     """TensorFlow threads running independent ops of one call in parallel."""
 
     drain_seconds: int = Field(25, ge=0, le=3600)
-    """On SIGTERM: how long requests in flight (REST and gRPC) may take to finish once the
-    server stops accepting new ones; then it exits. Keep the pod's
-    terminationGracePeriodSeconds above preStop + this."""
+    """On SIGTERM: readiness turns 503 and new requests are refused (503); requests admitted
+    before (REST and gRPC, running or queued) may take this long to finish, then the rest are
+    answered 503 and the process exits. Keep the pod's terminationGracePeriodSeconds above
+    preStop + this."""
 
     virtual_devices: int = Field(0, ge=0, le=64)
     """Split the CPU into this many logical devices (0/1: one). Lets placement of several
