@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: serve test lint install install-dev clean
+.PHONY: serve test lint audit install install-dev clean
 
 serve: install  ## install and start serving models/
 	$(VENV)/bin/modelserve serve
@@ -14,6 +14,9 @@ lint: install-dev  ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service training loadtests
+
+audit: install-dev  ## known vulnerabilities in the installed packages (pip-audit)
+	$(PY) scripts/audit_dependencies.py
 
 install:
 	scripts/install.sh $(VENV)
