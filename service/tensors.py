@@ -19,6 +19,8 @@ from service.dtypes import DType
 from service.errors import InvalidInputError
 from service.signatures import Shape, TensorInfo
 
+MAX_DIMENSIONS = 64  # numpy's limit on an array's rank
+
 
 def decode_tensor(
     value: Any, spec: TensorInfo, *, what: str, allow_b64: bool, booleans_possible: bool = True
@@ -64,7 +66,9 @@ def shape_fits(shape: tuple[int, ...], expected: Shape) -> bool:
 def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:
     try:
         array = np.asarray(value)
-    except ValueError as exc:  # numpy 2 refuses ragged nesting
+    except ValueError as exc:  # numpy 2 refuses ragged nesting, and more than 64 dimensions
+        if _depth(value) > MAX_DIMENSIONS:
+            raise _too_deep(what) from None
         raise InvalidInputError(
             f"{what}: ragged nested lists (rows of different lengths): {exc}"
         ) from None
@@ -126,10 +130,27 @@ def _decode_strings(value: Any, *, what: str, allow_b64: bool) -> np.ndarray:
     try:
         shape = _walk_strings(value, flat, what=what, allow_b64=allow_b64)
     except RecursionError:
-        raise InvalidInputError(f"{what}: lists nested too deeply") from None
+        raise _too_deep(what) from None
+    if len(shape) > MAX_DIMENSIONS:
+        raise _too_deep(what)
     array = np.empty(len(flat), dtype=object)
     array[:] = flat
     return array.reshape(shape)
+
+
+def _depth(value: Any) -> int:
+    """How deep lists nest along the first element of each (a ragged tail may differ)."""
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return depth
+
+
+def _too_deep(what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{what}: lists nested too deeply (a tensor has at most {MAX_DIMENSIONS} dimensions)"
+    )
 
 
 def _walk_strings(value: Any, flat: list[bytes], *, what: str, allow_b64: bool) -> tuple[int, ...]:

@@ -74,6 +74,10 @@ def decode_tensor(proto: tensor_pb2.TensorProto, signature: Signature, name: str
     _check_value_count(proto, spec.dtype.tf_name, elements, shape, what)
     try:
         array: np.ndarray = tf.make_ndarray(proto)
+    except OverflowError:  # int_val / half_val are int32 on the wire, wider than int8 or half
+        raise InvalidInputError(
+            f"{what}: a value is out of range for {spec.dtype.tf_name}"
+        ) from None
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"{what}: malformed TensorProto: {exc}") from None
     if spec.dtype.is_string:
@@ -86,8 +90,12 @@ def _check_value_count(
     proto: tensor_pb2.TensorProto, dtype: str, elements: int, shape: list[int], what: str
 ) -> None:
     if proto.tensor_content:
+        if dtype == "DT_STRING":
+            raise InvalidInputError(
+                f"{what}: DT_STRING values travel in string_val, not tensor_content"
+            )
         itemsize = from_tf_name(dtype).numpy.itemsize
-        if dtype == "DT_STRING" or len(proto.tensor_content) != elements * itemsize:
+        if len(proto.tensor_content) != elements * itemsize:
             raise InvalidInputError(
                 f"{what}: tensor_content holds {len(proto.tensor_content)} bytes; shape "
                 f"{shape} of {dtype} needs {elements * itemsize}"

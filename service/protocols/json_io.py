@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import orjson
 from fastapi import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from service.errors import InvalidInputError
 from service.protocols.body import read_body
@@ -26,10 +26,9 @@ from service.tensors import encode_strings
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity")
 
 
-class JSONBody(Response):
-    """application/json rendered by orjson (numpy arrays included)."""
-
-    media_type = "application/json"
+class JSONBody(JSONResponse):
+    """application/json rendered by orjson (numpy arrays included). A JSONResponse, so that
+    OpenAPI documents the routes' answers as JSON (their models), not as strings."""
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -74,7 +74,8 @@ async def _disconnect(request: Request) -> None:
 
 
 def parse_version(text: str) -> int:
-    """A version from a URL segment: a positive integer."""
-    if not text.isdigit() or int(text) < 1:
-        raise InvalidInputError(f"version must be a positive integer, got {text!r}")
+    """A version from a URL segment: a positive integer. In ASCII digits, and not thousands of
+    them: int() refuses both "²" (a digit to str.isdigit) and over 4,300 digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 100) or int(text) < 1:
+        raise InvalidInputError(f"version must be a positive integer, got {text[:100]!r}")
     return int(text)

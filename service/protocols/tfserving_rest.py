@@ -15,6 +15,7 @@ from starlette.responses import Response
 from service.errors import NotFoundError
 from service.protocols import classify_regress
 from service.protocols import tfserving_codec as codec
+from service.protocols.error_docs import METADATA_ERRORS, PREDICT_ERRORS, STATUS_ERRORS
 from service.protocols.json_io import JSONBody, respond
 from service.protocols.state import (
     parse_version,
@@ -58,6 +59,13 @@ _PREDICT_DOC: dict[str, Any] = {
                         "examples": {"type": "array", "description": ":classify and :regress"},
                         "context": {"type": "object", "description": ":classify and :regress"},
                     },
+                    # one body schema for the three methods: what each of them requires
+                    "anyOf": [
+                        {"required": ["instances"]},
+                        {"required": ["inputs"]},
+                        {"required": ["examples"]},
+                    ],
+                    "additionalProperties": False,
                 },
                 "examples": _PREDICT_EXAMPLE,
             }
@@ -69,17 +77,21 @@ _PREDICT_DOC: dict[str, Any] = {
 # -- status -----------------------------------------------------------------------------------
 
 
-@router.get("/{model}", summary="Status of every version of a model")
+@router.get("/{model}", summary="Status of every version of a model", responses=STATUS_ERRORS)
 async def model_status(model: str, request: Request) -> JSONBody:
     return _status(request, model, None)
 
 
-@router.get("/{model}/versions/{version}", summary="Status of one version")
+@router.get("/{model}/versions/{version}", summary="Status of one version", responses=STATUS_ERRORS)
 async def version_status(model: str, version: str, request: Request) -> JSONBody:
     return _status(request, model, parse_version(version))
 
 
-@router.get("/{model}/labels/{label}", summary="Status of the version a label points to")
+@router.get(
+    "/{model}/labels/{label}",
+    summary="Status of the version a label points to",
+    responses=STATUS_ERRORS,
+)
 async def label_status(model: str, label: str, request: Request) -> JSONBody:
     return _status(request, model, repository(request).label_version(model, label))
 
@@ -100,17 +112,29 @@ def _version_status(servable: ServableVersion) -> dict[str, Any]:
 # -- metadata ---------------------------------------------------------------------------------
 
 
-@router.get("/{model}/metadata", summary="Signature defs of the newest available version")
+@router.get(
+    "/{model}/metadata",
+    summary="Signature defs of the newest available version",
+    responses=METADATA_ERRORS,
+)
 async def model_metadata(model: str, request: Request) -> JSONBody:
     return _metadata(repository(request).resolve(model))
 
 
-@router.get("/{model}/versions/{version}/metadata", summary="Signature defs of one version")
+@router.get(
+    "/{model}/versions/{version}/metadata",
+    summary="Signature defs of one version",
+    responses=METADATA_ERRORS,
+)
 async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
     return _metadata(repository(request).resolve(model, version=parse_version(version)))
 
 
-@router.get("/{model}/labels/{label}/metadata", summary="Signature defs of a labelled version")
+@router.get(
+    "/{model}/labels/{label}/metadata",
+    summary="Signature defs of a labelled version",
+    responses=METADATA_ERRORS,
+)
 async def label_metadata(model: str, label: str, request: Request) -> JSONBody:
     return _metadata(repository(request).resolve(model, label=label))
 
@@ -135,6 +159,7 @@ def _metadata(servable: ServableVersion) -> JSONBody:
 @router.post(
     "/{model_method}",
     summary="model:predict | :classify | :regress (newest version)",
+    responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
 )
 async def model_method(model_method: str, request: Request) -> Response:
@@ -145,6 +170,7 @@ async def model_method(model_method: str, request: Request) -> Response:
 @router.post(
     "/{model}/versions/{version_method}",
     summary="model/versions/N:predict | :classify | :regress",
+    responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
 )
 async def version_method(model: str, version_method: str, request: Request) -> Response:
@@ -155,6 +181,7 @@ async def version_method(model: str, version_method: str, request: Request) -> R
 @router.post(
     "/{model}/labels/{label_method}",
     summary="model/labels/L:predict | :classify | :regress",
+    responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
 )
 async def label_method(model: str, label_method: str, request: Request) -> Response:

@@ -12,8 +12,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service import __version__
+from service.dtypes import BY_V2_NAME
 from service.errors import UnavailableError
 from service.protocols import v2_codec as codec
+from service.protocols.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
 from service.protocols.json_io import JSONBody, respond
 from service.protocols.state import (
     parse_version,
@@ -29,6 +31,18 @@ router = APIRouter(
     prefix="/v2", tags=["Open Inference Protocol (V2)"], default_response_class=JSONBody
 )
 
+_TENSOR_SCHEMA = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": list(BY_V2_NAME)},
+        "data": {"type": "array", "description": "flat (row-major) or nested"},
+        "parameters": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
 _INFER_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -40,9 +54,17 @@ _INFER_DOC: dict[str, Any] = {
                     "properties": {
                         "id": {"type": "string"},
                         "parameters": {"type": "object"},
-                        "inputs": {"type": "array", "items": {"type": "object"}},
-                        "outputs": {"type": "array", "items": {"type": "object"}},
+                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            },
+                        },
                     },
+                    "additionalProperties": False,
                 },
                 "example": {
                     "id": "votes-1",
@@ -66,7 +88,11 @@ async def server_metadata() -> JSONBody:
     return JSONBody({"name": "modelserve", "version": __version__, "extensions": []})
 
 
-@router.get("/models/{model}", summary="Model metadata (newest available version)")
+@router.get(
+    "/models/{model}",
+    summary="Model metadata (newest available version)",
+    responses=METADATA_ERRORS,
+)
 async def model_metadata(model: str, request: Request) -> JSONBody:
     repo = repository(request)
     servable = repo.resolve(model)
@@ -74,7 +100,11 @@ async def model_metadata(model: str, request: Request) -> JSONBody:
     return _metadata(servable, versions)
 
 
-@router.get("/models/{model}/versions/{version}", summary="Model metadata of one version")
+@router.get(
+    "/models/{model}/versions/{version}",
+    summary="Model metadata of one version",
+    responses=METADATA_ERRORS,
+)
 async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
     servable = repository(request).resolve(model, version=parse_version(version))
     return _metadata(servable, [str(servable.version)])
@@ -97,12 +127,20 @@ def _tensor_metadata(tensor: TensorInfo) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.dtype.v2_name, "shape": tensor.v2_shape()}
 
 
-@router.get("/models/{model}/ready", summary="Is the model ready (200) or not (503)?")
+@router.get(
+    "/models/{model}/ready",
+    summary="Is the model ready (200) or not (503)?",
+    responses=STATUS_ERRORS,
+)
 async def model_ready(model: str, request: Request) -> JSONBody:
     return _readiness(request, model, None)
 
 
-@router.get("/models/{model}/versions/{version}/ready", summary="Is this version ready?")
+@router.get(
+    "/models/{model}/versions/{version}/ready",
+    summary="Is this version ready?",
+    responses=STATUS_ERRORS,
+)
 async def version_ready(model: str, version: str, request: Request) -> JSONBody:
     return _readiness(request, model, parse_version(version))
 
@@ -116,7 +154,10 @@ def _readiness(request: Request, model: str, version: int | None) -> JSONBody:
 
 
 @router.post(
-    "/models/{model}/infer", summary="Inference (newest version)", openapi_extra=_INFER_DOC
+    "/models/{model}/infer",
+    summary="Inference (newest version)",
+    responses=INFER_ERRORS,
+    openapi_extra=_INFER_DOC,
 )
 async def model_infer(model: str, request: Request) -> Response:
     return await _infer(request, model, None)
@@ -125,6 +166,7 @@ async def model_infer(model: str, request: Request) -> Response:
 @router.post(
     "/models/{model}/versions/{version}/infer",
     summary="Inference on one version",
+    responses=INFER_ERRORS,
     openapi_extra=_INFER_DOC,
 )
 async def version_infer(model: str, version: str, request: Request) -> Response:

@@ -25,6 +25,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from service.protocols.error_docs import error_responses
 from service.protocols.json_io import JSONBody
 from service.protocols.state import (
     read_request_json,
@@ -48,9 +49,8 @@ Body = TypeVar("Body", bound=BaseModel)
 VersionQuery = Annotated[
     int | None, Query(ge=1, description="Model version to use (default: the newest available).")
 ]
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": schemas.ErrorAnswer, "description": description}
-    for status, description in {
+ERRORS = error_responses(
+    {
         400: "Malformed or invalid input; the message names the field or file.",
         404: "The model (or version) is not served.",
         409: "The served model cannot answer this endpoint (e.g. random weights).",
@@ -59,8 +59,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         429: "The model's queue is full; retry after `Retry-After` seconds.",
         503: "The model is still loading.",
         504: "The request's deadline passed before the model ran.",
-    }.items()
-}
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -97,11 +97,6 @@ class PartyRequest(_Strict):
     )
 
 
-class ErrorAnswer(_Documented):
-    error: str
-    """What was wrong: the field, file or limit, and what was expected."""
-
-
 class TaskAnswer(_Documented):
     model: str
     """The model that answered."""
