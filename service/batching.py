@@ -11,6 +11,9 @@ finish before the earliest deadline of a request in it.
 
 Requests past their deadline while still queued get 504 without touching the model; a full
 queue answers 429 at once; a request whose caller went away (task cancelled) leaves the queue.
+A batch that fails on one odd request (InvalidInputError, or ModelFailureError such as an op
+error on one value) is retried in halves, recursively, so only the requests that fail on their
+own get the error: one bad request costs O(log n) extra calls, not one call per request.
 This module knows nothing of HTTP: callers pass numpy arrays and a deadline.
 """
 
@@ -87,6 +90,8 @@ class BatchStats:
     expired: int = 0
     cancelled: int = 0
     rejected: int = 0
+    splits: int = 0  # failed batches (or halves of one) retried as two halves
+    model_errors: collections.Counter[str] = field(default_factory=collections.Counter)  # by code
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)  # padded
     rows_per_batch: collections.Counter[int] = field(default_factory=collections.Counter)
@@ -296,13 +301,11 @@ class Batcher:
         try:
             runner = self.pool.runners[index]
             self._count(rows, 0, DispatchReason.IDLE)
-            started = time.perf_counter()
             self.running_rows += rows
             try:
-                outputs = await self._in_executor(runner, inputs, deadline)
+                outputs = await self._execute(runner, inputs, deadline)
             finally:
                 self.running_rows -= rows
-                self.observer.ran(time.perf_counter() - started)
         finally:
             await self.pool.release(index)
         request_context.note_batch_size(rows)
@@ -408,41 +411,55 @@ class Batcher:
         self.observer.dispatched([now - p.queued_at for p in batch])
         try:  # running_rows was raised by the dispatcher
             self._count(rows, self._padded_size(rows) - rows, reason)
-            runner = self.pool.runners[index]
-            for pending in batch:
-                pending.batch_rows = rows
-            try:
-                deadline = max(p.deadline for p in batch)  # the most patient request's
-                outputs = await self._call(runner, [p.inputs for p in batch], rows, deadline)
-            except InvalidInputError as exc:
-                if len(batch) > 1:  # find the culprit: one bad request must not fail others
-                    await self._run_each(runner, batch)
-                else:
-                    _fail(batch, exc)
-                return
-            except ServingError as exc:
-                _fail(batch, exc)
-                return
-            start = 0
-            for pending in batch:
-                end = start + pending.rows
-                if not pending.future.done():
-                    pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
-                start = end
+            await self._run_group(self.pool.runners[index], batch)
         finally:
             self.running_rows -= rows
             await self.pool.release(index)
 
-    async def _run_each(self, runner: Runner, batch: list[_Pending]) -> None:
-        for pending in batch:
-            try:
-                outputs = await self._call(runner, [pending.inputs], pending.rows, pending.deadline)
-            except ServingError as exc:
-                _fail([pending], exc)
-            else:
-                if not pending.future.done():
-                    pending.batch_rows = pending.rows
-                    pending.future.set_result({k: v[: pending.rows] for k, v in outputs.items()})
+    async def _run_group(self, runner: Runner, group: list[_Pending]) -> None:
+        """Runs requests as one model call and hands each its rows. If the call raises
+        InvalidInputError or ModelFailureError (one odd input can fail a whole batch), each
+        half is retried on its own, recursively, so only the requests failing alone get it."""
+        rows = sum(p.rows for p in group)
+        for pending in group:
+            pending.batch_rows = rows
+        try:
+            deadline = max(p.deadline for p in group)  # the most patient request's
+            outputs = await self._call(runner, [p.inputs for p in group], rows, deadline)
+        except (InvalidInputError, ModelFailureError) as exc:
+            if len(group) == 1:
+                _fail(group, exc)
+                return
+            self.stats.splits += 1
+            middle = len(group) // 2
+            for half in (group[:middle], group[middle:]):
+                if not self._expire(half):
+                    await self._run_group(runner, half)
+            return
+        except ServingError as exc:
+            _fail(group, exc)
+            return
+        start = 0
+        for pending in group:
+            end = start + pending.rows
+            if not pending.future.done():
+                pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            start = end
+
+    def _expire(self, group: list[_Pending]) -> bool:
+        """Answers 504 to a group about to be retried when every request of it is past its
+        deadline (a retry is a new start, and nobody would wait for it); True if it did."""
+        now = asyncio.get_running_loop().time()
+        if any(p.deadline > now for p in group):
+            return False
+        self.stats.expired += len(group)
+        _fail(
+            group,
+            DeadlineExceededError(
+                f"model {self.name}: request deadline passed before its failed batch was retried"
+            ),
+        )
+        return True
 
     async def _in_executor(
         self, runner: Runner, inputs: dict[str, np.ndarray], deadline: float
@@ -466,24 +483,33 @@ class Batcher:
     async def _call(
         self, runner: Runner, requests: list[dict[str, np.ndarray]], rows: int, deadline: float
     ) -> Arrays:
-        """One model call on the requests' rows, padded to an allowed size; every failure
-        becomes a ServingError, so no waiter is ever left without an answer."""
+        """One model call on the requests' rows, padded to an allowed size."""
         size = self._padded_size(rows)
-        inputs = _assemble(requests, rows, size)
+        return await self._execute(runner, _assemble(requests, rows, size), deadline, size)
+
+    async def _execute(
+        self, runner: Runner, inputs: dict[str, np.ndarray], deadline: float, size: int = 0
+    ) -> Arrays:
+        """One timed model call (checked for one output row per input row of a batch of
+        `size`, if given). Every failure becomes a ServingError, counted by code, so no waiter
+        is ever left without an answer."""
         started = time.perf_counter()
         try:
             outputs = await self._in_executor(runner, inputs, deadline)
-        except ServingError:
+            if size:
+                _check_rows(outputs, size)
+            return outputs
+        except ServingError as exc:
+            self.stats.model_errors[exc.code] += 1
             raise
         except Exception as exc:
-            log.exception("batch of %s failed", self.name)
+            log.exception("model call of %s failed", self.name)
+            self.stats.model_errors[ModelFailureError.code] += 1
             raise ModelFailureError(f"model {self.name} failed: {exc}") from exc
         finally:
             seconds = time.perf_counter() - started
             self.observer.ran(seconds)
             self._note_call(seconds)
-        _check_rows(outputs, size)
-        return outputs
 
     def _count(self, rows: int, padding: int, reason: DispatchReason) -> None:
         stats = self.stats

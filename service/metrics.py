@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from service import __version__
 from service.batching import Batcher, BatchObserver
+from service.errors import InvalidInputError, ModelFailureError
 from service.servable import VersionState
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ LATENCY_BUCKETS = (
 REJECTION_BY_STATUS = {429: "queue_full", 504: "deadline", 499: "client_gone"}
 REJECTION_REASONS = (*REJECTION_BY_STATUS.values(), "invalid")
 INVALID_STATUSES = frozenset({400, 413, 415, 422})
+ERROR_CODES = (InvalidInputError.code, ModelFailureError.code)
+"""Codes of model errors exported from the start; others appear once seen."""
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -238,6 +241,18 @@ class _BatchFamilies:
         self.in_flight = GaugeMetricFamily(
             "modelserve_batches_in_flight", "Batches running on the model now.", labels=mv
         )
+        self.splits = CounterMetricFamily(
+            "modelserve_batch_splits",
+            "Failed batches (or halves of one) retried as two halves, so that only the requests "
+            "failing on their own get the error.",
+            labels=mv,
+        )
+        self.errors = CounterMetricFamily(
+            "modelserve_model_errors",
+            "Model calls that raised, by canonical code: INVALID_ARGUMENT (the model rejected "
+            "input values), INTERNAL (the model failed), others from a remote backend.",
+            labels=[*mv, "code"],
+        )
 
     def add(self, labels: list[str], batchers: list[Batcher], in_flight: int) -> None:
         reasons: dict[str, int] = {}
@@ -250,6 +265,13 @@ class _BatchFamilies:
         self.padding.add_metric(labels, sum(b.stats.padded_rows for b in batchers))
         self.queue_depth.add_metric(labels, sum(b.queued for b in batchers))
         self.in_flight.add_metric(labels, in_flight)
+        self.splits.add_metric(labels, sum(b.stats.splits for b in batchers))
+        errors = dict.fromkeys(ERROR_CODES, 0)  # at 0, so rate() sees the first error
+        for batcher in batchers:
+            for code, count in batcher.stats.model_errors.items():
+                errors[code] = errors.get(code, 0) + count
+        for code, count in sorted(errors.items()):
+            self.errors.add_metric([*labels, code], count)
         if batchers:
             self.sizes.add_metric(labels, *_size_buckets(batchers))
 
@@ -261,6 +283,8 @@ class _BatchFamilies:
             self.sizes,
             self.queue_depth,
             self.in_flight,
+            self.splits,
+            self.errors,
         )
 
 

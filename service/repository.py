@@ -2,16 +2,19 @@
 
 Every `poll_interval` seconds it lists each model's base path (in a thread), applies the
 model's version policy, and
-- loads wanted versions that are new (or failed before and changed on disk since): load and
-  warm-up run in a thread pool; a version takes traffic only once it is AVAILABLE;
+- loads wanted versions that are new (or failed before and changed on disk since) once their
+  files are settled (unchanged since the previous scan; the first scan loads at once), so a
+  version being copied in is not loaded half-way: load and warm-up run in a thread pool; a
+  version takes traffic only once it is AVAILABLE;
 - unloads versions no longer wanted: the version leaves the routing table at once (no new
   requests), finishes the requests it holds, then is released. Unloading waits until the
   wanted versions have settled, and while none of them is AVAILABLE a version still on disk
   keeps serving (TF Serving's availability-preserving policy), so a swap never leaves a gap.
 
 All bookkeeping happens on the event loop thread, so a routing table swap is atomic for the
-requests that read it. A version that fails to load is recorded with its error and affects
-nothing else.
+requests that read it. A version that fails to load (corrupt, unreadable, half-copied) is
+recorded with its error, without file-system paths, and affects nothing else; a model folder
+that cannot be listed keeps its last listing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
+from google.protobuf.message import DecodeError
 
 from service import request_context
 from service.batching import BatchObserver, Runner
@@ -50,10 +56,14 @@ class ModelEntry:
     versions: dict[int, ServableVersion] = field(default_factory=dict)  # every known version
     serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
     on_disk: dict[int, tuple[int, ...]] = field(default_factory=dict)  # version -> fingerprint
+    previous: dict[int, tuple[int, ...]] = field(default_factory=dict)  # the scan before
+    scans: int = 0  # listings taken
+    listing_error: str = ""  # why the last listing of the model's folder failed
     load_failures: int = 0  # since the server started
     backend: RemoteBackend | None = None  # a remote gRPC backend runs the model
     backend_error: str = ""  # why the last scan of the backend failed
     backend_generation: int = 0  # counts the backend's outages: a failed load retries after one
+    held: bool = False  # unloaded by an admin (POST /admin/models/<name>/unload) until loaded
 
     @property
     def name(self) -> str:
@@ -114,8 +124,12 @@ class ModelRepository:
             lambda: {name: _list_versions(entry) for name, entry in self._models.items()}
         )
         for name, on_disk in listings.items():
-            self._models[name].on_disk = on_disk
-            self._reconcile(self._models[name])
+            entry = self._models[name]
+            if on_disk is None:  # unreadable now: keep serving what it held
+                continue
+            entry.previous, entry.on_disk = entry.on_disk, on_disk
+            entry.scans += 1
+            self._reconcile(entry)
 
     async def _poll_forever(self) -> None:
         while True:
@@ -172,6 +186,11 @@ class ModelRepository:
     ) -> ServableVersion:
         """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
         entry = self.entry(model)
+        if entry.held:
+            raise UnavailableError(
+                f"model {model!r} is unloaded by an admin (POST /admin/models/{model}/load "
+                "serves it again)"
+            )
         if label is not None:
             version = self.label_version(model, label)
         if version is None:
@@ -207,16 +226,40 @@ class ModelRepository:
         return {name: bool(entry.serving) for name, entry in self._models.items()}
 
     def is_ready(self) -> bool:
-        return all(self.readiness().values())
+        """Does every model have an AVAILABLE version, except those an admin unloaded (a
+        deliberate unload must not take the replica out of rotation)?"""
+        return all(bool(entry.serving) for entry in self._models.values() if not entry.held)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def hold(self, model: str) -> ModelEntry:
+        """Unloads every version of `model` (each once its requests finish) and keeps it
+        unloaded, whatever is on disk, until `release`."""
+        entry = self.entry(model)
+        entry.held = True
+        self._reconcile(entry)
+        return entry
+
+    def release(self, model: str) -> ModelEntry:
+        """Serves `model` again after `hold`: its wanted versions load."""
+        entry = self.entry(model)
+        entry.held = False
+        self._reconcile(entry)
+        return entry
 
     # -- reconciliation ----------------------------------------------------------------------
 
     def _reconcile(self, entry: ModelEntry) -> None:
+        if entry.held:  # an admin's unload: nothing loads, everything served unloads
+            for version in list(entry.serving):
+                self._start_unload(entry, version)
+            return
         on_disk = entry.on_disk
         wanted = set(entry.config.version_policy.select(sorted(on_disk)))
         for version in sorted(wanted):
             known = entry.versions.get(version)
-            if known is None or _should_reload(known, on_disk[version]):
+            wanted_load = known is None or _should_reload(known, on_disk[version])
+            if wanted_load and _settled(entry, version):
                 self._start_load(entry, version, on_disk[version])
         for version, known in list(entry.versions.items()):
             if version not in on_disk and known.state == VersionState.END:
@@ -253,7 +296,9 @@ class ModelRepository:
             entry.load_failures += 1
             servable.state = VersionState.END
             servable.error_code = _load_error_code(exc)
-            servable.error_message = f"{type(exc).__name__}: {error_summary(exc)}"
+            servable.error_message = _without_paths(
+                f"{type(exc).__name__}: {error_summary(exc)}", servable
+            )
             log.error(
                 "model %s version %d failed to load: %s",
                 servable.model,
@@ -343,6 +388,14 @@ def _should_reload(known: ServableVersion, fingerprint: tuple[int, ...]) -> bool
     return known.error_code == "OK" or known.fingerprint != fingerprint
 
 
+def _settled(entry: ModelEntry, version: int) -> bool:
+    """Are the version's files unchanged since the previous scan? A copy in progress changes
+    them; a remote backend's versions and the first scan's need no wait."""
+    if entry.backend is not None or entry.scans <= 1:
+        return True
+    return entry.previous.get(version) == entry.on_disk[version]
+
+
 def _refreeze_heap() -> None:
     """Moves every live object into the garbage collector's permanent generation.
 
@@ -356,12 +409,22 @@ def _refreeze_heap() -> None:
     gc.freeze()
 
 
-def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]]:
-    """Version -> fingerprint: of the files on disk, or of the backend's outages (a backend
-    that went away and came back may serve a version anew)."""
+def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]] | None:
+    """Version -> fingerprint: of the files on disk (None when the model's folder cannot be
+    listed), or of the backend's outages (a backend that went away and came back may serve a
+    version anew)."""
     if entry.backend is None:
         base_path = entry.config.base_path
-        return {v: _fingerprint(base_path / str(v)) for v in existing_versions(base_path)}
+        try:
+            versions = existing_versions(base_path)
+        except OSError as exc:
+            if not entry.listing_error:
+                log.warning("model %s: cannot list %s: %s", entry.name, base_path, exc)
+            reason = exc.strerror or type(exc).__name__
+            entry.listing_error = f"cannot list the versions of model {entry.name}: {reason}"
+            return None
+        entry.listing_error = ""
+        return {v: _fingerprint(base_path / str(v)) for v in versions}
     try:
         versions = entry.backend.available_versions()
     except ServingError as exc:
@@ -375,27 +438,56 @@ def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]]:
 
 
 def _fingerprint(version_dir: Path) -> tuple[int, ...]:
-    """Sizes and modification times of the files that make a SavedModel; changes when a copy
-    progresses or a version is replaced in place."""
+    """Name, size and change time of every file under the version, and a marker for each
+    folder or file it cannot read: changes while a copy progresses, when a version is replaced
+    in place, and when permissions change (a chmod sets the change time)."""
     parts: list[int] = []
-    for path in (version_dir / "saved_model.pb", version_dir / "variables"):
-        files = sorted(path.iterdir()) if path.is_dir() else [path]
-        for file in files:
+    folders = [version_dir]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError:
+            parts.extend((hash(str(folder)), -1, -1))
+            continue
+        for item in entries:
             try:
-                stat = file.stat()
+                if item.is_dir(follow_symlinks=False):  # no symlink loops
+                    folders.append(Path(item.path))
+                    continue
+                stat = item.stat()
+                parts.extend((hash(item.path), stat.st_size, stat.st_ctime_ns))
             except OSError:
-                parts.extend((-1, -1))
-                continue
-            parts.extend((stat.st_size, stat.st_mtime_ns))
+                parts.extend((hash(item.path), -1, -1))
     return tuple(parts)
 
 
+_LOAD_ERROR_CODES: list[tuple[tuple[type[Exception], ...], str]] = [
+    ((FileNotFoundError, tf.errors.NotFoundError), "NOT_FOUND"),
+    ((PermissionError, tf.errors.PermissionDeniedError), "PERMISSION_DENIED"),
+    ((DecodeError, tf.errors.DataLossError), "DATA_LOSS"),
+    ((ValueError, tf.errors.InvalidArgumentError), "INVALID_ARGUMENT"),
+]
+
+
 def _load_error_code(exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError | tf.errors.NotFoundError):
-        return "NOT_FOUND"
-    if isinstance(exc, ValueError | tf.errors.InvalidArgumentError):
-        return "INVALID_ARGUMENT"
+    for kinds, code in _LOAD_ERROR_CODES:
+        if isinstance(exc, kinds):
+            return code
     return "UNKNOWN"
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[\w.@+~-]+){2,}/?")
+
+
+def _without_paths(message: str, servable: ServableVersion) -> str:
+    """The message with the version's folder shown as `<model>/<version>` and any other
+    absolute path cut to its last part: status and errors are for clients, who have no
+    business knowing the server's file system."""
+    for folder in {str(servable.path.resolve()), str(servable.path)}:
+        message = message.replace(folder, f"{servable.model}/{servable.version}")
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group().rstrip("/").rsplit("/", 1)[-1], message)
 
 
 def _why(entry: ModelEntry) -> str:
@@ -409,7 +501,9 @@ def _why(entry: ModelEntry) -> str:
         return " (" + "; ".join(failed) + ")"
     if entry.backend_error:
         return f" ({entry.backend_error})"
+    if entry.listing_error:
+        return f" ({entry.listing_error})"
     if not entry.on_disk:
-        where = entry.backend.address if entry.backend else entry.config.base_path
-        return f" (no version under {where})"
+        where = f"at {entry.backend.address}" if entry.backend else "in its folder"
+        return f" (no version {where})"
     return ""

@@ -27,6 +27,7 @@ from service.errors import (
     InvalidInputError,
     ModelFailureError,
     QueueFullError,
+    ServingError,
 )
 from service.serving_config import BatchingConfig
 
@@ -561,45 +562,55 @@ async def run_coalesced(
     return outcomes
 
 
-@pytest.mark.parametrize("marker", [FAIL, CRASH, WRONG], ids=["fail", "crash", "wrong-rows"])
-def test_failing_batch_fails_every_request_in_it(
-    executor: ThreadPoolExecutor, gate: threading.Event, marker: float
+@pytest.mark.parametrize(
+    ("marker", "error"),
+    [(BAD, InvalidInputError), (FAIL, ModelFailureError), (CRASH, ModelFailureError)],
+    ids=["invalid", "fail", "crash"],
+)
+def test_failed_batch_is_retried_in_halves_until_the_culprit_fails_alone(
+    executor: ThreadPoolExecutor, gate: threading.Event, marker: float, error: type[ServingError]
 ) -> None:
+    """One bad request among eight: 1 + 2 * log2(8) calls, only the bad one fails."""
+
     async def main() -> None:
         runner = RecordingRunner(gate)
         batcher = make_batcher(executor, runner)
-        outcomes = await run_coalesced(batcher, runner, gate, req(1), req(2, marker), req(3))
+        values = [10.0, 11.0, 12.0, 13.0, 14.0, marker, 16.0, 17.0]
+        outcomes = await run_coalesced(batcher, runner, gate, *(req(v) for v in values))
 
-        assert len(runner.calls) == 2  # one batch, no retry one by one
-        assert runner.seen(1) == [1, 2, marker, 3]
-        for outcome in outcomes:
-            assert isinstance(outcome, ModelFailureError)
-            assert outcome.http_status == 500
-        assert outcomes[0] is outcomes[1] is outcomes[2]
-        # the instance was released: the model still answers
-        assert (await batcher.submit(req(4), deadline()))["2x"][0, 0] == 8
+        for value, outcome in zip(values, outcomes, strict=True):
+            if value == marker:
+                assert isinstance(outcome, error), outcome
+            else:
+                np.testing.assert_array_equal(outcome["2x"], doubled(req(value)))
+        # depth first: the batch, its halves, the failing half's halves, ...
+        groups = [values, values[:4], values[4:], values[4:6], values[4:5], values[5:6]]
+        groups.append(values[6:])
+        assert len(runner.calls) == 1 + len(groups)
+        for call, group in enumerate(groups, start=1):
+            assert runner.seen(call)[: len(group)] == group, (call, runner.seen(call))
+            assert len(runner.calls[call]["x"]) in batcher.sizes  # padded as any batch
+        assert batcher.stats.splits == 3
+        assert batcher.stats.model_errors == {error.code: 4}
+        assert batcher.stats.batches == 2  # retries are not new batches
         await batcher.stop()
 
     run(main)
 
 
-def test_invalid_input_in_a_batch_reruns_requests_one_by_one(
+def test_a_batch_that_fails_whole_fails_every_request_with_its_own_error(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     async def main() -> None:
         runner = RecordingRunner(gate)
         batcher = make_batcher(executor, runner)
-        good, bad, other = req(1), req(2, BAD), req(3, 4)
-        outcomes = await run_coalesced(batcher, runner, gate, good, bad, other)
+        outcomes = await run_coalesced(batcher, runner, gate, req(FAIL), req(2, FAIL), req(FAIL))
 
-        assert isinstance(outcomes[1], InvalidInputError)
-        np.testing.assert_array_equal(outcomes[0]["2x"], doubled(good))
-        np.testing.assert_array_equal(outcomes[2]["2x"], doubled(other))
-        assert runner.seen(1)[:5] == [1, 2, BAD, 3, 4]  # the batch
-        for call, request in zip((2, 3, 4), (good, bad, other), strict=True):
-            rows = [float(v) for v in request["x"][:, 0]]
-            assert runner.seen(call)[: len(rows)] == rows  # each request alone
-        assert len(runner.calls) == 5
+        assert all(isinstance(outcome, ModelFailureError) for outcome in outcomes), outcomes
+        assert len(runner.calls) == 1 + 5  # the batch, [1] | [2, 3], [2] | [3]
+        assert batcher.stats.splits == 2
+        # the instance was released: the model still answers
+        assert (await batcher.submit(req(4), deadline()))["2x"][0, 0] == 8
         await batcher.stop()
 
     run(main)
@@ -614,16 +625,18 @@ def test_invalid_input_of_a_lone_request_fails_it_without_rerun(
         with pytest.raises(InvalidInputError):
             await batcher.submit(req(1, BAD), deadline())
         assert len(runner.calls) == 1
+        assert batcher.stats.splits == 0
+        assert batcher.stats.model_errors == {"INVALID_ARGUMENT": 1}
         await batcher.stop()
 
     run(main)
 
 
-def test_rerun_after_invalid_input_answers_every_request_when_one_crashes(
+def test_halves_answer_every_request_when_several_fail_differently(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    """While re-running a batch one by one, a request whose run raises a plain exception must
-    fail (500) and the others must still be answered, not left waiting forever."""
+    """A request whose retry raises a plain exception fails (500), another is invalid (400),
+    and the good one is still answered, none left waiting forever."""
 
     async def main() -> None:
         runner = RecordingRunner(gate)
@@ -638,10 +651,10 @@ def test_rerun_after_invalid_input_answers_every_request_when_one_crashes(
     run(main)
 
 
-def test_rerun_after_invalid_input_checks_output_rows(
+def test_halves_are_held_to_the_output_rows_check(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    """A request re-run alone is held to the same one-row-per-input-row check as a batch."""
+    """A half is held to the same one-row-per-input-row check as a batch."""
 
     async def main() -> None:
         runner = RecordingRunner(gate)
@@ -656,11 +669,11 @@ def test_rerun_after_invalid_input_checks_output_rows(
     run(main)
 
 
-def test_rerun_after_invalid_input_pads_to_allowed_sizes(
+def test_halves_are_padded_to_allowed_sizes(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     """The module: every model call is padded to an allowed size 'so every call hits a shape
-    traced and warmed at load' -- the one-by-one re-run too."""
+    traced and warmed at load' -- the retried halves too."""
 
     async def main() -> None:
         runner = RecordingRunner(gate)
@@ -671,10 +684,52 @@ def test_rerun_after_invalid_input_pads_to_allowed_sizes(
         np.testing.assert_array_equal(outcomes[0]["2x"], doubled(good))
         assert isinstance(outcomes[1], InvalidInputError)
         sizes = [len(call["x"]) for call in runner.calls]
-        assert all(size in batcher.sizes for size in sizes), sizes
+        assert sizes == [1, 4, 4, 1]  # the blocker, the batch, [good] padded, [BAD]
         await batcher.stop()
 
     run(main)
+
+
+class SlowBatchRunner(RecordingRunner):
+    """A RecordingRunner whose calls of more than one row take `seconds` first."""
+
+    def __init__(self, gate: threading.Event, seconds: float) -> None:
+        super().__init__(gate)
+        self.seconds = seconds
+
+    def run(
+        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+    ) -> Arrays:
+        if len(inputs["x"]) > 1:
+            time.sleep(self.seconds)
+        return super().run(signature_name, inputs, outputs)
+
+
+def test_a_half_past_its_deadlines_gets_504_instead_of_a_retry(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    """The batch of `late` (1 s deadline) and a bad request takes 2 s to fail: `late` is not
+    run again, it gets 504; the bad request's half (30 s deadline) is retried."""
+
+    async def main() -> None:
+        runner = SlowBatchRunner(gate, seconds=2.0)
+        batcher = make_batcher(executor, runner)
+        blocker = await hold_instance(batcher, runner)
+        late, bad = submit(batcher, req(1), seconds=1.0), submit(batcher, req(BAD))
+        await until(lambda: batcher.queued == 2)
+        gate.set()
+        await blocker
+        with pytest.raises(DeadlineExceededError, match="failed batch was retried"):
+            await late
+        with pytest.raises(InvalidInputError):
+            await bad
+
+        assert [runner.seen(call) for call in (1, 2)] == [[1, BAD], [BAD]]
+        assert len(runner.calls) == 3
+        assert (batcher.stats.splits, batcher.stats.expired) == (1, 1)
+        await batcher.stop()
+
+    run(main, timeout=15)
 
 
 # -- cancellation ----------------------------------------------------------------------------
@@ -918,7 +973,8 @@ def test_queued_batch_goes_to_the_instance_that_frees_up(
 def test_stats_defaults() -> None:
     stats = BatchStats()
     assert stats.mean_batch_size == 0.0
-    assert (stats.batches, stats.requests, stats.rejected) == (0, 0, 0)
+    assert (stats.batches, stats.requests, stats.rejected, stats.splits) == (0, 0, 0, 0)
+    assert not stats.model_errors
 
 
 class SlowRunner(RecordingRunner):

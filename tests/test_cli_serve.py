@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +31,13 @@ REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 
 @contextmanager
 def serve_process(
-    *args: str, env: dict[str, str], grpc_port: int | None = 0
+    *args: str, env: dict[str, str], grpc_port: int | None = 0, prefix: Sequence[str] = ()
 ) -> Iterator[subprocess.Popen[str]]:
     """`modelserve serve` with `args`; gRPC on a free port unless `grpc_port` is None (then
-    the caller's args or env say)."""
+    the caller's args or env say). `prefix`: a command it runs under (e.g. setpriv)."""
     port_args = [] if grpc_port is None else ["--grpc-port", str(grpc_port)]
     process = subprocess.Popen(
-        [MODELSERVE, "serve", *port_args, *args],
+        [*prefix, MODELSERVE, "serve", *port_args, *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -53,14 +54,22 @@ def serve_process(
                 process.kill()
 
 
-def wait_ready(url: str, process: subprocess.Popen[str], timeout: float = 120) -> None:
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[str],
+    timeout: float = 120,
+    path: str = "/readyz",
+    verify: ssl.SSLContext | bool = True,
+) -> None:
+    """Until `path` answers 200 (/healthz: the server is up, whether its models are);
+    `verify`: how an HTTPS server's certificate is checked."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read() if process.stdout else ""
             pytest.fail(f"server exited with {process.returncode}:\n{output}")
         try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
