@@ -9,22 +9,26 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service import __version__
+from service.auth import AccessControl, AccessPolicy
 from service.errors import QueueFullError, ServingError
-from service.grpc_server import start_grpc_server
+from service.grpc_server import GrpcSecurity, start_grpc_server
 from service.lifecycle import DrainGate, Lifecycle
 from service.metrics import Metrics
 from service.middleware import RequestObserver
 from service.placement import DeviceSetup, configure_devices
-from service.protocols import health, overview, prometheus, tfserving_rest, v2_rest, web
+from service.protocols import admin, health, overview, prometheus, tfserving_rest, v2_rest, web
 from service.protocols.json_io import JSONBody
 from service.repository import ModelRepository
+from service.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
 from service.serving_config import (
     ServingConfig,
     discover_serving_config,
@@ -91,6 +95,7 @@ def create_app(
             port=settings.grpc_port,
             max_message_bytes=settings.grpc_max_message_bytes,
             drain_seconds=settings.drain_seconds,
+            security=GrpcSecurity.from_settings(settings),
         )
         app.state.begin_drain = grpc_drain.begin
         log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
@@ -113,14 +118,30 @@ def create_app(
     app.state.metrics = metrics
     app.state.lifecycle = Lifecycle()
     # the last added runs first: the observer sees (and counts) the drain gate's 503s
+    # ... and the access check's 401s; CORS answers preflights (which carry no key) and
+    # sets its headers on every answer, as the security headers do
     app.add_middleware(DrainGate, lifecycle=app.state.lifecycle)
+    access = AccessPolicy.from_settings(settings)
+    app.add_middleware(AccessControl, policy=access)
     app.add_middleware(RequestObserver, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+        )
+    app.add_middleware(SecurityHeaders)
+    # with keys, /docs shows an "Authorize" button (the middleware does the checking)
+    keyed = [Security(APIKeyHeader(name="X-API-Key", auto_error=False))] if access.keys else []
     app.include_router(health.router)
     app.include_router(prometheus.router)
-    app.include_router(tfserving_rest.router)
-    app.include_router(v2_rest.router)
-    app.include_router(overview.router)
-    app.include_router(task_routes.router)
+    app.include_router(tfserving_rest.router, dependencies=keyed)
+    app.include_router(v2_rest.router, dependencies=keyed)
+    app.include_router(overview.router, dependencies=keyed)
+    app.include_router(task_routes.router, dependencies=keyed)
+    app.include_router(admin.router, dependencies=keyed)
     app.include_router(web.router)
     app.mount("/static", web.static_files(), name="static")
     _add_error_handlers(app)

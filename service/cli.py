@@ -225,6 +225,32 @@ def serve(
             "only: its labels are meaningless).",
         ),
     ] = False,
+    api_keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("api_keys_file"),
+            help="File of API keys, one a line: REST and gRPC then need a key "
+            "(keys can also be given in MODELSERVE_API_KEYS).",
+        ),
+    ] = None,
+    tls_cert_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("tls_cert_file"),
+            help="PEM certificate: serve HTTPS and gRPC over TLS (with --tls-key-file).",
+        ),
+    ] = None,
+    tls_key_file: Annotated[
+        Path | None,
+        typer.Option(envvar=_env("tls_key_file"), help="PEM private key of --tls-cert-file."),
+    ] = None,
+    tls_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar=_env("tls_ca_file"),
+            help="PEM CA certificates: clients must present a certificate they signed (mTLS).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model repository: TF Serving REST and Open Inference Protocol (V2) on --port.
 
@@ -233,6 +259,7 @@ def serve(
     """
     from pydantic import ValidationError
 
+    from service.auth import ApiKeyError, load_api_keys
     from service.serving_config import ServingConfigError
     from service.settings import Settings
 
@@ -247,10 +274,15 @@ def serve(
         "log_format": log_format.value if log_format else None,
         "poll_interval_seconds": poll_interval,
         "allow_random_weights": allow_random_weights or None,
+        "api_keys_file": api_keys_file,
+        "tls_cert_file": tls_cert_file,
+        "tls_key_file": tls_key_file,
+        "tls_ca_file": tls_ca_file,
     }
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
-    except ValidationError as exc:
+        load_api_keys(settings.api_keys, settings.api_keys_file)  # before any model loads
+    except (ValidationError, ApiKeyError) as exc:
         _fail(f"invalid setting: {exc}")
     if settings.config and settings.model_config_file:
         _fail("give either --config or --model-config-file, not both")
@@ -279,11 +311,12 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
         table.add_row(model.name, str(model.base_path), model.version_policy.describe(), labels)
     console.print(table)
     shown_host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    tls = settings.tls_cert_file is not None
+    rest = f"{'https' if tls else 'http'}://{shown_host}:{settings.port}"
     console.print(
-        f"REST (TF Serving, V2, task API, web page) on http://{shown_host}:{settings.port}  "
-        f"docs: http://{shown_host}:{settings.port}/docs\n"
+        f"REST (TF Serving, V2, task API, web page) on {rest}  docs: {rest}/docs\n"
         f"gRPC (TF Serving PredictionService, ModelService, health) on {shown_host}:"
-        f"{settings.grpc_port}"
+        f"{settings.grpc_port} ({'TLS' if tls else 'plaintext'})"
     )
 
 
@@ -292,6 +325,7 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
 
     from service.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
     from service.logs import configure_logging
+    from service.tls import uvicorn_tls_options
 
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
@@ -302,6 +336,8 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
         log_config=None,  # configure_logging's handler and format
         access_log=False,  # modelserve writes its own (service.middleware)
         timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,  # after DrainingServer's own drain
+        server_header=False,  # no software and version for scanners
+        **uvicorn_tls_options(settings),  # HTTPS with tls_cert_file / tls_key_file
     )
     DrainingServer(config, application, settings.drain_seconds).run()
 

@@ -3,6 +3,9 @@ on `grpc.aio` in the same process and event loop as the REST server.
 
 Health answers from the repository at each call: the server ("") is SERVING when every model
 is ready, a model name (or TF Serving's service names) when that model / every model is.
+
+With API keys, calls need one in their metadata (service.grpc_auth), except reflection and,
+unless `auth_health`, health; with `tls_cert_file` the server speaks TLS only.
 """
 
 from __future__ import annotations
@@ -11,14 +14,22 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.auth import ApiKeys, load_api_keys
+from service.grpc_auth import ApiKeyInterceptor
 from service.metrics import Metrics
 from service.protocols.grpc_services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
 from service.repository import ModelRepository
+from service.tls import grpc_server_credentials
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +49,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         if self.draining.is_set():
             readiness = dict.fromkeys(readiness, False)
         if service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
-            ready = all(readiness.values())
+            ready = self._repository.is_ready() and not self.draining.is_set()
         elif service in readiness:
             ready = readiness[service]
         else:
@@ -70,6 +81,25 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
                 await asyncio.wait_for(self.draining.wait(), WATCH_INTERVAL_SECONDS)
 
 
+@dataclass(frozen=True)
+class GrpcSecurity:
+    """Who may call the gRPC server, and over what: API keys (None: no keys), the services
+    open without a key, TLS credentials (None: plaintext)."""
+
+    keys: ApiKeys | None = None
+    public_services: frozenset[str] = frozenset({HEALTH_SERVICE, reflection.SERVICE_NAME})
+    credentials: grpc.ServerCredentials | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GrpcSecurity:
+        health = () if settings.auth_health else (HEALTH_SERVICE,)
+        return cls(
+            keys=load_api_keys(settings.api_keys, settings.api_keys_file),
+            public_services=frozenset((reflection.SERVICE_NAME, *health)),
+            credentials=grpc_server_credentials(settings),
+        )
+
+
 async def start_grpc_server(
     repository: ModelRepository,
     metrics: Metrics,
@@ -78,14 +108,18 @@ async def start_grpc_server(
     port: int,
     max_message_bytes: int,
     drain_seconds: float,
+    security: GrpcSecurity | None = None,
 ) -> tuple[GrpcDrain, int]:
     """Starts serving; returns its drain (how it stops) and the port it listens on (`port` 0:
     a free one)."""
+    security = security or GrpcSecurity()
+    keys = security.keys
     server = grpc.aio.server(
+        interceptors=[ApiKeyInterceptor(keys, security.public_services)] if keys else [],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-        ]
+        ],
     )
     add_services(server, repository, metrics)
     health = HealthServicer(repository)
@@ -94,11 +128,19 @@ async def start_grpc_server(
         (PREDICTION_SERVICE, MODEL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
     address = f"[::]:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    if security.credentials is not None:
+        bound = server.add_secure_port(address, security.credentials)
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"gRPC cannot listen on {address}")
     await server.start()
-    log.info("gRPC (TF Serving PredictionService, ModelService, health) on %s", bound)
+    log.info(
+        "gRPC (TF Serving PredictionService, ModelService, health) on %s (%s%s)",
+        bound,
+        "TLS" if security.credentials is not None else "plaintext",
+        f", {len(keys)} API keys" if keys else "",
+    )
     return GrpcDrain(server, health, drain_seconds), bound
 
 

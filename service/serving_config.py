@@ -40,7 +40,10 @@ from pydantic_core import ErrorDetails
 
 from service.layout import model_names
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+"""A model name is a URL segment and a folder name under the model base path: no separators,
+no `..`, no leading dot, no NUL or control characters, at most 128 characters. (TF Serving
+takes any name without `/` or `:` in its REST URLs; the names in use fit this easily.)"""
 LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 POLICY_FORMS = "{latest: N}, all, or {specific: [v1, v2, ...]}"
 
@@ -277,9 +280,12 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    """URL-safe: letters, digits, `_`, `.`, `-`, starting with a letter or digit."""
+    """URL-safe: letters, digits, `_`, `.`, `-`, starting with a letter or digit, no `..`,
+    at most 128 characters (it names the folder under the model base path)."""
     base_path: Path
-    """The model's folder holding `<version>/` sub-folders; absolute once loaded."""
+    """The model's folder holding `<version>/` sub-folders; absolute once loaded. Default:
+    <model_base_path>/<name>. Given explicitly it may be anywhere, as in TF Serving: the
+    operator wrote it; a model name never leads outside the model base path."""
     version_policy: VersionPolicy = VersionPolicy()
     version_labels: dict[str, StrictInt] = {}
     """Label name to version, e.g. {"stable": 1, "canary": 2}."""
@@ -305,10 +311,11 @@ class ModelConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, name: str) -> str:
-        if not MODEL_NAME.fullmatch(name):
+        if not MODEL_NAME.fullmatch(name) or ".." in name:
             raise ValueError(
-                f"{name!r} is not a valid model name (it is used in URLs): use letters, digits,"
-                " '_', '.' and '-', starting with a letter or digit"
+                f"{name[:140]!r} is not a valid model name (it is used in URLs and as a folder"
+                " name): use letters, digits, '_', '.' and '-', starting with a letter or digit,"
+                " without '..', at most 128 characters"
             )
         return name
 

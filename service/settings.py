@@ -6,14 +6,16 @@ What is served (models, version policies, labels, batching) lives in the serving
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.cpu_limit import available_cpus
 from service.logs import LogFormat
+from service.tls import check_ca_file, check_key_pair, check_readable_file
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -117,3 +119,88 @@ class Settings(BaseSettings):
     """Let /api/v1/images answer from a `resnet50` exported with random weights
     (`modelserve train resnet50 --weights none`); its labels are meaningless, so without this
     the endpoint answers 409. For load tests only."""
+
+    # -- access control and transport security --
+
+    api_keys: SecretStr | None = None
+    """API keys, comma-separated (`MODELSERVE_API_KEYS`; never logged). With keys (here or in
+    `api_keys_file`) REST and gRPC calls need `Authorization: Bearer <key>` or
+    `X-API-Key: <key>` (401 / UNAUTHENTICATED otherwise), except the web page, the API docs,
+    health and metrics (see `auth_health`, `auth_metrics`). Default: no keys, no checks."""
+
+    api_keys_file: Path | None = None
+    """File of API keys, one a line, blank lines and `#` comments ignored (e.g. a mounted
+    Kubernetes Secret); taken together with `api_keys`. Read at start-up."""
+
+    auth_health: bool = False
+    """Require a key for /healthz, /readyz, /v2/health/* and gRPC grpc.health.v1 too.
+    Default: public, for probes and load balancers."""
+
+    auth_metrics: bool = False
+    """Require a key for /metrics. Default: public, for Prometheus."""
+
+    admin_without_keys: bool = False
+    """Serve /admin/... (reload, effective config) without API keys, for trusted networks.
+    Default: with no keys set, admin routes answer 403, so they are never open by accident."""
+
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain) of the server: REST is served over HTTPS and gRPC over TLS.
+    Needs `tls_key_file`; default: plain HTTP and gRPC (TLS terminated in front, or none)."""
+
+    tls_key_file: Path | None = Field(None, validate_default=True)
+    """PEM private key of `tls_cert_file`."""
+
+    tls_ca_file: Path | None = Field(None, validate_default=True)
+    """PEM CA certificates: REST and gRPC clients must present a certificate signed by one
+    (mutual TLS). Needs `tls_cert_file`; default: no client certificates asked."""
+
+    cors_origins: Annotated[list[str], NoDecode] = []
+    """Origins allowed to call the API from browser pages, comma-separated, e.g.
+    `https://app.example.com` (`*`: any). Default: none, CORS off."""
+
+    @field_validator("api_keys_file", "tls_cert_file")
+    @classmethod
+    def _readable_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return None if path is None else check_readable_file(path, str(info.field_name))
+
+    @field_validator("tls_key_file")
+    @classmethod
+    def _key_with_certificate(cls, key: Path | None, info: ValidationInfo) -> Path | None:
+        if "tls_cert_file" not in info.data:  # the certificate is already reported
+            return key
+        cert = info.data["tls_cert_file"]
+        if (cert is None) != (key is None):
+            missing = "tls_key_file" if key is None else "tls_cert_file"
+            raise ValueError(f"tls_cert_file and tls_key_file go together: {missing} is missing")
+        if cert is not None and key is not None:
+            check_key_pair(cert, check_readable_file(key, "tls_key_file"))
+        return key
+
+    @field_validator("tls_ca_file")
+    @classmethod
+    def _ca_with_certificate(cls, ca: Path | None, info: ValidationInfo) -> Path | None:
+        if ca is None:
+            return None
+        if info.data.get("tls_cert_file") is None:
+            raise ValueError(
+                "tls_ca_file (client certificates) needs tls_cert_file and tls_key_file"
+            )
+        check_ca_file(check_readable_file(ca, "tls_ca_file"))
+        return ca
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, origins: object) -> object:
+        if isinstance(origins, str):
+            return [o.strip() for o in origins.split(",") if o.strip()]
+        return origins
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s:]+(:\d{1,5})?", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path (or *)"
+                )
+        return origins

@@ -1,7 +1,9 @@
 """The page at GET / in a real Chromium (Playwright) against a real server of the shipped models:
 drawing a digit, reviews, votes, a photo (answered by a resnet50 stand-in, and with none served),
-keyboard-only use, a phone viewport, accessible names, and no console errors or CSP violations.
-Full-page screenshots go to tests/artifacts/ (gitignored) for a human to look at."""
+keyboard-only use, a phone viewport, accessible names, and no console errors or CSP violations
+(the page, and FastAPI's /docs and /redoc under their own policy); with API keys on, the page
+asks for a key. Full-page screenshots go to tests/artifacts/ (gitignored) for a human to look
+at."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from pydantic import SecretStr
 
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
@@ -56,6 +59,15 @@ NEGATIVE_REVIEW = (
     "The worst film I have seen in years; a complete waste of time."
 )
 
+API_KEY = "page-test-key-0123456789"
+CSP_WATCH = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.effectiveDirective}: ${event.blockedURI || "inline"}`);
+});
+"""
+"""Run before any script of the page: records what its Content-Security-Policy blocked."""
+
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -82,24 +94,38 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def open_tab(browser: Browser, url: str, viewport: dict[str, int]) -> Iterator[Tab]:
-    """The page, loaded, its models' status shown; fails at teardown on problems a test did not
-    expect (see accept_photo_404)."""
+def new_tab(browser: Browser, url: str, viewport: dict[str, int], path: str = "/") -> Iterator[Tab]:
+    """`path` loaded in a new browser context; fails at teardown on console errors and CSP
+    violations a test did not expect (see accept_photo_404)."""
     context = browser.new_context(base_url=url, viewport=viewport)
     context.set_default_timeout(TIMEOUT_MS)
+    context.add_init_script(CSP_WATCH)
     tab = Tab(context.new_page())
 
     def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
+        if message.type == "error" or "Content Security Policy" in message.text:
             tab.problems.append(message.text)
 
     tab.page.on("console", on_console)
     tab.page.on("pageerror", lambda error: tab.problems.append(f"uncaught: {error}"))
-    tab.page.goto("/")
-    expect(tab.page.locator("#digits-status")).to_have_attribute("data-state", "ready")
+    tab.page.goto(path)
     yield tab
+    violations = csp_violations(tab.page)
     context.close()
     assert not tab.problems, f"errors in the browser console: {tab.problems}"
+    assert violations == [], f"blocked by the Content-Security-Policy: {violations}"
+
+
+def csp_violations(page: Page) -> list[str]:
+    found: list[str] = page.evaluate("window.__cspViolations")
+    return found
+
+
+def open_tab(browser: Browser, url: str, viewport: dict[str, int]) -> Iterator[Tab]:
+    """The page, loaded, its models' status shown (see new_tab)."""
+    for tab in new_tab(browser, url, viewport):
+        expect(tab.page.locator("#digits-status")).to_have_attribute("data-state", "ready")
+        yield tab
 
 
 @pytest.fixture
@@ -188,6 +214,90 @@ def test_page_loads_clean_with_links_and_model_status(tab: Tab) -> None:
     csp = page.request.get("/").headers["content-security-policy"]
     assert "script-src 'self'" in csp and "style-src 'self'" in csp
     assert not tab.problems, f"errors in the browser console: {tab.problems}"
+    assert csp_violations(page) == []
+
+
+def test_the_policy_blocks_inline_code(tab: Tab) -> None:
+    """The page runs with no violation because it has no inline code, not because nothing is
+    enforced: an inline script added to it does not run, and is reported."""
+    page = tab.page
+    page.evaluate(
+        """() => {
+          const script = document.createElement("script");
+          script.textContent = "window.__inlineRan = true";
+          document.body.append(script);
+        }"""
+    )
+    expect(page.locator("#digits-status")).to_have_attribute("data-state", "ready")
+    page.wait_for_function("window.__cspViolations.length > 0")
+    assert page.evaluate("window.__inlineRan") is None
+    assert csp_violations(page) == ["script-src-elem: inline"]
+    page.evaluate("window.__cspViolations = []")
+    assert tab.problems and all("Content Security Policy" in p for p in tab.problems)
+    tab.problems.clear()
+
+
+def test_api_docs_render_under_their_policy(browser: Browser, shipped_server: str) -> None:
+    for tab in new_tab(browser, shipped_server, DESKTOP, "/docs"):
+        page = tab.page
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("modelserve")
+        expect(page.get_by_text("/api/v1/sentiment").first).to_be_visible()
+        page.get_by_text("/healthz").first.click()  # Swagger UI's own script reacts
+        expect(page.get_by_role("button", name="Try it out")).to_be_visible()
+
+
+def test_redoc_renders_and_loads_nothing_from_elsewhere(
+    browser: Browser, shipped_server: str
+) -> None:
+    for tab in new_tab(browser, shipped_server, DESKTOP, "/redoc"):
+        page = tab.page
+        expect(page.locator("h1").first).to_contain_text("modelserve")
+        expect(page.get_by_text("/api/v1/sentiment").first).to_be_attached()
+        # ReDoc's sidebar shows a logo from its CDN: the policy keeps the docs offline
+        page.wait_for_function("window.__cspViolations.length > 0")
+        blocked = csp_violations(page)
+        assert all(v.startswith("img-src: https://cdn.redoc.ly/") for v in blocked), blocked
+        page.evaluate("window.__cspViolations = []")
+        assert all("cdn.redoc.ly" in problem for problem in tab.problems), tab.problems
+        tab.problems.clear()
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[str]:
+    """The shipped models behind an API key."""
+    settings = Settings(model_base_path=MODELS_DIR, api_keys=SecretStr(API_KEY))
+    with running_server(settings, timeout=180) as url:
+        yield url
+
+
+def test_page_asks_for_the_api_key_and_sends_it(browser: Browser, keyed_server: str) -> None:
+    for tab in new_tab(browser, keyed_server, DESKTOP):
+        page = tab.page
+        expect(page.locator("#digits-status")).to_have_text("API key needed")
+        expect(page.locator("#key-form")).to_be_visible()
+        key = page.get_by_label("API key")
+        expect(key).to_be_focused()
+        page.locator("#review-text").fill(POSITIVE_REVIEW)
+        page.locator("#review-submit").click()
+        expect(page.locator("#review-error")).to_contain_text("needs an API key")
+
+        key.fill("not-the-key-0123456789")
+        key.press("Enter")
+        expect(page.locator("#key-notice")).to_contain_text("not accepted")
+        key.fill(API_KEY)
+        page.get_by_role("button", name="Use key").click()
+        expect(page.locator("#key-form")).to_be_hidden()
+        expect(page.locator("#digits-status")).to_have_text(re.compile(r"version \d+ ready"))
+        page.locator("#review-submit").click()
+        expect(page.locator("#review-value")).to_have_text("positive")
+
+        # the key stays in this tab: no cookie, nothing in localStorage
+        assert page.context.cookies() == []
+        assert page.evaluate("localStorage.length") == 0
+        assert page.evaluate("sessionStorage.getItem('modelserve-api-key')") == API_KEY
+        # the browser logs each refused request: expected here
+        assert tab.problems and all("401" in problem for problem in tab.problems), tab.problems
+        tab.problems.clear()
 
 
 def test_controls_and_regions_are_accessible(tab: Tab) -> None:

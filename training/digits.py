@@ -55,7 +55,7 @@ def load_mnist(data: Path | None, allow_download: bool) -> Mnist:
 def read_mnist_npz(path: Path) -> Mnist:
     """Read an npz in Keras' MNIST layout, checking keys, shapes and dtypes."""
     try:
-        with np.load(path) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in ("x_train", "y_train", "x_test", "y_test")}
     except KeyError as exc:
         raise DataNotFoundError(

@@ -15,12 +15,12 @@ async def healthz() -> JSONBody:
     return JSONBody({"status": "alive"})
 
 
-@router.get("/readyz", summary="Readiness: every configured model has an AVAILABLE version")
+@router.get("/readyz", summary="Readiness: every model (but those unloaded) has a version up")
 async def readyz(request: Request) -> JSONBody:
     models = repository(request).readiness()
     if lifecycle(request).draining:  # shutting down: take this replica out of rotation
         return JSONBody({"status": "draining", "models": models}, status_code=503)
-    ready = all(models.values())
+    ready = repository(request).is_ready()
     return JSONBody(
         {"status": "ready" if ready else "loading", "models": models},
         status_code=200 if ready else 503,

@@ -28,6 +28,7 @@ const VOTE_CHOICES = [
 const DEFAULT_VOTE = "?";
 const PHOTO_TOP_K = 5;
 const AUTO_PREDICT_DELAY_MS = 600; // after the last stroke, so a "7" or a "4" can take two
+const KEY_STORAGE = "modelserve-api-key"; // sessionStorage: this tab only, gone when it closes
 const INK = "#111";
 const PAPER = "#fff";
 
@@ -50,15 +51,23 @@ class ApiError extends Error {
   }
 }
 
-/** The JSON reply to a request; an ApiError with the server's {"error": ...} otherwise. */
-async function callApi(path, init) {
+/** The JSON reply to a request; an ApiError with the server's {"error": ...} otherwise. The
+ * API key entered in the page, if any, goes with every request. */
+async function callApi(path, init = {}) {
+  const headers = new Headers(init.headers);
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  if (key) headers.set("X-API-Key", key);
   let response;
   try {
-    response = await fetch(path, init);
+    response = await fetch(path, { ...init, headers });
   } catch {
     throw new ApiError("The server cannot be reached.", 0);
   }
   const body = await response.json().catch(() => null);
+  if (response.status === 401) {
+    askForKey(key ? "The API key was not accepted: enter another." : null);
+    throw new ApiError("This server needs an API key: enter it at the top of the page.", 401);
+  }
   if (!response.ok) {
     throw new ApiError(body?.error ?? `${response.status} ${response.statusText}`, response.status);
   }
@@ -78,6 +87,30 @@ function postFile(path, blob, filename) {
   const form = new FormData();
   form.append("file", blob, filename);
   return callApi(path, { method: "POST", body: form });
+}
+
+// --- API key ---------------------------------------------------------------------------------
+
+/** Show the key form (the server answered 401), with `message` instead of the default. */
+function askForKey(message) {
+  const form = byId("key-form");
+  const notice = byId("key-notice");
+  notice.dataset.default ??= notice.textContent;
+  notice.textContent = message ?? notice.dataset.default;
+  if (form.hidden) {
+    form.hidden = false;
+    byId("api-key").focus();
+  }
+}
+
+function setUpKey() {
+  const form = byId("key-form");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORAGE, byId("api-key").value.trim());
+    form.reset();
+    if (await showModelStatus()) form.hidden = true;
+  });
 }
 
 // --- results ---------------------------------------------------------------------------------
@@ -181,17 +214,20 @@ function describeModel(model) {
   return { text: "loading", state: "pending" };
 }
 
-/** Fill each card's status badge ([data-model]) and show [data-missing-model] notices. */
+/** Fill each card's status badge ([data-model]) and show [data-missing-model] notices;
+ * true when the server answered. */
 async function showModelStatus() {
   let models;
   try {
     const { models: list } = await callApi("/api/v1/models");
     models = new Map(list.map((model) => [model.name, model]));
-  } catch {
+  } catch (error) {
+    const text = error.status === 401 ? "API key needed" : "status unknown";
     for (const badge of document.querySelectorAll("[data-model]")) {
-      badge.textContent = "status unknown";
+      badge.textContent = text;
+      badge.dataset.state = "missing";
     }
-    return;
+    return false;
   }
   for (const badge of document.querySelectorAll("[data-model]")) {
     const { text, state } = describeModel(models.get(badge.dataset.model));
@@ -201,6 +237,7 @@ async function showModelStatus() {
   for (const notice of document.querySelectorAll("[data-missing-model]")) {
     notice.hidden = models.has(notice.dataset.missingModel);
   }
+  return true;
 }
 
 // --- digits ----------------------------------------------------------------------------------
@@ -404,6 +441,7 @@ function setUpVotes() {
   });
 }
 
+setUpKey();
 setUpDigits();
 setUpPhotos();
 setUpReview();

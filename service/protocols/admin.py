@@ -1,0 +1,92 @@
+"""Admin routes: rescan the model repository now, unload a model and load it again, and show
+the effective serving config.
+
+They need an API key whenever keys are on, and are refused (403) without keys unless
+`admin_without_keys` allows them (service.auth.AccessControl decides; the check here refuses
+them too should that middleware be missing). The config is shown without file-system paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.exceptions import HTTPException
+
+from service.auth import ADMIN_DISABLED, ADMIN_GRANTED
+from service.protocols.json_io import JSONBody
+from service.protocols.state import repository
+from service.repository import ModelEntry
+from service.serving_config import ModelConfig
+
+SETTLE_SECONDS = 1.0
+"""A version new to a rescan is rescanned after this long, and loaded if its files did not
+change meanwhile (the repository's guard against loading a copy in progress)."""
+
+
+def _admitted(request: Request) -> None:
+    if not request.scope.get(ADMIN_GRANTED):
+        raise HTTPException(403, ADMIN_DISABLED)
+
+
+router = APIRouter(
+    prefix="/admin",
+    tags=["admin"],
+    default_response_class=JSONBody,
+    dependencies=[Depends(_admitted)],
+)
+
+
+@router.post("/reload", summary="Rescan the model repository now; the versions found per model")
+async def reload(request: Request) -> JSONBody:
+    """Lists every model's folder (or backend) now instead of at the next poll; new versions
+    are listed again a second later and, unchanged, start loading in the background (their
+    state says how far they are)."""
+    models = repository(request)
+    before = {entry.name: set(entry.on_disk) for entry in models.entries()}
+    await models.poll_once()
+    if any(set(entry.on_disk) - before[entry.name] for entry in models.entries()):
+        await asyncio.sleep(SETTLE_SECONDS)
+        await models.poll_once()
+    return JSONBody({"models": [_listing(entry) for entry in models.entries()]})
+
+
+@router.post("/models/{model}/unload", summary="Unload every version of a model until loaded")
+async def unload(request: Request, model: str) -> JSONBody:
+    """Frees the model's memory: each version unloads once the requests holding it finish
+    (state UNLOADING, then END), and the model stays unloaded whatever appears on disk. Its
+    requests get 503 meanwhile; readiness ignores it, so the replica stays in rotation."""
+    return JSONBody(_listing(repository(request).hold(model)))
+
+
+@router.post("/models/{model}/load", summary="Serve a model again after an unload")
+async def load(request: Request, model: str) -> JSONBody:
+    """The model's versions (per its version policy) load again; their state says how far."""
+    return JSONBody(_listing(repository(request).release(model)))
+
+
+@router.get("/config", summary="The effective serving config, without file-system paths")
+async def config(request: Request) -> JSONBody:
+    """Each model's version policy (in the config file's form), labels, batching, placement
+    and remote backend; base paths and asset folders are left out."""
+    return JSONBody({"models": [_model(entry.config) for entry in repository(request).entries()]})
+
+
+def _listing(entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "name": entry.name,
+        "unloaded_by_admin": entry.held,
+        "versions_found": sorted(entry.on_disk),
+        "versions": [
+            {"version": version, "state": servable.state.value}
+            for version, servable in sorted(entry.versions.items())
+        ],
+    }
+
+
+def _model(config: ModelConfig) -> dict[str, Any]:
+    shown: dict[str, Any] = config.model_dump(
+        mode="json", exclude={"base_path": True, "backend": {"assets"}}
+    )
+    return shown
