@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.exceptions import HTTPException
 
 from service.auth import ADMIN_DISABLED, ADMIN_GRANTED
+from service.protocols.error_docs import NOT_FOUND, error_responses
 from service.protocols.json_io import JSONBody
 from service.protocols.state import repository
 from service.repository import ModelEntry
@@ -29,6 +30,8 @@ def _admitted(request: Request) -> None:
     if not request.scope.get(ADMIN_GRANTED):
         raise HTTPException(403, ADMIN_DISABLED)
 
+
+MODEL_ERRORS = error_responses({403: ADMIN_DISABLED, 404: NOT_FOUND})
 
 router = APIRouter(
     prefix="/admin",
@@ -52,7 +55,11 @@ async def reload(request: Request) -> JSONBody:
     return JSONBody({"models": [_listing(entry) for entry in models.entries()]})
 
 
-@router.post("/models/{model}/unload", summary="Unload every version of a model until loaded")
+@router.post(
+    "/models/{model}/unload",
+    summary="Unload every version of a model until loaded",
+    responses=MODEL_ERRORS,
+)
 async def unload(request: Request, model: str) -> JSONBody:
     """Frees the model's memory: each version unloads once the requests holding it finish
     (state UNLOADING, then END), and the model stays unloaded whatever appears on disk. Its
@@ -60,7 +67,9 @@ async def unload(request: Request, model: str) -> JSONBody:
     return JSONBody(_listing(repository(request).hold(model)))
 
 
-@router.post("/models/{model}/load", summary="Serve a model again after an unload")
+@router.post(
+    "/models/{model}/load", summary="Serve a model again after an unload", responses=MODEL_ERRORS
+)
 async def load(request: Request, model: str) -> JSONBody:
     """The model's versions (per its version policy) load again; their state says how far."""
     return JSONBody(_listing(repository(request).release(model)))
