@@ -764,6 +764,7 @@ def test_unsupported_methods_are_unimplemented(target: str) -> None:
         assert mentions(message, "plus") and "predict" in message.lower(), message
     assert mentions(details["multi"], "MultiInference") and mentions(details["multi"], "Predict")
     assert mentions(details["reload"], "reloading") and mentions(details["reload"], "config")
+    assert "/admin/reload" in details["reload"]  # what does the job instead
     assert mentions(details["unknown model"], "nope")
 
 

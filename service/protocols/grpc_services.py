@@ -302,7 +302,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         async def refuse() -> None:
             raise UnimplementedError(
                 "reloading the config over gRPC is not supported; the server rescans its model "
-                "directories by itself"
+                "directories by itself, and REST `POST /admin/reload` rescans them at once"
             )
 
         await self._calls.run(context, f"/{MODEL_SERVICE}/HandleReloadConfigRequest", refuse)
