@@ -58,6 +58,7 @@ def create_app(
     """The app; `metrics` (its registry) may be given, else each app gets its own."""
     config = serving_config or serving_config_for(settings)
     metrics = metrics or Metrics()
+    access = AccessPolicy.from_settings(settings)  # reads the keys file: REST and gRPC share it
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,7 +96,7 @@ def create_app(
             port=settings.grpc_port,
             max_message_bytes=settings.grpc_max_message_bytes,
             drain_seconds=settings.drain_seconds,
-            security=GrpcSecurity.from_settings(settings),
+            security=GrpcSecurity.from_settings(settings, access.keys),
         )
         app.state.begin_drain = grpc_drain.begin
         log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
@@ -121,7 +122,6 @@ def create_app(
     # ... and the access check's 401s; CORS answers preflights (which carry no key) and
     # sets its headers on every answer, as the security headers do
     app.add_middleware(DrainGate, lifecycle=app.state.lifecycle)
-    access = AccessPolicy.from_settings(settings)
     app.add_middleware(AccessControl, policy=access)
     app.add_middleware(RequestObserver, metrics=metrics)
     if settings.cors_origins:

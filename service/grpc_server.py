@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.auth import ApiKeys, load_api_keys
+from service.auth import ApiKeys
 from service.grpc_auth import ApiKeyInterceptor
 from service.metrics import Metrics
 from service.protocols.grpc_services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
@@ -91,10 +91,11 @@ class GrpcSecurity:
     credentials: grpc.ServerCredentials | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> GrpcSecurity:
+    def from_settings(cls, settings: Settings, keys: ApiKeys | None) -> GrpcSecurity:
+        """`keys`: those REST takes (read once, see service.app)."""
         health = () if settings.auth_health else (HEALTH_SERVICE,)
         return cls(
-            keys=load_api_keys(settings.api_keys, settings.api_keys_file),
+            keys=keys,
             public_services=frozenset((reflection.SERVICE_NAME, *health)),
             credentials=grpc_server_credentials(settings),
         )

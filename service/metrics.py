@@ -8,6 +8,7 @@ bounded: model names the repository knows, versions it serves, route templates, 
 
 from __future__ import annotations
 
+import collections
 import platform
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -266,10 +267,9 @@ class _BatchFamilies:
         self.queue_depth.add_metric(labels, sum(b.queued for b in batchers))
         self.in_flight.add_metric(labels, in_flight)
         self.splits.add_metric(labels, sum(b.stats.splits for b in batchers))
-        errors = dict.fromkeys(ERROR_CODES, 0)  # at 0, so rate() sees the first error
+        errors = collections.Counter(dict.fromkeys(ERROR_CODES, 0))  # at 0: rate() sees the first
         for batcher in batchers:
-            for code, count in batcher.stats.model_errors.items():
-                errors[code] = errors.get(code, 0) + count
+            errors.update(batcher.stats.model_errors)
         for code, count in sorted(errors.items()):
             self.errors.add_metric([*labels, code], count)
         if batchers:

@@ -52,6 +52,7 @@ from tests.task_models import (
     png_header_bomb,
     standin_model,
 )
+from tests.test_grpc import predict_request as predict
 
 MB = 1 << 20
 HUGE_BYTES = 100 * MB  # above the default max_request_bytes (64 MiB)
@@ -631,16 +632,6 @@ def tensor(dtype: int, shape: list[int] | None, **values: Any) -> tensor_pb2.Ten
     return proto
 
 
-def predict(
-    model: str, inputs: dict[str, tensor_pb2.TensorProto], output_filter: tuple[str, ...] = ()
-) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest(output_filter=output_filter)
-    request.model_spec.name = model
-    for name, proto in inputs.items():
-        request.inputs[name].CopyFrom(proto)
-    return request
-
-
 def _dtypes_request(**changed: tensor_pb2.TensorProto) -> predict_pb2.PredictRequest:
     """A valid `dtypes` request (its 12 inputs), some inputs replaced."""
     inputs = {
@@ -656,7 +647,7 @@ def grpc_cases() -> list[GrpcCase]:
     invalid = "INVALID_ARGUMENT"
 
     def votes(proto: tensor_pb2.TensorProto, *output_filter: str) -> predict_pb2.PredictRequest:
-        return predict("votes", {"votes": proto}, output_filter)
+        return predict("votes", {"votes": proto}, output_filter=output_filter)
 
     def reviews(proto: tensor_pb2.TensorProto) -> predict_pb2.PredictRequest:
         return predict("sentiment", {"text": proto})

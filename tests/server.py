@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -155,6 +156,14 @@ def assert_same(actual: Any, expected: Any, where: str = "") -> None:
         assert actual == pytest.approx(expected, rel=1e-6), at
     else:
         assert actual == expected, at
+
+
+def assert_no_paths(text: str, root: Path) -> None:
+    """Errors and statuses name models and versions, never where the server keeps its files
+    (`root`: the folder holding the test's model repository)."""
+    for part in (str(root), root.parent.name, str(Path.home()), "/tmp/", "site-packages"):
+        assert part not in text, f"{part!r} in {text!r}"
+    assert not re.search(r"(?<![\w.])/(tmp|home|root|srv|var|models)\b", text), text
 
 
 def error_message(response: httpx.Response, status: int) -> str:

@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 import httpx
-import numpy as np
 import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,7 +27,6 @@ from pydantic import SecretStr, ValidationError
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
-    predict_pb2,
     prediction_service_pb2_grpc,
 )
 
@@ -37,6 +35,7 @@ from service.settings import Settings
 from tests.saved_models import copy_versions, write_config
 from tests.server import error_message, grpc_target, running_server, wait_for
 from tests.test_cli import run
+from tests.test_grpc import plus_request
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
@@ -354,13 +353,6 @@ def test_cors_origins_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
 # --- gRPC -----------------------------------------------------------------------------------
 
 
-def predict_request(model: str = "plus") -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
-    return request
-
-
 def grpc_refusal(call: Any) -> tuple[Code, str]:
     with pytest.raises(grpc.RpcError) as raised:
         call()
@@ -376,7 +368,9 @@ def test_grpc_calls_need_a_key_in_their_metadata(keyed: Server) -> None:
         status.model_spec.name = "plus"
         for metadata in ((), (("x-api-key", WRONG),), (("authorization", f"Bearer {WRONG}"),)):
             code, details = grpc_refusal(
-                lambda m=metadata: prediction.Predict(predict_request(), metadata=m, timeout=10)
+                lambda m=metadata: prediction.Predict(
+                    plus_request([1.0, 2.0]), metadata=m, timeout=10
+                )
             )
             assert code == Code.UNAUTHENTICATED, (code, details)
             assert "API key" in details and WRONG not in details
@@ -385,7 +379,7 @@ def test_grpc_calls_need_a_key_in_their_metadata(keyed: Server) -> None:
             )
             assert code == Code.UNAUTHENTICATED
         for metadata in ((("authorization", f"Bearer {KEY_ENV}"),), (("x-api-key", KEY_FILE),)):
-            answer = prediction.Predict(predict_request(), metadata=metadata, timeout=10)
+            answer = prediction.Predict(plus_request([1.0, 2.0]), metadata=metadata, timeout=10)
             assert tf.make_ndarray(answer.outputs["y"]).tolist() == [3.5, 4.0]  # version 2
             assert models.GetModelStatus(status, metadata=metadata, timeout=10).model_version_status
 

@@ -21,7 +21,7 @@ from service.serving_config import (
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 from tests.saved_models import copy_versions, write_corrupt_version
-from tests.server import error_message, running_server, wait_for
+from tests.server import assert_no_paths, error_message, running_server, wait_for
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
@@ -117,11 +117,6 @@ def leaky(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             what="plus",
         )
         yield Leaky(url, repo)
-
-
-def assert_no_paths(text: str, repo: Path) -> None:
-    for part in (str(repo), repo.parent.name, str(Path.home()), "/tmp/", "site-packages"):
-        assert part not in text, f"{part!r} in {text!r}"
 
 
 @pytest.mark.parametrize(

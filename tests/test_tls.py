@@ -13,18 +13,18 @@ from typing import Any
 
 import grpc
 import httpx
-import numpy as np
 import pytest
 import tensorflow as tf
 import trustme
 from pydantic import ValidationError
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 
 from service.settings import Settings
 from tests.saved_models import export_affine
 from tests.server import free_port
 from tests.test_cli import run
 from tests.test_cli_serve import serve_process, wait_ready
+from tests.test_grpc import plus_request
 
 KEY = secrets.token_hex(16)
 
@@ -110,13 +110,6 @@ def mtls_server(repo: Path, pki: Pki) -> Iterator[TlsServer]:
     yield from start(repo, pki, "--tls-ca-file", str(pki.ca), env={})
 
 
-def predict_request() -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = "plus"
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0], np.float32)))
-    return request
-
-
 def grpc_predict(
     target: str, credentials: grpc.ChannelCredentials | None, metadata: Any = ()
 ) -> list[float]:
@@ -127,7 +120,7 @@ def grpc_predict(
     )
     with channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        answer = stub.Predict(predict_request(), metadata=metadata, timeout=10)
+        answer = stub.Predict(plus_request([1.0, 2.0]), metadata=metadata, timeout=10)
     values: list[float] = tf.make_ndarray(answer.outputs["y"]).tolist()
     return values
 

@@ -25,7 +25,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from service.protocols.error_docs import error_responses
+from service.protocols.error_docs import QUEUE_FULL, error_responses
 from service.protocols.json_io import JSONBody
 from service.protocols.state import (
     read_request_json,
@@ -56,7 +56,7 @@ ERRORS = error_responses(
         409: "The served model cannot answer this endpoint (e.g. random weights).",
         413: "Over a limit: body size, files or items per request, image pixels, text length.",
         415: "Wrong content type.",
-        429: "The model's queue is full; retry after `Retry-After` seconds.",
+        429: QUEUE_FULL,
         503: "The model is still loading.",
         504: "The request's deadline passed before the model ran.",
     }
