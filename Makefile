@@ -2,12 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: serve test lint audit install install-dev clean
+.PHONY: serve test lint audit install install-dev system-packages clean
 
 serve: install  ## install and start serving models/
 	$(VENV)/bin/modelserve serve
 
-test: install-dev  ## install with development tools and run the whole test suite
+test: install-dev system-packages  ## install everything the tests need and run the whole suite
 	$(PY) -m pytest
 
 lint: install-dev  ## ruff (lint + format check) and mypy
@@ -23,6 +23,10 @@ install:
 
 install-dev:
 	scripts/install.sh $(VENV) dev
+
+# Chromium (browser tests) and promtool (alert rules): Debian packages, installed when missing.
+system-packages:
+	scripts/system-packages.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

