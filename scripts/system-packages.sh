@@ -10,7 +10,7 @@ set -euo pipefail
 declare -A needed_by=(
     [chromium]="tests/test_web_page.py (browser tests)"
     [chromium-driver]="tests/test_web_page.py (browser tests)"
-    [prometheus]="promtool: tests/test_monitoring_assets.py, tests/test_metrics.py"
+    [prometheus]="tests/test_monitoring_assets.py and tests/test_metrics.py (its promtool)"
 )
 packages=()
 command -v chromium >/dev/null || packages+=(chromium)

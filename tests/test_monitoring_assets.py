@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.system_tools import require_program
 
 DEPLOY = REPO_ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "modelserve-dashboard.json"
@@ -414,13 +414,9 @@ def test_readme_promql_uses_only_contract_metrics() -> None:
 
 def promtool() -> str:
     """promtool's path; a failure (not a skip) without it: CI must not pass unchecked rules."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool not found: it checks deploy/prometheus/alerts.yaml. Install the Debian "
-            "package `prometheus` (scripts/system-packages.sh does)."
-        )
-    return path
+    return require_program(
+        "promtool", package="prometheus", needed_for="checking deploy/prometheus/alerts.yaml"
+    )
 
 
 def run_promtool(*args: str) -> str:
