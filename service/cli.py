@@ -74,8 +74,9 @@ def train(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Data set path. Default: $MODELSERVE_DATA_DIR, then ../shared/data, "
-            "then the public download."
+            help="Data set file or folder. Default: the data set's file in "
+            "$MODELSERVE_DATA_DIR, else the public download (votes and the resnet50 class "
+            "index: the copy shipped with modelserve). See docs/data.md."
         ),
     ] = None,
     output: Annotated[

@@ -1,15 +1,31 @@
-"""Finding and reading data sets: explicit paths, the shared folder, clear errors."""
+"""Finding and reading data sets: explicit paths, the data folder, downloads, clear errors."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import write_fake_mnist
-from training.data import DataNotFoundError, find_data_file, locate_data, sha256_of
-from training.digits import load_mnist, read_mnist_npz
+from training.data import (
+    DATA_DIR_ENV,
+    DataNotFoundError,
+    find_data_file,
+    keras_download,
+    locate_data,
+    sha256_of,
+    shared_data_dirs,
+)
+from training.digits import MNIST_URL, load_mnist, read_mnist_npz
+from training.sentiment import IMDB_URL, load_reviews
+
+MODELSERVE = shutil.which("modelserve") or str(Path(sys.executable).parent / "modelserve")
 
 
 def test_reads_an_npz_in_keras_layout(fake_mnist: Path) -> None:
@@ -91,13 +107,120 @@ def test_sha256_pins_the_bytes(tmp_path: Path) -> None:
     assert sha256_of(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 
 
-def test_download_is_the_last_resort_and_its_failure_is_reported(no_shared_data: Path) -> None:
+def test_data_dir_env_replaces_the_development_fallbacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert shared_data_dirs() == [tmp_path]
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert all(folder.parts[-2:] == ("shared", "data") for folder in shared_data_dirs())
+
+
+# --- downloads: the last resort, and what the error says when they gave nothing ----------
+
+
+def _never_called() -> Path:
+    raise AssertionError("the download must not be tried")
+
+
+def test_download_is_the_last_resort(no_shared_data: Path) -> None:
     downloaded = write_fake_mnist(no_shared_data / "downloaded.npz")
-    path = locate_data(None, "x.npz", what="X", download=lambda: downloaded, download_hint="")
+    path = locate_data(
+        None, "x.npz", what="X", download=lambda: downloaded, url="u", allow_download=True
+    )
     assert path == downloaded
+    local = write_fake_mnist(no_shared_data / "x.npz")
+    found = locate_data(
+        None, "x.npz", what="X", download=_never_called, url="u", allow_download=True
+    )
+    assert found == local
 
+
+def test_no_download_says_downloads_were_turned_off(no_shared_data: Path) -> None:
+    with pytest.raises(DataNotFoundError) as caught:
+        locate_data(
+            None,
+            "x.npz",
+            what="X",
+            download=_never_called,
+            url="https://example.org/x.npz",
+            allow_download=False,
+        )
+    message = str(caught.value)
+    assert "X not found" in message
+    assert str(no_shared_data / "x.npz") in message
+    assert "Downloads are turned off (--no-download)" in message
+    assert "https://example.org/x.npz was not tried" in message
+    assert "failed" not in message
+    assert "network" not in message
+    assert "--data PATH" in message
+
+
+def test_a_failed_download_says_it_failed_and_why(no_shared_data: Path) -> None:
     def fail() -> Path:
-        raise DataNotFoundError("URL fetch failure: no route")
+        raise DataNotFoundError("URL fetch failure on https://example.org/x.npz: no route")
 
-    with pytest.raises(DataNotFoundError, match=r"X not found(.|\n)*no network\?\n.*no route"):
-        locate_data(None, "x.npz", what="X", download=fail, download_hint="no network?")
+    with pytest.raises(DataNotFoundError) as caught:
+        locate_data(
+            None,
+            "x.npz",
+            what="X",
+            download=fail,
+            url="https://example.org/x.npz",
+            allow_download=True,
+        )
+    message = str(caught.value)
+    assert "X not found" in message
+    assert "The download of https://example.org/x.npz failed: URL fetch failure" in message
+    assert "no route" in message
+    assert "turned off" not in message
+    assert "--data PATH" in message
+
+
+@pytest.mark.parametrize(
+    ("load", "what", "url"),
+    [(load_mnist, "MNIST", MNIST_URL), (load_reviews, "IMDB reviews", IMDB_URL)],
+)
+def test_each_job_says_its_download_was_turned_off(
+    no_shared_data: Path, load: Callable[..., object], what: str, url: str
+) -> None:
+    with pytest.raises(DataNotFoundError) as caught:
+        load(None, allow_download=False)
+    message = str(caught.value)
+    assert f"{what} not found" in message
+    assert f"Downloads are turned off (--no-download), so {url} was not tried" in message
+
+
+def test_keras_download_failure_carries_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens on port 9 (discard) of the loopback; no proxy may stand in between.
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "*")
+    url = "http://127.0.0.1:9/x.npz"
+    with pytest.raises(DataNotFoundError) as caught:
+        keras_download("x.npz", url, cache_subdir=str(tmp_path / "cache"))
+    message = str(caught.value)
+    assert url in message
+    assert "refused" in message.lower()
+
+
+def test_cli_no_download_says_downloads_were_turned_off(tmp_path: Path) -> None:
+    empty = tmp_path / "data"
+    empty.mkdir()
+    result = subprocess.run(
+        [MODELSERVE, "train", "digits", "--no-download", "--output", str(tmp_path / "models")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200", DATA_DIR_ENV: str(empty)},
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "MNIST not found" in message
+    assert str(empty / "mnist.npz") in message
+    assert "Downloads are turned off (--no-download)" in message
+    assert "network" not in message
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "models" / "digits").exists()

@@ -1,13 +1,16 @@
 """The resnet50 job: in-graph preprocessing against Keras' own pipeline, the export, the errors.
 
 Preprocessing is checked on a stand-in network that returns its (preprocessed) input, so every
-pixel is compared. One real ResNet50 with random weights is exported once for this module
-(about 15 s on 2 cores). No test needs the ImageNet weights or ../shared/data: a synthetic
-1000-class index stands in for imagenet_class_index.json.
+pixel is compared. One real ResNet50 with random weights is exported once for this module, by
+`modelserve train resnet50 --weights none --no-download` run offline: from an empty folder,
+with an empty HOME (no Keras cache), an empty $MODELSERVE_DATA_DIR (no data folder, and none
+beside the checkout either) and no network, so it proves the job needs nothing but the package
+(about 30 s on 2 cores). No test needs the ImageNet weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
 import json
@@ -15,6 +18,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,9 @@ import tensorflow as tf
 from PIL import Image
 
 from service.layout import existing_versions, read_model_card
+from tests.conftest import REPO_ROOT
 from training import resnet50
-from training.data import DataNotFoundError, sha256_of
-from training.options import TrainOptions
+from training.data import DATA_DIR_ENV, DataNotFoundError, sha256_of
 
 MODELSERVE = shutil.which("modelserve") or str(Path(sys.executable).parent / "modelserve")
 SEED = 1337
@@ -148,19 +153,114 @@ def test_download_constants_are_keras_own() -> None:
     assert resnet.WEIGHTS_HASHES["resnet50"][0] == resnet50.WEIGHTS_MD5
 
 
-# --- one real ResNet50, random weights, exported once ------------------------------------
+# --- the class index that ships with the package -----------------------------------------
+
+
+def test_the_shipped_class_index_is_keras_own() -> None:
+    shipped = resnet50.SHIPPED_CLASS_INDEX
+    assert hashlib.md5(shipped.read_bytes()).hexdigest() == resnet50.CLASS_INDEX_MD5
+    classes, path = resnet50.load_class_index(None)
+    assert path == shipped
+    assert classes[0] == ["n01440764", "tench"]
+    assert len(classes) == 1000
+
+
+def test_the_class_index_is_package_data() -> None:
+    """Installed from a wheel (as the Docker image is), the package still holds the file."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["training"]
+    relative = resnet50.SHIPPED_CLASS_INDEX.relative_to(REPO_ROOT / "training").as_posix()
+    assert any(fnmatch(relative, pattern) for pattern in patterns), patterns
+
+
+def test_class_index_from_an_explicit_file_or_folder(no_shared_data: Path) -> None:
+    write_class_index(no_shared_data / resnet50.CLASS_INDEX_FILE)  # the data folder: not used
+    assert resnet50.load_class_index(None)[1] == resnet50.SHIPPED_CLASS_INDEX
+    folder = no_shared_data / "mine"
+    folder.mkdir()
+    path = write_class_index(folder / resnet50.CLASS_INDEX_FILE)
+    classes, found = resnet50.load_class_index(folder)
+    assert found == path
+    assert classes[0] == ["n00000000", "class_0"]
+    assert resnet50.load_class_index(path)[1] == path
+
+
+def test_a_missing_explicit_class_index_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DataNotFoundError, match=r"--data \S*nope\.json: no such file"):
+        resnet50.load_class_index(tmp_path / "nope.json")
+    with pytest.raises(DataNotFoundError, match=r"no imagenet_class_index\.json in that folder"):
+        resnet50.load_class_index(tmp_path)
+
+
+# --- one real ResNet50, random weights, exported once, offline ---------------------------
+
+
+def offline_env(root: Path) -> tuple[dict[str, str], Path]:
+    """An environment with nothing to find and no way out, and an empty folder to run in:
+    HOME is empty (no Keras cache; KERAS_HOME is dropped), $MODELSERVE_DATA_DIR is an empty
+    folder (which also keeps the search away from any data folder beside the checkout), and
+    the proxy is dead, so a test behaves the same on machines that have internet."""
+    for folder in ("home", "data", "work"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    dead_proxy = "http://127.0.0.1:9"
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_HOME"}
+    env.update(
+        {
+            "COLUMNS": "200",
+            "HOME": str(root / "home"),
+            DATA_DIR_ENV: str(root / "data"),
+            "https_proxy": dead_proxy,
+            "HTTPS_PROXY": dead_proxy,
+            "http_proxy": dead_proxy,
+            "HTTP_PROXY": dead_proxy,
+            "no_proxy": "",
+            "NO_PROXY": "",
+        }
+    )
+    return env, root / "work"
+
+
+def run_train(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    """`modelserve train resnet50 ...` in `offline_env(root)`."""
+    env, cwd = offline_env(root)
+    return subprocess.run(
+        [MODELSERVE, "train", "resnet50", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=cwd,
+    )
 
 
 @pytest.fixture(scope="module")
-def class_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("class-index")
-    return write_class_index(folder / resnet50.CLASS_INDEX_FILE)
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("offline")
+    output = root / "models"
+    result = run_train(
+        "--weights",
+        "none",
+        "--no-download",
+        "--seed",
+        str(SEED),
+        "--output",
+        str(output),
+        root=root,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "RANDOM WEIGHTS" in result.stderr
+    return output / resnet50.NAME / "1"
 
 
-@pytest.fixture(scope="module")
-def exported(class_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("models")
-    return resnet50.train(TrainOptions(data=class_index, output=output, weights="none", seed=SEED))
+def test_offline_export_needs_nothing_but_the_package(exported: Path) -> None:
+    root = exported.parents[2]
+    card = read_model_card(exported)
+    assert card["data"]["file"] == resnet50.CLASS_INDEX_FILE
+    assert card["data"]["sha256"] == sha256_of(resnet50.SHIPPED_CLASS_INDEX)
+    assert "Apache-2.0" in card["data"]["license"]
+    assert "--no-download" in card["training_command"]
+    assert list((root / "data").iterdir()) == []  # nothing was fetched into the data folder
+    assert not (root / "home" / ".keras" / "models").exists()  # nor into Keras' cache
 
 
 @pytest.fixture(scope="module")
@@ -191,25 +291,25 @@ def test_exports_both_signatures(exported: Path, loaded: Any) -> None:
         }
 
 
-def test_labels_and_class_index_ship_as_assets(exported: Path, class_index: Path) -> None:
+def test_labels_and_class_index_ship_as_assets(exported: Path) -> None:
+    class_index = resnet50.SHIPPED_CLASS_INDEX
     assets = exported / "assets"
     labels = (assets / "labels.txt").read_text(encoding="utf-8").splitlines()
     index = json.loads(class_index.read_text(encoding="utf-8"))
     assert len(labels) == 1000
     assert labels == [index[str(i)][1] for i in range(1000)]
+    assert labels[:2] == ["tench", "goldfish"]
     assert (assets / "imagenet_class_index.json").read_bytes() == class_index.read_bytes()
     assert read_model_card(exported)["labels"] == labels
 
 
-def test_card_says_loudly_that_the_weights_are_random(exported: Path, class_index: Path) -> None:
+def test_card_says_loudly_that_the_weights_are_random(exported: Path) -> None:
     card = read_model_card(exported)
     assert card["weights"] == "random"
     assert "RANDOM WEIGHTS" in card["warning"]
     assert "meaningless" in card["warning"]
     assert card["weights_source"]["seed"] == SEED
     assert set(card["input"]) == {"image_bytes", "images"}
-    assert card["data"]["sha256"] == sha256_of(class_index)
-    assert card["data"]["file"] == "imagenet_class_index.json"
     assert card["metrics"]["signature_check"]["agree"] is True
     assert card["framework"]["tensorflow"] == tf.__version__
 
@@ -296,22 +396,6 @@ def test_no_download_and_nothing_cached_is_a_clear_error(
     assert resnet50.resolve_weights("NONE", allow_download=False).path is None
 
 
-def test_missing_class_index_says_where_it_looked(no_shared_data: Path) -> None:
-    with pytest.raises(DataNotFoundError) as caught:
-        resnet50.load_class_index(None, allow_download=False)
-    message = str(caught.value)
-    assert str(no_shared_data / resnet50.CLASS_INDEX_FILE) in message
-    assert "--data PATH" in message
-
-
-def test_class_index_from_the_data_folder_or_an_explicit_folder(no_shared_data: Path) -> None:
-    write_class_index(no_shared_data / resnet50.CLASS_INDEX_FILE)
-    classes, path = resnet50.load_class_index(None, allow_download=False)
-    assert path == no_shared_data / resnet50.CLASS_INDEX_FILE
-    assert classes[0] == ["n00000000", "class_0"]
-    assert resnet50.load_class_index(no_shared_data, allow_download=False)[1] == path
-
-
 @pytest.mark.parametrize(
     ("content", "complaint"),
     [
@@ -330,32 +414,10 @@ def test_class_index_in_another_layout_is_rejected(
         resnet50.read_class_index(path)
 
 
-def run_train(*args: str, keras_home: Path) -> subprocess.CompletedProcess[str]:
-    """`modelserve train resnet50 ...` with an empty Keras cache and no way out to the network
-    (a dead proxy, so the test behaves the same on machines that have internet)."""
-    dead_proxy = "http://127.0.0.1:9"
-    env = {
-        **os.environ,
-        "COLUMNS": "200",
-        "KERAS_HOME": str(keras_home),
-        "https_proxy": dead_proxy,
-        "HTTPS_PROXY": dead_proxy,
-        "no_proxy": "",
-        "NO_PROXY": "",
-    }
-    return subprocess.run(
-        [MODELSERVE, "train", "resnet50", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
-
-
 def test_cli_without_weights_or_network_fails_clearly(tmp_path: Path) -> None:
     index = write_class_index(tmp_path / resnet50.CLASS_INDEX_FILE)
     output = tmp_path / "models"
-    result = run_train("--data", str(index), "--output", str(output), keras_home=tmp_path / "k")
+    result = run_train("--data", str(index), "--output", str(output), root=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     message = " ".join(result.stderr.split())  # rich wraps long lines
     assert "ImageNet weights could not be downloaded" in message
@@ -376,7 +438,7 @@ def test_cli_with_missing_weights_file_fails_clearly(tmp_path: Path) -> None:
         str(output),
         "--weights",
         "/nonexistent.h5",
-        keras_home=tmp_path / "k",
+        root=tmp_path,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     message = " ".join(result.stderr.split())

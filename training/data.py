@@ -1,8 +1,14 @@
-"""Finding training data on disk: an explicit path, then the shared data folder.
+"""Finding training data: an explicit path, the data folder, then the public download.
 
-Data sets are never copied into the repository; a job takes `--data PATH`, else looks in
-`$MODELSERVE_DATA_DIR`, else in `../shared/data` (beside the checkout), and only then tries
-the usual public download. When nothing is found, the error says every place it looked.
+Data sets are never copied into the repository (the small ones that ship with the package are
+in training/data/). A job takes `--data PATH`, else looks in `$MODELSERVE_DATA_DIR`, and only
+then tries the usual public download, unless downloads are turned off (`--no-download`). When
+nothing is found, the error says every place it looked and why no download gave the data:
+turned off, or failed (with the reason).
+
+Without `$MODELSERVE_DATA_DIR`, a `shared/data/` folder beside the checkout (or beside the
+current directory) is the data folder: a convenience for development machines that keep the
+data sets there. Setting the variable replaces it, so a run can be isolated from it.
 """
 
 from __future__ import annotations
@@ -21,12 +27,11 @@ class DataNotFoundError(FileNotFoundError):
 
 
 def shared_data_dirs() -> list[Path]:
-    """Folders searched for data sets when no explicit path is given, most specific first."""
-    dirs: list[Path] = []
+    """Folders searched for data sets when no explicit path is given, most specific first:
+    `$MODELSERVE_DATA_DIR` when set, else the development fallbacks beside the checkout."""
     if env_dir := os.environ.get(DATA_DIR_ENV):
-        dirs.append(Path(env_dir))
-    dirs.append(Path.cwd().parent / "shared" / "data")
-    dirs.append(PROJECT_ROOT.parent / "shared" / "data")
+        return [Path(env_dir)]
+    dirs = [Path.cwd().parent / "shared" / "data", PROJECT_ROOT.parent / "shared" / "data"]
     unique: list[Path] = []
     for folder in dirs:
         if folder.resolve() not in [d.resolve() for d in unique]:
@@ -35,7 +40,8 @@ def shared_data_dirs() -> list[Path]:
 
 
 def find_data_file(explicit: Path | None, file_name: str, *, what: str) -> Path | None:
-    """Return `explicit` if given (it must exist), else the first shared copy of `file_name`.
+    """Return `explicit` if given (it must exist), else the first copy of `file_name` in the
+    data folders.
 
     Returns None when no local copy exists, so the caller can try a download; an explicit
     path that does not exist is an error straight away, never silently replaced.
@@ -56,21 +62,24 @@ def locate_data(
     file_name: str,
     *,
     what: str,
-    download: Callable[[], Path] | None,
-    download_hint: str,
+    download: Callable[[], Path],
+    url: str,
+    allow_download: bool,
 ) -> Path:
-    """`explicit`, else a shared copy of `file_name`, else what `download` fetches (None when
-    downloads are off); otherwise an error listing every place looked in and why the download
-    failed."""
+    """`explicit`, else a copy of `file_name` in the data folders, else what `download`
+    fetches from `url` (only when `allow_download`); otherwise an error listing every place
+    looked in and saying why no download gave the data: turned off, or failed and why."""
     path = find_data_file(explicit, file_name, what=what)
     if path is not None:
         return path
-    if download is not None:
+    if not allow_download:
+        why = f"Downloads are turned off (--no-download), so {url} was not tried."
+    else:
         try:
             return download()
         except DataNotFoundError as exc:
-            download_hint = f"{download_hint}\n  ({exc})"
-    raise missing_data_error(file_name, what=what, download_hint=download_hint)
+            why = f"The download of {url} failed: {exc}"
+    raise missing_data_error(file_name, what=what, why=why)
 
 
 def keras_download(
@@ -94,11 +103,12 @@ def keras_download(
         raise DataNotFoundError(str(exc)) from exc  # Keras' message names the URL
 
 
-def missing_data_error(file_name: str, *, what: str, download_hint: str) -> DataNotFoundError:
-    """The error raised when neither a local copy nor a download gave us the data."""
+def missing_data_error(file_name: str, *, what: str, why: str) -> DataNotFoundError:
+    """The error raised when neither a local copy nor a download gave us the data; `why` says
+    what became of the download."""
     looked = "\n".join(f"  - {d / file_name}" for d in shared_data_dirs())
     return DataNotFoundError(
-        f"{what} not found. Looked in:\n{looked}\n{download_hint}\n"
+        f"{what} not found. Looked in:\n{looked}\n{why}\n"
         f"Provide it with --data PATH, or set {DATA_DIR_ENV} to a folder holding {file_name}."
     )
 

@@ -39,15 +39,15 @@ class Mnist:
 
 
 def load_mnist(data: Path | None, allow_download: bool) -> Mnist:
-    """MNIST from --data, the shared data folder, or keras.datasets, in that order."""
+    """MNIST from --data, the data folder, or Keras' download (as keras.datasets.mnist does),
+    in that order."""
     path = locate_data(
         data,
         MNIST_FILE,
         what="MNIST",
-        download=(lambda: keras_download(MNIST_FILE, MNIST_URL, file_hash=MNIST_SHA256))
-        if allow_download
-        else None,
-        download_hint="The keras.datasets download was not possible (no network?).",
+        download=lambda: keras_download(MNIST_FILE, MNIST_URL, file_hash=MNIST_SHA256),
+        url=MNIST_URL,
+        allow_download=allow_download,
     )
     return read_mnist_npz(path)
 

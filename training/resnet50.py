@@ -17,6 +17,9 @@ excepted: TensorFlow scales them to 8 bits where PIL clips them).
 Weights: Keras' ImageNet release (downloaded into Keras' cache, or `--weights PATH` to a local
 copy), or `--weights none` for random weights: the same graph for tests and load/performance
 work, whose model card says so loudly.
+
+Labels: Keras' ImageNet class index ships with the package (training/data/), so with
+`--weights none` the job needs no network and no data folder; `--data PATH` replaces it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import DataNotFoundError, keras_download, locate_data, sha256_of
+from training.data import DataNotFoundError, keras_download, sha256_of
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions
 
@@ -42,11 +45,13 @@ OUTPUT = "probabilities"
 
 # The files Keras itself downloads (keras/src/applications/imagenet_utils.py and resnet.py),
 # with the md5 sums Keras checks; tests/test_resnet50.py checks they still agree with Keras.
+# The class index is small and Apache-2.0 (part of Keras): a copy ships in training/data/.
 CLASS_INDEX_FILE = "imagenet_class_index.json"
 CLASS_INDEX_URL = (
     "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
 )
 CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"
+SHIPPED_CLASS_INDEX = Path(__file__).parent / "data" / CLASS_INDEX_FILE
 WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{WEIGHTS_FILE}"
 WEIGHTS_MD5 = "2cb95161c43110f7111970584f804107"
@@ -103,7 +108,7 @@ def resolve_weights(spec: str | None, allow_download: bool) -> Weights:
         )
     except DataNotFoundError as exc:
         raise WeightsNotAvailableError(
-            f"ResNet50's ImageNet weights could not be downloaded (no network?): {exc}\n"
+            f"ResNet50's ImageNet weights could not be downloaded: {exc}\n"
             f"{weights_help()}\n(or put the file in Keras' cache, {cached})"
         ) from exc
     return Weights(path=path, origin=WEIGHTS_URL)
@@ -113,27 +118,25 @@ def _keras_home() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
 
 
-def load_class_index(data: Path | None, allow_download: bool) -> tuple[list[list[str]], Path]:
+def load_class_index(data: Path | None) -> tuple[list[list[str]], Path]:
     """The 1000 (WordNet id, name) pairs in output order, and the file they came from.
 
-    From --data (the file, or a folder holding it), the shared data folder, or Keras' download.
+    From --data (the file, or a folder holding it), else the copy shipped with the package:
+    no search and no download.
     """
-    if data is not None and data.is_dir():
-        data = data / CLASS_INDEX_FILE
-    path = locate_data(
-        data,
-        CLASS_INDEX_FILE,
-        what="The ImageNet class index",
-        download=(
-            lambda: keras_download(
-                CLASS_INDEX_FILE, CLASS_INDEX_URL, file_hash=CLASS_INDEX_MD5, cache_subdir="models"
+    if data is None:
+        path = SHIPPED_CLASS_INDEX
+        if not path.is_file():  # a broken installation
+            raise DataNotFoundError(
+                f"The ImageNet class index that ships with modelserve is missing ({path}). "
+                f"Reinstall modelserve, or give --data PATH to Keras' {CLASS_INDEX_FILE} "
+                f"({CLASS_INDEX_URL})."
             )
-        )
-        if allow_download
-        else None,
-        download_hint=f"Keras' download from {CLASS_INDEX_URL} was not possible "
-        "(no network, or --no-download).",
-    )
+    else:
+        path = data / CLASS_INDEX_FILE if data.is_dir() else data
+        if not path.is_file():
+            problem = f"no {CLASS_INDEX_FILE} in that folder" if data.is_dir() else "no such file"
+            raise DataNotFoundError(f"The ImageNet class index: --data {data}: {problem}.")
     return read_class_index(path), path
 
 
@@ -290,7 +293,7 @@ def train(options: TrainOptions) -> Path:
     """Build ResNet50 with the chosen weights, export the next version, return its folder."""
     from training.export import ExportRequest, export_model
 
-    classes, index_path = load_class_index(options.data, options.allow_download)
+    classes, index_path = load_class_index(options.data)
     weights = resolve_weights(options.weights, options.allow_download)
     if weights.path is None:
         print(f"warning: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
@@ -366,7 +369,7 @@ def _card(options: TrainOptions, weights: Weights, index_path: Path) -> dict[str
             **data_provenance(
                 index_path,
                 source=f"Keras' ImageNet class index, {CLASS_INDEX_URL}",
-                license_="ImageNet terms of access (labels only)",
+                license_="Apache-2.0 (Keras); WordNet ids and names of the ILSVRC-2012 classes",
             ),
             "classes": NUM_CLASSES,
         },

@@ -66,13 +66,15 @@ def standardize(text: Any) -> Any:
 
 
 def load_reviews(data: Path | None, allow_download: bool) -> Reviews:
-    """IMDB as raw text from a CSV (review,sentiment,split) or an aclImdb/ folder."""
+    """IMDB as raw text from a CSV (review,sentiment,split) or an aclImdb/ folder: --data, the
+    data folder's imdb.csv.gz, or the original archive downloaded (and unpacked) by Keras."""
     path = locate_data(
         data,
         IMDB_FILE,
         what="IMDB reviews",
-        download=_download_imdb if allow_download else None,
-        download_hint=f"The download of {IMDB_URL} was not possible (no network?).",
+        download=_download_imdb,
+        url=IMDB_URL,
+        allow_download=allow_download,
     )
     splits = _read_acl_imdb(path) if path.is_dir() else _read_csv(path)
     for split in ("train", "test"):
