@@ -76,7 +76,9 @@ def _add_options(parser: Any) -> None:
         "--think-time", type=float, default=0.0, help="mean pause between a user's requests, s"
     )
     group.add_argument(
-        "--photos", default="", help="folder of photos to upload (default: ../shared/data/photos)"
+        "--photos",
+        default="",
+        help="folder of photos to upload (default: the data folder's photos/, else generated)",
     )
     group.add_argument("--corpus-size", type=int, default=256, help="digits and texts to draw from")
     group.add_argument("--seed", type=int, default=0, help="seed of the payload choices")
