@@ -13,9 +13,10 @@ from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import APIKeyHeader
-from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from service import __version__
 from service.auth import AccessControl, AccessPolicy
@@ -25,7 +26,16 @@ from service.lifecycle import DrainGate, Lifecycle
 from service.metrics import Metrics
 from service.middleware import RequestObserver
 from service.placement import DeviceSetup, configure_devices
-from service.protocols import admin, health, overview, prometheus, tfserving_rest, v2_rest, web
+from service.protocols import (
+    admin,
+    docs,
+    health,
+    overview,
+    prometheus,
+    tfserving_rest,
+    v2_rest,
+    web,
+)
 from service.protocols.json_io import JSONBody
 from service.repository import ModelRepository
 from service.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
@@ -107,13 +117,14 @@ def create_app(
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
 
-    # /docs and /redoc from files in the package: no CDN, so they work offline too
-    app = FastAPIOffline(
+    app = FastAPI(
         title="modelserve",
         version=__version__,
         summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2), task API",
         lifespan=lifespan,
         default_response_class=JSONBody,
+        docs_url=None,  # service.protocols.docs serves them, from files in the package
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -143,7 +154,9 @@ def create_app(
     app.include_router(task_routes.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=keyed)
     app.include_router(web.router)
+    app.include_router(docs.router)
     app.mount("/static", web.static_files(), name="static")
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     _add_error_handlers(app)
     return app
 
@@ -171,6 +184,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            return _method_not_allowed(request, exc)
         return JSONBody(
             {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )
@@ -179,3 +194,41 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.exception("%s %s failed", request.method, request.url.path)
         return JSONBody({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+# the methods a 405 may list: the API routes take GET or POST; /openapi.json and the docs'
+# script take HEAD too
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    """405 with `Allow` naming every method of every route at this path: the router names only
+    the first route's, and a TF Serving path such as /v1/models/votes:bar has two (GET: model
+    status, POST: call)."""
+    allowed = _allowed_methods(request.app, request.scope)
+    if not allowed:  # not the router's 405 (static files'): keep what it said
+        allowed = (exc.headers or {}).get("Allow", "").split(", ")
+    listed = ", ".join(allowed)
+    return JSONBody(
+        {"error": f"method {request.method} is not allowed here; allowed: {listed}"},
+        status_code=405,
+        headers={**(exc.headers or {}), "Allow": listed},
+    )
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route (not a mount: they take any method) answers at the request's
+    path, found by matching a fresh scope per method (no state of this request is touched)."""
+    allowed = []
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "headers": [],
+        }
+        routes = (route for route in app.router.routes if not isinstance(route, Mount))
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed

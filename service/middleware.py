@@ -21,6 +21,7 @@ REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _PROTOCOLS = (("/v1/", "tfserving_rest"), ("/v2", "v2_rest"), ("/api/v1/", "task"))
 UNMATCHED_ROUTE = "unmatched"  # no route: a 404 for any path, one label value for all
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # `{model:tfs_target}`: labelled as `{model}`
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -55,7 +56,7 @@ class RequestObserver:
     def _record(
         self, scope: Scope, record: request_context.RequestRecord, status: int, seconds: float
     ) -> None:
-        route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+        route = _CONVERTOR.sub(r"{\1}", getattr(scope.get("route"), "path", UNMATCHED_ROUTE))
         protocol = next((p for prefix, p in _PROTOCOLS if route.startswith(prefix)), "other")
         metrics = self.metrics
         metrics.requests.labels(record.model, protocol, route, str(status)).inc()

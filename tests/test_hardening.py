@@ -5,6 +5,7 @@ unsafe deserialisation (pickle, unsafe YAML, eval) anywhere in the sources."""
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,19 @@ def test_page_and_docs_have_their_own_policies(leaky: Leaky) -> None:
     assert "'unsafe-inline'" not in script_src and "'sha256-" in script_src
     assert "frame-ancestors 'none'" in csp
     assert docs.headers["x-frame-options"] == "DENY"
+
+
+def test_docs_load_nothing_from_elsewhere(leaky: Leaky) -> None:
+    """The docs pages name only this server's files, and ReDoc's script is served without the
+    logo it would fetch from Redocly's CDN (tests/test_web_page.py checks in a browser)."""
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(leaky.url + page).text
+        sources = re.findall(r'(?:src|href)="([^"]*)"', html)
+        assert sources and all(s.startswith("/static-offline-docs/") for s in sources), sources
+        assert "https://" not in html, page
+    script = httpx.get(f"{leaky.url}/static-offline-docs/redoc.standalone.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert b"cdn.redoc.ly" not in script.content
 
 
 # --- no unsafe deserialisation ----------------------------------------------------------------

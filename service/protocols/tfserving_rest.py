@@ -2,7 +2,11 @@
 them (https://www.tensorflow.org/tfx/serving/api_rest), so existing clients work unchanged.
 
 `POST /v1/models/digits:predict` puts the method after a colon inside the last path segment;
-the routes take that segment whole and split it.
+the routes take that segment whole and split it. GET and POST routes share path templates
+(`/v1/models/{model}` and `/v1/models/{model_method}`), so the last segment's convertor decides
+which route a path is: a known method there makes it a call (GET on it is a 405, not the status
+of a model named "votes:predict"), any other colon makes it either (model names have no colon;
+GET says so, POST names the known methods), no colon makes it a status (POST on it is a 405).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from service.errors import NotFoundError
@@ -26,6 +31,32 @@ from service.protocols.state import (
 )
 from service.servable import ServableVersion
 from service.signatures import DEFAULT_SIGNATURE
+
+METHODS = ("predict", "classify", "regress")
+
+
+class _Call(Convertor[str]):
+    """A last segment with a colon: `<model, version or label>:<method>`, any method (an
+    unknown one is a 404 that names the known ones)."""
+
+    regex = "[^/]*:[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _Target(_Call):
+    """A last segment that is not a call of a known method: a model, version or label."""
+
+    regex = f"(?![^/]*:(?:{'|'.join(METHODS)})$)[^/]+"
+
+
+# starlette's registry is global; these names are this module's
+register_url_convertor("tfs_call", _Call())
+register_url_convertor("tfs_target", _Target())
 
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
 
@@ -77,18 +108,29 @@ _PREDICT_DOC: dict[str, Any] = {
 # -- status -----------------------------------------------------------------------------------
 
 
-@router.get("/{model}", summary="Status of every version of a model", responses=STATUS_ERRORS)
+@router.get(
+    "/{model:tfs_target}", summary="Status of every version of a model", responses=STATUS_ERRORS
+)
 async def model_status(model: str, request: Request) -> JSONBody:
+    if ":" in model:  # a method name mistyped, or a GET meant as a POST
+        raise NotFoundError(
+            f"no model {model[:200]!r}: model names have no ':'; call a model with "
+            "POST /v1/models/<model>:predict (or :classify / :regress)"
+        )
     return _status(request, model, None)
 
 
-@router.get("/{model}/versions/{version}", summary="Status of one version", responses=STATUS_ERRORS)
+@router.get(
+    "/{model}/versions/{version:tfs_target}",
+    summary="Status of one version",
+    responses=STATUS_ERRORS,
+)
 async def version_status(model: str, version: str, request: Request) -> JSONBody:
     return _status(request, model, parse_version(version))
 
 
 @router.get(
-    "/{model}/labels/{label}",
+    "/{model}/labels/{label:tfs_target}",
     summary="Status of the version a label points to",
     responses=STATUS_ERRORS,
 )
@@ -157,7 +199,7 @@ def _metadata(servable: ServableVersion) -> JSONBody:
 
 
 @router.post(
-    "/{model_method}",
+    "/{model_method:tfs_call}",
     summary="model:predict | :classify | :regress (newest version)",
     responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
@@ -168,7 +210,7 @@ async def model_method(model_method: str, request: Request) -> Response:
 
 
 @router.post(
-    "/{model}/versions/{version_method}",
+    "/{model}/versions/{version_method:tfs_call}",
     summary="model/versions/N:predict | :classify | :regress",
     responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
@@ -179,7 +221,7 @@ async def version_method(model: str, version_method: str, request: Request) -> R
 
 
 @router.post(
-    "/{model}/labels/{label_method}",
+    "/{model}/labels/{label_method:tfs_call}",
     summary="model/labels/L:predict | :classify | :regress",
     responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
@@ -191,7 +233,7 @@ async def label_method(model: str, label_method: str, request: Request) -> Respo
 
 def _split_method(segment: str) -> tuple[str, str]:
     target, colon, method = segment.rpartition(":")
-    if not colon or method not in {"predict", "classify", "regress"}:
+    if not colon or method not in METHODS:
         raise NotFoundError(
             f"no such method in {segment!r}; use <model>:predict (or :classify / :regress)"
         )
