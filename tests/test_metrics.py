@@ -21,7 +21,6 @@ import logging
 import math
 import platform
 import re
-import shutil
 import subprocess
 import threading
 import uuid
@@ -48,6 +47,7 @@ from service.serving_config import ModelConfig, ServingConfig
 from service.settings import Settings
 from tests.saved_models import copy_versions, write_config, write_corrupt_version
 from tests.server import running_server, wait_for
+from tests.system_tools import require_program
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
@@ -178,12 +178,9 @@ def padding_from_buckets(buckets: dict[float, float], rows: float) -> float:
 
 
 def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail(
-            "promtool is not installed (Debian package `prometheus`); scripts/system-packages.sh "
-            "installs it"
-        )
+    promtool = require_program(
+        "promtool", package="prometheus", needed_for="checking the metrics exposition"
+    )
     checked = subprocess.run(
         [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
     )

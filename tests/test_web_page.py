@@ -31,12 +31,12 @@ from pydantic import SecretStr
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.server import running_server
+from tests.system_tools import require_program
 from tests.task_models import export_standin, photo_bytes, standin_model
 from training.votes import LABELS, SHIPPED_DATA, VOTE_COLUMNS, read_votes
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -90,14 +90,11 @@ class Tab:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests need Debian's `chromium` package "
-            "(apt-get install chromium; CI installs it)",
-            pytrace=False,
-        )
+    chromium = require_program(
+        "chromium", package="chromium", needed_for="the web page's browser tests"
+    )
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 
