@@ -20,6 +20,7 @@ from starlette.types import Scope
 
 from service import __version__
 from service.auth import AccessControl, AccessPolicy
+from service.decoding import Decoder
 from service.errors import QueueFullError, ServingError
 from service.grpc_server import GrpcSecurity, start_grpc_server
 from service.lifecycle import DrainGate, Lifecycle
@@ -47,6 +48,7 @@ from service.serving_config import (
 )
 from service.settings import Settings
 from service.tasks import routes as task_routes
+from service.tasks.image_decoding import ImageDecoder
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +95,30 @@ def create_app(
             echo=settings.echo,
             batch_observer=metrics.batch_observer,
             grpc_max_message_bytes=settings.grpc_max_message_bytes,
+            follow_symlinks=settings.follow_version_symlinks,
         )
         metrics.watch(repository)
         app.state.repository = repository
+        decoder = ImageDecoder(settings.image_decode_threads, settings.decode_pixel_budget)
+        metrics.watch_image_decoder(decoder)
+        app.state.image_decoder = decoder
         await repository.start()
         # SIGTERM (see cli.serve) begins the gRPC drain while uvicorn drains REST: both fit
         # in one drain time
+        body_decoder = Decoder(
+            settings.decode_threads, settings.decode_memory_bytes, settings.decode_inline_bytes
+        )
+        app.state.body_decoder = body_decoder
         grpc_drain, app.state.grpc_port = await start_grpc_server(
             repository,
             metrics,
+            body_decoder,
             host=settings.host,
             port=settings.grpc_port,
             max_message_bytes=settings.grpc_max_message_bytes,
             drain_seconds=settings.drain_seconds,
             security=GrpcSecurity.from_settings(settings, access.keys),
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         app.state.begin_drain = grpc_drain.begin
         log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
@@ -116,6 +128,8 @@ def create_app(
             await grpc_drain.finish()
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
+            body_decoder.close()
+            decoder.close()
 
     app = FastAPI(
         title="modelserve",

@@ -9,8 +9,15 @@ are busy. `max_batch_delay_ms` optionally holds a batch that is not full a littl
 but closes it early enough for the model call (its recent average duration, with slack) to
 finish before the earliest deadline of a request in it.
 
-Requests past their deadline while still queued get 504 without touching the model; a full
-queue answers 429 at once; a request whose caller went away (task cancelled) leaves the queue.
+Admission is per request and in rows: a request is admitted whole or refused whole, before any
+of it is queued. One too large ever to be admitted gets 400 (split it); one that does not fit
+the queue's row bound now gets 429 at once, as does any request beyond `max_queue_size`; one
+whose last chunk could not start before its deadline, by the measured call time, gets 504 at
+once instead of running in part and then timing out. A request larger than `max_batch_size` is
+split into chunks that take turns with the other requests: each chunk joins the back of the
+queue when the one before it is taken, so small requests are batched in between.
+Requests past their deadline while still queued get 504 without touching the model; a request
+whose caller went away (task cancelled) leaves the queue.
 A batch that fails on one odd request (InvalidInputError, or ModelFailureError such as an op
 error on one value) is retried in halves, recursively, so only the requests that fail on their
 own get the error: one bad request costs O(log n) extra calls, not one call per request.
@@ -23,6 +30,7 @@ import asyncio
 import bisect
 import collections
 import contextvars
+import itertools
 import logging
 import math
 import time
@@ -160,6 +168,9 @@ class _Pending:
     queued_at: float  # time.perf_counter(): uvloop's loop.time() ticks in milliseconds
     state: _State = _State.QUEUED
     batch_rows: int = 0  # real rows of the batch it ran in
+    remaining: int = 0  # its rows and those of the chunks after it (its request's, if split)
+    follower: _Pending | None = None  # the next chunk of a split request, queued once this is taken
+    counted: bool = True  # counts against max_queue_size: a request, or its last chunk
 
 
 class Batcher:
@@ -184,6 +195,7 @@ class Batcher:
         self.held_rows = 0  # rows of a batch max_batch_delay_ms holds open (instance taken)
         self._queue: collections.deque[_Pending] = collections.deque()
         self._waiting = 0  # queued requests still wanting an answer (excludes gone ones)
+        self._waiting_rows = 0  # their rows not yet taken, chunks not yet in the queue included
         self._waiting_alone = 0  # unbatched requests waiting for an instance
         self._arrived = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
@@ -196,8 +208,7 @@ class Batcher:
 
     @property
     def queued_rows(self) -> int:
-        waiting = sum(p.rows for p in self._queue if p.state is _State.QUEUED)
-        return waiting + self._waiting_alone
+        return self._waiting_rows + self._waiting_alone
 
     @property
     def capacity_rows(self) -> int:
@@ -205,57 +216,149 @@ class Batcher:
         per_call = self.config.max_batch_size if self.sizes else 1
         return per_call * len(self.pool.runners)
 
+    @property
+    def max_request_rows(self) -> int:
+        """The most rows one request may ever be admitted with: one full batch, or half the
+        queue's row bound (a larger request must leave as many rows free as it takes)."""
+        return max(self.config.max_batch_size, self.config.queue_rows() // 2)
+
     def full(self) -> bool:
-        return self.queued >= self.config.max_queue_size
+        return (
+            self.queued >= self.config.max_queue_size
+            or self.queued_rows >= self.config.queue_rows()
+        )
 
     def check_capacity(self) -> None:
         """429 before the caller parses a body that could not be queued anyway."""
-        if self.full():
-            self.stats.rejected += 1
-            raise QueueFullError(
-                f"model {self.name} has {self.queued} requests queued (max_queue_size "
-                f"{self.config.max_queue_size}); retry shortly"
+        if self.queued >= self.config.max_queue_size:
+            self._refuse(
+                f"{self.queued} requests queued (max_queue_size {self.config.max_queue_size})"
             )
+        if self.queued_rows >= self.config.queue_rows():
+            self._refuse(
+                f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()})"
+            )
+
+    def _refuse(self, why: str) -> None:
+        self.stats.rejected += 1
+        raise QueueFullError(f"model {self.name} has {why}; retry shortly")
 
     async def submit(self, inputs: dict[str, np.ndarray], deadline: float) -> Arrays:
         """Queues one request (any number of rows) and returns its own rows of every output."""
         self.check_capacity()
-        self.stats.requests += 1
         rows = _batch_rows(inputs)
         if rows is None or not self.config.enabled:
+            self.stats.requests += 1
             return await self._run_alone(inputs, rows or 1, deadline)
-        limit = self.config.max_batch_size
-        if rows <= limit:
-            return await self._enqueue(inputs, rows, deadline)
-        # split, so every model call stays within a traced size; one request, one capacity
-        # check, and if a chunk fails the others are cancelled rather than run for nobody
+        self._admit(rows, deadline)
+        self.stats.requests += 1
+        chunks = self._enqueue(inputs, rows, deadline)
+        loop = asyncio.get_running_loop()
+        if len(chunks) == 1:
+            return await self._wait(chunks[0], loop)
+        # if a chunk fails, the others are cancelled rather than run for nobody
         try:
             async with asyncio.TaskGroup() as group:
-                chunks = [
-                    group.create_task(
-                        self._enqueue(
-                            {k: v[start : start + limit] for k, v in inputs.items()},
-                            min(limit, rows - start),
-                            deadline,
-                        )
-                    )
-                    for start in range(0, rows, limit)
-                ]
+                waits = [group.create_task(self._wait(chunk, loop)) for chunk in chunks]
         except ExceptionGroup as failed:  # the first chunk's error is the request's error
             raise failed.exceptions[0] from None
-        parts = [chunk.result() for chunk in chunks]
+        finally:  # chunks whose wait was cancelled before it began
+            for chunk in chunks:
+                if chunk.state is _State.QUEUED:
+                    self._leave_queue(chunk)
+        parts = [wait.result() for wait in waits]
         return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
-    async def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
-        loop = asyncio.get_running_loop()
-        pending = _Pending(
-            inputs, rows, deadline, _quiet_future(loop), queued_at=time.perf_counter()
+    # -- admission: a request is admitted whole or refused whole, before any of it is queued --
+
+    def _admit(self, rows: int, deadline: float) -> None:
+        self._check_size(rows)
+        self._check_room(rows)
+        self._check_deadline(rows, deadline)
+
+    def _check_size(self, rows: int) -> None:
+        """400 for a request no retry could ever get admitted: it must be split."""
+        limit = self.max_request_rows
+        if rows > limit:
+            raise InvalidInputError(
+                f"model {self.name}: a request of {rows} rows is more than one request may "
+                f"queue, {_rows(limit)} (half of max_queue_rows {self.config.queue_rows()}, or "
+                f"max_batch_size {self.config.max_batch_size} if more); split it into "
+                f"requests of at most {_rows(limit)}"
+            )
+
+    def _check_room(self, rows: int) -> None:
+        """429 unless the request fits the queue's row bound now; a request of more than one
+        batch must also leave as many rows free as it takes, so small ones always find room."""
+        free = self.config.queue_rows() - self.queued_rows
+        needed = rows if rows <= self.config.max_batch_size else 2 * rows
+        if needed > free:
+            share = " (as many again left for others)" if needed > rows else ""
+            self._refuse(
+                f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()}): "
+                f"a request of {_rows(rows)} needs {needed} free{share}"
+            )
+
+    def _check_deadline(self, rows: int, deadline: float) -> None:
+        """504 at once for a request whose last chunk could not start before its deadline
+        (it would get 504 anyway, after the model had run its first chunks for nothing)."""
+        left = deadline - asyncio.get_running_loop().time()
+        wait = self._least_wait(rows)
+        if left > 0 and wait <= left:
+            return
+        self.stats.expired += 1
+        if left <= 0:
+            raise DeadlineExceededError(f"model {self.name}: request deadline already passed")
+        raise DeadlineExceededError(
+            f"model {self.name}: request deadline in {left:.3f} s, but starting all its "
+            f"{_rows(rows)} takes at least {wait:.3f} s (a model call of up to "
+            f"{_rows(self.config.max_batch_size)} takes {self.call_seconds:.3f} s, and the "
+            f"requests queued ahead take turns with it); refused without running. Retry later, "
+            f"send fewer rows or allow more time"
         )
-        self._queue.append(pending)
+
+    def _least_wait(self, rows: int) -> float:
+        """A lower bound of the seconds before the last chunk of a request of `rows` rows can
+        start, once a model call has been timed: its chunks before the last, and what is queued
+        ahead of it. Requests take turns, so each one ahead of it runs at most as many rows
+        before it as it has turns (chunks) itself, one batch per turn."""
+        if not self.call_seconds:
+            return 0.0
+        limit = self.config.max_batch_size
+        turns = math.ceil(rows / limit)
+        ahead = sum(
+            min(p.remaining, turns * limit) for p in self._queue if p.state is _State.QUEUED
+        )
+        batches = math.ceil(ahead / limit) + turns - 1
+        return batches // len(self.pool.runners) * self.call_seconds
+
+    def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> list[_Pending]:
+        """Splits an admitted request into chunks of at most max_batch_size rows, so every model
+        call stays within a traced size, and queues the first; each next one joins the back of
+        the queue when the one before it is taken (see _take)."""
+        loop = asyncio.get_running_loop()
+        limit = self.config.max_batch_size
+        queued_at = time.perf_counter()
+        chunks = [
+            _Pending(
+                {k: v[start : start + limit] for k, v in inputs.items()},  # views, no copies
+                min(limit, rows - start),
+                deadline,
+                _quiet_future(loop),
+                queued_at,
+                remaining=rows - start,
+                counted=start + limit >= rows,
+            )
+            for start in range(0, rows, limit)
+        ]
+        for chunk, follower in itertools.pairwise(chunks):
+            chunk.follower = follower
         self._waiting += 1
+        self._waiting_rows += rows
+        self._queue.append(chunks[0])
         self._arrived.set()
         self._ensure_dispatcher()
-        return await self._wait(pending, loop)
+        return chunks
 
     async def _wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> Arrays:
         try:
@@ -279,9 +382,10 @@ class Batcher:
         return outputs
 
     def _leave_queue(self, pending: _Pending) -> None:
-        """Frees the request's queue slot at once; the dispatcher skips it later."""
+        """Frees the request's queue slot and rows at once; the dispatcher skips it later."""
         pending.state = _State.GONE
-        self._waiting -= 1
+        self._waiting -= pending.counted
+        self._waiting_rows -= pending.rows
 
     async def _run_alone(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
         """No batching (disabled, or inputs without a common batch dimension): one call."""
@@ -369,9 +473,13 @@ class Batcher:
                 break
             self._queue.popleft()
             head.state = _State.RUNNING
-            self._waiting -= 1
+            self._waiting -= head.counted
+            self._waiting_rows -= head.rows
             batch.append(head)
             rows += head.rows
+            if head.follower is not None and head.follower.state is _State.QUEUED:
+                # behind whatever was queued meanwhile: a split request takes turns
+                self._queue.append(head.follower)
         return rows
 
     async def _collect(self) -> tuple[list[_Pending], DispatchReason]:
@@ -519,6 +627,10 @@ class Batcher:
         stats.reasons[reason.value] += 1
         stats.batch_sizes[rows + padding] += 1
         stats.rows_per_batch[rows] += 1
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
 
 
 def _batch_rows(inputs: dict[str, np.ndarray]) -> int | None:

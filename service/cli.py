@@ -322,15 +322,15 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
 
 
 def _run_server(application: FastAPI, settings: Settings) -> None:
-    import uvicorn
-
     from service.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
+    from service.http_limits import uvicorn_config
     from service.logs import configure_logging
     from service.tls import uvicorn_tls_options
 
     configure_logging(settings.log_level, settings.log_format)
-    config = uvicorn.Config(
+    config = uvicorn_config(  # with the header, timeout and connection limits
         application,
+        settings,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

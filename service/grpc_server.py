@@ -22,7 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.auth import ApiKeys
+from service.decoding import Decoder
 from service.grpc_auth import ApiKeyInterceptor
+from service.grpc_limits import ConcurrencyLimit, core_queue_options
 from service.metrics import Metrics
 from service.protocols.grpc_services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
 from service.repository import ModelRepository
@@ -104,25 +106,34 @@ class GrpcSecurity:
 async def start_grpc_server(
     repository: ModelRepository,
     metrics: Metrics,
+    decoder: Decoder,
     *,
     host: str,
     port: int,
     max_message_bytes: int,
     drain_seconds: float,
     security: GrpcSecurity | None = None,
+    max_concurrent_rpcs: int = 1000,
 ) -> tuple[GrpcDrain, int]:
     """Starts serving; returns its drain (how it stops) and the port it listens on (`port` 0:
-    a free one)."""
+    a free one). At most `max_concurrent_rpcs` calls run at once (service.grpc_limits)."""
     security = security or GrpcSecurity()
     keys = security.keys
+    limit = ConcurrencyLimit(
+        max_concurrent_rpcs, lambda: metrics.grpc_refused.labels("concurrency").inc()
+    )
+    interceptors: list[grpc.aio.ServerInterceptor] = [limit]  # first: a refusal costs nothing
+    if keys:
+        interceptors.append(ApiKeyInterceptor(keys, security.public_services))
     server = grpc.aio.server(
-        interceptors=[ApiKeyInterceptor(keys, security.public_services)] if keys else [],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            *core_queue_options(max_concurrent_rpcs),
         ],
     )
-    add_services(server, repository, metrics)
+    add_services(server, repository, metrics, decoder)
     health = HealthServicer(repository)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

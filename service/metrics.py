@@ -35,10 +35,12 @@ from prometheus_client.registry import Collector
 from service import __version__
 from service.batching import Batcher, BatchObserver
 from service.errors import InvalidInputError, ModelFailureError
+from service.http_limits import REFUSAL_REASONS as HTTP_REFUSAL_REASONS
 from service.servable import VersionState
 
 if TYPE_CHECKING:
     from service.repository import ModelRepository
+    from service.tasks.image_decoding import ImageDecoder
 
 # Seconds: sub-millisecond (votes) to the tens of seconds of a large ResNet50 batch.
 LATENCY_BUCKETS = (
@@ -84,6 +86,24 @@ class Metrics:
             ["model", "reason"],
             registry=r,
         )
+        self.http_refused = Counter(
+            "modelserve_http_refused",
+            "HTTP connections refused or closed before their request reached the app "
+            "(service.http_limits): headers_too_large, too_many_headers (431), header_timeout "
+            "(408), idle_timeout, body_timeout (closed), too_many_connections (503).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in HTTP_REFUSAL_REASONS:  # at 0, so rate() sees the first one
+            self.http_refused.labels(reason)
+        self.grpc_refused = Counter(
+            "modelserve_grpc_refused",
+            "gRPC calls refused before reaching a servicer: concurrency "
+            "(RESOURCE_EXHAUSTED beyond grpc_max_concurrent_rpcs).",
+            ["reason"],
+            registry=r,
+        )
+        self.grpc_refused.labels("concurrency")
         self.queue_wait_seconds = Histogram(
             "modelserve_queue_wait_seconds",
             "Time a request waited in its model's batch queue before its batch ran.",
@@ -110,6 +130,7 @@ class Metrics:
         GCCollector(registry=r)
         self._repository_collector: _RepositoryCollector | None = None
         self._gpu_collector: _GPUMemoryCollector | None = None
+        self._decoder_collector: _ImageDecoderCollector | None = None
 
     def watch(self, repository: ModelRepository) -> None:
         """Exports the repository's state (models, versions, batchers) at every scrape."""
@@ -125,6 +146,13 @@ class Metrics:
             # happen before the app has configured them
             self._gpu_collector = _GPUMemoryCollector()
             self.registry.register(self._gpu_collector)
+
+    def watch_image_decoder(self, decoder: ImageDecoder) -> None:
+        """Exports the task API's image decodes in flight (and their pixels) at every scrape."""
+        if self._decoder_collector is not None:
+            self.registry.unregister(self._decoder_collector)
+        self._decoder_collector = _ImageDecoderCollector(decoder)
+        self.registry.register(self._decoder_collector)
 
     def batch_observer(self, model: str, version: int) -> BatchObserver:
         return _VersionObserver(
@@ -307,6 +335,24 @@ def _saturation(batchers: list[Batcher]) -> float:
     work = sum(b.queued_rows + b.held_rows + b.running_rows for b in batchers)
     capacity = max((b.capacity_rows for b in batchers), default=0)
     return work / capacity if capacity else 0.0
+
+
+class _ImageDecoderCollector(Collector):
+    def __init__(self, decoder: ImageDecoder) -> None:
+        self._decoder = decoder
+
+    def collect(self) -> Iterator[Metric]:
+        decoder = self._decoder
+        yield GaugeMetricFamily(
+            "modelserve_image_decodes_in_flight",
+            "Uploaded images being decoded now (at most image_decode_threads).",
+            value=decoder.running,
+        )
+        yield GaugeMetricFamily(
+            "modelserve_image_decode_pixels_in_flight",
+            "Pixels of uploaded images admitted to decoding (at most max_decode_pixels).",
+            value=decoder.budget.in_use,
+        )
 
 
 class _GPUMemoryCollector(Collector):

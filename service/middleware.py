@@ -11,6 +11,7 @@ import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import request_context
@@ -20,6 +21,7 @@ from service.metrics import Metrics, rejection_reason
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _PROTOCOLS = (("/v1/", "tfserving_rest"), ("/v2", "v2_rest"), ("/api/v1/", "task"))
+CLIENT_GONE = 499  # nginx's status for a client that closed before its answer
 UNMATCHED_ROUTE = "unmatched"  # no route: a 404 for any path, one label value for all
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # `{model:tfs_target}`: labelled as `{model}`
 
@@ -39,19 +41,35 @@ class RequestObserver:
         request_id = _request_id(scope)
         record, token = request_context.begin(request_id)
         status = 500  # unless a response starts
+        gone = False  # the client disconnected before the response started
+        responded = False
+
+        async def receive_watching() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect" and not responded:
+                gone = True
+            return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responded
             if message["type"] == "http.response.start":
+                responded = True
                 status = message["status"]
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request_id)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_watching, send_with_id)
+        except ClientDisconnect:
+            # the client went away mid-body: nothing to answer, nothing went wrong here
+            gone = True
         finally:
             request_context.end(token)
-            self._record(scope, record, status, time.perf_counter() - started)
+            # whatever the app made of the disconnect (a 400 for a cut-off body, say), nobody
+            # read it: the client is gone (499), never a server error
+            final = CLIENT_GONE if gone else status
+            self._record(scope, record, final, time.perf_counter() - started)
 
     def _record(
         self, scope: Scope, record: request_context.RequestRecord, status: int, seconds: float

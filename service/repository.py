@@ -38,7 +38,7 @@ from google.protobuf.message import DecodeError
 from service import request_context
 from service.batching import BatchObserver, Runner
 from service.errors import NotFoundError, ServingError, UnavailableError
-from service.layout import existing_versions
+from service.layout import scan_versions
 from service.placement import DeviceSetup, place_instances
 from service.remote import RemoteBackend, RemoteRunner
 from service.runtime import EchoModel, LoadedModel, error_summary
@@ -59,6 +59,7 @@ class ModelEntry:
     previous: dict[int, tuple[int, ...]] = field(default_factory=dict)  # the scan before
     scans: int = 0  # listings taken
     listing_error: str = ""  # why the last listing of the model's folder failed
+    ignored: dict[str, str] = field(default_factory=dict)  # folder -> why it is no version
     load_failures: int = 0  # since the server started
     backend: RemoteBackend | None = None  # a remote gRPC backend runs the model
     backend_error: str = ""  # why the last scan of the backend failed
@@ -83,8 +84,10 @@ class ModelRepository:
         echo: bool = False,
         batch_observer: Callable[[str, int], BatchObserver] | None = None,
         grpc_max_message_bytes: int = 64 * 1024 * 1024,
+        follow_symlinks: bool = False,
     ) -> None:
         self.config = config
+        self._follow_symlinks = follow_symlinks  # version folders that are symbolic links
         self.poll_interval = poll_interval
         self._inference = inference_executor
         self._devices = list(devices)
@@ -120,8 +123,9 @@ class ModelRepository:
     async def poll_once(self) -> None:
         """Lists every model directory or backend (off the event loop) and reconciles what is
         served."""
+        follow = self._follow_symlinks
         listings = await asyncio.to_thread(
-            lambda: {name: _list_versions(entry) for name, entry in self._models.items()}
+            lambda: {name: _list_versions(entry, follow) for name, entry in self._models.items()}
         )
         for name, on_disk in listings.items():
             entry = self._models[name]
@@ -409,14 +413,16 @@ def _refreeze_heap() -> None:
     gc.freeze()
 
 
-def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]] | None:
+def _list_versions(
+    entry: ModelEntry, follow_symlinks: bool = False
+) -> dict[int, tuple[int, ...]] | None:
     """Version -> fingerprint: of the files on disk (None when the model's folder cannot be
     listed), or of the backend's outages (a backend that went away and came back may serve a
     version anew)."""
     if entry.backend is None:
         base_path = entry.config.base_path
         try:
-            versions = existing_versions(base_path)
+            scan = scan_versions(base_path, follow_symlinks=follow_symlinks)
         except OSError as exc:
             if not entry.listing_error:
                 log.warning("model %s: cannot list %s: %s", entry.name, base_path, exc)
@@ -424,7 +430,8 @@ def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]] | None:
             entry.listing_error = f"cannot list the versions of model {entry.name}: {reason}"
             return None
         entry.listing_error = ""
-        return {v: _fingerprint(base_path / str(v)) for v in versions}
+        _note_ignored(entry, scan.ignored)
+        return {v: _fingerprint(base_path / str(v)) for v in scan.versions}
     try:
         versions = entry.backend.available_versions()
     except ServingError as exc:
@@ -435,6 +442,14 @@ def _list_versions(entry: ModelEntry) -> dict[int, tuple[int, ...]] | None:
         return {}
     entry.backend_error = ""
     return {v: (v, entry.backend_generation) for v in versions}
+
+
+def _note_ignored(entry: ModelEntry, ignored: dict[str, str]) -> None:
+    """Keeps the folders ignored as versions (shown by /api/v1/models); logs each once."""
+    for name, reason in ignored.items():
+        if entry.ignored.get(name) != reason:
+            log.warning("model %s: folder %r ignored: %s", entry.name, name[:80], reason)
+    entry.ignored = ignored
 
 
 def _fingerprint(version_dir: Path) -> tuple[int, ...]:

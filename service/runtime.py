@@ -7,6 +7,7 @@ event loop. This module knows TensorFlow and numpy, nothing of HTTP or JSON.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,13 +53,30 @@ class LoadedModel:
         try:
             results = self.call_tensors(signature_name, inputs)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            raise InvalidInputError(
-                f"model {self.name} rejected the input: {error_summary(exc)}"
-            ) from exc
+            reason = client_summary(exc)
+            if reason is None:
+                self._log_internal(signature_name, exc)
+                reason = "a value or a size the model cannot compute with"
+            raise InvalidInputError(f"model {self.name} rejected the input: {reason}") from exc
         except tf.errors.OpError as exc:
-            raise ModelFailureError(f"model {self.name} failed: {error_summary(exc)}") from exc
+            self._log_internal(signature_name, exc)
+            raise ModelFailureError(
+                f"model {self.name} failed while computing the request (a {exc.error_code.name} "
+                "error inside the model)"
+            ) from exc
         wanted = outputs or list(results)
         return {key: results[key].numpy() for key in wanted}
+
+    def _log_internal(self, signature_name: str, exc: Exception) -> None:
+        """TensorFlow's own message, for the operator (the client's answer names no internals)."""
+        log.warning(
+            "model %s v%d signature %s: %s: %s",
+            self.name,
+            self.version,
+            signature_name,
+            type(exc).__name__,
+            error_summary(exc),
+        )
 
     def call_tensors(
         self, signature_name: str, inputs: Mapping[str, np.ndarray]
@@ -95,17 +113,18 @@ class LoadedModel:
         try:
             self.run(signature.name, sample)
         except InvalidInputError as exc:
+            # the operator reads this: TensorFlow's whole summary, internals included
+            detail = error_summary(exc.__cause__) if exc.__cause__ else exc.message
             if not any(info.dtype.is_string for info in signature.inputs.values()):
                 raise ValueError(
-                    f"warm-up of signature {signature.name!r} on synthesized zeros failed: "
-                    f"{exc.message}"
+                    f"warm-up of signature {signature.name!r} on synthesized zeros failed: {detail}"
                 ) from exc
             log.info(
                 "warm-up of %s v%d signature %s skipped: synthesized strings rejected (%s)",
                 self.name,
                 self.version,
                 signature.name,
-                exc.message,
+                detail,
             )
             return False
         return True
@@ -147,7 +166,29 @@ def _synthesize(shape: Shape, dtype: np.dtype, is_string: bool, batch_size: int)
 _TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[")
 
 
-def error_summary(exc: Exception) -> str:
+# What marks a TensorFlow message as about the model's internals rather than the request: a
+# shape ("[64] vs. [0,14,14,32]", "In[0]: [1,3]"), an op or node, tensors, dimensions, indices.
+_INTERNALS = re.compile(
+    r"\[[\d,\s-]*\]|\bIn\[|shape|dimension|\bdims?\b|tensor|\bnode\b|(?-i:[a-z]Op)\b|\bop\b|matrix"
+    r"|indices|\(\w[\w/]*:\d+\)",
+    re.IGNORECASE,
+)
+_ASSERTION = re.compile(r"assertion failed: \[([^\]]+)\]")
+
+
+def client_summary(exc: Exception) -> str | None:
+    """What a client may read of a model's refusal: a model's own assertion message ("x must
+    not be 13"), or TensorFlow's line when it speaks of the input alone ("Unknown image file
+    format"); None when it names internal shapes, ops or tensors, or values of the batch
+    (other requests' rows share it)."""
+    summary = error_summary(exc)
+    if summary.startswith("assertion failed:"):
+        message = _ASSERTION.match(summary)
+        return f"assertion failed: {message[1]}" if message else None
+    return None if _INTERNALS.search(summary) else summary
+
+
+def error_summary(exc: BaseException) -> str:
     """The line of a TensorFlow error that says what failed, without its graph context
     ("Graph execution error:", "Detected at node ...", "[[{{node ...}}]]")."""
     lines = str(getattr(exc, "message", None) or exc).splitlines()

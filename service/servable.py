@@ -122,6 +122,7 @@ class ServableVersion:
     ) -> Arrays:
         """Runs the model on validated inputs through the batcher; `outputs` selects outputs,
         `timeout_ms` overrides the model's default deadline."""
+        _refuse_empty_batch(self.signature(signature), inputs)
         deadline = deadline_from(timeout_ms, self.config.batching.timeout_ms)
         results = await self.batcher(signature).submit(dict(inputs), deadline)
         return {key: results[key] for key in outputs} if outputs else results
@@ -173,3 +174,15 @@ class ServableVersion:
     async def drained(self) -> None:
         """Returns once no request is using this version."""
         await self._idle.wait()
+
+
+def _refuse_empty_batch(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """400 for a batch of no rows, whatever the protocol: a model computes nothing useful on
+    it, and its kernels fail on the empty dimension with messages about internal tensors."""
+    for name, array in inputs.items():
+        spec = signature.inputs.get(name)
+        batched = spec is None or spec.shape is None or (spec.shape and spec.shape[0] is None)
+        if batched and array.ndim and array.shape[0] == 0:
+            raise InvalidInputError(
+                f"input {name!r} is an empty batch (0 rows): send at least one instance"
+            )

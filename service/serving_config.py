@@ -168,7 +168,14 @@ class BatchingConfig(BaseModel):
     Default: powers of two up to max_batch_size, and max_batch_size itself."""
 
     max_queue_size: int = Field(256, ge=1)
-    """Requests waiting per model version; beyond it requests get 429 with Retry-After."""
+    """Requests waiting per model version; beyond it requests get 429 with Retry-After. A
+    request split into chunks counts once."""
+
+    max_queue_rows: int | None = Field(None, ge=1)
+    """Rows (instances) waiting per model version; default max_queue_size * max_batch_size.
+    A request is admitted whole or refused whole (429) against it, and one of more than
+    max_batch_size rows only if it leaves at least as many rows free as it takes, so it never
+    holds more than half and small requests always find room."""
 
     timeout_ms: float = Field(30_000, gt=0)
     """Default deadline of a request (X-Request-Timeout overrides it): a request still queued
@@ -191,6 +198,19 @@ class BatchingConfig(BaseModel):
                 f"max_batch_size ({self.max_batch_size})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> BatchingConfig:
+        if self.max_queue_rows is not None and self.max_queue_rows < self.max_batch_size:
+            raise ValueError(
+                f"max_queue_rows ({self.max_queue_rows}) must be at least max_batch_size "
+                f"({self.max_batch_size}): the queue must hold one full batch"
+            )
+        return self
+
+    def queue_rows(self) -> int:
+        """The row bound of the queue: max_queue_rows, or max_queue_size full batches."""
+        return self.max_queue_rows or self.max_queue_size * self.max_batch_size
 
     def batch_sizes(self) -> tuple[int, ...]:
         """The allowed sizes, ascending; the last is max_batch_size."""

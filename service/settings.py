@@ -99,6 +99,49 @@ class Settings(BaseSettings):
     """Largest request body accepted (413 beyond): a 224x224x3 float batch of 32 is ~30 MB of
     JSON."""
 
+    # -- HTTP connection limits (service.http_limits), enforced before a request reaches the app
+
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    """Largest request line plus headers of one request, in bytes (431 beyond), counted as they
+    arrive, before they are parsed or any key is checked."""
+
+    max_header_count: int = Field(100, ge=8, le=10_000)
+    """Most headers in one request (431 beyond)."""
+
+    header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
+    """Time a connection has to send a request's complete headers, from opening (or from its
+    previous response): 408 and closed after it; a connection that sent nothing is closed."""
+
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    """Longest pause while a request body arrives (between two reads); the connection is then
+    closed and the request counted as client_gone (499)."""
+
+    max_connections: int = Field(1000, ge=1, le=1_000_000)
+    """Open HTTP connections served at once: a request on one beyond is answered 503 (with
+    Retry-After) and its connection closed. Keep below the process' file descriptor limit."""
+
+    grpc_max_concurrent_rpcs: int = Field(1000, ge=1, le=1_000_000)
+    """gRPC calls handled at once; calls beyond are answered RESOURCE_EXHAUSTED at once (with a
+    detail, counted in modelserve_grpc_refused_total)."""
+
+    follow_version_symlinks: bool = False
+    """Serve a version folder that is a symbolic link (it may point anywhere, outside the
+    model base path too). Default: such folders are ignored, with the reason in the log and in
+    /api/v1/models."""
+
+    decode_threads: int = Field(2, ge=1)
+    """Threads decoding large request bodies (JSON, gRPC messages) and encoding large answers,
+    so that the event loop (REST, gRPC, health probes) never waits for them."""
+
+    decode_memory_bytes: int = Field(1024 * 1024 * 1024, ge=1024 * 1024)
+    """Memory that large bodies being decoded may take at once, estimated at 32 times their
+    size (every JSON number becomes a Python object): by default one 60 MB body at a time, or
+    many small ones. Beyond it requests wait; once as much again waits, they are refused (429)."""
+
+    decode_inline_bytes: int = Field(64 * 1024, ge=0)
+    """Bodies and answers up to this size are decoded on the event loop: faster than a thread
+    hop, and too small to delay anyone."""
+
     # -- task API limits (/api/v1/...), all checked before any decoding or model work --------
 
     max_upload_files: int = Field(16, ge=1)
@@ -110,6 +153,16 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(40_000_000, ge=1)
     """Largest uploaded image in pixels, read from its header before it is decoded (413
     beyond): a guard against decompression bombs. 40 MP holds any phone photo."""
+
+    image_decode_threads: int = Field(default_factory=available_cpus, ge=1)
+    """Uploaded images decoded at once (task API), on their own threads. Default: the CPUs
+    available, taking the container's CPU limit into account."""
+
+    max_decode_pixels: int | None = Field(None, ge=1)
+    """Pixels of uploaded images being decoded at once, over all requests: decoding costs
+    about 12 bytes per pixel (a 40 MP image ~480 MB). An image waits until its pixels fit, at
+    most until its request's deadline (504). At least `max_image_pixels`. Default: 4 times
+    `max_image_pixels` (160 MP, ~2 GB)."""
 
     max_text_chars: int = Field(50_000, ge=1)
     """Longest review accepted by /api/v1/sentiment, in characters (413 beyond); the longest
@@ -187,6 +240,22 @@ class Settings(BaseSettings):
             )
         check_ca_file(check_readable_file(ca, "tls_ca_file"))
         return ca
+
+    @field_validator("max_decode_pixels")
+    @classmethod
+    def _holds_the_largest_image(cls, budget: int | None, info: ValidationInfo) -> int | None:
+        largest = info.data.get("max_image_pixels")
+        if budget is not None and largest is not None and budget < largest:
+            raise ValueError(
+                f"must be at least max_image_pixels ({largest:,}): an image of that size could "
+                "never be decoded"
+            )
+        return budget
+
+    @property
+    def decode_pixel_budget(self) -> int:
+        """max_decode_pixels, or its default: 4 times max_image_pixels."""
+        return self.max_decode_pixels or 4 * self.max_image_pixels
 
     @field_validator("cors_origins", mode="before")
     @classmethod

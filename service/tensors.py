@@ -1,8 +1,9 @@
 """JSON values <-> numpy arrays, validated against a signature's TensorInfo.
 
 Both REST protocols decode through here, so a float sent to an int input, a ragged list or a
-wrong shape gets the same 400 everywhere. Numeric data goes through one `np.asarray` call (C
-speed), never a per-element Python loop; only string tensors are walked element by element.
+wrong shape gets the same 400 everywhere. Numeric data goes through `np.asarray` (C speed, a
+chunk of rows at a time: see service.decoding), never a per-element Python loop; only string
+tensors are walked element by element.
 Nothing is silently altered: 1.5 is not truncated into an int input, 1e39 does not become
 float32 infinity, `true` is not a number.
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from service.decoding import MixedKindsError, asarray, object_array
 from service.dtypes import DType
 from service.errors import InvalidInputError
 from service.signatures import Shape, TensorInfo
@@ -65,7 +67,12 @@ def shape_fits(shape: tuple[int, ...], expected: Shape) -> bool:
 
 def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:
     try:
-        array = np.asarray(value)
+        array = asarray(value)
+    except MixedKindsError:
+        expected = "booleans" if dtype.is_bool else "numbers"
+        raise InvalidInputError(
+            f"{what}: expected {expected} ({dtype.tf_name}), got objects or mixed types"
+        ) from None
     except ValueError as exc:  # numpy 2 refuses ragged nesting, and more than 64 dimensions
         if _depth(value) > MAX_DIMENSIONS:
             raise _too_deep(what) from None
@@ -108,7 +115,7 @@ def _to_integers(value: Any, array: np.ndarray, dtype: DType, *, what: str) -> n
         if array.min() < limits.min or array.max() > limits.max * 1.0001:
             raise out_of_range
         try:
-            return np.array(value, dtype=dtype.numpy)
+            return asarray(value, dtype=dtype.numpy)
         except OverflowError:
             raise out_of_range from None
     if array.min() < limits.min or array.max() > limits.max:
@@ -133,9 +140,7 @@ def _decode_strings(value: Any, *, what: str, allow_b64: bool) -> np.ndarray:
         raise _too_deep(what) from None
     if len(shape) > MAX_DIMENSIONS:
         raise _too_deep(what)
-    array = np.empty(len(flat), dtype=object)
-    array[:] = flat
-    return array.reshape(shape)
+    return object_array(flat).reshape(shape)
 
 
 def _depth(value: Any) -> int:

@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.http_limits import uvicorn_config
 from service.metrics import Metrics
 from service.settings import Settings
 
@@ -53,8 +54,9 @@ def running_server(
     if "host" not in settings.model_fields_set:  # gRPC on loopback, as the REST server
         settings = settings.model_copy(update={"host": "127.0.0.1"})
     app = create_app(settings, metrics=metrics)
-    config = uvicorn.Config(
+    config = uvicorn_config(  # the limits of `settings`, as `modelserve serve` applies them
         app,
+        settings,
         host="127.0.0.1",
         port=0,
         log_level="warning",

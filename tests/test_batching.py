@@ -772,11 +772,13 @@ def test_cancelling_a_split_request_removes_all_its_chunks(
         batcher = make_batcher(executor, runner, max_batch_size=4)
         blocker = await hold_instance(batcher, runner)
         split = submit(batcher, req(*range(1, 11)))
-        await until(lambda: batcher.queued == 3)
+        # one request against max_queue_size, however many chunks; all its rows count
+        await until(lambda: (batcher.queued, batcher.queued_rows) == (1, 10))
         split.cancel()
         with pytest.raises(asyncio.CancelledError):
             await split
         assert batcher.stats.cancelled in (1, 3)  # counted per request or per chunk
+        assert (batcher.queued, batcher.queued_rows) == (0, 0)
 
         gate.set()
         await blocker

@@ -145,7 +145,7 @@ def plus(xs: list[float]) -> list[float]:
 def batching_server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """- plus: affine (y = 0.5x + 2), default batching (max_batch_size 32, no delay);
     - plus_unbatched: the same model, `batching: {enabled: false}`;
-    - plus_tight: the same model, max_batch_size 1 and max_queue_size 1;
+    - plus_tight: the same model, max_batch_size 1, max_queue_size 1 and max_queue_rows 4;
     - digits: the shipped model, batching with a 100 ms delay (so 10 concurrent requests
       surely share batches, padded to 16);
     - digits_unbatched: the shipped model, `batching: {enabled: false}`."""
@@ -159,7 +159,10 @@ def batching_server(model_library: Path, tmp_path_factory: pytest.TempPathFactor
         [
             {"name": "plus"},
             {"name": "plus_unbatched", "batching": {"enabled": False}},
-            {"name": "plus_tight", "batching": {"max_batch_size": 1, "max_queue_size": 1}},
+            {
+                "name": "plus_tight",
+                "batching": {"max_batch_size": 1, "max_queue_size": 1, "max_queue_rows": 4},
+            },
             {"name": "digits", "base_path": digits, "batching": {"max_batch_delay_ms": 100}},
             {"name": "digits_unbatched", "base_path": digits, "batching": {"enabled": False}},
         ],
@@ -286,9 +289,10 @@ def test_shipped_digits_batched_equals_unbatched(batching_server: str) -> None:
 
 
 def test_a_request_larger_than_the_queue_still_runs(batching_server: str) -> None:
-    """plus_tight (max_batch_size 1, max_queue_size 1), idle: a request of 2 instances is split
-    into 2 chunks of 1 row. It is one request, so it must not be rejected as if 2 requests were
-    waiting (a 429 saying "retry shortly" when no retry can ever succeed)."""
+    """plus_tight (max_batch_size 1, max_queue_size 1; max_queue_rows 4, so one request may
+    have 2 rows), idle: a request of 2 instances is split into 2 chunks of 1 row. It is one
+    request, so it must not be rejected as if 2 requests were waiting (a 429 saying "retry
+    shortly" when no retry can ever succeed)."""
     response = httpx.post(
         f"{batching_server}/v1/models/plus_tight:predict",
         json=predict_body([1.0, 2.0]),

@@ -22,6 +22,7 @@ import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
+from service.decoding import object_array
 from service.errors import InvalidInputError, ModelFailureError, UnimplementedError
 from service.servable import ServableVersion
 from service.signatures import Signature
@@ -117,7 +118,7 @@ def serialized_from_proto(request_input: input_pb2.Input) -> np.ndarray:
     if not examples:
         raise InvalidInputError("input has no examples")
     # concatenated serializations parse as one merged message (map entries: the last wins)
-    return _as_array([context + example.SerializeToString() for example in examples])
+    return object_array([context + example.SerializeToString() for example in examples])
 
 
 def serialized_from_json(body: Any) -> tuple[str | None, np.ndarray]:
@@ -150,13 +151,7 @@ def serialized_from_json(body: Any) -> tuple[str | None, np.ndarray]:
         for name, feature in (context | features).items():
             example.features.feature[name].CopyFrom(feature)
         serialized.append(example.SerializeToString())
-    return signature_name or None, _as_array(serialized)
-
-
-def _as_array(serialized: list[bytes]) -> np.ndarray:
-    array = np.empty(len(serialized), dtype=object)
-    array[:] = serialized
-    return array
+    return signature_name or None, object_array(serialized)
 
 
 def _features(value: Any, where: str) -> dict[str, feature_pb2.Feature]:

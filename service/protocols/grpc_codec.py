@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from service.decoding import object_array
 from service.dtypes import from_tf_name
 from service.errors import InvalidInputError
 from service.signatures import Signature
@@ -72,6 +73,10 @@ def decode_tensor(proto: tensor_pb2.TensorProto, signature: Signature, name: str
         raise InvalidInputError(f"{what}: negative dimension in shape {shape}")
     elements = math.prod(shape)
     _check_value_count(proto, spec.dtype.tf_name, elements, shape, what)
+    if spec.dtype.is_string:  # TensorFlow would convert millions of them in one GIL hold
+        strings = object_array(proto.string_val).reshape(shape)
+        check_shape(strings, spec, what=what)
+        return strings
     try:
         array: np.ndarray = tf.make_ndarray(proto)
     except OverflowError:  # int_val / half_val are int32 on the wire, wider than int8 or half
@@ -80,8 +85,6 @@ def decode_tensor(proto: tensor_pb2.TensorProto, signature: Signature, name: str
         ) from None
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"{what}: malformed TensorProto: {exc}") from None
-    if spec.dtype.is_string:
-        array = array.astype(object)
     check_shape(array, spec, what=what)
     return array
 

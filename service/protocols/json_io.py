@@ -3,27 +3,32 @@
 A 784-float `digits` body or a 150k-float image body is parsed by orjson (C) and turned into
 numpy once per request; outputs are written straight from numpy by orjson. The stdlib `json`
 module is only a fallback for what orjson refuses by design: the `NaN`/`Infinity` tokens that
-TF Serving's REST API allows, in both directions.
+TF Serving's REST API allows, in both directions. Large bodies are parsed in pieces
+(`json_pieces`) and freed in pieces (`service.decoding.release`), in the decode pool.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import json.scanner
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import ml_dtypes
 import numpy as np
 import orjson
-from fastapi import Request
 from starlette.responses import JSONResponse, Response
 
+from service.decoding import release
 from service.errors import InvalidInputError
-from service.protocols.body import read_body
+from service.protocols import json_pieces
 from service.tensors import encode_strings
 
+T = TypeVar("T")
+
 _NON_FINITE_TOKENS = (b"NaN", b"Infinity")
+_C_SCANNER_MAX_BYTES = 256 * 1024  # ~20 ms of the stdlib's C scanner
 
 
 class JSONBody(JSONResponse):
@@ -40,28 +45,59 @@ class JSONDocument:
     booleans_possible: bool  # the text holds a `true` or `false` token (maybe inside a string)
 
 
-async def read_json(
-    request: Request, *, max_bytes: int, allow_non_finite: bool = False
-) -> JSONDocument:
-    """The request body parsed as JSON; 413 beyond `max_bytes`, 400 with the parser's message
-    when it is not JSON."""
-    body = await read_body(request, max_bytes)
+def parse_document(body: bytes, *, allow_non_finite: bool = False) -> JSONDocument:
+    """The body parsed as JSON; 400 with the parser's message when it is not JSON."""
     data = parse_json(body, allow_non_finite=allow_non_finite)
-    return JSONDocument(data, booleans_possible=b"true" in body or b"false" in body)
+    booleans = _contains(body, b"true") or _contains(body, b"false")
+    return JSONDocument(data, booleans_possible=booleans)
+
+
+def _contains(body: bytes, token: bytes, window: int = 1024 * 1024) -> bool:
+    """`token in body`, a window at a time: one search of 60 MB holds the GIL for 0.1 s."""
+    if len(body) <= window:
+        return token in body
+    return any(
+        body.find(token, start, start + window + len(token) - 1) >= 0
+        for start in range(0, len(body), window)
+    )
+
+
+def with_document(
+    body: bytes, use: Callable[[JSONDocument], T], *, allow_non_finite: bool = False
+) -> T:
+    """`use(document)`, then the document emptied piece by piece (it may hold millions of
+    objects; see service.decoding.release). What `use` returns must not share its lists."""
+    document = parse_document(body, allow_non_finite=allow_non_finite)
+    try:
+        return use(document)
+    finally:
+        if len(body) > json_pieces.PIECE_BYTES:  # smaller ones are freed at once in no time
+            release(document.data)
 
 
 def parse_json(body: bytes, *, allow_non_finite: bool = False) -> Any:
     if not body:
         raise InvalidInputError("request body is empty; expected a JSON object")
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        return json_pieces.loads(body)
+    except ValueError as exc:  # orjson.JSONDecodeError is one
         if allow_non_finite and any(token in body for token in _NON_FINITE_TOKENS):
             try:
-                return json.loads(body)
+                return _stdlib_loads(body)
             except (ValueError, RecursionError):
                 pass
         raise InvalidInputError(f"malformed JSON body: {exc}") from None
+
+
+def _stdlib_loads(body: bytes) -> Any:
+    """The stdlib parser, for NaN/Infinity. Its C scanner holds the GIL for a whole document
+    (5 s for 60 MB), so beyond a small size the pure-Python scanner, slower but interruptible,
+    keeps the event loop's thread running."""
+    if len(body) <= _C_SCANNER_MAX_BYTES:
+        return json.loads(body)
+    decoder = json.JSONDecoder()
+    decoder.scan_once = json.scanner.py_make_scanner(decoder)  # type: ignore[attr-defined]
+    return decoder.decode(body.decode("utf-8"))
 
 
 def json_array(array: np.ndarray, *, binary: bool = False) -> Any:

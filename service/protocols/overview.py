@@ -28,6 +28,8 @@ async def models_overview(request: Request) -> JSONBody:
                     "version_policy": entry.config.version_policy.describe(),
                     "version_labels": entry.config.version_labels,
                     "versions": [_version(v) for _, v in sorted(entry.versions.items())],
+                    # folders that look like versions but are not served, and why
+                    "ignored_folders": entry.ignored,
                 }
                 for entry in repository(request).entries()
             ]

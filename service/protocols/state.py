@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar, cast
 
+import numpy as np
 from fastapi import Request
+from starlette.responses import Response
 
+from service.decoding import Decoder
 from service.errors import ClientGoneError, InvalidInputError
 from service.lifecycle import Lifecycle
-from service.protocols.json_io import JSONDocument, read_json
+from service.protocols.body import read_body
+from service.protocols.json_io import JSONDocument, respond, with_document
 from service.repository import ModelRepository
 from service.settings import Settings
 
@@ -30,10 +34,52 @@ def settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
 
-async def read_request_json(request: Request, *, allow_non_finite: bool = False) -> JSONDocument:
-    """The body as JSON, within the configured size limit."""
-    limit = settings(request).max_request_bytes
-    return await read_json(request, max_bytes=limit, allow_non_finite=allow_non_finite)
+def decoder(request: Request) -> Decoder:
+    return cast(Decoder, request.app.state.body_decoder)
+
+
+async def read_request_body(request: Request) -> bytes:
+    """The body, within the configured size limit."""
+    return await read_body(request, settings(request).max_request_bytes)
+
+
+async def off_loop(request: Request, size: int, work: Callable[[], T]) -> T:
+    """`work` on a payload of `size` bytes (decoding a body, encoding an answer): inline when
+    small, else in the decode pool, and abandoned if the client disconnects meanwhile."""
+    pool = decoder(request)
+    if size <= pool.inline_bytes:
+        return work()
+    return await until_disconnected(request, pool.run(size, work))
+
+
+async def read_request_json(
+    request: Request, use: Callable[[JSONDocument], T], *, allow_non_finite: bool = False
+) -> T:
+    """`use(document)` on the body parsed as JSON: see `decode_json`."""
+    body = await read_request_body(request)
+    return await decode_json(request, body, use, allow_non_finite=allow_non_finite)
+
+
+async def decode_json(
+    request: Request,
+    body: bytes,
+    use: Callable[[JSONDocument], T],
+    *,
+    allow_non_finite: bool = False,
+) -> T:
+    """`use(document)` on `body` parsed as JSON, both off the event loop when it is large:
+    `use` decodes and validates, and must return nothing that shares the document's lists."""
+    return await off_loop(
+        request, len(body), lambda: with_document(body, use, allow_non_finite=allow_non_finite)
+    )
+
+
+async def answer_json(
+    request: Request, outputs: Mapping[str, np.ndarray], build: Callable[[], Any]
+) -> Response:
+    """The JSON answer `build()` makes of `outputs`, encoded off the loop when they are large."""
+    size = sum(array.nbytes for array in outputs.values())
+    return await off_loop(request, size, lambda: respond(build(), outputs.values()))
 
 
 def request_timeout_ms(request: Request) -> float | None:

@@ -9,7 +9,7 @@ outputs whose name ends in `_bytes` are returned that way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,10 +25,14 @@ class PredictRequest:
     signature_name: str
     body: dict[str, Any]
     booleans_possible: bool = True
+    # read from the body at once: answers are encoded after the body has been freed
+    row_format: bool = field(init=False)
+    rows: int = field(init=False)
 
-    @property
-    def row_format(self) -> bool:
-        return "instances" in self.body
+    def __post_init__(self) -> None:
+        instances = self.body.get("instances")
+        object.__setattr__(self, "row_format", "instances" in self.body)
+        object.__setattr__(self, "rows", len(instances) if isinstance(instances, list) else 0)
 
 
 def parse_predict_request(body: Any, *, booleans_possible: bool = True) -> PredictRequest:
@@ -149,5 +153,4 @@ def _single_or_named(values: dict[str, Any]) -> Any:
 
 
 def row_count(request: PredictRequest) -> int:
-    instances = request.body.get("instances")
-    return len(instances) if isinstance(instances, list) else 0
+    return request.rows

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
@@ -21,9 +22,12 @@ from service.errors import NotFoundError
 from service.protocols import classify_regress
 from service.protocols import tfserving_codec as codec
 from service.protocols.error_docs import METADATA_ERRORS, PREDICT_ERRORS, STATUS_ERRORS
-from service.protocols.json_io import JSONBody, respond
+from service.protocols.json_io import JSONBody, JSONDocument
 from service.protocols.state import (
+    answer_json,
+    decode_json,
     parse_version,
+    read_request_body,
     read_request_json,
     repository,
     request_timeout_ms,
@@ -256,18 +260,33 @@ async def _call(
         return await _call_examples(request, verb, model, version, label)
     addressed.check_capacity()
     timeout_ms = request_timeout_ms(request)
-    document = await read_request_json(request, allow_non_finite=True)
+    body = await read_request_body(request)
+    async with repo.lease(model, version, label) as servable:
+        predict, signature_name, inputs = await decode_json(
+            request,
+            body,
+            lambda document: _decode_predict(document, servable),
+            allow_non_finite=True,
+        )
+        outputs = await until_disconnected(
+            request, servable.predict(signature_name, inputs, timeout_ms=timeout_ms)
+        )
+    return await answer_json(
+        request,
+        outputs,
+        lambda: codec.encode_outputs(predict, outputs, codec.row_count(predict)),
+    )
+
+
+def _decode_predict(
+    document: JSONDocument, servable: ServableVersion
+) -> tuple[codec.PredictRequest, str, dict[str, np.ndarray]]:
+    """The request's envelope, signature and input arrays (run where the body was parsed)."""
     predict = codec.parse_predict_request(
         document.data, booleans_possible=document.booleans_possible
     )
-    async with repo.lease(model, version, label) as servable:
-        signature = servable.signature(predict.signature_name)
-        inputs = codec.decode_inputs(predict, signature)
-        outputs = await until_disconnected(
-            request, servable.predict(signature.name, inputs, timeout_ms=timeout_ms)
-        )
-    answer = codec.encode_outputs(predict, outputs, codec.row_count(predict))
-    return respond(answer, outputs.values())
+    signature = servable.signature(predict.signature_name)
+    return predict, signature.name, codec.decode_inputs(predict, signature)
 
 
 async def _call_examples(
@@ -280,8 +299,11 @@ async def _call_examples(
     """:classify / :regress: tf.Example features in JSON, TF Serving's `result` out."""
     repo = repository(request)
     timeout_ms = request_timeout_ms(request)
-    document = await read_request_json(request, allow_non_finite=True)
-    signature_name, serialized = classify_regress.serialized_from_json(document.data)
+    signature_name, serialized = await read_request_json(
+        request,
+        lambda document: classify_regress.serialized_from_json(document.data),
+        allow_non_finite=True,
+    )
     async with repo.lease(model, version, label) as servable:
         target = classify_regress.example_signature(
             servable, signature_name or DEFAULT_SIGNATURE, method
@@ -289,9 +311,8 @@ async def _call_examples(
         outputs = await until_disconnected(
             request, classify_regress.run(servable, target, serialized, timeout_ms)
         )
-    result: list[Any] = (
-        classify_regress.classifications(outputs, len(serialized))
-        if method == "classify"
-        else classify_regress.regressions(outputs, len(serialized))
+    results = (
+        classify_regress.classifications if method == "classify" else classify_regress.regressions
     )
-    return respond({"result": result}, outputs.values())
+    count = len(serialized)
+    return await answer_json(request, outputs, lambda: {"result": results(outputs, count)})

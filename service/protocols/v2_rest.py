@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -16,10 +17,12 @@ from service.dtypes import BY_V2_NAME
 from service.errors import UnavailableError
 from service.protocols import v2_codec as codec
 from service.protocols.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
-from service.protocols.json_io import JSONBody, respond
+from service.protocols.json_io import JSONBody, JSONDocument
 from service.protocols.state import (
+    answer_json,
+    decode_json,
     parse_version,
-    read_request_json,
+    read_request_body,
     repository,
     request_timeout_ms,
     until_disconnected,
@@ -178,15 +181,28 @@ async def _infer(request: Request, model: str, version: int | None) -> Response:
     # 404/503/429 before reading a body that cannot be used
     repo.resolve(model, version).check_capacity()
     timeout_ms = request_timeout_ms(request)
-    document = await read_request_json(request)
-    infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
+    body = await read_request_body(request)
     async with repo.lease(model, version) as servable:
-        signature = servable.signature(infer.signature_name)
-        inputs = codec.decode_inputs(infer, signature)
-        codec.check_outputs(infer, signature)
+        infer, signature_name, inputs = await decode_json(
+            request, body, lambda document: _decode_infer(document, servable)
+        )
         outputs = await until_disconnected(
             request,
-            servable.predict(signature.name, inputs, infer.output_names, timeout_ms=timeout_ms),
+            servable.predict(signature_name, inputs, infer.output_names, timeout_ms=timeout_ms),
         )
-    answer = codec.encode_outputs(infer, outputs, servable.model, servable.version)
-    return respond(answer, outputs.values())
+    return await answer_json(
+        request,
+        outputs,
+        lambda: codec.encode_outputs(infer, outputs, servable.model, servable.version),
+    )
+
+
+def _decode_infer(
+    document: JSONDocument, servable: ServableVersion
+) -> tuple[codec.InferRequest, str, dict[str, np.ndarray]]:
+    """The request's envelope, signature and input arrays (run where the body was parsed)."""
+    infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
+    signature = servable.signature(infer.signature_name)
+    inputs = codec.decode_inputs(infer, signature)
+    codec.check_outputs(infer, signature)
+    return infer, signature.name, inputs

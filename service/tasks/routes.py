@@ -2,7 +2,8 @@
 
 Each endpoint checks the addressed model can serve it (interface, labels, real weights) and has
 queue room before reading the body, parses and validates the body within the configured limits,
-turns it into the model's input (image decoding in a worker thread, never on the event loop),
+turns it into the model's input (images decoded on the bounded decode pool of
+`service.tasks.image_decoding`, never on the event loop),
 and calls the model through the same `ServableVersion.predict` as the raw protocols, so task
 requests share batches with TF Serving and V2 requests.
 """
@@ -10,14 +11,16 @@ requests share batches with TF Serving and V2 requests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
+from PIL import Image
 from pydantic import BaseModel, ValidationError
 
+from service.batching import deadline_from
 from service.errors import (
     ConflictError,
     InvalidInputError,
@@ -26,7 +29,7 @@ from service.errors import (
     UnsupportedMediaTypeError,
 )
 from service.protocols.error_docs import QUEUE_FULL, error_responses
-from service.protocols.json_io import JSONBody
+from service.protocols.json_io import JSONBody, JSONDocument
 from service.protocols.state import (
     read_request_json,
     repository,
@@ -38,10 +41,11 @@ from service.servable import ServableVersion
 from service.settings import Settings
 from service.signatures import DEFAULT_SIGNATURE
 from service.tasks import schemas
+from service.tasks.image_decoding import ImageDecoder
 from service.tasks.imagenet_format import imagenet_pixels
 from service.tasks.mnist_format import BlankImageError, mnist_pixels
 from service.tasks.model_assets import assets_of, require_interface, require_labels
-from service.tasks.uploads import Upload, is_multipart, open_image, read_uploads, require_files
+from service.tasks.uploads import Upload, is_multipart, read_uploads, require_files
 
 router = APIRouter(prefix="/api/v1", tags=["task API"], default_response_class=JSONBody)
 
@@ -138,7 +142,7 @@ async def digits(request: Request, version: VersionQuery = None) -> Any:
         )
     if is_multipart(request):
         uploads = await _read_uploads(request, limits)
-        pixels = await asyncio.to_thread(_mnist_batch, uploads, limits.max_image_pixels)
+        pixels = await _decode_uploads(request, DIGITS, version, uploads, _mnist_digit)
         names: list[str | None] = [upload.name for upload in uploads]
     else:
         arrays = await _read_json(request, schemas.DigitArrays)
@@ -177,7 +181,7 @@ async def images(
     the `top_k` most probable classes."""
     limits = _admit(request, IMAGES, version)
     uploads = await _read_uploads(request, limits)
-    batch = await asyncio.to_thread(_imagenet_batch, uploads, limits.max_image_pixels)
+    batch = await _decode_uploads(request, IMAGES, version, uploads, _imagenet_image)
     answered = await _predict(request, IMAGES, version, batch)
     assets = assets_of(answered.servable)
     class_ids = assets.class_ids or answered.labels  # WordNet ids when the model ships them
@@ -302,7 +306,10 @@ async def _read_json(request: Request, model: type[Body]) -> Body:
             f"expected an application/json body, got {sent!r}"
             + (hint if sent.startswith("application/x-www-form-urlencoded") else "")
         )
-    document = await read_request_json(request)
+    return await read_request_json(request, lambda document: _validated(document, model))
+
+
+def _validated(document: JSONDocument, model: type[Body]) -> Body:
     try:
         return model.model_validate(document.data)
     except ValidationError as exc:
@@ -331,20 +338,37 @@ def _check_items(count: int, limits: Settings) -> None:
         raise PayloadTooLargeError(f"{count} items in one request; the limit is {limits.max_items}")
 
 
-def _mnist_batch(uploads: Sequence[Upload], max_pixels: int) -> np.ndarray:
-    digits = []
+async def _decode_uploads(
+    request: Request,
+    task: Task,
+    version: int | None,
+    uploads: Sequence[Upload],
+    convert: Callable[[Image.Image, str], np.ndarray],
+) -> np.ndarray:
+    """`convert(image, file name)` of each upload, stacked. One image at a time, so a request
+    of large photos never holds them all at once; each waits for room in the decode pool's
+    pixel budget until the request's deadline (the model's own deadline by default)."""
+    decoder = cast(ImageDecoder, request.app.state.image_decoder)
+    default_ms = repository(request).resolve(task.model, version).config.batching.timeout_ms
+    deadline = deadline_from(request_timeout_ms(request), default_ms)
+    limit = settings(request).max_image_pixels
+    loop = asyncio.get_running_loop()
+    rows = []
     for upload in uploads:
-        image = open_image(upload, max_pixels=max_pixels)
-        try:
-            digits.append(mnist_pixels(image))
-        except BlankImageError as exc:
-            raise InvalidInputError(f"file {upload.name!r}: {exc}") from None
-    return np.stack(digits)
+        timeout = deadline - loop.time()
+        rows.append(await decoder.decode(upload, convert, max_pixels=limit, timeout=timeout))
+    return np.stack(rows)
 
 
-def _imagenet_batch(uploads: Sequence[Upload], max_pixels: int) -> np.ndarray:
-    # one image decoded at a time: a request of large photos never holds them all at once
-    return np.stack([imagenet_pixels(open_image(u, max_pixels=max_pixels)) for u in uploads])
+def _mnist_digit(image: Image.Image, name: str) -> np.ndarray:
+    try:
+        return mnist_pixels(image)
+    except BlankImageError as exc:
+        raise InvalidInputError(f"file {name!r}: {exc}") from None
+
+
+def _imagenet_image(image: Image.Image, name: str) -> np.ndarray:
+    return imagenet_pixels(image)
 
 
 def _vote_columns(servable: ServableVersion) -> list[str]:

@@ -123,6 +123,12 @@ def require_files(uploads: Sequence[Upload]) -> None:
 
 def open_image(upload: Upload, *, max_pixels: int) -> Image.Image:
     """The upload decoded by Pillow (first frame), or a 4xx that names the file."""
+    return load_image(probe_image(upload, max_pixels=max_pixels), upload.name)
+
+
+def probe_image(upload: Upload, *, max_pixels: int) -> Image.Image:
+    """The upload opened but not decoded (Pillow reads the header only), within the pixel
+    limit, or a 4xx that names the file: its size says what decoding it will cost."""
     name = upload.name
     if upload.content_type not in IMAGE_TYPES | GENERIC_TYPES:
         raise UnsupportedMediaTypeError(
@@ -139,6 +145,11 @@ def open_image(upload: Upload, *, max_pixels: int) -> Image.Image:
         raise _too_many_pixels(name, max_pixels, f"{width}x{height}")
     if width == 0 or height == 0:
         raise InvalidInputError(f"file {name!r} has no pixels ({width}x{height})")
+    return image
+
+
+def load_image(image: Image.Image, name: str) -> Image.Image:
+    """`image` (from probe_image) decoded, or a 400 naming the file if it is corrupt."""
     try:
         image.load()
     except Exception as exc:

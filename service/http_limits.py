@@ -1,0 +1,302 @@
+"""Limits on HTTP connections, enforced in uvicorn's protocol before any request reaches the app.
+
+uvicorn's httptools protocol reads request headers of any size (a 100 MB header froze the event
+loop for seconds, before the API-key check could run), never times out a connection that sends
+nothing or trickles its headers or body, and caps connections only if asked. Here, per
+connection:
+
+- the request line and headers together may take `max_header_bytes` (431 beyond, counted on
+  the raw bytes before the parser sees them) and `max_header_count` headers (431 beyond);
+- the headers must be complete within `header_timeout` of the connection opening or of the
+  previous response (408 if some arrived, else the connection is closed);
+- a request body may pause for at most `body_timeout` between two reads (the connection is
+  closed: the app sees the client gone, a 499);
+- beyond `max_connections` open connections a request is answered 503.
+
+Each refusal counts in `modelserve_http_refused_total{reason}` and logs one INFO line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httptools
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from service.metrics import Metrics
+    from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RefusalCounter = Callable[[str], None]
+"""Called with the reason of each refusal (see REFUSAL_REASONS)."""
+
+REFUSAL_REASONS = (
+    "headers_too_large",
+    "too_many_headers",
+    "header_timeout",
+    "idle_timeout",
+    "body_timeout",
+    "too_many_connections",
+)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_header_bytes: int
+    max_header_count: int
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpLimits:
+        return cls(
+            max_header_bytes=settings.max_header_bytes,
+            max_header_count=settings.max_header_count,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+            max_connections=settings.max_connections,
+        )
+
+
+def uvicorn_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
+    """uvicorn's config for `app` with the HTTP limits of `settings` and `options` (host, port,
+    logging, TLS...): the command line and the tests' servers both build it here."""
+    metrics: Metrics = app.state.metrics
+    protocol = limited_protocol(
+        HttpLimits.from_settings(settings),
+        lambda reason: metrics.http_refused.labels(reason).inc(),
+    )
+    return uvicorn.Config(app, http=protocol, **options)
+
+
+class _RefusalError(Exception):
+    """Raised from a parser callback to stop parsing and answer `status` instead."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def limited_protocol(limits: HttpLimits, count_refusal: RefusalCounter) -> type[HttpToolsProtocol]:
+    """uvicorn's `http` protocol class enforcing `limits` (uvicorn builds one per connection)."""
+    return type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {"limits": limits, "count_refusal": staticmethod(count_refusal)},
+    )
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    limits: HttpLimits
+    count_refusal: RefusalCounter
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True  # reading a request line and headers (or waiting for one)
+        self._head_bytes = 0
+        self._header_count = 0
+        self._refused = False
+        self._requests = 0  # requests whose headers were accepted on this connection
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._last_body_read = 0.0
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.transport.is_closing():
+            return
+        if not self._in_head:
+            self._last_body_read = self.loop.time()
+            self._feed(data)
+            return
+        room = self.limits.max_header_bytes - self._head_bytes
+        head, rest = data[:room], data[room:]
+        self._head_bytes += len(head)
+        self._feed(head)  # never more than the limit: the parser sees no oversized header
+        if rest and not self._refused and not self.transport.is_closing():
+            if self._in_head:  # the headers did not end within the limit
+                self._refuse(_RefusalError(431, "headers_too_large", self._too_large()))
+            else:  # they ended: the rest is body, or the next request
+                self.data_received(rest)
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's data_received, except that a refusal raised by a callback is answered
+        with its own status instead of uvicorn's 400."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _RefusalError):
+                self._refuse(exc.__context__)
+            else:
+                self._invalid()
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            self._invalid()
+
+    def _invalid(self) -> None:
+        message = "Invalid HTTP request received."
+        self.logger.warning(message)
+        self.send_400_response(message)
+
+    # -- parser callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_header_count:
+            raise _RefusalError(
+                431,
+                "too_many_headers",
+                f"more than {self.limits.max_header_count} request headers",
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if len(self.connections) > self.limits.max_connections:  # this one included
+            raise _RefusalError(
+                503,
+                "too_many_connections",
+                f"the server has too many open connections "
+                f"(limit {self.limits.max_connections}); retry shortly",
+            )
+        self._in_head = False
+        self._requests += 1
+        self._cancel_head_timer()
+        self._last_body_read = self.loop.time()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._cancel_body_timer()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():  # waiting for the next request: its headers too
+            self._arm_head_timer()
+
+    # -- timeouts --------------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if not self._in_head or busy or self.transport.is_closing():
+            return  # a request is running: the timer is armed again after its response
+        if self._head_bytes == 0:  # nothing sent: close quietly (no request to answer)
+            if self._requests == 0:  # else a keep-alive connection expiring, as it should
+                self.count_refusal("idle_timeout")
+            self.transport.close()
+            return
+        seconds = f"{self.limits.header_timeout:g}"
+        self._refuse(
+            _RefusalError(408, "header_timeout", f"request headers not received within {seconds} s")
+        )
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if self._in_head or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the app is not reading yet: not the client's fault
+            self._last_body_read = now
+        idle = now - self._last_body_read
+        if idle < self.limits.body_timeout:  # data came meanwhile: wait for the rest
+            wait = self.limits.body_timeout - idle
+            self._body_timer = self.loop.call_later(wait, self._body_timed_out)
+            return
+        self.count_refusal("body_timeout")
+        log.info(
+            "%s: request body stalled for %g s: connection closed",
+            self._peer(),
+            self.limits.body_timeout,
+        )
+        self.transport.close()  # the app reads a disconnect: client_gone (499)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_head_timer()
+        self._cancel_body_timer()
+
+    # -- refusals --------------------------------------------------------------------------
+
+    def _too_large(self) -> str:
+        return f"request line and headers exceed the {self.limits.max_header_bytes} byte limit"
+
+    def _refuse(self, refusal: _RefusalError) -> None:
+        """Answer `refusal` (a JSON error body, as every modelserve error) and close."""
+        self._refused = True
+        self._cancel_timers()
+        self.count_refusal(refusal.reason)
+        log.info("%s: %d %s", self._peer(), refusal.status, refusal.message)
+        body = orjson.dumps({"error": refusal.message})
+        headers = [
+            *self.server_state.default_headers,
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        if refusal.status == 503:
+            headers.append((b"retry-after", b"1"))
+        lines = [_status_line(refusal.status)]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        self.transport.write(b"".join(lines) + b"\r\n" + body)
+        self.transport.close()
+
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+
+
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+def _status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])
