@@ -23,6 +23,7 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tests.conftest import MODELS_DIR, REPO_ROOT
 from tests.server import free_port
 from tests.test_cli import MODELSERVE, run
+from tests.test_metrics import scrape
 
 EXAMPLES = REPO_ROOT / "examples"
 # The README's `votes` example: the first row of the UCI file (a republican).
@@ -182,7 +183,7 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tmp_path: Path) -> 
         )
         wait_until_running(url, "sleepy")
         over_grpc = pool.submit(stub.Predict, grpc_request, timeout=30)
-        time.sleep(0.2)  # the gRPC call is queued behind the running REST one
+        wait_until_queued(url, "sleepy", 1)  # the gRPC call, behind the running REST one
         process.send_signal(signal.SIGTERM)
         answer = rest.result()
         assert answer.status_code == 200, answer.text
@@ -202,3 +203,13 @@ def wait_until_running(url: str, model: str, timeout: float = 10) -> None:
             return
         time.sleep(0.02)
     pytest.fail(f"no call of {model} in flight after {timeout} s")
+
+
+def wait_until_queued(url: str, model: str, requests: int, timeout: float = 10) -> None:
+    """Until `requests` wait in the queue of the model's version 1 (`modelserve_queue_depth`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if scrape(url).value("modelserve_queue_depth", model=model, version="1") == requests:
+            return
+        time.sleep(0.02)
+    pytest.fail(f"not {requests} requests queued for {model} after {timeout} s")

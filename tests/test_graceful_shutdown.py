@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.server import free_port
-from tests.test_cli_serve import serve_process, wait_ready, wait_until_running
-from tests.test_metrics import export_sleepy, scrape
+from tests.test_cli_serve import serve_process, wait_ready, wait_until_queued, wait_until_running
+from tests.test_metrics import export_sleepy
 
 QUEUED = 3  # requests waiting behind the running one when SIGTERM comes
 
@@ -44,14 +44,15 @@ def sleepy_server(
         yield url, process
 
 
-def wait_until_queued(url: str, requests: int, timeout: float = 10) -> None:
-    """Until `requests` wait in sleepy's queue (`modelserve_queue_depth`)."""
+def wait_until_draining(url: str, timeout: float = 10) -> None:
+    """Until /readyz answers 503 "draining": the server has taken its first signal."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if scrape(url).value("modelserve_queue_depth", model="sleepy", version="1") == requests:
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+        if ready.status_code == 503 and ready.json().get("status") == "draining":
             return
         time.sleep(0.02)
-    pytest.fail(f"not {requests} requests queued after {timeout} s")
+    pytest.fail(f"not draining {timeout} s after SIGTERM")
 
 
 def predict(url: str, x: float) -> httpx.Response:
@@ -69,7 +70,7 @@ def test_sigterm_turns_readiness_503_refuses_new_requests_and_answers_admitted_o
         admitted = [pool.submit(predict, url, 1.0)]
         wait_until_running(url, "sleepy")
         admitted += [pool.submit(predict, url, float(x)) for x in range(2, 2 + QUEUED)]
-        wait_until_queued(url, QUEUED)  # in the server, behind the running one
+        wait_until_queued(url, "sleepy", QUEUED)  # in the server, behind the running one
         process.send_signal(signal.SIGTERM)
 
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -120,7 +121,7 @@ def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path: Path) -> 
         running = pool.submit(predict, url, 1.0)
         wait_until_running(url, "sleepy")
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_until_draining(url)  # the first signal was taken: this one is the second
         process.send_signal(signal.SIGINT)  # Ctrl-C again: don't wait 60 s
         assert running.result().status_code == 503
         assert process.wait(timeout=30) == 0
