@@ -13,6 +13,7 @@ probes waited for the whole decode (seconds).
 from __future__ import annotations
 
 import asyncio
+import gc
 import statistics
 import threading
 import time
@@ -28,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from service.decoding import Decoder
+from service.decoding import Decoder, collector_pause
 from service.errors import QueueFullError
 from service.settings import Settings
 from tests.saved_models import export_affine, export_text, write_config
@@ -244,3 +245,41 @@ def test_large_bodies_beyond_the_memory_budget_wait_then_are_refused() -> None:
     done, message = asyncio.run(scenario())
     assert done == ["first", "second"]
     assert "decode_memory_bytes" in message
+
+
+def test_the_garbage_collector_is_paused_while_large_decodes_run_and_resumes_after() -> None:
+    """Full collections walking a decoded document's millions of lists held the GIL for
+    hundreds of ms (the probes' last stalls): paused while any large decode runs."""
+    decoder = Decoder(threads=2, memory_bytes=1 << 30, inline_bytes=16)
+    first_inside, second_done = threading.Event(), threading.Event()
+
+    def first() -> bool:
+        first_inside.set()
+        assert second_done.wait(30)
+        return gc.isenabled()  # the other decode has ended: still paused for this one
+
+    def second() -> bool:
+        assert first_inside.wait(30)
+        return gc.isenabled()
+
+    async def main() -> tuple[bool, bool]:
+        running = asyncio.ensure_future(decoder.run(1024, first))
+        during = await decoder.run(1024, second)
+        second_done.set()
+        return during, await running
+
+    assert gc.isenabled()
+    try:
+        assert asyncio.run(main()) == (False, False)
+        assert gc.isenabled(), "the collector did not resume after the decodes"
+        assert asyncio.run(decoder.run(8, gc.isenabled)), (
+            "a small body decoded inline must not pause the collector"
+        )
+        with collector_pause:  # nested pauses: only the outermost resumes it
+            with collector_pause:
+                pass
+            assert not gc.isenabled()
+        assert gc.isenabled()
+    finally:
+        decoder.close()
+        gc.enable()
