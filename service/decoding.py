@@ -119,10 +119,14 @@ class Decoder:
         """Estimated memory of the work in the pool now (0: idle)."""
         return self._in_use
 
+    def runs_inline(self, size: int) -> bool:
+        """Whether work on a payload of `size` bytes runs on the caller's thread (small)."""
+        return size <= self.inline_bytes
+
     async def run(self, size: int, work: Callable[[], T]) -> T:
         """`work()`, whose payload is `size` bytes: inline when small, else in the pool once
         the budget allows. Cancelling the caller makes `work` stop at its next checkpoint."""
-        if size <= self.inline_bytes:
+        if self.runs_inline(size):
             return work()
         cost = min(size * EXPANSION, self.memory_bytes)  # a huge body takes the whole budget
         await self._reserve(cost)

@@ -47,7 +47,7 @@ async def off_loop(request: Request, size: int, work: Callable[[], T]) -> T:
     """`work` on a payload of `size` bytes (decoding a body, encoding an answer): inline when
     small, else in the decode pool, and abandoned if the client disconnects meanwhile."""
     pool = decoder(request)
-    if size <= pool.inline_bytes:
+    if pool.runs_inline(size):  # no disconnect watch: nothing long to abandon
         return work()
     return await until_disconnected(request, pool.run(size, work))
 
