@@ -38,6 +38,7 @@ from service.protocols import (
     web,
 )
 from service.protocols.json_io import JSONBody
+from service.protocols.message_split import MessageSplitter
 from service.repository import ModelRepository
 from service.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
 from service.serving_config import (
@@ -109,10 +110,12 @@ def create_app(
             settings.decode_threads, settings.decode_memory_bytes, settings.decode_inline_bytes
         )
         app.state.body_decoder = body_decoder
+        splitter = MessageSplitter()
         grpc_drain, app.state.grpc_port = await start_grpc_server(
             repository,
             metrics,
             body_decoder,
+            splitter,
             host=settings.host,
             port=settings.grpc_port,
             max_message_bytes=settings.grpc_max_message_bytes,
@@ -129,6 +132,7 @@ def create_app(
             await repository.stop()
             inference.shutdown(wait=True, cancel_futures=True)
             body_decoder.close()
+            splitter.close()
             decoder.close()
 
     app = FastAPI(

@@ -27,6 +27,7 @@ from service.grpc_auth import ApiKeyInterceptor
 from service.grpc_limits import ConcurrencyLimit, core_queue_options
 from service.metrics import Metrics
 from service.protocols.grpc_services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
+from service.protocols.message_split import MessageSplitter
 from service.repository import ModelRepository
 from service.tls import grpc_server_credentials
 
@@ -107,6 +108,7 @@ async def start_grpc_server(
     repository: ModelRepository,
     metrics: Metrics,
     decoder: Decoder,
+    splitter: MessageSplitter,
     *,
     host: str,
     port: int,
@@ -133,7 +135,7 @@ async def start_grpc_server(
             *core_queue_options(max_concurrent_rpcs),
         ],
     )
-    add_services(server, repository, metrics, decoder)
+    add_services(server, repository, metrics, decoder, splitter, max_message_bytes)
     health = HealthServicer(repository)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(

@@ -24,6 +24,7 @@ from tensorflow_serving.apis import input_pb2
 
 from service.decoding import object_array
 from service.errors import InvalidInputError, ModelFailureError, UnimplementedError
+from service.protocols.message_split import Strings
 from service.servable import ServableVersion
 from service.signatures import Signature
 from service.tensors import string_value
@@ -103,9 +104,16 @@ def _checked_input(signature: Signature, method: Method, where: str) -> str:
 # -- requests ----------------------------------------------------------------------------------
 
 
-def serialized_from_proto(request_input: input_pb2.Input) -> np.ndarray:
+def serialized_from_proto(
+    request_input: input_pb2.Input, split_examples: Strings | None = None
+) -> np.ndarray:
     """The serialized examples of a gRPC `Input` (ExampleList, or ExampleListWithContext whose
-    context is merged into each example: a feature of the example wins)."""
+    context is merged into each example: a feature of the example wins), or of a large
+    request's examples, serialized so in the helper process (`split_examples`)."""
+    if split_examples is not None:
+        if not len(split_examples):
+            raise InvalidInputError("input has no examples")
+        return split_examples.array()
     kind = request_input.WhichOneof("kind")
     if kind == "example_list":
         examples = request_input.example_list.examples

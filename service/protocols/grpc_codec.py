@@ -20,6 +20,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from service.decoding import object_array
 from service.dtypes import from_tf_name
 from service.errors import InvalidInputError
+from service.protocols.message_split import Strings
 from service.signatures import Signature
 from service.tensors import check_shape
 
@@ -43,8 +44,13 @@ _VALUE_FIELDS = {
 
 
 def decode_inputs(
-    inputs: Mapping[str, tensor_pb2.TensorProto], signature: Signature
+    inputs: Mapping[str, tensor_pb2.TensorProto],
+    signature: Signature,
+    split_strings: Mapping[str, Strings] | None = None,
 ) -> dict[str, np.ndarray]:
+    """The inputs as arrays; `split_strings` holds the `string_val` of inputs whose strings were
+    taken out of a large message (`service.protocols.message_split`)."""
+    split_strings = split_strings or {}
     given, expected = set(inputs), set(signature.inputs)
     if given != expected:
         missing, unknown = sorted(expected - given), sorted(given - expected)
@@ -53,10 +59,18 @@ def decode_inputs(
             + (f"; missing {missing}" if missing else "")
             + (f"; unknown {unknown}" if unknown else "")
         )
-    return {name: decode_tensor(inputs[name], signature, name) for name in signature.inputs}
+    return {
+        name: decode_tensor(inputs[name], signature, name, split_strings.get(name))
+        for name in signature.inputs
+    }
 
 
-def decode_tensor(proto: tensor_pb2.TensorProto, signature: Signature, name: str) -> np.ndarray:
+def decode_tensor(
+    proto: tensor_pb2.TensorProto,
+    signature: Signature,
+    name: str,
+    split_strings: Strings | None = None,
+) -> np.ndarray:
     spec = signature.inputs[name]
     what = f"input {name!r}"
     sent = (
@@ -72,9 +86,13 @@ def decode_tensor(proto: tensor_pb2.TensorProto, signature: Signature, name: str
     if any(size < 0 for size in shape):
         raise InvalidInputError(f"{what}: negative dimension in shape {shape}")
     elements = math.prod(shape)
-    _check_value_count(proto, spec.dtype.tf_name, elements, shape, what)
+    string_count = len(proto.string_val if split_strings is None else split_strings)
+    _check_value_count(proto, spec.dtype.tf_name, elements, shape, what, string_count)
     if spec.dtype.is_string:  # TensorFlow would convert millions of them in one GIL hold
-        strings = object_array(proto.string_val).reshape(shape)
+        if split_strings is None:
+            strings = object_array(proto.string_val).reshape(shape)
+        else:
+            strings = split_strings.array().reshape(shape)
         check_shape(strings, spec, what=what)
         return strings
     try:
@@ -90,7 +108,12 @@ def decode_tensor(proto: tensor_pb2.TensorProto, signature: Signature, name: str
 
 
 def _check_value_count(
-    proto: tensor_pb2.TensorProto, dtype: str, elements: int, shape: list[int], what: str
+    proto: tensor_pb2.TensorProto,
+    dtype: str,
+    elements: int,
+    shape: list[int],
+    what: str,
+    string_count: int,
 ) -> None:
     if proto.tensor_content:
         if dtype == "DT_STRING":
@@ -104,7 +127,8 @@ def _check_value_count(
                 f"{shape} of {dtype} needs {elements * itemsize}"
             )
         return
-    count = len(getattr(proto, _VALUE_FIELDS[dtype]))
+    field = _VALUE_FIELDS[dtype]
+    count = string_count if field == "string_val" else len(getattr(proto, field))
     if count != elements:
         raise InvalidInputError(f"{what}: {count} values for shape {shape} ({elements} elements)")
 

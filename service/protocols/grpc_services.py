@@ -38,11 +38,13 @@ from service.decoding import Decoder
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
+    PayloadTooLargeError,
     ServingError,
     UnimplementedError,
 )
 from service.metrics import Metrics
-from service.protocols import classify_regress, grpc_codec
+from service.protocols import classify_regress, grpc_codec, message_split
+from service.protocols.message_split import MessageSplitter, Strings
 from service.repository import ModelRepository
 from service.servable import ServableVersion
 from service.signatures import DEFAULT_SIGNATURE
@@ -68,10 +70,41 @@ MODEL_SERVICE = _service_name(model_service_pb2, "ModelService")
 class _Calls:
     """Bookkeeping shared by the servicers: request record, metrics, error mapping."""
 
-    def __init__(self, repository: ModelRepository, metrics: Metrics, decoder: Decoder) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        decoder: Decoder,
+        splitter: MessageSplitter,
+        max_message_bytes: int,
+    ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.decoder = decoder
+        self.splitter = splitter
+        self.max_message_bytes = max_message_bytes
+
+    def check_answer_size(self, size: int) -> None:
+        """Refuses an answer larger than gRPC may send (gRPC would fail the call with no
+        reason the client can act on)."""
+        if size > self.max_message_bytes:
+            raise PayloadTooLargeError(
+                f"the answer would be {size} bytes, more than grpc_max_message_bytes "
+                f"({self.max_message_bytes}); ask for fewer rows, or fewer outputs "
+                "(output_filter)"
+            )
+
+    async def parse(self, kind: type[M], raw: bytes) -> tuple[M, dict[str, Strings]]:
+        """A serialized request parsed off the event loop, with the bulk a large one was split
+        into (`service.protocols.message_split`)."""
+
+        def parse() -> tuple[M, dict[str, Strings]]:
+            if len(raw) <= message_split.INLINE_BYTES:
+                return _parse(kind, raw), {}
+            split = self.splitter.split(kind.DESCRIPTOR.full_name, raw)
+            return _parse(kind, split.rest), split.strings
+
+        return await self.decoder.run(len(raw), parse)
 
     async def run(
         self, context: grpc.aio.ServicerContext, route: str, work: Callable[[], Awaitable[T]]
@@ -201,21 +234,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Takes and returns the messages serialized (see `add_services`): grpc.aio would
-        parse and serialize them on the event loop. Parsing is still one call holding the GIL
-        (~0.1 s for 5 M empty strings); converting the values is done in chunks."""
+        parse and serialize them on the event loop."""
         route = f"/{PREDICTION_SERVICE}/Predict"
         return await self._calls.run(context, route, lambda: self._predict(request, context))
 
     async def _predict(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         decoder = self._calls.decoder
-        request = await decoder.run(len(raw), lambda: _parse(predict_pb2.PredictRequest, raw))
+        request, split_strings = await self._calls.parse(predict_pb2.PredictRequest, raw)
+        message_split.check_predict(request)
         model, version, label = _addressed(request.model_spec)
         repository = self._calls.repository
         repository.resolve(model, version, label).check_capacity()
         async with repository.lease(model, version, label) as servable:
             signature = servable.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
             inputs = await decoder.run(
-                len(raw), lambda: grpc_codec.decode_inputs(request.inputs, signature)
+                len(raw),
+                lambda: grpc_codec.decode_inputs(request.inputs, signature, split_strings),
             )
             wanted = list(request.output_filter)
             unknown = sorted(set(wanted) - set(signature.outputs))
@@ -227,9 +261,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             _check_wanted(context)  # the model is the costliest stage: not for nobody
             outputs = await servable.predict(signature.name, inputs, wanted, _timeout_ms(context))
         size = sum(array.nbytes for array in outputs.values())
-        return await decoder.run(
+        self._calls.check_answer_size(size)  # before the work of encoding it
+        answer: bytes = await decoder.run(
             size, lambda: _predict_response(servable, signature.name, outputs).SerializeToString()
         )
+        self._calls.check_answer_size(len(answer))
+        return answer
 
     async def GetModelMetadata(  # noqa: N802
         self,
@@ -261,18 +298,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     async def Classify(  # noqa: N802
-        self,
-        request: classification_pb2.ClassificationRequest,
-        context: grpc.aio.ServicerContext,
-    ) -> classification_pb2.ClassificationResponse:
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        """Serialized messages, as Predict's."""
         route = f"/{PREDICTION_SERVICE}/Classify"
         return await self._calls.run(context, route, lambda: self._classify(request, context))
 
-    async def _classify(
-        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
-    ) -> classification_pb2.ClassificationResponse:
+    async def _classify(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         servable, signature_name, outputs, count = await self._run_examples(
-            request, context, "classify"
+            classification_pb2.ClassificationRequest, raw, context, "classify"
         )
         response = classification_pb2.ClassificationResponse(
             model_spec=_answered_spec(servable, signature_name)
@@ -281,40 +315,48 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             result = response.result.classifications.add()
             for label, score in classes:
                 result.classes.add(label=label, score=score)
-        return response
+        answer: bytes = response.SerializeToString()
+        return answer
 
     async def Regress(  # noqa: N802
-        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
-    ) -> regression_pb2.RegressionResponse:
+        self, request: bytes, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        """Serialized messages, as Predict's."""
         route = f"/{PREDICTION_SERVICE}/Regress"
         return await self._calls.run(context, route, lambda: self._regress(request, context))
 
-    async def _regress(
-        self, request: regression_pb2.RegressionRequest, context: grpc.aio.ServicerContext
-    ) -> regression_pb2.RegressionResponse:
+    async def _regress(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
         servable, signature_name, outputs, count = await self._run_examples(
-            request, context, "regress"
+            regression_pb2.RegressionRequest, raw, context, "regress"
         )
         response = regression_pb2.RegressionResponse(
             model_spec=_answered_spec(servable, signature_name)
         )
         for value in classify_regress.regressions(outputs, count):
             response.result.regressions.add(value=value)
-        return response
+        answer: bytes = response.SerializeToString()
+        return answer
 
     async def _run_examples(
         self,
-        request: classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest,
+        kind: type[classification_pb2.ClassificationRequest | regression_pb2.RegressionRequest],
+        raw: bytes,
         context: grpc.aio.ServicerContext,
         method: classify_regress.Method,
     ) -> tuple[ServableVersion, str, dict[str, np.ndarray], int]:
         """Runs a Classify/Regress request's examples: (servable, signature, outputs, count)."""
+        request, split_strings = await self._calls.parse(kind, raw)
         model, version, label = _addressed(request.model_spec)
         async with self._calls.repository.lease(model, version, label) as servable:
             target = classify_regress.example_signature(
                 servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, method
             )
-            serialized = classify_regress.serialized_from_proto(request.input)
+            serialized = await self._calls.decoder.run(
+                len(raw),
+                lambda: classify_regress.serialized_from_proto(
+                    request.input, split_strings.get(message_split.EXAMPLES)
+                ),
+            )
             outputs = await classify_regress.run(servable, target, serialized, _timeout_ms(context))
         return servable, target.signature.name, outputs, len(serialized)
 
@@ -364,15 +406,24 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def add_services(
-    server: grpc.aio.Server, repository: ModelRepository, metrics: Metrics, decoder: Decoder
+    server: grpc.aio.Server,
+    repository: ModelRepository,
+    metrics: Metrics,
+    decoder: Decoder,
+    splitter: MessageSplitter,
+    max_message_bytes: int,
 ) -> None:
-    calls = _Calls(repository, metrics, decoder)
+    calls = _Calls(repository, metrics, decoder, splitter, max_message_bytes)
     prediction = PredictionServicer(calls)
-    # Predict without (de)serializers: its messages are parsed and built in the decode pool.
-    # gRPC asks the generic handlers in order, so this one answers Predict.
-    raw_predict = grpc.unary_unary_rpc_method_handler(prediction.Predict)
+    # The methods whose requests grow with the data, without (de)serializers: their messages
+    # are parsed and built off the event loop. gRPC asks the generic handlers in order, so
+    # these answer them.
+    raw = {
+        name: grpc.unary_unary_rpc_method_handler(getattr(prediction, name))
+        for name in ("Predict", "Classify", "Regress")
+    }
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(PREDICTION_SERVICE, {"Predict": raw_predict}),)
+        (grpc.method_handlers_generic_handler(PREDICTION_SERVICE, raw),)
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(calls), server)
