@@ -239,6 +239,12 @@ class Batcher:
                 f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()})"
             )
 
+    def check_rows(self, rows: int) -> None:
+        """400 for a request of more rows than one request may ever queue, from the rows it
+        declares, before its values are decoded (`submit` checks the decoded rows again)."""
+        if self.config.enabled:
+            self._check_size(rows)
+
     def _refuse(self, why: str) -> None:
         self.stats.rejected += 1
         raise QueueFullError(f"model {self.name} has {why}; retry shortly")

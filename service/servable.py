@@ -113,6 +113,10 @@ class ServableVersion:
         if batcher is not None:
             batcher.check_capacity()
 
+    def check_rows(self, signature: str, rows: int) -> None:
+        """Refuses (400) a request declaring more rows than the signature's batcher admits."""
+        self.batcher(signature).check_rows(rows)
+
     async def predict(
         self,
         signature: str,

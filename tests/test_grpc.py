@@ -297,6 +297,7 @@ def edge(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     - sleepy: y = 2x after 1 s, max_batch_size 1 and max_queue_size 1 (one runs, one waits);
     - held: plus version 1, max_batch_size 8, max_batch_delay_ms 300 (a batch is held open);
     - plain: plus version 1, unbatched;
+    - words: text version 1, unbatched (answers twice the strings it is sent);
     - broken: its only version is corrupt;
     - dozy: sleepy taking DOZY_SECONDS, so it loads (warms up) for that long. What the server
       answers meanwhile is recorded at once (`Edge.loading`)."""
@@ -306,6 +307,7 @@ def edge(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     export_sleepy(repo, "dozy", seconds=DOZY_SECONDS)
     copy_versions(model_library, repo / "held", "plus", [1])
     copy_versions(model_library, repo / "plain", "plus", [1])
+    copy_versions(model_library, repo / "words", "text", [1])
     write_corrupt_version(repo, "broken", 1)
     config = write_config(
         root / "serving.yaml",
@@ -313,6 +315,7 @@ def edge(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             {"name": "sleepy", "batching": {"max_batch_size": 1, "max_queue_size": 1}},
             {"name": "held", "batching": {"max_batch_size": 8, "max_batch_delay_ms": 300}},
             {"name": "plain", "batching": {"enabled": False}},
+            {"name": "words", "batching": {"enabled": False}},
             {"name": "broken"},
             {"name": "dozy", "batching": {"enabled": False}},  # warmed up once
         ],
@@ -978,6 +981,33 @@ def test_messages_above_the_limit_are_refused_by_grpc(edge: Edge) -> None:
     np.testing.assert_allclose(outputs_of(fine)["y"], 0.5 * under + 2.0, rtol=1e-6)
     assert "larger than max" in details, details
     assert str(MAX_MESSAGE) in details, details
+
+
+def test_an_answer_above_the_limit_is_refused_with_the_reason(edge: Edge) -> None:
+    """words answers each string twice (echo_bytes, upper): 700 kB in, 1.4 MB out."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "words"
+    text = request.inputs["text"]
+    text.dtype = types_pb2.DT_STRING
+    text.tensor_shape.dim.add().size = 700
+    text.string_val.extend([b"a" * 1000] * 700)
+    assert request.ByteSize() < MAX_MESSAGE
+
+    async def call(channel: grpc.aio.Channel) -> str:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        return await refused(stub.Predict(request), Code.RESOURCE_EXHAUSTED)
+
+    details = on_aio(edge.target, call)
+    assert "the answer would be" in details, details
+    assert f"more than grpc_max_message_bytes ({MAX_MESSAGE})" in details, details
+    assert "output_filter" in details, details
+    del request.output_filter[:]
+    request.output_filter.append("length")  # asking for less is the way out
+
+    async def smaller(channel: grpc.aio.Channel) -> predict_pb2.PredictResponse:
+        return await prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+
+    assert outputs_of(on_aio(edge.target, smaller))["length"].tolist() == [1000] * 700
 
 
 # --- REST and gRPC share batchers ---------------------------------------------------------

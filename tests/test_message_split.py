@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -262,3 +263,27 @@ def test_a_large_classify_answers_as_a_small_one(protocol_server: str) -> None:
         answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Classify(request)
     expected = [expected_classes(float(index % 50), index % 3) for index in range(3500)]
     assert_same(as_rows(answer.result), expected)
+
+
+@pytest.mark.parametrize("method", ["Predict", "Classify"])
+def test_rows_past_the_bound_are_refused_before_the_values_are_read(
+    protocol_server: str, method: str
+) -> None:
+    """The shape (Predict) or the example count (Classify) says how many rows a request has:
+    one of more rows than the model admits is refused from that alone. The Predict request
+    declares 5,000 rows and sends no values (decoding would refuse "0 values for shape")."""
+    with grpc.insecure_channel(grpc_target(protocol_server)) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            if method == "Predict":
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "text"
+                text = request.inputs["text"]
+                text.dtype = types_pb2.DT_STRING
+                text.tensor_shape.dim.add().size = 5000
+                stub.Predict(request)
+            else:
+                stub.Classify(classify_request([example(x=1.0)] * 5000))
+    error: Any = refused.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "a request of 5000 rows is more than one request may queue" in error.details()

@@ -104,6 +104,15 @@ def _checked_input(signature: Signature, method: Method, where: str) -> str:
 # -- requests ----------------------------------------------------------------------------------
 
 
+def example_count(request_input: input_pb2.Input, split_examples: Strings | None = None) -> int:
+    """How many examples a gRPC `Input` holds (see `serialized_from_proto`), before they are
+    serialized for the model."""
+    if split_examples is not None:
+        return len(split_examples)
+    kind = request_input.WhichOneof("kind")
+    return len(getattr(request_input, kind).examples) if kind else 0
+
+
 def serialized_from_proto(
     request_input: input_pb2.Input, split_examples: Strings | None = None
 ) -> np.ndarray:

@@ -65,6 +65,15 @@ def decode_inputs(
     }
 
 
+def declared_rows(inputs: Mapping[str, tensor_pb2.TensorProto]) -> int:
+    """The most rows (first dimension) any input's shape declares: known before the values
+    are decoded, so that a request too large to admit costs nothing more."""
+    return max(
+        (proto.tensor_shape.dim[0].size for proto in inputs.values() if proto.tensor_shape.dim),
+        default=0,
+    )
+
+
 def decode_tensor(
     proto: tensor_pb2.TensorProto,
     signature: Signature,

@@ -247,6 +247,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         repository.resolve(model, version, label).check_capacity()
         async with repository.lease(model, version, label) as servable:
             signature = servable.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
+            servable.check_rows(signature.name, grpc_codec.declared_rows(request.inputs))
             inputs = await decoder.run(
                 len(raw),
                 lambda: grpc_codec.decode_inputs(request.inputs, signature, split_strings),
@@ -351,11 +352,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             target = classify_regress.example_signature(
                 servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, method
             )
+            split_examples = split_strings.get(message_split.EXAMPLES)
+            rows = classify_regress.example_count(request.input, split_examples)
+            servable.check_rows(target.signature.name, rows)
             serialized = await self._calls.decoder.run(
                 len(raw),
-                lambda: classify_regress.serialized_from_proto(
-                    request.input, split_strings.get(message_split.EXAMPLES)
-                ),
+                lambda: classify_regress.serialized_from_proto(request.input, split_examples),
             )
             outputs = await classify_regress.run(servable, target, serialized, _timeout_ms(context))
         return servable, target.signature.name, outputs, len(serialized)
