@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.protocols.message_split import SHARED_MEMORY_SPARE_BYTES
 from service.serving_config import ServingConfig, load_serving_config
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
@@ -248,8 +249,8 @@ def test_no_service_link_variables(name: str) -> None:
     assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
 
-@every_rendering
-def test_settings_from_the_env_config_map_are_valid(name: str) -> None:
+def gateway_settings(name: str) -> Settings:
+    """The gateway's settings from its env ConfigMaps (an unknown name fails the test)."""
     _, container = gateway(name)
     values: dict[str, str] = {}
     for source in container["envFrom"]:
@@ -257,7 +258,12 @@ def test_settings_from_the_env_config_map_are_valid(name: str) -> None:
     fields = {key.removeprefix("MODELSERVE_").lower(): value for key, value in values.items()}
     unknown = set(fields) - set(Settings.model_fields)
     assert not unknown, f"not server settings: {unknown}"
-    Settings(**fields)  # raises when a value does not parse
+    return Settings(**fields)  # raises when a value does not parse
+
+
+@every_rendering
+def test_settings_from_the_env_config_map_are_valid(name: str) -> None:
+    gateway_settings(name)
 
 
 @every_rendering
@@ -370,6 +376,30 @@ def test_tmp_is_an_empty_dir(name: str) -> None:
             mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
             assert "/tmp" in mounts, f"{deployment}/{c['name']}: no writable /tmp"
             assert "emptyDir" in volumes[mounts["/tmp"]], f"{deployment}/{c['name']}"
+
+
+@every_rendering
+def test_the_gateway_has_shared_memory_for_two_largest_grpc_messages(name: str) -> None:
+    """Large gRPC messages reach the parsing helper through /dev/shm (message and pieces:
+    twice the message); a container's own /dev/shm is 64 MB."""
+    deployment, container = gateway(name)
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+    assert "/dev/shm" in mounts, f"{name}: no /dev/shm volume"
+    volume = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert volume["medium"] == "Memory", volume
+    needed = 2 * gateway_settings(name).grpc_max_message_bytes
+    assert binary_quantity(volume["sizeLimit"]) >= needed + SHARED_MEMORY_SPARE_BYTES, volume
+
+
+def binary_quantity(text: str) -> int:
+    """A Kubernetes quantity in bytes, with a binary suffix ("1Gi", "512Mi") or none."""
+    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix, factor in suffixes.items():
+        if text.endswith(suffix):
+            return int(text.removesuffix(suffix)) * factor
+    return int(text)
 
 
 # -- GPUs ------------------------------------------------------------------------------

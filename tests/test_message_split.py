@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,17 @@ def test_rows_past_the_bound_are_refused_before_the_values_are_read(
     error: Any = refused.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert "a request of 5000 rows is more than one request may queue" in error.details()
+
+
+def test_without_room_in_shared_memory_the_server_parses_the_message_itself(
+    protocol_server: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A container's /dev/shm may be small (64 MB by default): writing past it would kill
+    the server (SIGBUS), so a message that does not fit is parsed in the server process, and
+    a warning says how to give it room."""
+    monkeypatch.setattr(message_split, "SHARED_MEMORY_SPARE_BYTES", 2**62)
+    monkeypatch.setattr(message_split, "_warned_small_shared_memory", threading.Event())
+    test_a_large_predict_answers_as_a_small_one(protocol_server)
+    warnings = [r.getMessage() for r in caplog.records if r.name == message_split.__name__]
+    assert len(warnings) == 1, warnings
+    assert "too little to hand" in warnings[0] and "more shared memory" in warnings[0]

@@ -99,9 +99,11 @@ class _Calls:
         into (`service.protocols.message_split`)."""
 
         def parse() -> tuple[M, dict[str, Strings]]:
-            if len(raw) <= message_split.INLINE_BYTES:
+            split = None
+            if len(raw) > message_split.INLINE_BYTES:
+                split = self.splitter.split(kind.DESCRIPTOR.full_name, raw)
+            if split is None:
                 return _parse(kind, raw), {}
-            split = self.splitter.split(kind.DESCRIPTOR.full_name, raw)
             return _parse(kind, split.rest), split.strings
 
         return await self.decoder.run(len(raw), parse)

@@ -10,9 +10,12 @@ names, shapes past TensorFlow's 254 dimensions, values of the dtypes nothing ser
 back the message without its bulk (numbers re-serialized packed: one copy to parse) and the bulk
 in pieces of `CHUNK_ITEMS` byte strings:
 - Predict: each input's `string_val`;
-- Classify/Regress: the examples, serialized as the model takes them (context merged in).
-The server parses the rest (small now) and turns the pieces into arrays one at a time, with a
-`checkpoint` between them.
+- Classify/Regress: the examples, serialized, and their context, which the server puts before
+  each once it has admitted their number (a context repeated a million times is not sent).
+The server parses the rest (small now), checks the rows it declares against the model's bound,
+and turns the pieces into arrays one at a time, with a `checkpoint` between them. Both ways the
+bytes cross in shared memory (/dev/shm); when it has no room, the server parses the message
+itself.
 
 This module imports no TensorFlow: the helper builds the message classes from the serialized
 proto files the server hands it.
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import shutil
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +46,8 @@ log = logging.getLogger(__name__)
 
 INLINE_BYTES = 1024 * 1024  # at most ~512 K entries: ~10 ms of parsing
 COPY_CHUNK_BYTES = 4 * 1024 * 1024  # copied into shared memory per GIL-holding call (~1 ms)
+SHARED_MEMORY = Path("/dev/shm")  # where Linux keeps POSIX shared memory
+SHARED_MEMORY_SPARE_BYTES = 16 * 1024 * 1024  # left for others (and for races between calls)
 MAX_INPUTS = 1024  # named inputs of one request, and names in output_filter
 MAX_DIMS = 254  # TensorFlow's own limit on a tensor's rank
 UNSERVED_VALUE_FIELDS = ("variant_val", "resource_handle_val")  # no served dtype uses them
@@ -51,26 +58,34 @@ REGRESS = "tensorflow.serving.RegressionRequest"
 EXAMPLES = "examples"  # the key of a Classify/Regress request's examples in `Split.strings`
 
 
+Piece = tuple[bytes, np.ndarray]
+"""Strings joined in one buffer, and the length of each (the smallest unsigned dtype that
+holds them: one byte each for strings shorter than 256)."""
+
+
 @dataclass(frozen=True)
 class Strings:
-    """Byte strings, in pieces of one buffer and the end offset of each string in it."""
+    """Byte strings in pieces, each string preceded by `prefix` (a Classify context)."""
 
-    pieces: Sequence[tuple[bytes, np.ndarray]]
+    pieces: Sequence[Piece]
+    prefix: bytes = b""
 
     def __len__(self) -> int:
-        return sum(len(ends) for _, ends in self.pieces)
+        return sum(len(lengths) for _, lengths in self.pieces)
 
     def array(self) -> np.ndarray:
         """A 1-D object array of the strings, one piece between checkpoints."""
         strings = np.empty(len(self), dtype=object)
         start = 0
-        for buffer, ends in self.pieces:
+        for buffer, lengths in self.pieces:
             checkpoint()
-            begins = np.concatenate(([0], ends[:-1])).tolist()
-            strings[start : start + len(ends)] = [
-                buffer[begin:end] for begin, end in zip(begins, ends.tolist(), strict=True)
+            ends = np.cumsum(lengths, dtype=np.int64)
+            begins = (ends - lengths).tolist()
+            strings[start : start + len(lengths)] = [
+                self.prefix + buffer[begin:end]
+                for begin, end in zip(begins, ends.tolist(), strict=True)
             ]
-            start += len(ends)
+            start += len(lengths)
         return strings
 
 
@@ -85,11 +100,12 @@ class Split:
 @dataclass(frozen=True)
 class _Layout:
     """Where the helper wrote a Split in shared memory: the rest first, then each piece as
-    its buffer followed by its end offsets (int64). Small: it is what crosses the pipe."""
+    its buffer followed by its lengths. Small: it is what crosses the pipe."""
 
     outbox: str
     rest_size: int
-    pieces: tuple[tuple[str, int, int, int], ...]  # (key, offset, buffer size, strings)
+    prefixes: dict[str, bytes]
+    pieces: tuple[tuple[str, int, int, int, str], ...]  # key, offset, buffer size, count, dtype
 
 
 class MessageSplitter:
@@ -114,10 +130,13 @@ class MessageSplitter:
         executor.submit(len, b"")  # starts the helper now, not at the first large call
         return executor
 
-    def split(self, message_name: str, raw: bytes) -> Split:
+    def split(self, message_name: str, raw: bytes) -> Split | None:
         """`raw` parsed in the helper: waits for it (call from a decode-pool thread). Its
         errors (InvalidInputError) cross the process boundary as they are. When the helper
-        dies (the kernel's OOM killer), the call is refused and a new helper started."""
+        dies (the kernel's OOM killer), the call is refused and a new helper started.
+        None when shared memory has no room for the message and its pieces (parse it here)."""
+        if not _shared_memory_fits(2 * len(raw)):
+            return None
         inbox = SharedMemory(create=True, size=max(len(raw), 1))
         try:
             _copy_in_chunks(memoryview(raw), _view(inbox))
@@ -151,6 +170,30 @@ class MessageSplitter:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _shared_memory_fits(size: int) -> bool:
+    """Whether `size` bytes fit in shared memory now. Writing past what /dev/shm holds kills
+    the process (SIGBUS), and containers get 64 MB unless given more (see k8s/base)."""
+    if not SHARED_MEMORY.is_dir():
+        return True  # not Linux: shared memory is not a size-limited file system
+    free = shutil.disk_usage(SHARED_MEMORY).free
+    if free >= size + SHARED_MEMORY_SPARE_BYTES:
+        return True
+    if not _warned_small_shared_memory.is_set():
+        _warned_small_shared_memory.set()
+        log.warning(
+            "%s has %d MB free, too little to hand a %d MB gRPC message to the parsing "
+            "helper: such messages are parsed in the server process, where they pause the "
+            "event loop; give the container more shared memory (k8s/base mounts 1 GiB)",
+            SHARED_MEMORY,
+            free // 2**20,
+            size // 2**20,
+        )
+    return False
+
+
+_warned_small_shared_memory = threading.Event()
+
+
 def _view(memory: SharedMemory) -> memoryview:
     view = memory.buf
     assert view is not None  # None only once closed
@@ -167,13 +210,14 @@ def _copy_in_chunks(source: memoryview, target: memoryview) -> None:
 def _read(outbox: memoryview, layout: _Layout) -> Split:
     """The Split the helper wrote, copied out a piece at a time."""
     rest = bytes(outbox[: layout.rest_size])
-    pieces: dict[str, list[tuple[bytes, np.ndarray]]] = {}
-    for key, offset, size, count in layout.pieces:
+    pieces: dict[str, list[Piece]] = {key: [] for key in layout.prefixes}
+    for key, offset, size, count, dtype in layout.pieces:
         checkpoint()
         buffer = bytes(outbox[offset : offset + size])
-        ends = np.frombuffer(outbox, np.int64, count, offset + size).copy()
-        pieces.setdefault(key, []).append((buffer, ends))
-    return Split(rest, {key: Strings(values) for key, values in pieces.items()})
+        lengths = np.frombuffer(outbox, dtype, count, offset + size).copy()
+        pieces[key].append((buffer, lengths))
+    strings = {key: Strings(pieces[key], prefix) for key, prefix in layout.prefixes.items()}
+    return Split(rest, strings)
 
 
 def check_predict(request: Any) -> None:
@@ -249,24 +293,23 @@ def _split(message_name: str, inbox_name: str, size: int) -> _Layout:
 
 
 def _write(rest: bytes, strings: dict[str, Strings]) -> _Layout:
-    pieces = [
-        (key, buffer, ends) for key, values in strings.items() for buffer, ends in values.pieces
-    ]
-    total = len(rest) + sum(len(buffer) + ends.nbytes for _, buffer, ends in pieces)
+    pieces = [(key, piece) for key, values in strings.items() for piece in values.pieces]
+    total = len(rest) + sum(len(buffer) + lengths.nbytes for _, (buffer, lengths) in pieces)
     outbox = SharedMemory(create=True, size=max(total, 1))
     try:
         view = _view(outbox)
         view[: len(rest)] = rest
         offset, layout = len(rest), []
-        for key, buffer, ends in pieces:
+        for key, (buffer, lengths) in pieces:
             view[offset : offset + len(buffer)] = buffer
-            ends_at = offset + len(buffer)
-            view[ends_at : ends_at + ends.nbytes] = ends.tobytes()
-            layout.append((key, offset, len(buffer), len(ends)))
-            offset = ends_at + ends.nbytes
+            lengths_at = offset + len(buffer)
+            view[lengths_at : lengths_at + lengths.nbytes] = lengths.tobytes()
+            layout.append((key, offset, len(buffer), len(lengths), lengths.dtype.str))
+            offset = lengths_at + lengths.nbytes
     finally:
         outbox.close()
-    return _Layout(outbox.name, len(rest), tuple(layout))
+    prefixes = {key: values.prefix for key, values in strings.items()}
+    return _Layout(outbox.name, len(rest), prefixes, tuple(layout))
 
 
 def _split_inputs(request: Any) -> dict[str, Strings]:
@@ -289,15 +332,17 @@ def _split_examples(request: Any) -> dict[str, Strings]:
         context = container.example_list_with_context.context.SerializeToString()
     else:  # the server says what is missing
         return {}
-    serialized = [context + example.SerializeToString() for example in examples]
+    # the context is prepended by the server, once it has admitted as many examples
+    serialized = [example.SerializeToString() for example in examples]
     container.ClearField(kind)
-    return {EXAMPLES: _pieces(serialized)}
+    return {EXAMPLES: _pieces(serialized, context)}
 
 
-def _pieces(values: Sequence[bytes]) -> Strings:
+def _pieces(values: Sequence[bytes], prefix: bytes = b"") -> Strings:
     pieces = []
     for start in range(0, len(values), CHUNK_ITEMS):
         chunk = values[start : start + CHUNK_ITEMS]
-        ends = np.cumsum([len(value) for value in chunk], dtype=np.int64)
-        pieces.append((b"".join(chunk), ends))
-    return Strings(pieces)
+        lengths = np.fromiter(map(len, chunk), np.uint64, len(chunk))
+        smallest = np.min_scalar_type(int(lengths.max(initial=0)))
+        pieces.append((b"".join(chunk), lengths.astype(smallest)))
+    return Strings(pieces, prefix)
