@@ -171,6 +171,7 @@ class _Pending:
     remaining: int = 0  # its rows and those of the chunks after it (its request's, if split)
     follower: _Pending | None = None  # the next chunk of a split request, queued once this is taken
     counted: bool = True  # counts against max_queue_size: a request, or its last chunk
+    outputs: tuple[str, ...] = ()  # the outputs its request wants (all when empty)
 
 
 class Batcher:
@@ -249,16 +250,20 @@ class Batcher:
         self.stats.rejected += 1
         raise QueueFullError(f"model {self.name} has {why}; retry shortly")
 
-    async def submit(self, inputs: dict[str, np.ndarray], deadline: float) -> Arrays:
-        """Queues one request (any number of rows) and returns its own rows of every output."""
+    async def submit(
+        self, inputs: dict[str, np.ndarray], deadline: float, outputs: Sequence[str] = ()
+    ) -> Arrays:
+        """Queues one request (any number of rows) and returns its own rows of the `outputs`
+        it names (all when empty; its batch may hold more, wanted by others)."""
         self.check_capacity()
         rows = _batch_rows(inputs)
+        wanted = tuple(outputs)
         if rows is None or not self.config.enabled:
             self.stats.requests += 1
-            return await self._run_alone(inputs, rows or 1, deadline)
+            return await self._run_alone(inputs, rows or 1, deadline, wanted)
         self._admit(rows, deadline)
         self.stats.requests += 1
-        chunks = self._enqueue(inputs, rows, deadline)
+        chunks = self._enqueue(inputs, rows, deadline, wanted)
         loop = asyncio.get_running_loop()
         if len(chunks) == 1:
             return await self._wait(chunks[0], loop)
@@ -338,7 +343,13 @@ class Batcher:
         batches = math.ceil(ahead / limit) + turns - 1
         return batches // len(self.pool.runners) * self.call_seconds
 
-    def _enqueue(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> list[_Pending]:
+    def _enqueue(
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...] = (),
+    ) -> list[_Pending]:
         """Splits an admitted request into chunks of at most max_batch_size rows, so every model
         call stays within a traced size, and queues the first; each next one joins the back of
         the queue when the one before it is taken (see _take)."""
@@ -354,6 +365,7 @@ class Batcher:
                 queued_at,
                 remaining=rows - start,
                 counted=start + limit >= rows,
+                outputs=outputs,
             )
             for start in range(0, rows, limit)
         ]
@@ -393,7 +405,13 @@ class Batcher:
         self._waiting -= pending.counted
         self._waiting_rows -= pending.rows
 
-    async def _run_alone(self, inputs: dict[str, np.ndarray], rows: int, deadline: float) -> Arrays:
+    async def _run_alone(
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...] = (),
+    ) -> Arrays:
         """No batching (disabled, or inputs without a common batch dimension): one call."""
         loop = asyncio.get_running_loop()
         queued_at = time.perf_counter()
@@ -413,13 +431,13 @@ class Batcher:
             self._count(rows, 0, DispatchReason.IDLE)
             self.running_rows += rows
             try:
-                outputs = await self._execute(runner, inputs, deadline)
+                results = await self._execute(runner, inputs, deadline, outputs=outputs)
             finally:
                 self.running_rows -= rows
         finally:
             await self.pool.release(index)
         request_context.note_batch_size(rows)
-        return outputs
+        return results
 
     # -- dispatcher ------------------------------------------------------------------------
 
@@ -539,7 +557,8 @@ class Batcher:
             pending.batch_rows = rows
         try:
             deadline = max(p.deadline for p in group)  # the most patient request's
-            outputs = await self._call(runner, [p.inputs for p in group], rows, deadline)
+            wanted = _wanted_by(group)
+            outputs = await self._call(runner, [p.inputs for p in group], rows, deadline, wanted)
         except (InvalidInputError, ModelFailureError) as exc:
             if len(group) == 1:
                 _fail(group, exc)
@@ -576,7 +595,11 @@ class Batcher:
         return True
 
     async def _in_executor(
-        self, runner: Runner, inputs: dict[str, np.ndarray], deadline: float
+        self,
+        runner: Runner,
+        inputs: dict[str, np.ndarray],
+        deadline: float,
+        outputs: tuple[str, ...],
     ) -> Arrays:
         """runner.run on a worker thread, with the time left until `deadline` (event-loop
         time) in `call_timeout`, for runners that call out (a remote backend)."""
@@ -584,7 +607,7 @@ class Batcher:
         context = contextvars.copy_context()
         context.run(call_timeout.set, max(0.0, deadline - loop.time()))
         return await loop.run_in_executor(
-            self.executor, context.run, runner.run, self.signature_name, inputs, ()
+            self.executor, context.run, runner.run, self.signature_name, inputs, outputs
         )
 
     def _note_call(self, seconds: float) -> None:
@@ -595,24 +618,35 @@ class Batcher:
         return self.sizes[bisect.bisect_left(self.sizes, rows)]
 
     async def _call(
-        self, runner: Runner, requests: list[dict[str, np.ndarray]], rows: int, deadline: float
+        self,
+        runner: Runner,
+        requests: list[dict[str, np.ndarray]],
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...],
     ) -> Arrays:
         """One model call on the requests' rows, padded to an allowed size."""
         size = self._padded_size(rows)
-        return await self._execute(runner, _assemble(requests, rows, size), deadline, size)
+        inputs = _assemble(requests, rows, size)
+        return await self._execute(runner, inputs, deadline, size, outputs)
 
     async def _execute(
-        self, runner: Runner, inputs: dict[str, np.ndarray], deadline: float, size: int = 0
+        self,
+        runner: Runner,
+        inputs: dict[str, np.ndarray],
+        deadline: float,
+        size: int = 0,
+        outputs: tuple[str, ...] = (),
     ) -> Arrays:
-        """One timed model call (checked for one output row per input row of a batch of
-        `size`, if given). Every failure becomes a ServingError, counted by code, so no waiter
-        is ever left without an answer."""
+        """One timed model call returning `outputs` (all when empty), checked for one output
+        row per input row of a batch of `size`, if given. Every failure becomes a
+        ServingError, counted by code, so no waiter is ever left without an answer."""
         started = time.perf_counter()
         try:
-            outputs = await self._in_executor(runner, inputs, deadline)
+            results = await self._in_executor(runner, inputs, deadline, outputs)
             if size:
-                _check_rows(outputs, size)
-            return outputs
+                _check_rows(results, size)
+            return results
         except ServingError as exc:
             self.stats.model_errors[exc.code] += 1
             raise
@@ -659,6 +693,15 @@ def _assemble(requests: list[dict[str, np.ndarray]], rows: int, size: int) -> di
             parts.append(np.repeat(last, size - rows, axis=0))
         assembled[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return assembled
+
+
+def _wanted_by(group: list[_Pending]) -> tuple[str, ...]:
+    """The outputs a batch must return: every output one of its requests names, or all of
+    them when one wants all (converting an output nobody wants costs time: millions of
+    strings become Python objects in one call holding the GIL)."""
+    if any(not pending.outputs for pending in group):
+        return ()
+    return tuple(dict.fromkeys(name for pending in group for name in pending.outputs))
 
 
 def _check_rows(outputs: Arrays, size: int) -> None:

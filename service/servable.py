@@ -128,7 +128,7 @@ class ServableVersion:
         `timeout_ms` overrides the model's default deadline."""
         _refuse_empty_batch(self.signature(signature), inputs)
         deadline = deadline_from(timeout_ms, self.config.batching.timeout_ms)
-        results = await self.batcher(signature).submit(dict(inputs), deadline)
+        results = await self.batcher(signature).submit(dict(inputs), deadline, outputs)
         return {key: results[key] for key in outputs} if outputs else results
 
     async def close(self) -> None:

@@ -47,6 +47,7 @@ class RecordingRunner:
         self.device = device
         self.gate = gate
         self.calls: list[Arrays] = []
+        self.wanted: list[tuple[str, ...]] = []  # the outputs asked of each call
         self.call_times: list[float] = []
         self._lock = threading.Lock()
 
@@ -56,6 +57,7 @@ class RecordingRunner:
         assert signature_name == SIGNATURE
         with self._lock:
             self.calls.append({name: array.copy() for name, array in inputs.items()})
+            self.wanted.append(tuple(outputs))
             self.call_times.append(time.monotonic())
         if self.gate is not None and not self.gate.wait(GATE_TIMEOUT):
             raise RuntimeError("the test never opened the gate")
@@ -72,7 +74,7 @@ class RecordingRunner:
         result["pos"] = np.arange(rows)
         if WRONG in values:
             result = {name: array[:-1] for name, array in result.items()}
-        return result
+        return {name: array for name, array in result.items() if not outputs or name in outputs}
 
     def seen(self, call: int) -> list[float]:
         """The first column of input x in one call (values identify rows)."""
@@ -208,6 +210,57 @@ def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
         assert stats.reasons == {"idle": 2}
         assert stats.mean_batch_size == 3.0
         assert batcher.queued == 0
+        await batcher.stop()
+
+    run(main)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "asked"),
+    [
+        ([("pos",), ("pos",)], ("pos",)),
+        ([("pos",), ("2x",)], ("pos", "2x")),
+        ([("pos",), ()], ()),  # one request wants every output
+    ],
+    ids=["same", "union", "all"],
+)
+def test_a_batch_asks_the_model_for_the_outputs_its_requests_want(
+    executor: ThreadPoolExecutor,
+    gate: threading.Event,
+    wanted: list[tuple[str, ...]],
+    asked: tuple[str, ...],
+) -> None:
+    """Converting an output costs time (millions of strings: seconds), so only the outputs
+    some request of the batch names are asked for; each request gets what it named."""
+
+    async def main() -> None:
+        runner = RecordingRunner(gate)
+        batcher = make_batcher(executor, runner)
+        blocker = await hold_instance(batcher, runner)
+        tasks = [
+            asyncio.create_task(batcher.submit(req(10 + index), deadline(), outputs))
+            for index, outputs in enumerate(wanted)
+        ]
+        await until(lambda: batcher.queued == len(wanted))
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await blocker
+        assert len(runner.calls) == 2  # the requests ran as one batch
+        assert runner.wanted[1] == asked
+        for outputs, result in zip(wanted, results, strict=True):
+            assert set(outputs) <= set(result), result
+        await batcher.stop()
+
+    run(main)
+
+
+def test_a_request_run_alone_asks_for_its_outputs(executor: ThreadPoolExecutor) -> None:
+    async def main() -> None:
+        runner = RecordingRunner()
+        batcher = make_batcher(executor, runner, enabled=False)
+        result = await batcher.submit(req(7), deadline(), ["pos"])
+        assert runner.wanted == [("pos",)]
+        assert set(result) == {"pos"}
         await batcher.stop()
 
     run(main)
