@@ -13,6 +13,7 @@ over them round-robin. Backend failures map to the statuses a client should see:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import grpc
@@ -36,11 +37,13 @@ from service.errors import (
     ServingError,
     UnavailableError,
 )
-from service.runtime import Arrays
+from service.runtime import Arrays, client_reason
 from service.serving_config import BackendConfig
 from service.signatures import Signature, signatures_from_defs
 
 SCAN_TIMEOUT_SECONDS = 2.0
+log = logging.getLogger(__name__)
+
 _ERRORS: dict[grpc.StatusCode, type[ServingError]] = {
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
@@ -122,12 +125,20 @@ class RemoteBackend:
         self._channel.close()
 
     def _error(self, exc: grpc.RpcError, call: str) -> ServingError:
+        """The backend's failure as the client may see it: its details only when they name no
+        internals of the model (a TF Serving backend's "Incompatible shapes: [64] vs.
+        [0,14,14,32]" is logged for the operator, not sent)."""
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         kind = _ERRORS.get(code, ModelFailureError)
         if kind is NotFoundError:  # the backend lost what we serve: not the client's fault
             kind = UnavailableError
-        return kind(f"backend {self.address} ({call} {self.remote_name!r}): {code.name}: {details}")
+        where = f"backend {self.address} ({call} {self.remote_name!r}): {code.name}"
+        shown = client_reason(details.strip().splitlines()[0] if details.strip() else "")
+        if shown is None:
+            log.warning("%s: %s", where, details)
+            shown = "the backend's reason names the model's internals; it is in the gateway log"
+        return kind(f"{where}: {shown}")
 
 
 class RemoteRunner:

@@ -197,7 +197,11 @@ def client_summary(exc: Exception) -> str | None:
     not be 13"), or TensorFlow's line when it speaks of the input alone ("Unknown image file
     format"); None when it names internal shapes, ops or tensors, or values of the batch
     (other requests' rows share it)."""
-    summary = error_summary(exc)
+    return client_reason(error_summary(exc))
+
+
+def client_reason(summary: str) -> str | None:
+    """`client_summary` of a TensorFlow message's one line (a remote backend's, say)."""
     if summary.startswith("assertion failed:"):
         message = _ASSERTION.match(summary)
         return f"assertion failed: {message[1]}" if message else None

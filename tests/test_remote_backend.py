@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.batching import call_timeout
-from service.errors import DeadlineExceededError
+from service.errors import DeadlineExceededError, InvalidInputError
 from service.remote import RemoteBackend, RemoteRunner
 from service.serving_config import BackendConfig
 from service.settings import Settings
@@ -194,6 +195,56 @@ def test_the_batch_deadline_is_the_backend_call_deadline(backend: Backend) -> No
             contextvars.copy_context().run(_run_with_time_left, runner, inputs, 0.0)
     finally:
         remote.close()
+
+
+class RefusingBackend(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """A TF Serving stand-in whose Predict refuses with the given details."""
+
+    def __init__(self, details: str) -> None:
+        self.details = details
+
+    def Predict(self, request: object, context: grpc.ServicerContext) -> None:  # noqa: N802
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, self.details)
+
+
+@pytest.mark.parametrize(
+    ("details", "sent"),
+    [
+        ("Incompatible shapes: [64] vs. [0,14,14,32]", False),
+        ("In[0] mismatch In[1] shape: 3 vs. 784: [1,3] [784,128] 0 0", False),
+        ("assertion failed: [x must be positive]", True),
+        ("Unknown image file format. One of JPEG, PNG, GIF, BMP required.", True),
+    ],
+    ids=["shapes", "matmul", "assertion", "input"],
+)
+def test_a_backend_refusal_naming_internals_is_logged_not_sent(
+    details: str, sent: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TF Serving's messages name the model's tensors and shapes: the client reads only
+    what speaks of its input; the operator finds the rest in the log."""
+    server = grpc.server(ThreadPoolExecutor(2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        RefusingBackend(details), server
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    remote = RemoteBackend("m", BackendConfig(grpc=f"127.0.0.1:{port}"), max_message_bytes=1 << 20)
+    try:
+        with pytest.raises(InvalidInputError) as refused:
+            remote.predict(1, "serving_default", {"x": np.zeros(3, np.float32)})
+    finally:
+        remote.close()
+        server.stop(None)
+    message = refused.value.message
+    assert "INVALID_ARGUMENT" in message, message
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    if sent:
+        assert details.removeprefix("assertion failed: ").strip("[]") in message, message
+        assert details not in logged
+    else:
+        assert details not in message and "[" not in message, message
+        assert "in the gateway log" in message, message
+        assert details in logged, logged
 
 
 def _run_with_time_left(
