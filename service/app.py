@@ -1,13 +1,12 @@
-"""The FastAPI application: `create_app(settings)` wires settings, the serving config, the
-model repository and the protocol routers together. No module-level state, so tests can build
-as many apps as they like."""
+"""The REST application of a `service.server.ModelServer`: its routers, middleware and error
+handlers (every error body is {"error": "..."})."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
@@ -19,14 +18,10 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from service import __version__
-from service.auth import AccessControl, AccessPolicy
-from service.decoding import Decoder
+from service.auth import AccessControl
 from service.errors import QueueFullError, ServingError
-from service.grpc_server import GrpcSecurity, start_grpc_server
-from service.lifecycle import DrainGate, Lifecycle
-from service.metrics import Metrics
+from service.lifecycle import DrainGate
 from service.middleware import RequestObserver
-from service.placement import DeviceSetup, configure_devices
 from service.protocols import (
     admin,
     docs,
@@ -38,102 +33,24 @@ from service.protocols import (
     web,
 )
 from service.protocols.json_io import JSONBody
-from service.protocols.message_split import MessageSplitter
-from service.repository import ModelRepository
 from service.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
-from service.serving_config import (
-    ServingConfig,
-    discover_serving_config,
-    load_serving_config,
-    load_tfserving_model_config,
-)
-from service.settings import Settings
 from service.tasks import routes as task_routes
-from service.tasks.image_decoding import ImageDecoder
+
+if TYPE_CHECKING:
+    from service.server import ModelServer
 
 log = logging.getLogger(__name__)
 
 
-def serving_config_for(settings: Settings) -> ServingConfig:
-    """The serving config file when one is given, else every model under the base path."""
-    if settings.config is not None:
-        return load_serving_config(settings.config, settings.model_base_path)
-    if settings.model_config_file is not None:
-        return load_tfserving_model_config(settings.model_config_file)
-    return discover_serving_config(settings.model_base_path)
-
-
-def create_app(
-    settings: Settings,
-    serving_config: ServingConfig | None = None,
-    metrics: Metrics | None = None,
-) -> FastAPI:
-    """The app; `metrics` (its registry) may be given, else each app gets its own."""
-    config = serving_config or serving_config_for(settings)
-    metrics = metrics or Metrics()
-    access = AccessPolicy.from_settings(settings)  # reads the keys file: REST and gRPC share it
+def create_app(server: ModelServer) -> FastAPI:
+    """The REST app of `server`: routers, middleware and error handlers (its lifespan runs the
+    server's parts, which the routes reach through `service.protocols.state`)."""
+    settings = server.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        device_setup = DeviceSetup(
-            virtual_cpus=settings.virtual_devices,
-            gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
-            auto_gpu_min_mb=settings.auto_gpu_min_mb,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-        )
-        devices = configure_devices(device_setup)
-        if settings.echo:
-            log.warning("ECHO MODE: models are not run; answers are zeros (benchmarks only)")
-        inference = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
-        repository = ModelRepository(
-            config,
-            poll_interval=settings.poll_interval_seconds,
-            inference_executor=inference,
-            load_threads=settings.load_threads,
-            devices=devices,
-            device_setup=device_setup,
-            echo=settings.echo,
-            batch_observer=metrics.batch_observer,
-            grpc_max_message_bytes=settings.grpc_max_message_bytes,
-            follow_symlinks=settings.follow_version_symlinks,
-        )
-        metrics.watch(repository)
-        app.state.repository = repository
-        decoder = ImageDecoder(settings.image_decode_threads, settings.decode_pixel_budget)
-        metrics.watch_image_decoder(decoder)
-        app.state.image_decoder = decoder
-        await repository.start()
-        # SIGTERM (see cli.serve) begins the gRPC drain while uvicorn drains REST: both fit
-        # in one drain time
-        body_decoder = Decoder(
-            settings.decode_threads, settings.decode_memory_bytes, settings.decode_inline_bytes
-        )
-        app.state.body_decoder = body_decoder
-        splitter = MessageSplitter()
-        grpc_drain, app.state.grpc_port = await start_grpc_server(
-            repository,
-            metrics,
-            body_decoder,
-            splitter,
-            host=settings.host,
-            port=settings.grpc_port,
-            max_message_bytes=settings.grpc_max_message_bytes,
-            drain_seconds=settings.drain_seconds,
-            security=GrpcSecurity.from_settings(settings, access.keys),
-            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
-        )
-        app.state.begin_drain = grpc_drain.begin
-        log.info("serving %s from %s", ", ".join(repository.model_names()), config.source)
-        try:
+        async with server.running():
             yield
-        finally:
-            await grpc_drain.finish()
-            await repository.stop()
-            inference.shutdown(wait=True, cancel_futures=True)
-            body_decoder.close()
-            splitter.close()
-            decoder.close()
 
     app = FastAPI(
         title="modelserve",
@@ -144,15 +61,13 @@ def create_app(
         docs_url=None,  # service.protocols.docs serves them, from files in the package
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.lifecycle = Lifecycle()
+    app.state.server = server
     # the last added runs first: the observer sees (and counts) the drain gate's 503s
     # ... and the access check's 401s; CORS answers preflights (which carry no key) and
     # sets its headers on every answer, as the security headers do
-    app.add_middleware(DrainGate, lifecycle=app.state.lifecycle)
-    app.add_middleware(AccessControl, policy=access)
-    app.add_middleware(RequestObserver, metrics=metrics)
+    app.add_middleware(DrainGate, lifecycle=server.lifecycle)
+    app.add_middleware(AccessControl, policy=server.access)
+    app.add_middleware(RequestObserver, metrics=server.metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -163,7 +78,8 @@ def create_app(
         )
     app.add_middleware(SecurityHeaders)
     # with keys, /docs shows an "Authorize" button (the middleware does the checking)
-    keyed = [Security(APIKeyHeader(name="X-API-Key", auto_error=False))] if access.keys else []
+    key = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
+    keyed = [key] if server.access.keys else []
     app.include_router(health.router)
     app.include_router(prometheus.router)
     app.include_router(tfserving_rest.router, dependencies=keyed)

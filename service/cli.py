@@ -16,8 +16,7 @@ from service import __version__
 from service.layout import existing_versions, model_names, read_model_card
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
+    from service.server import ModelServer
     from service.serving_config import ServingConfig
     from service.settings import Settings
 
@@ -288,14 +287,14 @@ def serve(
     if settings.config and settings.model_config_file:
         _fail("give either --config or --model-config-file, not both")
 
-    from service.app import create_app, serving_config_for
+    from service.server import ModelServer, serving_config_for
 
     try:
         serving_config = serving_config_for(settings)
     except ServingConfigError as exc:
         _fail(str(exc))
     _print_serving_plan(serving_config, settings)
-    _run_server(create_app(settings, serving_config), settings)
+    _run_server(ModelServer(settings, serving_config))
 
 
 def _fail(message: str) -> NoReturn:
@@ -321,16 +320,16 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
     )
 
 
-def _run_server(application: FastAPI, settings: Settings) -> None:
+def _run_server(server: ModelServer) -> None:
     from service.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
     from service.http_limits import uvicorn_config
     from service.logs import configure_logging
     from service.tls import uvicorn_tls_options
 
+    settings = server.settings
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn_config(  # with the header, timeout and connection limits
-        application,
-        settings,
+        server,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -340,7 +339,7 @@ def _run_server(application: FastAPI, settings: Settings) -> None:
         server_header=False,  # no software and version for scanners
         **uvicorn_tls_options(settings),  # HTTPS with tls_cert_file / tls_key_file
     )
-    DrainingServer(config, application, settings.drain_seconds).run()
+    DrainingServer(config, server).run()
 
 
 def _print_repository(base_path: Path) -> None:

@@ -15,13 +15,14 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
-from fastapi import FastAPI
 
-from service.lifecycle import Lifecycle
+if TYPE_CHECKING:
+    from service.server import ModelServer
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +32,11 @@ CLOSE_GRACE_SECONDS = 1
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_seconds: float) -> None:
+    def __init__(self, config: uvicorn.Config, server: ModelServer) -> None:
         super().__init__(config)
-        self.lifecycle: Lifecycle = app.state.lifecycle
-        self.app_state = app.state
-        self.drain_seconds = drain_seconds
+        self.server = server
+        self.lifecycle = server.lifecycle
+        self.drain_seconds = server.settings.drain_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain: asyncio.Task[None] | None = None
 
@@ -67,10 +68,7 @@ class DrainingServer(uvicorn.Server):
             signal.Signals(sig).name,
             self.drain_seconds,
         )
-        self.lifecycle.begin_drain()
-        begin_grpc_drain: Callable[[], None] | None = getattr(self.app_state, "begin_drain", None)
-        if begin_grpc_drain is not None:  # gRPC drains at the same time
-            begin_grpc_drain()
+        self.server.begin_drain()  # REST and gRPC at the same time
         # a signal handler runs between two steps of the event loop: schedule, don't await
         self._loop.call_soon_threadsafe(self._start_drain, sig)
 

@@ -25,6 +25,7 @@ from service.auth import ApiKeys
 from service.decoding import Decoder
 from service.grpc_auth import ApiKeyInterceptor
 from service.grpc_limits import ConcurrencyLimit, core_queue_options
+from service.inference import InferenceCore
 from service.metrics import Metrics
 from service.protocols.grpc_services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
 from service.protocols.message_split import MessageSplitter
@@ -105,7 +106,7 @@ class GrpcSecurity:
 
 
 async def start_grpc_server(
-    repository: ModelRepository,
+    core: InferenceCore,
     metrics: Metrics,
     decoder: Decoder,
     splitter: MessageSplitter,
@@ -135,8 +136,8 @@ async def start_grpc_server(
             *core_queue_options(max_concurrent_rpcs),
         ],
     )
-    add_services(server, repository, metrics, decoder, splitter, max_message_bytes)
-    health = HealthServicer(repository)
+    add_services(server, core, metrics, decoder, splitter, max_message_bytes)
+    health = HealthServicer(core.repository)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (PREDICTION_SERVICE, MODEL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server

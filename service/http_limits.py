@@ -30,9 +30,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from service.metrics import Metrics
+    from service.server import ModelServer
     from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,15 +67,16 @@ class HttpLimits:
         )
 
 
-def uvicorn_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
-    """uvicorn's config for `app` with the HTTP limits of `settings` and `options` (host, port,
-    logging, TLS...): the command line and the tests' servers both build it here."""
-    metrics: Metrics = app.state.metrics
+def uvicorn_config(server: ModelServer, **options: Any) -> uvicorn.Config:
+    """uvicorn's config for the server's REST app with the HTTP limits of its settings and
+    `options` (host, port, logging, TLS...): the command line and the tests' servers both
+    build it here."""
+    metrics = server.metrics
     protocol = limited_protocol(
-        HttpLimits.from_settings(settings),
+        HttpLimits.from_settings(server.settings),
         lambda reason: metrics.http_refused.labels(reason).inc(),
     )
-    return uvicorn.Config(app, http=protocol, **options)
+    return uvicorn.Config(server.app, http=protocol, **options)
 
 
 class _RefusalError(Exception):

@@ -20,17 +20,16 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
 
-from service.app import create_app
 from service.http_limits import uvicorn_config
 from service.metrics import Metrics
+from service.server import ModelServer
 from service.settings import Settings
 
 T = TypeVar("T")
 
-_APPS: dict[str, FastAPI] = {}
-"""The app of each server running_server is running, by base URL (for grpc_target)."""
+_SERVERS: dict[str, ModelServer] = {}
+"""Each server running_server is running, by base URL (for grpc_target)."""
 
 
 @contextmanager
@@ -41,7 +40,7 @@ def running_server(
     timeout: float = 60,
     metrics: Metrics | None = None,
 ) -> Iterator[str]:
-    """Start `create_app(settings, metrics=metrics)` on 127.0.0.1:<free port>; yield its base
+    """Start `ModelServer(settings, metrics=metrics)` on 127.0.0.1:<free port>; yield its base
     URL. `metrics` lets a test read the app's registry in process (default: the app's own).
     Its gRPC server listens on a free loopback port too (unless the settings name a port or a
     host): `grpc_target(url)`.
@@ -53,10 +52,9 @@ def running_server(
         settings = settings.model_copy(update={"grpc_port": 0})
     if "host" not in settings.model_fields_set:  # gRPC on loopback, as the REST server
         settings = settings.model_copy(update={"host": "127.0.0.1"})
-    app = create_app(settings, metrics=metrics)
+    model_server = ModelServer(settings, metrics=metrics)
     config = uvicorn_config(  # the limits of `settings`, as `modelserve serve` applies them
-        app,
-        settings,
+        model_server,
         host="127.0.0.1",
         port=0,
         log_level="warning",
@@ -83,13 +81,13 @@ def running_server(
             time.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://127.0.0.1:{port}"
-        _APPS[url] = app
+        _SERVERS[url] = model_server
         try:
             if wait_ready:
                 _wait_ready(url, deadline)
             yield url
         finally:
-            del _APPS[url]
+            del _SERVERS[url]
     finally:
         server.should_exit = True
         thread.join(timeout=30)
@@ -108,10 +106,9 @@ def free_port() -> int:
 
 def grpc_target(url: str) -> str:
     """`host:port` of the gRPC server of the server running_server runs at `url`."""
-    assert url in _APPS, f"no server started by running_server runs at {url}"
-    app = _APPS[url]
-    port: int = app.state.grpc_port  # set by the lifespan, before the server counts as started
-    return f"127.0.0.1:{port}"
+    assert url in _SERVERS, f"no server started by running_server runs at {url}"
+    # known once the server's parts have started, before uvicorn counts it as started
+    return f"127.0.0.1:{_SERVERS[url].grpc_port}"
 
 
 def _wait_ready(url: str, deadline: float) -> None:

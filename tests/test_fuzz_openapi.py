@@ -39,7 +39,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from service.app import create_app
+from service.server import ModelServer
 from service.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.nasty_inputs import serve_repository
@@ -52,7 +52,7 @@ REPORT = Path(__file__).parent / "artifacts" / "fuzz-openapi.json"
 
 # The document the server serves (test_served_document_is_the_fuzzed_one checks it is); built
 # here, without a server, so that each operation is a test of its own.
-DOCUMENT: dict[str, Any] = create_app(Settings(model_base_path=MODELS_DIR)).openapi()
+DOCUMENT: dict[str, Any] = ModelServer(Settings(model_base_path=MODELS_DIR)).app.openapi()
 # a copy: schemathesis may change the examples of the dict it is given while it generates
 SCHEMA = schemathesis.openapi.from_dict(copy.deepcopy(DOCUMENT))
 OPERATIONS = {result.ok().label: result.ok() for result in SCHEMA.get_all_operations()}

@@ -146,11 +146,11 @@ def exported_base_name(name: str) -> str:
 def app_get_paths(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Paths the app answers with GET. Built, not started (no model is loaded); the model base
     path holds one empty version folder, enough for the app to be created."""
-    from service.app import create_app
+    from service.server import ModelServer
 
     base = tmp_path_factory.mktemp("models")
     (base / "probe" / "1").mkdir(parents=True)
-    app = create_app(Settings(model_base_path=base))
+    app = ModelServer(Settings(model_base_path=base)).app
     # FastAPI keeps included routers as one route each in app.routes (with no .path), so take
     # the paths from the OpenAPI schema, which lists every route of every router.
     return {path for path, operations in app.openapi()["paths"].items() if "get" in operations}

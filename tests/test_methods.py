@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.app import create_app
+from service.server import ModelServer
 from service.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.saved_models import copy_versions, write_config
@@ -102,7 +102,7 @@ def allowed(response: httpx.Response) -> set[str]:
 
 def test_the_table_has_a_path_for_every_documented_route() -> None:
     """A route added later is in ROUTES too, or this fails."""
-    document = create_app(Settings(model_base_path=MODELS_DIR)).openapi()
+    document = ModelServer(Settings(model_base_path=MODELS_DIR)).app.openapi()
     for template, operations in document["paths"].items():
         pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
         methods = {method.upper() for method in operations}

@@ -42,12 +42,11 @@ from service.errors import (
     ServingError,
     UnimplementedError,
 )
+from service.inference import Call, InferenceCore, ModelRef
 from service.metrics import Metrics
 from service.protocols import classify_regress, grpc_codec, message_split
 from service.protocols.message_split import MessageSplitter, Strings
-from service.repository import ModelRepository
 from service.servable import ServableVersion
-from service.signatures import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +71,14 @@ class _Calls:
 
     def __init__(
         self,
-        repository: ModelRepository,
+        core: InferenceCore,
         metrics: Metrics,
         decoder: Decoder,
         splitter: MessageSplitter,
         max_message_bytes: int,
     ) -> None:
-        self.repository = repository
+        self.core = core
+        self.repository = core.repository
         self.metrics = metrics
         self.decoder = decoder
         self.splitter = splitter
@@ -181,15 +181,15 @@ def _ended_by_client(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
-def _addressed(spec: model_pb2.ModelSpec) -> tuple[str, int | None, str | None]:
+def _addressed(spec: model_pb2.ModelSpec) -> ModelRef:
     if not spec.name:
         raise InvalidInputError("model_spec.name is required")
     version = spec.version.value if spec.HasField("version") else None
     label = spec.version_label if spec.HasField("version_label") else None
-    return spec.name, version, label
+    return ModelRef(spec.name, version, label)
 
 
-def _answered_spec(servable: ServableVersion, signature_name: str) -> model_pb2.ModelSpec:
+def _answered_spec(servable: ServableVersion | Call, signature_name: str) -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=servable.model, signature_name=signature_name)
     spec.version.value = servable.version
     return spec
@@ -215,9 +215,9 @@ def _check_wanted(context: grpc.aio.ServicerContext) -> None:
 
 
 def _predict_response(
-    servable: ServableVersion, signature_name: str, outputs: dict[str, np.ndarray]
+    call: Call, signature_name: str, outputs: dict[str, np.ndarray]
 ) -> predict_pb2.PredictResponse:
-    response = predict_pb2.PredictResponse(model_spec=_answered_spec(servable, signature_name))
+    response = predict_pb2.PredictResponse(model_spec=_answered_spec(call, signature_name))
     for name, proto in grpc_codec.encode_outputs(outputs).items():
         response.outputs[name].CopyFrom(proto)
     return response
@@ -244,12 +244,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         decoder = self._calls.decoder
         request, split_strings = await self._calls.parse(predict_pb2.PredictRequest, raw)
         message_split.check_predict(request)
-        model, version, label = _addressed(request.model_spec)
-        repository = self._calls.repository
-        repository.resolve(model, version, label).check_capacity()
-        async with repository.lease(model, version, label) as servable:
-            signature = servable.signature(request.model_spec.signature_name or DEFAULT_SIGNATURE)
-            servable.check_rows(signature.name, grpc_codec.declared_rows(request.inputs))
+        async with self._calls.core.admit(_addressed(request.model_spec)) as call:
+            signature = call.signature(request.model_spec.signature_name)
+            call.check_rows(signature.name, grpc_codec.declared_rows(request.inputs))
             inputs = await decoder.run(
                 len(raw),
                 lambda: grpc_codec.decode_inputs(request.inputs, signature, split_strings),
@@ -262,11 +259,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"{sorted(signature.outputs)}"
                 )
             _check_wanted(context)  # the model is the costliest stage: not for nobody
-            outputs = await servable.predict(signature.name, inputs, wanted, _timeout_ms(context))
+            outputs = await call.predict(signature.name, inputs, wanted, _timeout_ms(context))
         size = sum(array.nbytes for array in outputs.values())
         self._calls.check_answer_size(size)  # before the work of encoding it
         answer: bytes = await decoder.run(
-            size, lambda: _predict_response(servable, signature.name, outputs).SerializeToString()
+            size, lambda: _predict_response(call, signature.name, outputs).SerializeToString()
         )
         self._calls.check_answer_size(len(answer))
         return answer
@@ -287,8 +284,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise InvalidInputError(
                 f"metadata_field must be ['signature_def'], got {sorted(fields)}"
             )
-        model, version, label = _addressed(request.model_spec)
-        servable = self._calls.repository.resolve(model, version, label)
+        ref = _addressed(request.model_spec)
+        servable = self._calls.repository.resolve(ref.model, ref.version, ref.label)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in servable.signatures.items():
             signatures.signature_def[name].CopyFrom(signature.definition)
@@ -346,23 +343,21 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         raw: bytes,
         context: grpc.aio.ServicerContext,
         method: classify_regress.Method,
-    ) -> tuple[ServableVersion, str, dict[str, np.ndarray], int]:
-        """Runs a Classify/Regress request's examples: (servable, signature, outputs, count)."""
+    ) -> tuple[Call, str, dict[str, np.ndarray], int]:
+        """Runs a Classify/Regress request's examples: (call, signature, outputs, count)."""
         request, split_strings = await self._calls.parse(kind, raw)
-        model, version, label = _addressed(request.model_spec)
-        async with self._calls.repository.lease(model, version, label) as servable:
-            target = classify_regress.example_signature(
-                servable, request.model_spec.signature_name or DEFAULT_SIGNATURE, method
-            )
+        ref = _addressed(request.model_spec)
+        async with self._calls.core.admit(ref, method=method) as call:
+            target = call.example_signature(request.model_spec.signature_name, method)
             split_examples = split_strings.get(message_split.EXAMPLES)
             rows = classify_regress.example_count(request.input, split_examples)
-            servable.check_rows(target.signature.name, rows)
+            call.check_rows(target.signature.name, rows)
             serialized = await self._calls.decoder.run(
                 len(raw),
                 lambda: classify_regress.serialized_from_proto(request.input, split_examples),
             )
-            outputs = await classify_regress.run(servable, target, serialized, _timeout_ms(context))
-        return servable, target.signature.name, outputs, len(serialized)
+            outputs = await call.run_examples(target, serialized, _timeout_ms(context))
+        return call, target.signature.name, outputs, len(serialized)
 
     async def MultiInference(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
         async def refuse() -> None:
@@ -386,9 +381,8 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def _status(
         self, request: get_model_status_pb2.GetModelStatusRequest
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        model, version, label = _addressed(request.model_spec)
-        repository = self._calls.repository
-        versions = repository.statuses(model, version, label)
+        ref = _addressed(request.model_spec)
+        versions = self._calls.repository.statuses(ref.model, ref.version, ref.label)
         response = get_model_status_pb2.GetModelStatusResponse()
         for servable in versions:
             status = response.model_version_status.add(
@@ -411,13 +405,13 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 def add_services(
     server: grpc.aio.Server,
-    repository: ModelRepository,
+    core: InferenceCore,
     metrics: Metrics,
     decoder: Decoder,
     splitter: MessageSplitter,
     max_message_bytes: int,
 ) -> None:
-    calls = _Calls(repository, metrics, decoder, splitter, max_message_bytes)
+    calls = _Calls(core, metrics, decoder, splitter, max_message_bytes)
     prediction = PredictionServicer(calls)
     # The methods whose requests grow with the data, without (de)serializers: their messages
     # are parsed and built off the event loop. gRPC asks the generic handlers in order, so

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service.metrics import CONTENT_TYPE, Metrics
+from service.metrics import CONTENT_TYPE
+from service.protocols import state
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    exposition = cast(Metrics, request.app.state.metrics).exposition()
+    exposition = state.metrics(request).exposition()
     return Response(exposition, media_type=CONTENT_TYPE)

@@ -1,11 +1,11 @@
-"""What the protocol adapters need from the running app, read from `app.state` (set up by
-`service.app.create_app`), so there are no module-level singletons."""
+"""What the protocol adapters need from the running server (`service.server.ModelServer`,
+found in `app.state.server`), so there are no module-level singletons."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 from fastapi import Request
@@ -13,29 +13,51 @@ from starlette.responses import Response
 
 from service.decoding import Decoder
 from service.errors import ClientGoneError, InvalidInputError
+from service.inference import InferenceCore
 from service.lifecycle import Lifecycle
+from service.metrics import Metrics
 from service.protocols.body import read_body
 from service.protocols.json_io import JSONDocument, respond, with_document
 from service.repository import ModelRepository
 from service.settings import Settings
+from service.tasks.image_decoding import ImageDecoder
+
+if TYPE_CHECKING:
+    from service.server import ModelServer
 
 T = TypeVar("T")
 
 
+def server(request: Request) -> ModelServer:
+    return cast("ModelServer", request.app.state.server)
+
+
 def repository(request: Request) -> ModelRepository:
-    return cast(ModelRepository, request.app.state.repository)
+    return server(request).parts.repository
+
+
+def inference_core(request: Request) -> InferenceCore:
+    return server(request).parts.core
 
 
 def lifecycle(request: Request) -> Lifecycle:
-    return cast(Lifecycle, request.app.state.lifecycle)
+    return server(request).lifecycle
 
 
 def settings(request: Request) -> Settings:
-    return cast(Settings, request.app.state.settings)
+    return server(request).settings
 
 
 def decoder(request: Request) -> Decoder:
-    return cast(Decoder, request.app.state.body_decoder)
+    return server(request).parts.body_decoder
+
+
+def image_decoder(request: Request) -> ImageDecoder:
+    return server(request).parts.image_decoder
+
+
+def metrics(request: Request) -> Metrics:
+    return server(request).metrics
 
 
 async def read_request_body(request: Request) -> bytes:

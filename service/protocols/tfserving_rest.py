@@ -19,6 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import Response
 
 from service.errors import NotFoundError
+from service.inference import Call, ModelRef
 from service.protocols import classify_regress
 from service.protocols import tfserving_codec as codec
 from service.protocols.error_docs import METADATA_ERRORS, PREDICT_ERRORS, STATUS_ERRORS
@@ -26,6 +27,7 @@ from service.protocols.json_io import JSONBody, JSONDocument
 from service.protocols.state import (
     answer_json,
     decode_json,
+    inference_core,
     parse_version,
     read_request_body,
     read_request_json,
@@ -34,7 +36,6 @@ from service.protocols.state import (
     until_disconnected,
 )
 from service.servable import ServableVersion
-from service.signatures import DEFAULT_SIGNATURE
 
 METHODS = ("predict", "classify", "regress")
 
@@ -251,25 +252,17 @@ async def _call(
     version: int | None = None,
     label: str | None = None,
 ) -> Response:
-    repo = repository(request)
-    # 404/503/429 before reading a body that cannot be used
-    addressed = repo.resolve(model, version, label)
+    ref = ModelRef(model, version, label)
     if method != "predict":
-        verb = cast(classify_regress.Method, method)
-        classify_regress.capable_signatures(addressed, verb)  # 501 before reading the body
-        return await _call_examples(request, verb, model, version, label)
-    addressed.check_capacity()
+        return await _call_examples(request, cast(classify_regress.Method, method), ref)
     timeout_ms = request_timeout_ms(request)
-    body = await read_request_body(request)
-    async with repo.lease(model, version, label) as servable:
+    async with inference_core(request).admit(ref) as call:  # before reading the body
+        body = await read_request_body(request)
         predict, signature_name, inputs = await decode_json(
-            request,
-            body,
-            lambda document: _decode_predict(document, servable),
-            allow_non_finite=True,
+            request, body, lambda document: _decode_predict(document, call), allow_non_finite=True
         )
         outputs = await until_disconnected(
-            request, servable.predict(signature_name, inputs, timeout_ms=timeout_ms)
+            request, call.predict(signature_name, inputs, timeout_ms=timeout_ms)
         )
     return await answer_json(
         request,
@@ -279,37 +272,30 @@ async def _call(
 
 
 def _decode_predict(
-    document: JSONDocument, servable: ServableVersion
+    document: JSONDocument, call: Call
 ) -> tuple[codec.PredictRequest, str, dict[str, np.ndarray]]:
     """The request's envelope, signature and input arrays (run where the body was parsed)."""
     predict = codec.parse_predict_request(
         document.data, booleans_possible=document.booleans_possible
     )
-    signature = servable.signature(predict.signature_name)
+    signature = call.signature(predict.signature_name)
     return predict, signature.name, codec.decode_inputs(predict, signature)
 
 
 async def _call_examples(
-    request: Request,
-    method: classify_regress.Method,
-    model: str,
-    version: int | None,
-    label: str | None,
+    request: Request, method: classify_regress.Method, ref: ModelRef
 ) -> Response:
     """:classify / :regress: tf.Example features in JSON, TF Serving's `result` out."""
-    repo = repository(request)
     timeout_ms = request_timeout_ms(request)
-    signature_name, serialized = await read_request_json(
-        request,
-        lambda document: classify_regress.serialized_from_json(document.data),
-        allow_non_finite=True,
-    )
-    async with repo.lease(model, version, label) as servable:
-        target = classify_regress.example_signature(
-            servable, signature_name or DEFAULT_SIGNATURE, method
+    async with inference_core(request).admit(ref, method=method) as call:  # 501 before the body
+        signature_name, serialized = await read_request_json(
+            request,
+            lambda document: classify_regress.serialized_from_json(document.data),
+            allow_non_finite=True,
         )
+        target = call.example_signature(signature_name or "", method)
         outputs = await until_disconnected(
-            request, classify_regress.run(servable, target, serialized, timeout_ms)
+            request, call.run_examples(target, serialized, timeout_ms)
         )
     results = (
         classify_regress.classifications if method == "classify" else classify_regress.regressions

@@ -15,12 +15,14 @@ from starlette.responses import Response
 from service import __version__
 from service.dtypes import BY_V2_NAME
 from service.errors import UnavailableError
+from service.inference import Call, ModelRef
 from service.protocols import v2_codec as codec
 from service.protocols.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
 from service.protocols.json_io import JSONBody, JSONDocument
 from service.protocols.state import (
     answer_json,
     decode_json,
+    inference_core,
     parse_version,
     read_request_body,
     repository,
@@ -177,32 +179,28 @@ async def version_infer(model: str, version: str, request: Request) -> Response:
 
 
 async def _infer(request: Request, model: str, version: int | None) -> Response:
-    repo = repository(request)
-    # 404/503/429 before reading a body that cannot be used
-    repo.resolve(model, version).check_capacity()
     timeout_ms = request_timeout_ms(request)
-    body = await read_request_body(request)
-    async with repo.lease(model, version) as servable:
+    async with inference_core(request).admit(ModelRef(model, version)) as call:
+        body = await read_request_body(request)
         infer, signature_name, inputs = await decode_json(
-            request, body, lambda document: _decode_infer(document, servable)
+            request, body, lambda document: _decode_infer(document, call)
         )
         outputs = await until_disconnected(
-            request,
-            servable.predict(signature_name, inputs, infer.output_names, timeout_ms=timeout_ms),
+            request, call.predict(signature_name, inputs, infer.output_names, timeout_ms)
         )
     return await answer_json(
         request,
         outputs,
-        lambda: codec.encode_outputs(infer, outputs, servable.model, servable.version),
+        lambda: codec.encode_outputs(infer, outputs, call.model, call.version),
     )
 
 
 def _decode_infer(
-    document: JSONDocument, servable: ServableVersion
+    document: JSONDocument, call: Call
 ) -> tuple[codec.InferRequest, str, dict[str, np.ndarray]]:
     """The request's envelope, signature and input arrays (run where the body was parsed)."""
     infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
-    signature = servable.signature(infer.signature_name)
+    signature = call.signature(infer.signature_name)
     inputs = codec.decode_inputs(infer, signature)
     codec.check_outputs(infer, signature)
     return infer, signature.name, inputs

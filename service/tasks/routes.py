@@ -11,9 +11,10 @@ requests share batches with TF Serving and V2 requests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
@@ -28,11 +29,13 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from service.inference import Call, ModelRef
 from service.protocols.error_docs import QUEUE_FULL, error_responses
 from service.protocols.json_io import JSONBody, JSONDocument
 from service.protocols.state import (
+    image_decoder,
+    inference_core,
     read_request_json,
-    repository,
     request_timeout_ms,
     settings,
     until_disconnected,
@@ -41,7 +44,6 @@ from service.servable import ServableVersion
 from service.settings import Settings
 from service.signatures import DEFAULT_SIGNATURE
 from service.tasks import schemas
-from service.tasks.image_decoding import ImageDecoder
 from service.tasks.imagenet_format import imagenet_pixels
 from service.tasks.mnist_format import BlankImageError, mnist_pixels
 from service.tasks.model_assets import assets_of, require_interface, require_labels
@@ -134,23 +136,24 @@ async def digits(request: Request, version: VersionQuery = None) -> Any:
     """Upload photos or drawings of digits (any size, dark ink on light paper or light on dark)
     as `file` fields; each is converted to MNIST's format (grayscale, ink white on black, fit to
     20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format."""
-    limits = _admit(request, DIGITS, version)
-    if not (is_multipart(request) or _is_json(request)):
-        raise UnsupportedMediaTypeError(
-            "expected multipart/form-data with images in `file` fields, or an application/json "
-            f"body of 28x28 arrays; got {request.headers.get('content-type')!r}"
-        )
-    if is_multipart(request):
-        uploads = await _read_uploads(request, limits)
-        pixels = await _decode_uploads(request, DIGITS, version, uploads, _mnist_digit)
-        names: list[str | None] = [upload.name for upload in uploads]
-    else:
-        arrays = await _read_json(request, schemas.DigitArrays)
-        _check_items(len(arrays.images), limits)
-        pixels = np.asarray(arrays.images, dtype=np.uint8)
-        names = [None] * len(pixels)
-    batch = (pixels.astype(np.float32) / 255.0)[..., np.newaxis]
-    answered = await _predict(request, DIGITS, version, batch)
+    async with _admitted(request, DIGITS, version) as admitted:
+        if not (is_multipart(request) or _is_json(request)):
+            sent = request.headers.get("content-type")
+            raise UnsupportedMediaTypeError(
+                "expected multipart/form-data with images in `file` fields, or an "
+                f"application/json body of 28x28 arrays; got {sent!r}"
+            )
+        if is_multipart(request):
+            uploads = await _read_uploads(request, admitted.limits)
+            pixels = await _decode_uploads(request, admitted, uploads, _mnist_digit)
+            names: list[str | None] = [upload.name for upload in uploads]
+        else:
+            arrays = await _read_json(request, schemas.DigitArrays)
+            _check_items(len(arrays.images), admitted.limits)
+            pixels = np.asarray(arrays.images, dtype=np.uint8)
+            names = [None] * len(pixels)
+        batch = (pixels.astype(np.float32) / 255.0)[..., np.newaxis]
+        answered = await _predict(request, admitted, batch)
     return schemas.DigitsAnswer(
         **_identity(answered),
         predictions=[
@@ -179,10 +182,10 @@ async def images(
 ) -> Any:
     """Upload photos (JPEG, PNG, GIF, BMP or WebP, any size) as `file` fields; each answer lists
     the `top_k` most probable classes."""
-    limits = _admit(request, IMAGES, version)
-    uploads = await _read_uploads(request, limits)
-    batch = await _decode_uploads(request, IMAGES, version, uploads, _imagenet_image)
-    answered = await _predict(request, IMAGES, version, batch)
+    async with _admitted(request, IMAGES, version) as admitted:
+        uploads = await _read_uploads(request, admitted.limits)
+        batch = await _decode_uploads(request, admitted, uploads, _imagenet_image)
+        answered = await _predict(request, admitted, batch)
     assets = assets_of(answered.servable)
     class_ids = assets.class_ids or answered.labels  # WordNet ids when the model ships them
     ranked = np.argsort(-answered.probabilities, axis=1, kind="stable")[:, :top_k]
@@ -210,17 +213,18 @@ async def images(
 )
 async def sentiment(request: Request, version: VersionQuery = None) -> Any:
     """Raw review texts in; per text the label and the probability that it is positive."""
-    limits = _admit(request, SENTIMENT, version)
-    body = await _read_json(request, schemas.SentimentRequest)
-    _check_items(len(body.texts), limits)
-    for index, text in enumerate(body.texts):
-        if len(text) > limits.max_text_chars:
-            raise PayloadTooLargeError(
-                f"texts[{index}] has {len(text):,} characters; the limit is "
-                f"{limits.max_text_chars:,}"
-            )
-    batch = np.array([text.encode("utf-8") for text in body.texts], dtype=object)
-    answered = await _predict(request, SENTIMENT, version, batch)
+    async with _admitted(request, SENTIMENT, version) as admitted:
+        limits = admitted.limits
+        body = await _read_json(request, schemas.SentimentRequest)
+        _check_items(len(body.texts), limits)
+        for index, text in enumerate(body.texts):
+            if len(text) > limits.max_text_chars:
+                raise PayloadTooLargeError(
+                    f"texts[{index}] has {len(text):,} characters; the limit is "
+                    f"{limits.max_text_chars:,}"
+                )
+        batch = np.array([text.encode("utf-8") for text in body.texts], dtype=object)
+        answered = await _predict(request, admitted, batch)
     positive = answered.labels.index("positive") if "positive" in answered.labels else 1
     return schemas.SentimentAnswer(
         **_identity(answered),
@@ -245,13 +249,13 @@ async def sentiment(request: Request, version: VersionQuery = None) -> Any:
 async def party(request: Request, version: VersionQuery = None) -> Any:
     """Per member, the votes by bill name ("y", "n", "?"); a bill left out counts as not
     voting, as in the UCI data the model was trained on."""
-    limits = _admit(request, PARTY, version)
-    body = await _read_json(request, schemas.PartyRequest)
-    _check_items(len(body.votes), limits)
-    bills = _vote_columns(repository(request).resolve(PARTY.model, version))
-    encoded = [_encode_votes(record, bills, i) for i, record in enumerate(body.votes)]
-    batch = np.array(encoded, dtype=np.float32)
-    answered = await _predict(request, PARTY, version, batch)
+    async with _admitted(request, PARTY, version) as admitted:
+        body = await _read_json(request, schemas.PartyRequest)
+        _check_items(len(body.votes), admitted.limits)
+        bills = _vote_columns(admitted.call.servable)
+        encoded = [_encode_votes(record, bills, i) for i, record in enumerate(body.votes)]
+        batch = np.array(encoded, dtype=np.float32)
+        answered = await _predict(request, admitted, batch)
     return schemas.PartyAnswer(
         **_identity(answered),
         predictions=[
@@ -267,29 +271,39 @@ async def party(request: Request, version: VersionQuery = None) -> Any:
 # -- the steps every endpoint shares --------------------------------------------------------------
 
 
-def _admit(request: Request, task: Task, version: int | None) -> Settings:
-    """404/409/429/503 before the body is read: the model must be there, fit, and have room."""
-    repo = repository(request)
-    if task.how_to_serve and task.model not in repo.model_names():
+@dataclass(frozen=True)
+class Admitted:
+    """A task request admitted to a model version that fits the task."""
+
+    task: Task
+    call: Call
+    labels: tuple[str, ...]
+    limits: Settings
+    timeout_ms: float | None  # the client's deadline (X-Request-Timeout), if given
+
+
+@contextlib.asynccontextmanager
+async def _admitted(request: Request, task: Task, version: int | None) -> AsyncIterator[Admitted]:
+    """404/409/429/503 before the body is read: the model must be there, fit, and have room;
+    the version is held until the block ends."""
+    core = inference_core(request)
+    if task.how_to_serve and task.model not in core.repository.model_names():
         raise NotFoundError(f"model {task.model!r} is not served: {task.how_to_serve}")
-    servable = repo.resolve(task.model, version)
-    limits = settings(request)
-    task.check(servable, limits)
-    servable.check_capacity()
-    return limits
-
-
-async def _predict(
-    request: Request, task: Task, version: int | None, batch: np.ndarray
-) -> Answered:
     timeout_ms = request_timeout_ms(request)
-    async with repository(request).lease(task.model, version) as servable:
-        labels = task.check(servable, settings(request))  # the version may have changed
-        outputs = await until_disconnected(
-            request,
-            servable.predict(task.signature, {task.input: batch}, (task.output,), timeout_ms),
-        )
-    return Answered(servable, labels, outputs[task.output])
+    limits = settings(request)
+    async with core.admit(ModelRef(task.model, version)) as call:
+        yield Admitted(task, call, task.check(call.servable, limits), limits, timeout_ms)
+
+
+async def _predict(request: Request, admitted: Admitted, batch: np.ndarray) -> Answered:
+    task = admitted.task
+    outputs = await until_disconnected(
+        request,
+        admitted.call.predict(
+            task.signature, {task.input: batch}, (task.output,), admitted.timeout_ms
+        ),
+    )
+    return Answered(admitted.call.servable, admitted.labels, outputs[task.output])
 
 
 def _is_json(request: Request) -> bool:
@@ -340,17 +354,16 @@ def _check_items(count: int, limits: Settings) -> None:
 
 async def _decode_uploads(
     request: Request,
-    task: Task,
-    version: int | None,
+    admitted: Admitted,
     uploads: Sequence[Upload],
     convert: Callable[[Image.Image, str], np.ndarray],
 ) -> np.ndarray:
     """`convert(image, file name)` of each upload, stacked. One image at a time, so a request
     of large photos never holds them all at once; each waits for room in the decode pool's
     pixel budget until the request's deadline (the model's own deadline by default)."""
-    decoder = cast(ImageDecoder, request.app.state.image_decoder)
-    default_ms = repository(request).resolve(task.model, version).config.batching.timeout_ms
-    deadline = deadline_from(request_timeout_ms(request), default_ms)
+    decoder = image_decoder(request)
+    default_ms = admitted.call.servable.config.batching.timeout_ms
+    deadline = deadline_from(admitted.timeout_ms, default_ms)
     limit = settings(request).max_image_pixels
     loop = asyncio.get_running_loop()
     rows = []

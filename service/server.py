@@ -1,0 +1,174 @@
+"""The composition root: a `ModelServer` builds every part of a running modelserve as equals
+(devices, thread pools, the model repository, the inference core, the request decoders, the
+REST app and the gRPC server) and starts and stops them in order.
+
+    server = ModelServer(settings)   # the REST app (`server.app`) is built at once
+    async with server.running():     # what the app's lifespan does: start, serve, stop
+        ...
+    server.begin_drain()             # SIGTERM: REST and gRPC drain together
+
+Routes reach the parts through `service.protocols.state` (FastAPI dependencies over
+`app.state.server`); nothing is module-level, so tests build as many servers as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from service.app import create_app
+from service.auth import AccessPolicy
+from service.decoding import Decoder
+from service.grpc_server import GrpcDrain, GrpcSecurity, start_grpc_server
+from service.inference import InferenceCore
+from service.lifecycle import Lifecycle
+from service.metrics import Metrics
+from service.placement import DeviceSetup, configure_devices
+from service.protocols.message_split import MessageSplitter
+from service.repository import ModelRepository
+from service.serving_config import (
+    ServingConfig,
+    discover_serving_config,
+    load_serving_config,
+    load_tfserving_model_config,
+)
+from service.settings import Settings
+from service.tasks.image_decoding import ImageDecoder
+
+log = logging.getLogger(__name__)
+
+
+def serving_config_for(settings: Settings) -> ServingConfig:
+    """The serving config file when one is given, else every model under the base path."""
+    if settings.config is not None:
+        return load_serving_config(settings.config, settings.model_base_path)
+    if settings.model_config_file is not None:
+        return load_tfserving_model_config(settings.model_config_file)
+    return discover_serving_config(settings.model_base_path)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a started server runs."""
+
+    repository: ModelRepository
+    core: InferenceCore
+    body_decoder: Decoder
+    image_decoder: ImageDecoder
+    splitter: MessageSplitter
+    inference: ThreadPoolExecutor
+    grpc_drain: GrpcDrain
+    grpc_port: int
+
+
+class ModelServer:
+    def __init__(
+        self,
+        settings: Settings,
+        serving_config: ServingConfig | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        """`metrics` (its registry) may be given, else each server gets its own."""
+        self.settings = settings
+        self.serving_config = serving_config or serving_config_for(settings)
+        self.metrics = metrics or Metrics()
+        self.access = AccessPolicy.from_settings(settings)  # the keys file: REST and gRPC
+        self.lifecycle = Lifecycle()
+        self._parts: Parts | None = None
+        self.app = create_app(self)
+
+    @property
+    def parts(self) -> Parts:
+        if self._parts is None:
+            raise RuntimeError("the server is not running")
+        return self._parts
+
+    @property
+    def grpc_port(self) -> int:
+        """The gRPC port it listens on (a free one when the settings say 0)."""
+        return self.parts.grpc_port
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        await self._start()
+        try:
+            yield
+        finally:
+            await self._stop()
+
+    def begin_drain(self) -> None:
+        """REST and gRPC stop taking requests and finish theirs (both in one drain time)."""
+        self.lifecycle.begin_drain()
+        if self._parts is not None:
+            self._parts.grpc_drain.begin()
+
+    async def _start(self) -> None:
+        settings, metrics = self.settings, self.metrics
+        device_setup = DeviceSetup(
+            virtual_cpus=settings.virtual_devices,
+            gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
+            auto_gpu_min_mb=settings.auto_gpu_min_mb,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+        )
+        devices = configure_devices(device_setup)
+        if settings.echo:
+            log.warning("ECHO MODE: models are not run; answers are zeros (benchmarks only)")
+        inference = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
+        repository = ModelRepository(
+            self.serving_config,
+            poll_interval=settings.poll_interval_seconds,
+            inference_executor=inference,
+            load_threads=settings.load_threads,
+            devices=devices,
+            device_setup=device_setup,
+            echo=settings.echo,
+            batch_observer=metrics.batch_observer,
+            grpc_max_message_bytes=settings.grpc_max_message_bytes,
+            follow_symlinks=settings.follow_version_symlinks,
+        )
+        metrics.watch(repository)
+        image_decoder = ImageDecoder(settings.image_decode_threads, settings.decode_pixel_budget)
+        metrics.watch_image_decoder(image_decoder)
+        await repository.start()
+        core = InferenceCore(repository)
+        body_decoder = Decoder(
+            settings.decode_threads, settings.decode_memory_bytes, settings.decode_inline_bytes
+        )
+        splitter = MessageSplitter()
+        grpc_drain, grpc_port = await start_grpc_server(
+            core,
+            metrics,
+            body_decoder,
+            splitter,
+            host=settings.host,
+            port=settings.grpc_port,
+            max_message_bytes=settings.grpc_max_message_bytes,
+            drain_seconds=settings.drain_seconds,
+            security=GrpcSecurity.from_settings(settings, self.access.keys),
+            max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+        )
+        self._parts = Parts(
+            repository,
+            core,
+            body_decoder,
+            image_decoder,
+            splitter,
+            inference,
+            grpc_drain,
+            grpc_port,
+        )
+        names = ", ".join(repository.model_names())
+        log.info("serving %s from %s", names, self.serving_config.source)
+
+    async def _stop(self) -> None:
+        parts = self.parts
+        await parts.grpc_drain.finish()
+        await parts.repository.stop()
+        parts.inference.shutdown(wait=True, cancel_futures=True)
+        parts.body_decoder.close()
+        parts.splitter.close()
+        parts.image_decoder.close()
