@@ -22,6 +22,7 @@ from service.auth import AccessControl
 from service.errors import QueueFullError, ServingError
 from service.lifecycle import DrainGate
 from service.middleware import RequestObserver
+from service.observer import log_failure
 from service.protocols import (
     admin,
     docs,
@@ -100,10 +101,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> Response:
-        if exc.http_status in (503, 504):  # overload or a client's deadline: expected
-            log.warning("%s %s: %s", request.method, request.url.path, exc.message)
-        elif exc.http_status >= 500:
-            log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        log_failure(f"{request.method} {request.url.path}", exc)
         headers = {}
         if isinstance(exc, QueueFullError):
             headers["Retry-After"] = str(exc.retry_after_seconds)

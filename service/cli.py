@@ -334,7 +334,7 @@ def _run_server(server: ModelServer) -> None:
         port=settings.port,
         log_level=settings.log_level,
         log_config=None,  # configure_logging's handler and format
-        access_log=False,  # modelserve writes its own (service.middleware)
+        access_log=False,  # modelserve writes its own (service.observer)
         timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,  # after DrainingServer's own drain
         server_header=False,  # no software and version for scanners
         **uvicorn_tls_options(settings),  # HTTPS with tls_cert_file / tls_key_file

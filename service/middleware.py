@@ -1,11 +1,9 @@
 """Per-request bookkeeping around every HTTP request: a request id (the client's
-`X-Request-ID` when it is sane, else a new one; echoed in the response), the request metrics,
-and one access-log line (JSON: method, route, path, model, version, status, latency, batch
-size, request id)."""
+`X-Request-ID` when it is sane, else a new one; echoed in the response), and the request
+handed to `service.observer` once it ends (a client that left mid-request: 499)."""
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import uuid
@@ -15,17 +13,14 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import request_context
-from service.logs import ACCESS_LOGGER
-from service.metrics import Metrics, rejection_reason
+from service.metrics import Metrics
+from service.observer import CLIENT_GONE, Finished, observe
 
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _PROTOCOLS = (("/v1/", "tfserving_rest"), ("/v2", "v2_rest"), ("/api/v1/", "task"))
-CLIENT_GONE = 499  # nginx's status for a client that closed before its answer
 UNMATCHED_ROUTE = "unmatched"  # no route: a 404 for any path, one label value for all
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # `{model:tfs_target}`: labelled as `{model}`
-
-access_log = logging.getLogger(ACCESS_LOGGER)
 
 
 class RequestObserver:
@@ -76,31 +71,10 @@ class RequestObserver:
     ) -> None:
         route = _CONVERTOR.sub(r"{\1}", getattr(scope.get("route"), "path", UNMATCHED_ROUTE))
         protocol = next((p for prefix, p in _PROTOCOLS if route.startswith(prefix)), "other")
-        metrics = self.metrics
-        metrics.requests.labels(record.model, protocol, route, str(status)).inc()
-        metrics.request_seconds.labels(record.model, protocol, route).observe(seconds)
-        reason = rejection_reason(status)
-        if reason is not None:
-            metrics.rejected.labels(record.model, reason).inc()
-        access_log.info(
-            "%s %s %d",
-            scope["method"],
-            scope["path"],
-            status,
-            extra={
-                "fields": {
-                    "method": scope["method"],
-                    "route": route,
-                    "path": scope["path"],
-                    "model": record.model or None,
-                    "version": record.version,
-                    "status": status,
-                    "latency_ms": round(seconds * 1000, 3),
-                    "batch_size": record.batch_size,
-                    "request_id": record.request_id,
-                }
-            },
+        finished = Finished(
+            protocol, scope["method"], route, scope["path"], str(status), status, seconds
         )
+        observe(self.metrics, record, finished)
 
 
 def _request_id(scope: Scope) -> str:

@@ -44,6 +44,7 @@ from service.errors import (
 )
 from service.inference import Call, InferenceCore, ModelRef
 from service.metrics import Metrics
+from service.observer import CLIENT_GONE, Finished, log_failure, observe
 from service.protocols import classify_regress, grpc_codec, message_split
 from service.protocols.message_split import MessageSplitter, Strings
 from service.servable import ServableVersion
@@ -115,50 +116,31 @@ class _Calls:
         started = time.perf_counter()
         request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "")
         record, token = request_context.begin(str(request_id)[:128] or "-")
-        code = grpc.StatusCode.OK
+        code, status = grpc.StatusCode.OK, 200
         try:
             return await work()
         except ServingError as exc:
-            code = grpc.StatusCode[exc.code]
-            if exc.http_status >= 500 and exc.http_status not in (503, 504):
-                log.error("%s: %s", route, exc.message)
+            code, status = grpc.StatusCode[exc.code], exc.http_status
+            log_failure(route, exc)
             await context.abort(code, exc.message)
             raise  # abort() raises; this line only tells type checkers so
         except asyncio.CancelledError:
             # gRPC cancels the handler when the client cancels or its deadline passes first
             code = _ended_by_client(context)
+            status = 504 if code is grpc.StatusCode.DEADLINE_EXCEEDED else CLIENT_GONE
             raise
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
-            code = grpc.StatusCode.INTERNAL
+            code, status = grpc.StatusCode.INTERNAL, 500
             log.exception("%s failed", route)
             await context.abort(code, f"internal error: {type(exc).__name__}")
             raise
         finally:
             request_context.end(token)
-            self._record(record, route, code, time.perf_counter() - started)
-
-    def _record(
-        self,
-        record: request_context.RequestRecord,
-        route: str,
-        code: grpc.StatusCode,
-        seconds: float,
-    ) -> None:
-        self.metrics.requests.labels(record.model, "grpc", route, code.name).inc()
-        self.metrics.request_seconds.labels(record.model, "grpc", route).observe(seconds)
-        reason = _REJECTIONS.get(code)
-        if reason is not None:
-            self.metrics.rejected.labels(record.model, reason).inc()
-
-
-_REJECTIONS = {
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "queue_full",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "deadline",
-    grpc.StatusCode.CANCELLED: "client_gone",
-    grpc.StatusCode.INVALID_ARGUMENT: "invalid",
-}
+            seconds = time.perf_counter() - started
+            finished = Finished("grpc", "grpc", route, route, code.name, status, seconds)
+            observe(self.metrics, record, finished)
 
 
 DEADLINE_TRANSIT_SECONDS = 0.25

@@ -1,0 +1,70 @@
+"""One observer of finished requests, REST and gRPC alike: the request metrics (count and
+latency by model, protocol, route and code), the reason a request was turned away, and one
+access-log line (JSON: method, route, path, model, version, status (and a gRPC call's code),
+latency, batch size, request id). Rejections are read from the HTTP status every failure maps to
+(`service.errors`), whatever the protocol: one table, one rule."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from service.errors import ServingError
+from service.logs import ACCESS_LOGGER
+from service.metrics import Metrics, rejection_reason
+from service.request_context import RequestRecord
+
+CLIENT_GONE = 499  # nginx's status for a client that closed before its answer
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A request as it ended."""
+
+    protocol: str  # tfserving_rest, v2_rest, task, grpc, other
+    method: str  # the HTTP method, or "grpc"
+    route: str  # the route template, or the gRPC method's full name
+    path: str  # what the client asked for
+    code: str  # as the protocol says it: "200", "OK"
+    status: int  # the HTTP status it maps to (a gRPC client that left: 499)
+    seconds: float
+
+
+def observe(metrics: Metrics, record: RequestRecord, finished: Finished) -> None:
+    metrics.requests.labels(record.model, finished.protocol, finished.route, finished.code).inc()
+    metrics.request_seconds.labels(record.model, finished.protocol, finished.route).observe(
+        finished.seconds
+    )
+    reason = rejection_reason(finished.status)
+    if reason is not None:
+        metrics.rejected.labels(record.model, reason).inc()
+    access_log.info(
+        "%s %s %s",
+        finished.method,
+        finished.path,
+        finished.code,
+        extra={
+            "fields": {
+                "method": finished.method,
+                "route": finished.route,
+                "path": finished.path,
+                "model": record.model or None,
+                "version": record.version,
+                "status": finished.status,
+                **({} if finished.code == str(finished.status) else {"code": finished.code}),
+                "latency_ms": round(finished.seconds * 1000, 3),
+                "batch_size": record.batch_size,
+                "request_id": record.request_id,
+            }
+        },
+    )
+
+
+def log_failure(where: str, exc: ServingError) -> None:
+    """The one rule for what a failure logs: overload and deadlines (503, 504) are expected and
+    warned about, other server errors are errors, client errors are the access log's."""
+    if exc.http_status in (503, 504):
+        logging.getLogger(__name__).warning("%s: %s", where, exc.message)
+    elif exc.http_status >= 500:
+        logging.getLogger(__name__).error("%s: %s", where, exc.message)
