@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
-import contextvars
 import itertools
 import logging
 import math
@@ -63,15 +62,16 @@ class Runner(Protocol):
     device: str
 
     def run(
-        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
-    ) -> Arrays: ...
-
-
-# Seconds left for the requests of the batch being run (the most patient one), set around
-# each runner.run call: a runner that calls a remote backend uses it as the call's deadline.
-call_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "call_timeout", default=None
-)
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
+    ) -> Arrays:
+        """`outputs` of the signature (all when empty); `seconds_left`: the time the batch's
+        most patient request has left, the deadline of a runner that calls out (a remote
+        backend; a local TensorFlow call cannot be stopped once it runs)."""
+        ...
 
 
 DEADLINE_SLACK = 1.5
@@ -601,13 +601,12 @@ class Batcher:
         deadline: float,
         outputs: tuple[str, ...],
     ) -> Arrays:
-        """runner.run on a worker thread, with the time left until `deadline` (event-loop
-        time) in `call_timeout`, for runners that call out (a remote backend)."""
+        """runner.run on a worker thread, given the time left until `deadline` (event-loop
+        time)."""
         loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        context.run(call_timeout.set, max(0.0, deadline - loop.time()))
+        seconds_left = max(0.0, deadline - loop.time())
         return await loop.run_in_executor(
-            self.executor, context.run, runner.run, self.signature_name, inputs, outputs
+            self.executor, runner.run, self.signature_name, inputs, outputs, seconds_left
         )
 
     def _note_call(self, seconds: float) -> None:

@@ -27,7 +27,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.batching import call_timeout
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -100,9 +99,14 @@ class RemoteBackend:
         signatures = signatures_from_defs(definitions.signature_def)
         return [RemoteRunner(self, version, signatures) for _ in range(max(1, instances))]
 
-    def predict(self, version: int, signature_name: str, inputs: dict[str, np.ndarray]) -> Arrays:
-        # the batch's own deadline when the batcher gives one, capped by the configured one
-        left = call_timeout.get()
+    def predict(
+        self,
+        version: int,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        left: float | None = None,
+    ) -> Arrays:
+        """One call; `left`: the batch's own time left, capped by the configured timeout."""
         if left is not None and left <= 0:  # no request of the batch can still use an answer
             raise DeadlineExceededError(
                 f"backend {self.address} (Predict {self.remote_name!r}): DEADLINE_EXCEEDED: "
@@ -153,7 +157,11 @@ class RemoteRunner:
         self.device = f"grpc://{backend.address}"
 
     def run(
-        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
     ) -> Arrays:
-        results = self.backend.predict(self.version, signature_name, inputs)
+        results = self.backend.predict(self.version, signature_name, inputs, seconds_left)
         return {k: v for k, v in results.items() if not outputs or k in outputs}

@@ -47,7 +47,11 @@ class LoadedModel:
             raise ValueError(f"signatures {sorted(missing)} are declared but not loadable")
 
     def run(
-        self, signature_name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
     ) -> Arrays:
         """Runs one signature on this instance's device; `outputs` selects outputs (all when
         empty). Inputs are validated by the protocol layer; TensorFlow's own complaints about
@@ -142,7 +146,11 @@ class EchoModel:
         self.signatures = signatures
 
     def run(
-        self, signature_name: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
     ) -> Arrays:
         rows = next(iter(inputs.values())).shape[0]
         specs = self.signatures[signature_name].outputs

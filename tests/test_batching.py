@@ -52,7 +52,11 @@ class RecordingRunner:
         self._lock = threading.Lock()
 
     def run(
-        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
     ) -> Arrays:
         assert signature_name == SIGNATURE
         with self._lock:
@@ -753,7 +757,11 @@ class SlowBatchRunner(RecordingRunner):
         self.seconds = seconds
 
     def run(
-        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
     ) -> Arrays:
         if len(inputs["x"]) > 1:
             time.sleep(self.seconds)
@@ -1042,7 +1050,11 @@ class SlowRunner(RecordingRunner):
         self.seconds = seconds
 
     def run(
-        self, signature_name: str, inputs: dict[str, np.ndarray], outputs: Sequence[str] = ()
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        seconds_left: float | None = None,
     ) -> Arrays:
         result = super().run(signature_name, inputs, outputs)  # notes the call's start
         time.sleep(self.seconds)

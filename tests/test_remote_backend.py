@@ -8,7 +8,6 @@ unready and its requests 503, and a backend that comes back is served again.
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from service.batching import call_timeout
 from service.errors import DeadlineExceededError, InvalidInputError
-from service.remote import RemoteBackend, RemoteRunner
+from service.remote import RemoteBackend
 from service.serving_config import BackendConfig
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
@@ -182,17 +180,17 @@ def test_backend_config_is_validated(tmp_path: Path) -> None:
 
 
 def test_the_batch_deadline_is_the_backend_call_deadline(backend: Backend) -> None:
-    """A batch runs with the time its requests have left (`call_timeout`), capped by the
+    """A batch runs with the time its requests have left (`seconds_left`), capped by the
     configured `timeout_ms`: none left means the backend call fails at once with 504."""
     config = BackendConfig(grpc=f"127.0.0.1:{backend.grpc_port}", model_name="votes")
     remote = RemoteBackend("party", config, max_message_bytes=1 << 20)
     try:
         (runner,) = remote.load(1, instances=1)
         inputs = {"votes": np.array([VOTES_ROW], np.float32)}
-        answered = contextvars.copy_context().run(_run_with_time_left, runner, inputs, 10.0)
+        answered = runner.run("serving_default", inputs, seconds_left=10.0)
         assert answered["probabilities"].shape == (1, 2)
         with pytest.raises(DeadlineExceededError, match="DEADLINE_EXCEEDED"):
-            contextvars.copy_context().run(_run_with_time_left, runner, inputs, 0.0)
+            runner.run("serving_default", inputs, seconds_left=0.0)
     finally:
         remote.close()
 
@@ -245,13 +243,6 @@ def test_a_backend_refusal_naming_internals_is_logged_not_sent(
         assert details not in message and "[" not in message, message
         assert "in the gateway log" in message, message
         assert details in logged, logged
-
-
-def _run_with_time_left(
-    runner: RemoteRunner, inputs: dict[str, np.ndarray], seconds: float
-) -> dict[str, np.ndarray]:
-    call_timeout.set(seconds)
-    return runner.run("serving_default", inputs)
 
 
 def test_classify_and_regress_run_on_the_backend(model_library: Path, tmp_path: Path) -> None:
