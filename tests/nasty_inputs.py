@@ -692,12 +692,25 @@ def grpc_cases() -> list[GrpcCase]:
         GrpcCase(
             "grpc-unknown-dtype", votes(tensor(999, [1, 16], float_val=row)), invalid, ("999",)
         ),
-        GrpcCase("grpc-huge-dims", votes(tensor(f32, [2**40, 2**40])), invalid, ("values",)),
+        # refused from the rows the shape declares, before any value is looked at
+        GrpcCase("grpc-huge-dims", votes(tensor(f32, [2**40, 2**40])), invalid, ("rows",)),
         GrpcCase(
             "grpc-huge-dims-with-content",
             votes(tensor(f32, [2**31, 16], tensor_content=bytes(64))),
             invalid,
-            ("tensor_content",),
+            ("rows",),
+        ),
+        GrpcCase(
+            "grpc-too-few-values",
+            votes(tensor(f32, [2, 16], float_val=row)),
+            invalid,
+            ("values", "32"),
+        ),
+        GrpcCase(
+            "grpc-content-too-short",
+            votes(tensor(f32, [2, 16], tensor_content=bytes(64))),
+            invalid,
+            ("tensor_content", "128"),
         ),
         GrpcCase(
             "grpc-negative-dim", votes(tensor(f32, [-1, 16], float_val=row)), invalid, ("negative",)
