@@ -42,6 +42,7 @@ from typing import Protocol
 import numpy as np
 
 from service import request_context
+from service.dtypes import Arrays
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -50,8 +51,6 @@ from service.errors import (
     ServingError,
 )
 from service.serving_config import BatchingConfig
-
-Arrays = dict[str, np.ndarray]  # as in service.runtime (not imported: no TensorFlow here)
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,9 @@ import numpy as np
 
 from service.errors import InvalidInputError
 
+Arrays = dict[str, np.ndarray]
+"""Named tensors: a request's inputs or a model's outputs."""
+
 
 @dataclass(frozen=True)
 class DType:

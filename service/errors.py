@@ -2,7 +2,7 @@
 
 Each class carries the HTTP status and the canonical (gRPC/TF) error code it maps to, following
 TF Serving's own mapping (INVALID_ARGUMENT -> 400, NOT_FOUND -> 404, UNAVAILABLE -> 503, ...),
-so the REST handlers and, later, the gRPC servicer answer the same failure the same way.
+so REST and gRPC answer the same failure the same way.
 """
 
 from __future__ import annotations

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.dtypes import Arrays
 from service.protocols import classify_regress
 from service.repository import ModelRepository
 from service.servable import ServableVersion
 from service.signatures import DEFAULT_SIGNATURE, Signature
-
-Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

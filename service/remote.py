@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from service.dtypes import Arrays
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -36,7 +37,7 @@ from service.errors import (
     ServingError,
     UnavailableError,
 )
-from service.runtime import Arrays, client_reason
+from service.runtime import client_reason
 from service.serving_config import BackendConfig
 from service.signatures import Signature, signatures_from_defs
 

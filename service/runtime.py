@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from service.dtypes import Arrays
 from service.errors import InvalidInputError, ModelFailureError, NotFoundError
 from service.signatures import Shape, Signature, read_signatures
 
 log = logging.getLogger(__name__)
 
 STRING_CHUNK = 65536  # strings converted to a tensor per GIL-holding call (a few ms)
-
-Arrays = dict[str, np.ndarray]
 
 
 class LoadedModel:

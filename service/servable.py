@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from service.batching import Batcher, BatchObserver, InstancePool, Runner, deadline_from
+from service.dtypes import Arrays
 from service.errors import InvalidInputError, UnavailableError
-from service.runtime import Arrays
 from service.serving_config import ModelConfig
 from service.signatures import DEFAULT_SIGNATURE, Signature
 

@@ -1,4 +1,4 @@
 """Protocol adapters: parse and validate requests, call a model version, encode answers.
 
-They know JSON and HTTP (and, later, gRPC), never TensorFlow internals.
+They know their wire formats (JSON and HTTP, protobuf and gRPC), never TensorFlow internals.
 """

@@ -67,8 +67,9 @@ PREDICTION_SERVICE = _service_name(prediction_service_pb2, "PredictionService")
 MODEL_SERVICE = _service_name(model_service_pb2, "ModelService")
 
 
-class _Calls:
-    """Bookkeeping shared by the servicers: request record, metrics, error mapping."""
+class CallRunner:
+    """What every servicer method shares: the parts a call uses (inference core, decoders,
+    metrics) and how a call runs, fails (its gRPC status) and is observed."""
 
     def __init__(
         self,
@@ -211,7 +212,7 @@ def _timeout_ms(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, calls: _Calls) -> None:
+    def __init__(self, calls: CallRunner) -> None:
         self._calls = calls
 
     async def Predict(  # noqa: N802 (the proto's method names)
@@ -349,7 +350,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, calls: _Calls) -> None:
+    def __init__(self, calls: CallRunner) -> None:
         self._calls = calls
 
     async def GetModelStatus(  # noqa: N802
@@ -393,7 +394,7 @@ def add_services(
     splitter: MessageSplitter,
     max_message_bytes: int,
 ) -> None:
-    calls = _Calls(core, metrics, decoder, splitter, max_message_bytes)
+    calls = CallRunner(core, metrics, decoder, splitter, max_message_bytes)
     prediction = PredictionServicer(calls)
     # The methods whose requests grow with the data, without (de)serializers: their messages
     # are parsed and built off the event loop. gRPC asks the generic handlers in order, so
