@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.cpu_limit import available_cpus
-from service.logs import LogFormat
+from service.logs import LogFormat, LogLevel
 from service.tls import check_ca_file, check_key_pair, check_readable_file
-
-LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 
 class Settings(BaseSettings):
