@@ -18,6 +18,7 @@ from rich.table import Table
 from service import __version__
 from service.layout import existing_versions, model_names, read_model_card
 from service.settings import Settings
+from training.jobs import JOBS, train_function
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -38,22 +39,85 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 Command = TypeVar("Command", bound=Callable[..., None])
 
-ModelBasePath = Annotated[
-    Path,
-    typer.Option(
-        "--model-base-path",
-        envvar="MODELSERVE_MODEL_BASE_PATH",
-        help="Model repository: <path>/<name>/<version>/ (TF Serving layout).",
-    ),
-]
+# The jobs of `modelserve train` (training.jobs imports no TensorFlow until one runs); built
+# from JOBS, so mypy cannot see its members.
+JobName = StrEnum("JobName", {name: name for name in (*JOBS, "all")})  # type: ignore[misc]
 
 
-class JobName(StrEnum):
-    digits = "digits"
-    votes = "votes"
-    sentiment = "sentiment"
-    resnet50 = "resnet50"
-    all = "all"
+# Settings `serve` offers as options (the others are environment variables only). Each option's
+# flag (the field's name: --poll-interval-seconds), help, default and variable come from Settings.
+SERVE_OPTIONS = (
+    "host",
+    "port",
+    "grpc_port",
+    "model_base_path",
+    "config",
+    "model_config_file",
+    "log_level",
+    "log_format",
+    "poll_interval_seconds",
+    "allow_random_weights",
+    "api_keys_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+)
+FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag names
+
+
+def settings_options(*names: str) -> Callable[[Command], Command]:
+    """Give `command(**options)` one option per Settings field in `names`, from the field.
+
+    An option not given is None (a flag: False), so Settings resolves it from MODELSERVE_* or
+    its default; a given value is passed on as the string typed, so Settings alone parses and
+    validates values (typer never reads the variable: the help only names it).
+    """
+
+    def option(name: str) -> inspect.Parameter:
+        field = Settings.model_fields[name]
+        flag = field.annotation is bool
+        env = Settings.model_config["env_prefix"] + name.upper()
+        lines = [field.description or "", f"[env var: {env}]"]
+        if field.default is not None and not flag:  # typer's own default is None: not shown
+            lines.append(f"[default: {field.default}]")
+        info = typer.Option(
+            "--" + name.replace("_", "-"),
+            *FLAG_ALIASES.get(name, ()),
+            help=escape("\n\n".join(lines)),  # paragraphs; escaped: rich markup reads [ ]
+            metavar=None if flag else _metavar(field.annotation),
+            show_default=False,
+        )
+        return inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False if flag else None,
+            annotation=Annotated[bool if flag else str | None, info],
+        )
+
+    def decorate(command: Command) -> Command:
+        # typer reads a command's options from its signature
+        signature = inspect.Signature([option(name) for name in names])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _metavar(annotation: Any) -> str:
+    """The value's kind as --help shows it: <int>, <path>, <json|text>."""
+    if get_origin(annotation) is Literal:
+        return f"<{'|'.join(get_args(annotation))}>"
+    kind = next(t for t in (*get_args(annotation), annotation) if t is not type(None))
+    return f"<{kind.__name__.lower()}>"
+
+
+def given_settings(options: dict[str, Any]) -> Settings:
+    """Settings from the options given on the command line, the others from MODELSERVE_* or
+    their defaults."""
+    try:
+        return Settings(**{k: v for k, v in options.items() if v not in (None, False)})
+    except ValidationError as exc:
+        _fail(f"invalid setting: {exc}")
 
 
 def _version_callback(value: bool) -> None:
@@ -113,7 +177,6 @@ def train(
 ) -> None:
     """Train a model and export it as the next SavedModel version."""
     from training.data import DataNotFoundError
-    from training.jobs import JOBS, train_function
     from training.options import TrainOptions
 
     options = TrainOptions(
@@ -127,7 +190,7 @@ def train(
         allow_download=download,
         weights=weights,
     )
-    names = list(JOBS) if name is JobName.all else [name.value]
+    names = list(JOBS) if name == "all" else [name.value]
     failures = 0
     for job in names:
         console.rule(f"training {job}")
@@ -144,82 +207,10 @@ def train(
 
 
 @app.command()
-def models(model_base_path: ModelBasePath = Path("models")) -> None:
+@settings_options("model_base_path")
+def models(**options: Any) -> None:
     """List the model repository: names, versions and model-card metrics."""
-    _print_repository(model_base_path)
-
-
-# Settings `serve` offers as options (the others are environment variables only). The flag
-# (--poll-interval-seconds), help, default and environment variable come from the field.
-SERVE_OPTIONS = (
-    "host",
-    "port",
-    "grpc_port",
-    "model_base_path",
-    "config",
-    "model_config_file",
-    "log_level",
-    "log_format",
-    "poll_interval_seconds",
-    "allow_random_weights",
-    "api_keys_file",
-    "tls_cert_file",
-    "tls_key_file",
-    "tls_ca_file",
-)
-FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag names
-
-
-def settings_options(*names: str) -> Callable[[Command], Command]:
-    """Give `command(**options)` one option per Settings field in `names`, from the field.
-
-    An option not given is None (a flag: False), so Settings resolves it from MODELSERVE_* or
-    its default; click hands a given value on as a string, so Settings alone parses and
-    validates values (click never reads the variable: the help only names it).
-    """
-
-    def option(name: str) -> inspect.Parameter:
-        field = Settings.model_fields[name]
-        flag = field.annotation is bool
-        env = Settings.model_config["env_prefix"] + name.upper()
-        info = typer.Option(
-            "--" + name.replace("_", "-"),
-            *FLAG_ALIASES.get(name, ()),
-            help=escape(f"{field.description}\n\n[env var: {env}]"),  # rich markup: [ is literal
-            metavar=None if flag else _metavar(field.annotation),
-            show_default=False if field.default in (None, False) else str(field.default),
-        )
-        return inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=False if flag else None,
-            annotation=Annotated[bool if flag else str | None, info],
-        )
-
-    def decorate(command: Command) -> Command:
-        # typer reads a command's options from its signature
-        signature = inspect.Signature([option(name) for name in names])
-        command.__signature__ = signature  # type: ignore[attr-defined]
-        return command
-
-    return decorate
-
-
-def _metavar(annotation: Any) -> str:
-    """The value's kind as --help shows it: <int>, <path>, <json|text>."""
-    if get_origin(annotation) is Literal:
-        return f"<{'|'.join(get_args(annotation))}>"
-    kind = next(t for t in (*get_args(annotation), annotation) if t is not type(None))
-    return f"<{kind.__name__.lower()}>"
-
-
-def given_settings(options: dict[str, Any]) -> Settings:
-    """Settings from the options given on the command line, the others from MODELSERVE_* or
-    their defaults."""
-    try:
-        return Settings(**{k: v for k, v in options.items() if v not in (None, False)})
-    except ValidationError as exc:
-        _fail(f"invalid setting: {exc}")
+    _print_repository(given_settings(options).model_base_path)
 
 
 @app.command()
