@@ -1,4 +1,5 @@
-"""Server settings: command-line flags and `MODELSERVE_*` environment variables.
+"""Server settings: `MODELSERVE_*` environment variables; those in `service.cli.SERVE_OPTIONS`
+are also `serve` flags, with the field's docstring as their --help.
 
 What is served (models, version policies, labels, batching) lives in the serving config file
 (`service.serving_config`); these are the process-wide knobs.
@@ -181,7 +182,8 @@ class Settings(BaseSettings):
 
     api_keys_file: Path | None = None
     """File of API keys, one a line, blank lines and `#` comments ignored (e.g. a mounted
-    Kubernetes Secret); taken together with `api_keys`. Read at start-up."""
+    Kubernetes Secret); taken together with `api_keys` (MODELSERVE_API_KEYS). Read at
+    start-up."""
 
     auth_health: bool = False
     """Require a key for /healthz, /readyz, /v2/health/* and gRPC grpc.health.v1 too.
