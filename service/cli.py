@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from service import __version__
 from service.layout import existing_versions, model_names, read_model_card
+from service.settings import Settings
+from training.jobs import JOBS, train_function
 
 if TYPE_CHECKING:
     from service.server import ModelServer
     from service.serving_config import ServingConfig
-    from service.settings import Settings
 
 # TensorFlow's C++ start-up chatter hides the output people came for; TF_CPP_MIN_LOG_LEVEL
 # set by the user still wins.
@@ -32,23 +36,87 @@ app = typer.Typer(
 console = Console()
 # soft_wrap: long messages (paths, URLs) are left for the terminal to wrap, not cut at 80.
 err_console = Console(stderr=True, soft_wrap=True)
+Command = TypeVar("Command", bound=Callable[..., None])
 
-ModelBasePath = Annotated[
-    Path,
-    typer.Option(
-        "--model-base-path",
-        envvar="MODELSERVE_MODEL_BASE_PATH",
-        help="Model repository: <path>/<name>/<version>/ (TF Serving layout).",
-    ),
-]
+# The jobs of `modelserve train` (training.jobs imports no TensorFlow until one runs); built
+# from JOBS, so mypy cannot see its members.
+JobName = StrEnum("JobName", {name: name for name in (*JOBS, "all")})  # type: ignore[misc]
 
 
-class JobName(StrEnum):
-    digits = "digits"
-    votes = "votes"
-    sentiment = "sentiment"
-    resnet50 = "resnet50"
-    all = "all"
+# Settings `serve` offers as options (the others are environment variables only). Each option's
+# flag (the field's name: --poll-interval-seconds), help, default and variable come from Settings.
+SERVE_OPTIONS = (
+    "host",
+    "port",
+    "grpc_port",
+    "model_base_path",
+    "config",
+    "model_config_file",
+    "log_level",
+    "log_format",
+    "poll_interval_seconds",
+    "allow_random_weights",
+    "api_keys_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+)
+FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag names
+
+
+def settings_options(*names: str) -> Callable[[Command], Command]:
+    """Give `command(**options)` one option per Settings field in `names`, from the field.
+
+    An option not given is None (a flag: False), so Settings resolves it from MODELSERVE_* or
+    its default; a given value is passed on as the string typed, so Settings alone parses and
+    validates values (typer never reads the variable: the help only names it).
+    """
+
+    def option(name: str) -> inspect.Parameter:
+        field = Settings.model_fields[name]
+        flag = field.annotation is bool
+        env = Settings.model_config["env_prefix"] + name.upper()
+        lines = [field.description or "", f"[env var: {env}]"]
+        if field.default is not None and not flag:  # typer's own default is None: not shown
+            lines.append(f"[default: {field.default}]")
+        info = typer.Option(
+            "--" + name.replace("_", "-"),
+            *FLAG_ALIASES.get(name, ()),
+            help=escape("\n\n".join(lines)),  # paragraphs; escaped: rich markup reads [ ]
+            metavar=None if flag else _metavar(field.annotation),
+            show_default=False,
+        )
+        return inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False if flag else None,
+            annotation=Annotated[bool if flag else str | None, info],
+        )
+
+    def decorate(command: Command) -> Command:
+        # typer reads a command's options from its signature
+        signature = inspect.Signature([option(name) for name in names])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _metavar(annotation: Any) -> str:
+    """The value's kind as --help shows it: <int>, <path>, <json|text>."""
+    if get_origin(annotation) is Literal:
+        return f"<{'|'.join(get_args(annotation))}>"
+    kind = next(t for t in (*get_args(annotation), annotation) if t is not type(None))
+    return f"<{kind.__name__.lower()}>"
+
+
+def given_settings(options: dict[str, Any]) -> Settings:
+    """Settings from the options given on the command line, the others from MODELSERVE_* or
+    their defaults."""
+    try:
+        return Settings(**{k: v for k, v in options.items() if v not in (None, False)})
+    except ValidationError as exc:
+        _fail(f"invalid setting: {exc}")
 
 
 def _version_callback(value: bool) -> None:
@@ -108,7 +176,6 @@ def train(
 ) -> None:
     """Train a model and export it as the next SavedModel version."""
     from training.data import DataNotFoundError
-    from training.jobs import JOBS, train_function
     from training.options import TrainOptions
 
     options = TrainOptions(
@@ -122,7 +189,7 @@ def train(
         allow_download=download,
         weights=weights,
     )
-    names = list(JOBS) if name is JobName.all else [name.value]
+    names = list(JOBS) if name == "all" else [name.value]
     failures = 0
     for job in names:
         console.rule(f"training {job}")
@@ -139,150 +206,27 @@ def train(
 
 
 @app.command()
-def models(model_base_path: ModelBasePath = Path("models")) -> None:
+@settings_options("model_base_path")
+def models(**options: Any) -> None:
     """List the model repository: names, versions and model-card metrics."""
-    _print_repository(model_base_path)
-
-
-class LogLevel(StrEnum):
-    critical = "critical"
-    error = "error"
-    warning = "warning"
-    info = "info"
-    debug = "debug"
-
-
-class LogFormatOption(StrEnum):
-    json = "json"
-    text = "text"
-
-
-def _env(flag: str) -> str:
-    return "MODELSERVE_" + flag.upper()
+    _print_repository(given_settings(options).model_base_path)
 
 
 @app.command()
-def serve(
-    host: Annotated[
-        str | None,
-        typer.Option(envvar=_env("host"), help="Interface to listen on (default 0.0.0.0)."),
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option(envvar=_env("port"), help="REST port (default 8501).")
-    ] = None,
-    grpc_port: Annotated[
-        int | None,
-        typer.Option(
-            envvar=_env("grpc_port"),
-            help="gRPC port: TF Serving's PredictionService/ModelService (default 8500).",
-        ),
-    ] = None,
-    model_base_path: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=_env("model_base_path"),
-            help="Model repository <path>/<name>/<version>/ (default models).",
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=_env("config"),
-            help="Serving config (YAML/TOML): models, version policies, labels. "
-            "Default: every model under the base path, newest version.",
-        ),
-    ] = None,
-    model_config_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=_env("model_config_file"),
-            help="TF Serving's model_config_list text file (instead of --config).",
-        ),
-    ] = None,
-    log_level: Annotated[
-        LogLevel | None, typer.Option(envvar=_env("log_level"), help="Log level (default info).")
-    ] = None,
-    log_format: Annotated[
-        LogFormatOption | None,
-        typer.Option(
-            envvar=_env("log_format"),
-            help="json: one JSON object per line (default); text: for a terminal.",
-        ),
-    ] = None,
-    poll_interval: Annotated[
-        float | None,
-        typer.Option(
-            envvar=_env("poll_interval_seconds"),
-            help="Seconds between scans for new/removed versions (default 2); 0: scan once.",
-        ),
-    ] = None,
-    allow_random_weights: Annotated[
-        bool,
-        typer.Option(
-            "--allow-random-weights",
-            envvar=_env("allow_random_weights"),
-            help="Let /api/v1/images answer from a resnet50 with random weights (load tests "
-            "only: its labels are meaningless).",
-        ),
-    ] = False,
-    api_keys_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=_env("api_keys_file"),
-            help="File of API keys, one a line: REST and gRPC then need a key "
-            "(keys can also be given in MODELSERVE_API_KEYS).",
-        ),
-    ] = None,
-    tls_cert_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=_env("tls_cert_file"),
-            help="PEM certificate: serve HTTPS and gRPC over TLS (with --tls-key-file).",
-        ),
-    ] = None,
-    tls_key_file: Annotated[
-        Path | None,
-        typer.Option(envvar=_env("tls_key_file"), help="PEM private key of --tls-cert-file."),
-    ] = None,
-    tls_ca_file: Annotated[
-        Path | None,
-        typer.Option(
-            envvar=_env("tls_ca_file"),
-            help="PEM CA certificates: clients must present a certificate they signed (mTLS).",
-        ),
-    ] = None,
-) -> None:
+@settings_options(*SERVE_OPTIONS)
+def serve(**options: Any) -> None:
     """Serve the model repository: TF Serving REST and Open Inference Protocol (V2) on --port.
 
     Every option can also be set as an environment variable MODELSERVE_<OPTION>
     (e.g. MODELSERVE_MODEL_BASE_PATH); other settings (threads, request size limit) only so.
     """
-    from pydantic import ValidationError
-
     from service.auth import ApiKeyError, load_api_keys
     from service.serving_config import ServingConfigError
-    from service.settings import Settings
 
-    given: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "grpc_port": grpc_port,
-        "model_base_path": model_base_path,
-        "config": config,
-        "model_config_file": model_config_file,
-        "log_level": log_level.value if log_level else None,
-        "log_format": log_format.value if log_format else None,
-        "poll_interval_seconds": poll_interval,
-        "allow_random_weights": allow_random_weights or None,
-        "api_keys_file": api_keys_file,
-        "tls_cert_file": tls_cert_file,
-        "tls_key_file": tls_key_file,
-        "tls_ca_file": tls_ca_file,
-    }
+    settings = given_settings(options)
     try:
-        settings = Settings(**{k: v for k, v in given.items() if v is not None})
         load_api_keys(settings.api_keys, settings.api_keys_file)  # before any model loads
-    except (ValidationError, ApiKeyError) as exc:
+    except ApiKeyError as exc:
         _fail(f"invalid setting: {exc}")
     if settings.config and settings.model_config_file:
         _fail("give either --config or --model-config-file, not both")

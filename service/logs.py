@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import orjson
 
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["json", "text"]
 ACCESS_LOGGER = "modelserve.access"
 
@@ -27,7 +28,7 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str, log_format: LogFormat) -> None:
+def configure_logging(level: LogLevel, log_format: LogFormat) -> None:
     """The root logger (uvicorn's loggers included) at `level`, in `log_format`."""
     handler = logging.StreamHandler()
     if log_format == "json":

@@ -1,4 +1,5 @@
-"""Server settings: command-line flags and `MODELSERVE_*` environment variables.
+"""Server settings: `MODELSERVE_*` environment variables; those in `service.cli.SERVE_OPTIONS`
+are also `serve` flags, with the field's docstring as their --help.
 
 What is served (models, version policies, labels, batching) lives in the serving config file
 (`service.serving_config`); these are the process-wide knobs.
@@ -8,16 +9,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.cpu_limit import available_cpus
-from service.logs import LogFormat
+from service.logs import LogFormat, LogLevel
 from service.tls import check_ca_file, check_key_pair, check_readable_file
-
-LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
 
 class Settings(BaseSettings):
@@ -183,7 +182,8 @@ class Settings(BaseSettings):
 
     api_keys_file: Path | None = None
     """File of API keys, one a line, blank lines and `#` comments ignored (e.g. a mounted
-    Kubernetes Secret); taken together with `api_keys`. Read at start-up."""
+    Kubernetes Secret); taken together with `api_keys` (MODELSERVE_API_KEYS). Read at
+    start-up."""
 
     auth_health: bool = False
     """Require a key for /healthz, /readyz, /v2/health/* and gRPC grpc.health.v1 too.
