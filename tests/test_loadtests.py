@@ -1,6 +1,6 @@
 """The Locust load tests (loadtests/): shapes, thresholds and payloads in process, and a real
-headless Locust run (a subprocess) against a real server: the CI smoke load of README "Load
-tests", which must pass its thresholds, and a run that must fail them."""
+headless Locust run (a subprocess) against a real server: the CI smoke load of
+docs/load-tests.md, which must pass its thresholds, and a run that must fail them."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def answered_ok(prefix: Path) -> float:
 
 
 def test_smoke_load_passes_its_thresholds_and_reports(load_server: str, tmp_path: Path) -> None:
-    """README "Load tests": the CI smoke. Every route answers, the server counted exactly the
+    """docs/load-tests.md: the CI smoke. Every route answers, the server counted exactly the
     requests Locust sent, and the report has its plots and figures."""
     prefix = tmp_path / "smoke"
     run = locust(
