@@ -6,7 +6,7 @@
 #   docker build --build-arg RESNET50=skip -t modelserve:small .  no ResNet50 (none: random weights)
 #   docker run --rm --shm-size 1g -p 8500:8500 -p 8501:8501 modelserve [serve options]
 #   docker run --rm --shm-size 1g --gpus all -p 8500:8500 -p 8501:8501 modelserve:gpu
-#   (--shm-size: large gRPC messages reach their parsing helper in shared memory; README)
+#   (--shm-size: large gRPC messages reach their parsing helper in shared memory; docs/deploying.md)
 #
 # Settings are environment variables (MODELSERVE_*, see service/settings.py) or `serve` options
 # appended to `docker run`. Move the REST port with MODELSERVE_PORT rather than --port, so the

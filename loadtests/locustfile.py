@@ -14,7 +14,7 @@ Tags: a model (digits, sentiment, votes, resnet50) and a protocol (tfserving, v2
 `--tags sentiment` runs every sentiment task, `--exclude-tags tfserving v2` only the task API.
 Models the server does not serve (resnet50 unless exported) are left out with a warning, or are
 an error when named in --tags. Defaults: [tool.locust] in pyproject.toml; every option of
-ours: `locust -f loadtests/locustfile.py --help` (the "modelserve" group). README: "Load tests".
+ours: `locust -f loadtests/locustfile.py --help` (the "modelserve" group). docs/load-tests.md.
 """
 
 from __future__ import annotations
