@@ -33,11 +33,11 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -88,7 +88,8 @@ class DispatchReason(Enum):
 
 @dataclass
 class BatchStats:
-    """Counters since load, per batcher (the metrics issue exports them)."""
+    """Counters since load, per batcher: shown in the model status (`as_json`) and exported
+    as metrics summed over a version's signatures (`total`)."""
 
     batches: int = 0
     rows: int = 0  # real rows (instances) run
@@ -106,6 +107,32 @@ class BatchStats:
     @property
     def mean_batch_size(self) -> float:
         return self.rows / self.batches if self.batches else 0.0
+
+    @classmethod
+    def total(cls, many: Iterable[BatchStats]) -> BatchStats:
+        """The counters of several batchers, summed."""
+        total = cls()
+        for stats in many:
+            for name in (f.name for f in fields(cls)):
+                mine, theirs = getattr(total, name), getattr(stats, name)
+                if isinstance(mine, collections.Counter):
+                    mine.update(theirs)
+                else:
+                    setattr(total, name, mine + theirs)
+        return total
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "batches": self.batches,
+            "rows": self.rows,
+            "padded_rows": self.padded_rows,
+            "mean_batch_size": round(self.mean_batch_size, 3),
+            "expired": self.expired,
+            "rejected": self.rejected,
+            "cancelled": self.cancelled,
+            "dispatch_reasons": dict(self.reasons),
+        }
 
 
 class BatchObserver(Protocol):

@@ -33,7 +33,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from service import __version__
-from service.batching import Batcher, BatchObserver
+from service.batching import Batcher, BatchObserver, BatchStats
 from service.errors import InvalidInputError, ModelFailureError
 from service.http_limits import REFUSAL_REASONS as HTTP_REFUSAL_REASONS
 from service.servable import VersionState
@@ -284,20 +284,16 @@ class _BatchFamilies:
         )
 
     def add(self, labels: list[str], batchers: list[Batcher], in_flight: int) -> None:
-        reasons: dict[str, int] = {}
-        for batcher in batchers:
-            for reason, count in batcher.stats.reasons.items():
-                reasons[reason] = reasons.get(reason, 0) + count
-        for reason, count in sorted(reasons.items()):
+        stats = BatchStats.total(batcher.stats for batcher in batchers)
+        for reason, count in sorted(stats.reasons.items()):
             self.batches.add_metric([*labels, reason], count)
-        self.rows.add_metric(labels, sum(b.stats.rows for b in batchers))
-        self.padding.add_metric(labels, sum(b.stats.padded_rows for b in batchers))
+        self.rows.add_metric(labels, stats.rows)
+        self.padding.add_metric(labels, stats.padded_rows)
         self.queue_depth.add_metric(labels, sum(b.queued for b in batchers))
         self.in_flight.add_metric(labels, in_flight)
-        self.splits.add_metric(labels, sum(b.stats.splits for b in batchers))
+        self.splits.add_metric(labels, stats.splits)
         errors = collections.Counter(dict.fromkeys(ERROR_CODES, 0))  # at 0: rate() sees the first
-        for batcher in batchers:
-            errors.update(batcher.stats.model_errors)
+        errors.update(stats.model_errors)
         for code, count in sorted(errors.items()):
             self.errors.add_metric([*labels, code], count)
         if batchers:

@@ -152,15 +152,7 @@ class ServableVersion:
                 name: {
                     "enabled": batcher.config.enabled,
                     "queued": batcher.queued,
-                    "requests": batcher.stats.requests,
-                    "batches": batcher.stats.batches,
-                    "rows": batcher.stats.rows,
-                    "padded_rows": batcher.stats.padded_rows,
-                    "mean_batch_size": round(batcher.stats.mean_batch_size, 3),
-                    "expired": batcher.stats.expired,
-                    "rejected": batcher.stats.rejected,
-                    "cancelled": batcher.stats.cancelled,
-                    "dispatch_reasons": dict(batcher.stats.reasons),
+                    **batcher.stats.as_json(),
                 }
                 for name, batcher in self._batchers.items()
             },
