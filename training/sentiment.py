@@ -191,8 +191,7 @@ def train(options: TrainOptions) -> Path:
     import keras
     import tensorflow as tf
 
-    from training.export import ExportRequest, export_model
-    from training.plots import plot_training_curves
+    from training.export import ExportRequest, export_trained
 
     reviews = load_reviews(options.data, options.allow_download)
     epochs = options.epochs or DEFAULT_EPOCHS
@@ -259,18 +258,18 @@ def train(options: TrainOptions) -> Path:
         )
 
         def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
-            plot_training_curves(history, extra / "training_curves.png", "sentiment: IMDB LSTM")
             return evaluate_sentiment(loaded, test_texts, test_labels, extra)
 
+        card = _card(options, reviews.path, epochs, batch_size, history, len(train_idx))
         request = ExportRequest(
             name=NAME,
             model=[model, vectorizer],
             serving_fn=serve,
             labels=LABELS,
-            card=_card(options, reviews.path, epochs, batch_size, history, len(train_idx)),
+            card=card,
             evaluate=evaluate,
         )
-        return export_model(request, options.output, options.keep_versions)
+        return export_trained(request, options, history, "sentiment: IMDB LSTM")
 
 
 def _word_dropout(tokens: Any, labels: Any) -> tuple[Any, Any]:
