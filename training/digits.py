@@ -174,19 +174,15 @@ def evaluate_digits(
     loaded: Any, images: np.ndarray, labels: np.ndarray, extra: Path
 ) -> dict[str, Any]:
     """Accuracy of the exported SavedModel on the MNIST test images, plus a confusion matrix."""
-    from training.evaluation import classification_metrics, predicted_classes
+    from training.evaluation import evaluate_classifier
 
     signature = loaded.signatures["serving_default"]
-    predicted = predicted_classes(
-        lambda batch: signature(image=to_model_input(batch))["probabilities"], images, 1000
-    )
-    return classification_metrics(
-        labels,
-        predicted,
-        LABELS,
-        extra / "confusion_matrix.png",
-        f"digits: MNIST test set ({len(labels)} images)",
-    )
+
+    def probabilities(batch: np.ndarray) -> Any:
+        return signature(image=to_model_input(batch))["probabilities"]
+
+    title = f"digits: MNIST test set ({len(labels)} images)"
+    return evaluate_classifier(probabilities, images, labels, LABELS, 1000, extra, title)
 
 
 def _card(

@@ -285,19 +285,15 @@ def evaluate_sentiment(
     loaded: Any, texts: list[str], labels: np.ndarray, extra: Path
 ) -> dict[str, Any]:
     """Accuracy of the exported SavedModel on raw test reviews, plus a confusion matrix."""
-    from training.evaluation import classification_metrics, predicted_classes
+    from training.evaluation import evaluate_classifier
 
     signature = loaded.signatures["serving_default"]
-    predicted = predicted_classes(
-        lambda batch: signature(text=np.array(batch, dtype=object))["probabilities"], texts, 500
-    )
-    return classification_metrics(
-        labels,
-        predicted,
-        LABELS,
-        extra / "confusion_matrix.png",
-        f"sentiment: IMDB test set ({len(labels)} reviews)",
-    )
+
+    def probabilities(batch: list[str]) -> Any:
+        return signature(text=np.array(batch, dtype=object))["probabilities"]
+
+    title = f"sentiment: IMDB test set ({len(labels)} reviews)"
+    return evaluate_classifier(probabilities, texts, labels, LABELS, 500, extra, title)
 
 
 def _card(
