@@ -116,6 +116,14 @@ def make_batcher(
     return batcher
 
 
+def one_instance(
+    executor: ThreadPoolExecutor, gate: threading.Event | None = None, **config: Any
+) -> tuple[RecordingRunner, Batcher]:
+    """A batcher of one RecordingRunner (held on `gate` if given), and that runner."""
+    runner = RecordingRunner(gate)
+    return runner, make_batcher(executor, runner, **config)
+
+
 def deadline(seconds: float = 30.0) -> float:
     return asyncio.get_running_loop().time() + seconds
 
@@ -212,6 +220,14 @@ async def hold_instance(batcher: Batcher, runner: RecordingRunner) -> asyncio.Ta
     return task
 
 
+async def held_instance(
+    executor: ThreadPoolExecutor, gate: threading.Event, **config: Any
+) -> tuple[RecordingRunner, Batcher, asyncio.Task[Arrays]]:
+    """one_instance, its instance already held by the blocking request hold_instance sends."""
+    runner, batcher = one_instance(executor, gate, **config)
+    return runner, batcher, await hold_instance(batcher, runner)
+
+
 # -- coalescing, padding, splitting ------------------------------------------------------------
 
 
@@ -219,9 +235,7 @@ async def hold_instance(batcher: Batcher, runner: RecordingRunner) -> asyncio.Ta
 async def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate)
     requests = [req(10), req(20, 21, 22), req(30)]
     tasks = [submit(batcher, r) for r in requests]
     await until(lambda: batcher.queued == 3)
@@ -266,9 +280,7 @@ async def test_a_batch_asks_the_model_for_the_outputs_its_requests_want(
 ) -> None:
     """Converting an output costs time (millions of strings: seconds), so only the outputs
     some request of the batch names are asked for; each request gets what it named."""
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate)
     tasks = [
         asyncio.create_task(batcher.submit(req(10 + index), deadline(), outputs))
         for index, outputs in enumerate(wanted)
@@ -285,8 +297,7 @@ async def test_a_batch_asks_the_model_for_the_outputs_its_requests_want(
 
 @in_loop()
 async def test_a_request_run_alone_asks_for_its_outputs(executor: ThreadPoolExecutor) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, enabled=False)
+    runner, batcher = one_instance(executor, enabled=False)
     result = await batcher.submit(req(7), deadline(), ["pos"])
     assert runner.wanted == [("pos",)]
     assert set(result) == {"pos"}
@@ -296,8 +307,7 @@ async def test_a_request_run_alone_asks_for_its_outputs(executor: ThreadPoolExec
 async def test_idle_instance_dispatches_a_lone_request_at_once(
     executor: ThreadPoolExecutor,
 ) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_delay_ms=0)
+    runner, batcher = one_instance(executor, max_batch_delay_ms=0)
     start = time.monotonic()
     result = await batcher.submit(req(7), deadline())
     assert time.monotonic() - start < 1.0  # no waiting for company
@@ -328,8 +338,7 @@ async def test_idle_instance_dispatches_a_lone_request_at_once(
 async def test_batch_is_padded_to_next_allowed_size_by_repeating_last_row(
     executor: ThreadPoolExecutor, config: dict[str, Any], rows: int, size: int
 ) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, **config)
+    runner, batcher = one_instance(executor, **config)
     request = req(*range(1, rows + 1))
     result = await batcher.submit(request, deadline())
 
@@ -349,9 +358,7 @@ async def test_batch_is_padded_to_next_allowed_size_by_repeating_last_row(
 async def test_queued_requests_never_exceed_max_batch_size(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner, max_batch_size=4)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate, max_batch_size=4)
     first, second = req(1, 2, 3), req(4, 5, 6)
     tasks = [submit(batcher, first), submit(batcher, second)]
     await until(lambda: batcher.queued == 2)
@@ -393,8 +400,7 @@ async def test_request_larger_than_max_batch_size_is_split_and_reassembled_in_or
 async def test_failing_chunk_fails_the_split_request_with_its_own_error(
     executor: ThreadPoolExecutor,
 ) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_size=4)
+    _, batcher = one_instance(executor, max_batch_size=4)
     with pytest.raises(ModelFailureError):  # the error itself, not an ExceptionGroup
         await batcher.submit(req(1, 2, 3, 4, 5, FAIL, 7, 8, 9, 10), deadline())
     after = await batcher.submit(req(11), deadline())  # instances released
@@ -407,8 +413,7 @@ async def test_failing_chunk_fails_the_split_request_with_its_own_error(
 
 @in_loop()
 async def test_delay_holds_a_batch_open_for_a_later_request(executor: ThreadPoolExecutor) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_delay_ms=300)
+    runner, batcher = one_instance(executor, max_batch_delay_ms=300)
     first = submit(batcher, req(1))
     await until(lambda: taken(batcher, 1))  # taken into a batch, which waits
     await asyncio.sleep(0.02)
@@ -427,8 +432,7 @@ async def test_delay_holds_a_batch_open_for_a_later_request(executor: ThreadPool
 async def test_batch_reaching_max_size_dispatches_before_the_delay(
     executor: ThreadPoolExecutor,
 ) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_size=4, max_batch_delay_ms=5000)
+    runner, batcher = one_instance(executor, max_batch_size=4, max_batch_delay_ms=5000)
     start = time.monotonic()
     first = submit(batcher, req(1))
     await until(lambda: taken(batcher, 1))
@@ -449,9 +453,7 @@ async def test_batch_reaching_max_size_dispatches_before_the_delay(
 async def test_request_expiring_in_the_queue_gets_504_without_running(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate)
     late = submit(batcher, req(66), seconds=0.05)
     with pytest.raises(DeadlineExceededError):
         await late  # while the instance is still busy
@@ -467,8 +469,7 @@ async def test_request_expiring_in_the_queue_gets_504_without_running(
 
 @in_loop()
 async def test_request_already_past_its_deadline_is_rejected(executor: ThreadPoolExecutor) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_delay_ms=1000)
+    runner, batcher = one_instance(executor, max_batch_delay_ms=1000)
     with pytest.raises(DeadlineExceededError):
         await batcher.submit(req(1), deadline(-1))
     await batcher.submit(req(2), deadline(0.05))  # flushes the dispatcher
@@ -479,8 +480,7 @@ async def test_request_already_past_its_deadline_is_rejected(executor: ThreadPoo
 async def test_delay_is_cut_short_by_the_deadline_of_a_request_in_the_batch(
     executor: ThreadPoolExecutor,
 ) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_delay_ms=5000)
+    _, batcher = one_instance(executor, max_batch_delay_ms=5000)
     start = time.monotonic()
     result = await batcher.submit(req(1), deadline(0.1))  # answered, not 504
 
@@ -496,8 +496,7 @@ async def test_delay_is_cut_short_by_a_request_joining_with_an_earlier_deadline(
 ) -> None:
     """The module: the delay holds a batch 'never past a queued request's deadline' -- also
     the deadline of a request that joined the batch during the delay."""
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, max_batch_delay_ms=600)
+    runner, batcher = one_instance(executor, max_batch_delay_ms=600)
     delay_ends = time.monotonic() + 0.6  # at the earliest: the delay starts after this
     patient = submit(batcher, req(1), seconds=30)
     await until(lambda: taken(batcher, 1))  # the batch is waiting out its delay
@@ -528,9 +527,7 @@ async def test_deadline_from() -> None:
 async def test_full_queue_rejects_at_once(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner, max_queue_size=2)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate, max_queue_size=2)
     queued = [submit(batcher, req(1)), submit(batcher, req(2))]
     await until(lambda: batcher.queued == 2)
 
@@ -561,9 +558,7 @@ async def test_request_that_left_the_queue_frees_its_slot(
 ) -> None:
     """A request that is gone (caller cancelled, or deadline passed) no longer counts against
     max_queue_size, even while the instance is still busy."""
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner, max_queue_size=2)
-    blocker = await hold_instance(batcher, runner)
+    _, batcher, blocker = await held_instance(executor, gate, max_queue_size=2)
     leaving = submit(batcher, req(1), seconds=0.05 if leaves == "expired" else 30)
     staying = submit(batcher, req(2))
     await until(lambda: batcher.queued == 2)
@@ -614,8 +609,7 @@ async def test_failed_batch_is_retried_in_halves_until_the_culprit_fails_alone(
     executor: ThreadPoolExecutor, gate: threading.Event, marker: float, error: type[ServingError]
 ) -> None:
     """One bad request among eight: 1 + 2 * log2(8) calls, only the bad one fails."""
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor, gate)
     values = [10.0, 11.0, 12.0, 13.0, 14.0, marker, 16.0, 17.0]
     outcomes = await run_coalesced(batcher, runner, gate, *(req(v) for v in values))
 
@@ -640,8 +634,7 @@ async def test_failed_batch_is_retried_in_halves_until_the_culprit_fails_alone(
 async def test_a_batch_that_fails_whole_fails_every_request_with_its_own_error(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor, gate)
     outcomes = await run_coalesced(batcher, runner, gate, req(FAIL), req(2, FAIL), req(FAIL))
 
     assert all(isinstance(outcome, ModelFailureError) for outcome in outcomes), outcomes
@@ -655,8 +648,7 @@ async def test_a_batch_that_fails_whole_fails_every_request_with_its_own_error(
 async def test_invalid_input_of_a_lone_request_fails_it_without_rerun(
     executor: ThreadPoolExecutor,
 ) -> None:
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor)
     with pytest.raises(InvalidInputError):
         await batcher.submit(req(1, BAD), deadline())
     assert len(runner.calls) == 1
@@ -670,8 +662,7 @@ async def test_halves_answer_every_request_when_several_fail_differently(
 ) -> None:
     """A request whose retry raises a plain exception fails (500), another is invalid (400),
     and the good one is still answered, none left waiting forever."""
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor, gate)
     outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(CRASH), req(3))
 
     assert isinstance(outcomes[0], InvalidInputError)
@@ -684,8 +675,7 @@ async def test_halves_are_held_to_the_output_rows_check(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     """A half is held to the same one-row-per-input-row check as a batch."""
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor, gate)
     outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(2, WRONG), req(3))
 
     assert isinstance(outcomes[0], InvalidInputError)
@@ -699,8 +689,7 @@ async def test_halves_are_padded_to_allowed_sizes(
 ) -> None:
     """The module: every model call is padded to an allowed size 'so every call hits a shape
     traced and warmed at load' -- the retried halves too."""
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor, gate)
     good = req(1, 2, 3)
     outcomes = await run_coalesced(batcher, runner, gate, good, req(BAD))
 
@@ -755,9 +744,7 @@ async def test_a_half_past_its_deadlines_gets_504_instead_of_a_retry(
 async def test_cancelled_queued_request_leaves_the_queue(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate)
     gone, kept = submit(batcher, req(1)), submit(batcher, req(2, 3))
     await until(lambda: batcher.queued == 2)
     gone.cancel()
@@ -779,9 +766,7 @@ async def test_cancelled_queued_request_leaves_the_queue(
 async def test_cancelling_a_split_request_removes_all_its_chunks(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner, max_batch_size=4)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate, max_batch_size=4)
     split = submit(batcher, req(*range(1, 11)))
     # one request against max_queue_size, however many chunks; all its rows count
     await until(lambda: (batcher.queued, batcher.queued_rows) == (1, 10))
@@ -801,8 +786,7 @@ async def test_cancelling_a_split_request_removes_all_its_chunks(
 async def test_cancelling_a_running_request_leaves_the_rest_of_its_batch_alone(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
+    runner, batcher = one_instance(executor, gate)
     left, stayed = submit(batcher, req(1)), submit(batcher, req(2))
     await until(lambda: len(runner.calls) == 1)
     assert runner.seen(0) == [1, 2]  # both in the running batch
@@ -826,8 +810,7 @@ async def test_cancelling_a_running_request_leaves_the_rest_of_its_batch_alone(
 async def test_disabled_batching_runs_each_request_alone_with_the_queue_bound(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner, enabled=False, max_queue_size=2)
+    runner, batcher = one_instance(executor, gate, enabled=False, max_queue_size=2)
     requests = [req(1, 2, 3), req(4), req(5, 6)]
     first = submit(batcher, requests[0])
     await until(lambda: len(runner.calls) == 1)
@@ -852,8 +835,7 @@ async def test_disabled_batching_runs_each_request_alone_with_the_queue_bound(
 @in_loop()
 async def test_disabled_batching_counts_requests_and_rows(executor: ThreadPoolExecutor) -> None:
     """BatchStats (shown in model status) counts requests and real rows with batching off too."""
-    runner = RecordingRunner()
-    batcher = make_batcher(executor, runner, enabled=False)
+    _, batcher = one_instance(executor, enabled=False)
     await batcher.submit(req(1, 2, 3), deadline())
     await batcher.submit(req(4), deadline())
     stats = batcher.stats
@@ -865,8 +847,7 @@ async def test_disabled_batching_counts_requests_and_rows(executor: ThreadPoolEx
 async def test_disabled_batching_request_past_deadline_waiting_for_instance_gets_504(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner, enabled=False)
+    runner, batcher = one_instance(executor, gate, enabled=False)
     first = submit(batcher, req(1))
     await until(lambda: len(runner.calls) == 1)
     with pytest.raises(DeadlineExceededError):
@@ -890,9 +871,7 @@ async def test_disabled_batching_request_past_deadline_waiting_for_instance_gets
 async def test_inputs_without_common_batch_dimension_run_alone_unpadded(
     executor: ThreadPoolExecutor, gate: threading.Event, inputs: dict[str, np.ndarray]
 ) -> None:
-    runner = RecordingRunner(gate)
-    batcher = make_batcher(executor, runner)
-    blocker = await hold_instance(batcher, runner)
+    runner, batcher, blocker = await held_instance(executor, gate)
     odd = asyncio.create_task(batcher.submit(inputs, deadline()))
     normal = submit(batcher, req(3))  # 3 rows: would be padded to 4 if coalesced
     await until(lambda: batcher.queued == 2)
