@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import orjson
-from locust import FastHttpUser, LoadTestShape, events, tag, task
+from locust import FastHttpUser, LoadTestShape, TaskSet, events, tag, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
@@ -385,6 +385,23 @@ def _v2_rows(answer: Any) -> int:
     return int(answer["outputs"][0]["shape"][0])
 
 
+def _per_model(
+    protocol: str, models: Sequence[str], send: Callable[[Any, str], None]
+) -> list[TaskSet | Callable[..., Any]]:  # the type of User.tasks
+    """A task per model, `send(user, model)`, tagged with the model and the protocol (what
+    --tags and --exclude-tags select)."""
+
+    def task_for(model: str) -> Callable[[Any], None]:
+        @tag(model, protocol)
+        def run(user: Any) -> None:
+            send(user, model)
+
+        run.__name__ = run.__qualname__ = model  # Locust names a task after its function
+        return run
+
+    return [task_for(model) for model in models]
+
+
 class TFServingUser(ModelServeUser):
     """TF Serving's REST predict, row format, on every model."""
 
@@ -395,25 +412,7 @@ class TFServingUser(ModelServeUser):
         body = _bodies().tfserving(model, count)
         self.send(f"/v1/models/{model}:predict", body, count, _predictions)
 
-    @tag("digits", "tfserving")
-    @task
-    def digits(self) -> None:
-        self.predict("digits")
-
-    @tag("sentiment", "tfserving")
-    @task
-    def sentiment(self) -> None:
-        self.predict("sentiment")
-
-    @tag("votes", "tfserving")
-    @task
-    def votes(self) -> None:
-        self.predict("votes")
-
-    @tag("resnet50", "tfserving")
-    @task
-    def resnet50(self) -> None:
-        self.predict("resnet50")
+    tasks = _per_model("tfserving", MODELS, predict)
 
 
 class V2User(ModelServeUser):
@@ -425,20 +424,7 @@ class V2User(ModelServeUser):
         count = _items()
         self.send(f"/v2/models/{model}/infer", _bodies().v2(model, count), count, _v2_rows)
 
-    @tag("digits", "v2")
-    @task
-    def digits(self) -> None:
-        self.infer("digits")
-
-    @tag("sentiment", "v2")
-    @task
-    def sentiment(self) -> None:
-        self.infer("sentiment")
-
-    @tag("votes", "v2")
-    @task
-    def votes(self) -> None:
-        self.infer("votes")
+    tasks = _per_model("v2", ("digits", "sentiment", "votes"), infer)
 
 
 class DigitUploadUser(ModelServeUser):

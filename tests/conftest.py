@@ -1,4 +1,5 @@
-"""Shared fixtures: quiet TensorFlow, tiny data sets, an isolated data-search environment."""
+"""Shared fixtures: quiet TensorFlow, tiny data sets, an isolated data-search environment, image
+encoding."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
 
+import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
@@ -32,6 +36,16 @@ def write_fake_mnist(path: Path, n_train: int = 256, n_test: int = 64, seed: int
     x_test, y_test = split(n_test)
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     return path
+
+
+def encode(image: Image.Image, image_format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, image_format, **options)
+    return buffer.getvalue()
+
+
+def png(array: np.ndarray) -> bytes:
+    return encode(Image.fromarray(array), "PNG")
 
 
 @pytest.fixture

@@ -58,6 +58,12 @@ def protocol_server(model_library: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture
-def client(protocol_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=protocol_server, timeout=60) as client:
+def server(protocol_server: str) -> str:
+    """The server `client` talks to: a test module defines its own `server` to change it."""
+    return protocol_server
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server, timeout=60) as client:
         yield client

@@ -33,7 +33,7 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
 from service.settings import Settings
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, encode
 from tests.saved_models import (
     DTYPE_VALUES,
     export_affine,
@@ -44,7 +44,6 @@ from tests.saved_models import (
 )
 from tests.server import running_server
 from tests.task_models import (
-    encode,
     exif_rotated_jpeg,
     export_standin,
     file_part,

@@ -165,6 +165,12 @@ def assert_no_paths(text: str, root: Path) -> None:
     assert not re.search(r"(?<![\w.])/(tmp|home|root|srv|var|models)\b", text), text
 
 
+def ok_json(response: httpx.Response) -> Any:
+    """Assert a 200 answer and return its JSON body."""
+    assert response.status_code == 200, f"{response.status_code}: {response.text}"
+    return response.json()
+
+
 def error_message(response: httpx.Response, status: int) -> str:
     """Assert `status` and an error body `{"error": "<non-empty message>"}`; return the message."""
     assert response.status_code == status, (

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, encode, png
 from training import resnet50
 from training.export import ExportRequest, export_model
 from training.votes import SHIPPED_DATA
@@ -162,16 +162,6 @@ def photo_bytes(name: str) -> bytes:
 
 
 # --- images -------------------------------------------------------------------------------
-
-
-def encode(image: Image.Image, image_format: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
-
-def png(array: np.ndarray) -> bytes:
-    return encode(Image.fromarray(array), "PNG")
 
 
 def gradient(height: int, width: int, seed: int = 0) -> np.ndarray:

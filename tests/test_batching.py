@@ -11,17 +11,26 @@ timing assertions compare against delays of a second or more.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 import pytest
 
-from service.batching import DEADLINE_SLACK, Batcher, BatchStats, InstancePool, deadline_from
+from service.batching import (
+    DEADLINE_SLACK,
+    Batcher,
+    BatchObserver,
+    BatchStats,
+    InstancePool,
+    deadline_from,
+)
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -36,6 +45,7 @@ Arrays = dict[str, np.ndarray]
 log = logging.getLogger(__name__)
 GATE_TIMEOUT = 5.0  # a held runner gives up after this, so a broken test cannot hang the run
 BAD, FAIL, CRASH, WRONG = -1.0, -2.0, -3.0, -4.0
+AsyncTest = Callable[..., Coroutine[Any, Any, None]]
 
 # -- test doubles and helpers ---------------------------------------------------------------
 
@@ -94,8 +104,28 @@ def doubled(request: dict[str, np.ndarray]) -> np.ndarray:
     return 2 * request["x"]
 
 
-def make_batcher(executor: ThreadPoolExecutor, *runners: RecordingRunner, **config: Any) -> Batcher:
-    return Batcher("m/1", SIGNATURE, BatchingConfig(**config), InstancePool(runners), executor)
+# the batchers an `in_loop` test made, for it to stop when the test ends
+_made: ContextVar[list[Batcher]] = ContextVar("batchers made by the running test")
+
+
+def make_batcher(
+    executor: ThreadPoolExecutor,
+    *runners: RecordingRunner,
+    observer: BatchObserver | None = None,
+    **config: Any,
+) -> Batcher:
+    pool = InstancePool(runners)
+    batcher = Batcher("m/1", SIGNATURE, BatchingConfig(**config), pool, executor, observer)
+    _made.get().append(batcher)
+    return batcher
+
+
+def one_instance(
+    executor: ThreadPoolExecutor, gate: threading.Event | None = None, **config: Any
+) -> tuple[RecordingRunner, Batcher]:
+    """A batcher of one RecordingRunner (held on `gate` if given), and that runner."""
+    runner = RecordingRunner(gate)
+    return runner, make_batcher(executor, runner, **config)
 
 
 def deadline(seconds: float = 30.0) -> float:
@@ -120,12 +150,28 @@ def quiet_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, 
     log.error("asyncio: %s %r", context.get("message"), context.get("exception"))
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]], timeout: float = 5.0) -> None:
-    async def guarded() -> None:
-        asyncio.get_running_loop().set_exception_handler(quiet_exception_handler)
-        await asyncio.wait_for(main(), timeout)
+def in_loop(timeout: float = 5.0) -> Callable[[AsyncTest], Callable[..., None]]:
+    """Makes an async test a plain one (same fixtures): it runs in a fresh event loop, within
+    `timeout`, and the batchers it made are stopped when it ends, however it ends."""
 
-    asyncio.run(guarded())
+    def decorate(test: AsyncTest) -> Callable[..., None]:
+        @functools.wraps(test)
+        def run(*args: Any, **kwargs: Any) -> None:
+            async def guarded() -> None:
+                asyncio.get_running_loop().set_exception_handler(quiet_exception_handler)
+                made: list[Batcher] = []
+                _made.set(made)  # before wait_for: its task copies this context
+                try:
+                    await asyncio.wait_for(test(*args, **kwargs), timeout)
+                finally:
+                    for batcher in made:
+                        await batcher.stop()
+
+            asyncio.run(guarded())
+
+        return run
+
+    return decorate
 
 
 def submit(
@@ -178,45 +224,46 @@ async def hold_instance(batcher: Batcher, runner: RecordingRunner) -> asyncio.Ta
     return task
 
 
+async def held_instance(
+    executor: ThreadPoolExecutor, gate: threading.Event, **config: Any
+) -> tuple[RecordingRunner, Batcher, asyncio.Task[Arrays]]:
+    """one_instance, its instance already held by the blocking request hold_instance sends."""
+    runner, batcher = one_instance(executor, gate, **config)
+    return runner, batcher, await hold_instance(batcher, runner)
+
+
 # -- coalescing, padding, splitting ------------------------------------------------------------
 
 
-def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
+@in_loop()
+async def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        blocker = await hold_instance(batcher, runner)
-        requests = [req(10), req(20, 21, 22), req(30)]
-        tasks = [submit(batcher, r) for r in requests]
-        await until(lambda: batcher.queued == 3)
-        assert len(runner.calls) == 1  # nothing ran while the instance was busy
+    runner, batcher, blocker = await held_instance(executor, gate)
+    requests = [req(10), req(20, 21, 22), req(30)]
+    tasks = [submit(batcher, r) for r in requests]
+    await until(lambda: batcher.queued == 3)
+    assert len(runner.calls) == 1  # nothing ran while the instance was busy
 
-        gate.set()
-        results = await asyncio.gather(*tasks)
-        await blocker
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    await blocker
 
-        assert len(runner.calls) == 2  # the three requests: one model call
-        batch = runner.calls[1]["x"]
-        assert batch.shape == (8, 2)  # 5 rows padded to the next allowed size
-        assert runner.seen(1) == [10, 20, 21, 22, 30, 30, 30, 30]
-        np.testing.assert_array_equal(batch[5:], np.repeat(batch[4:5], 3, axis=0))
-        for request, result, positions in zip(
-            requests, results, ([0], [1, 2, 3], [4]), strict=True
-        ):
-            assert set(result) == {"2x", "pos"}
-            np.testing.assert_array_equal(result["2x"], doubled(request))
-            assert result["pos"].tolist() == positions
-        stats = batcher.stats
-        assert (stats.batches, stats.rows, stats.padded_rows, stats.requests) == (2, 6, 3, 4)
-        assert stats.batch_sizes == {1: 1, 8: 1}
-        assert stats.reasons == {"idle": 2}
-        assert stats.mean_batch_size == 3.0
-        assert batcher.queued == 0
-        await batcher.stop()
-
-    run(main)
+    assert len(runner.calls) == 2  # the three requests: one model call
+    batch = runner.calls[1]["x"]
+    assert batch.shape == (8, 2)  # 5 rows padded to the next allowed size
+    assert runner.seen(1) == [10, 20, 21, 22, 30, 30, 30, 30]
+    np.testing.assert_array_equal(batch[5:], np.repeat(batch[4:5], 3, axis=0))
+    for request, result, positions in zip(requests, results, ([0], [1, 2, 3], [4]), strict=True):
+        assert set(result) == {"2x", "pos"}
+        np.testing.assert_array_equal(result["2x"], doubled(request))
+        assert result["pos"].tolist() == positions
+    stats = batcher.stats
+    assert (stats.batches, stats.rows, stats.padded_rows, stats.requests) == (2, 6, 3, 4)
+    assert stats.batch_sizes == {1: 1, 8: 1}
+    assert stats.reasons == {"idle": 2}
+    assert stats.mean_batch_size == 3.0
+    assert batcher.queued == 0
 
 
 @pytest.mark.parametrize(
@@ -228,7 +275,8 @@ def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
     ],
     ids=["same", "union", "all"],
 )
-def test_a_batch_asks_the_model_for_the_outputs_its_requests_want(
+@in_loop()
+async def test_a_batch_asks_the_model_for_the_outputs_its_requests_want(
     executor: ThreadPoolExecutor,
     gate: threading.Event,
     wanted: list[tuple[str, ...]],
@@ -236,55 +284,42 @@ def test_a_batch_asks_the_model_for_the_outputs_its_requests_want(
 ) -> None:
     """Converting an output costs time (millions of strings: seconds), so only the outputs
     some request of the batch names are asked for; each request gets what it named."""
-
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        blocker = await hold_instance(batcher, runner)
-        tasks = [
-            asyncio.create_task(batcher.submit(req(10 + index), deadline(), outputs))
-            for index, outputs in enumerate(wanted)
-        ]
-        await until(lambda: batcher.queued == len(wanted))
-        gate.set()
-        results = await asyncio.gather(*tasks)
-        await blocker
-        assert len(runner.calls) == 2  # the requests ran as one batch
-        assert runner.wanted[1] == asked
-        for outputs, result in zip(wanted, results, strict=True):
-            assert set(outputs) <= set(result), result
-        await batcher.stop()
-
-    run(main)
+    runner, batcher, blocker = await held_instance(executor, gate)
+    tasks = [
+        asyncio.create_task(batcher.submit(req(10 + index), deadline(), outputs))
+        for index, outputs in enumerate(wanted)
+    ]
+    await until(lambda: batcher.queued == len(wanted))
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    await blocker
+    assert len(runner.calls) == 2  # the requests ran as one batch
+    assert runner.wanted[1] == asked
+    for outputs, result in zip(wanted, results, strict=True):
+        assert set(outputs) <= set(result), result
 
 
-def test_a_request_run_alone_asks_for_its_outputs(executor: ThreadPoolExecutor) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, enabled=False)
-        result = await batcher.submit(req(7), deadline(), ["pos"])
-        assert runner.wanted == [("pos",)]
-        assert set(result) == {"pos"}
-        await batcher.stop()
-
-    run(main)
+@in_loop()
+async def test_a_request_run_alone_asks_for_its_outputs(executor: ThreadPoolExecutor) -> None:
+    runner, batcher = one_instance(executor, enabled=False)
+    result = await batcher.submit(req(7), deadline(), ["pos"])
+    assert runner.wanted == [("pos",)]
+    assert set(result) == {"pos"}
 
 
-def test_idle_instance_dispatches_a_lone_request_at_once(executor: ThreadPoolExecutor) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_delay_ms=0)
-        start = time.monotonic()
-        result = await batcher.submit(req(7), deadline())
-        assert time.monotonic() - start < 1.0  # no waiting for company
-        np.testing.assert_array_equal(result["2x"], doubled(req(7)))
-        assert runner.seen(0) == [7]
-        assert batcher.stats.reasons == {"idle": 1}
-        assert batcher.stats.batch_sizes == {1: 1}
-        assert batcher.stats.padded_rows == 0
-        await batcher.stop()
-
-    run(main)
+@in_loop()
+async def test_idle_instance_dispatches_a_lone_request_at_once(
+    executor: ThreadPoolExecutor,
+) -> None:
+    runner, batcher = one_instance(executor, max_batch_delay_ms=0)
+    start = time.monotonic()
+    result = await batcher.submit(req(7), deadline())
+    assert time.monotonic() - start < 1.0  # no waiting for company
+    np.testing.assert_array_equal(result["2x"], doubled(req(7)))
+    assert runner.seen(0) == [7]
+    assert batcher.stats.reasons == {"idle": 1}
+    assert batcher.stats.batch_sizes == {1: 1}
+    assert batcher.stats.padded_rows == 0
 
 
 @pytest.mark.parametrize(
@@ -303,301 +338,248 @@ def test_idle_instance_dispatches_a_lone_request_at_once(executor: ThreadPoolExe
         ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 10, 10),
     ],
 )
-def test_batch_is_padded_to_next_allowed_size_by_repeating_last_row(
+@in_loop()
+async def test_batch_is_padded_to_next_allowed_size_by_repeating_last_row(
     executor: ThreadPoolExecutor, config: dict[str, Any], rows: int, size: int
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, **config)
-        request = req(*range(1, rows + 1))
-        result = await batcher.submit(request, deadline())
+    runner, batcher = one_instance(executor, **config)
+    request = req(*range(1, rows + 1))
+    result = await batcher.submit(request, deadline())
 
-        assert len(runner.calls) == 1
-        sent = runner.calls[0]["x"]
-        assert sent.shape == (size, 2)
-        np.testing.assert_array_equal(sent[:rows], request["x"])
-        np.testing.assert_array_equal(sent[rows:], np.repeat(request["x"][-1:], size - rows, 0))
-        np.testing.assert_array_equal(result["2x"], doubled(request))  # padding not returned
-        assert result["pos"].tolist() == list(range(rows))
-        assert batcher.stats.rows == rows
-        assert batcher.stats.padded_rows == size - rows
-        assert batcher.stats.batch_sizes == {size: 1}
-        await batcher.stop()
-
-    run(main)
+    assert len(runner.calls) == 1
+    sent = runner.calls[0]["x"]
+    assert sent.shape == (size, 2)
+    np.testing.assert_array_equal(sent[:rows], request["x"])
+    np.testing.assert_array_equal(sent[rows:], np.repeat(request["x"][-1:], size - rows, 0))
+    np.testing.assert_array_equal(result["2x"], doubled(request))  # padding not returned
+    assert result["pos"].tolist() == list(range(rows))
+    assert batcher.stats.rows == rows
+    assert batcher.stats.padded_rows == size - rows
+    assert batcher.stats.batch_sizes == {size: 1}
 
 
-def test_queued_requests_never_exceed_max_batch_size(
+@in_loop()
+async def test_queued_requests_never_exceed_max_batch_size(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner, max_batch_size=4)
-        blocker = await hold_instance(batcher, runner)
-        first, second = req(1, 2, 3), req(4, 5, 6)
-        tasks = [submit(batcher, first), submit(batcher, second)]
-        await until(lambda: batcher.queued == 2)
-        gate.set()
-        results = await asyncio.gather(*tasks)
-        await blocker
+    runner, batcher, blocker = await held_instance(executor, gate, max_batch_size=4)
+    first, second = req(1, 2, 3), req(4, 5, 6)
+    tasks = [submit(batcher, first), submit(batcher, second)]
+    await until(lambda: batcher.queued == 2)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    await blocker
 
-        assert len(runner.calls) == 3  # 3 + 3 rows: two batches, not one of 6
-        assert runner.seen(1) == [1, 2, 3, 3]
-        assert runner.seen(2) == [4, 5, 6, 6]
-        assert all(len(call["x"]) <= 4 for call in runner.calls)
-        np.testing.assert_array_equal(results[0]["2x"], doubled(first))
-        np.testing.assert_array_equal(results[1]["2x"], doubled(second))
-        assert batcher.stats.batch_sizes == {1: 1, 4: 2}
-        assert batcher.stats.rows == 7
-        await batcher.stop()
-
-    run(main)
+    assert len(runner.calls) == 3  # 3 + 3 rows: two batches, not one of 6
+    assert runner.seen(1) == [1, 2, 3, 3]
+    assert runner.seen(2) == [4, 5, 6, 6]
+    assert all(len(call["x"]) <= 4 for call in runner.calls)
+    np.testing.assert_array_equal(results[0]["2x"], doubled(first))
+    np.testing.assert_array_equal(results[1]["2x"], doubled(second))
+    assert batcher.stats.batch_sizes == {1: 1, 4: 2}
+    assert batcher.stats.rows == 7
 
 
 @pytest.mark.parametrize("instances", [1, 3])
-def test_request_larger_than_max_batch_size_is_split_and_reassembled_in_order(
+@in_loop()
+async def test_request_larger_than_max_batch_size_is_split_and_reassembled_in_order(
     executor: ThreadPoolExecutor, instances: int
 ) -> None:
-    async def main() -> None:
-        runners = [RecordingRunner() for _ in range(instances)]
-        batcher = make_batcher(executor, *runners, max_batch_size=4, allowed_batch_sizes=[4])
-        request = req(*range(10, 20))
-        result = await batcher.submit(request, deadline())
+    runners = [RecordingRunner() for _ in range(instances)]
+    batcher = make_batcher(executor, *runners, max_batch_size=4, allowed_batch_sizes=[4])
+    request = req(*range(10, 20))
+    result = await batcher.submit(request, deadline())
 
-        np.testing.assert_array_equal(result["2x"], doubled(request))
-        assert result["pos"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
-        seen = sorted(runner.seen(i) for runner in runners for i in range(len(runner.calls)))
-        assert seen == [[10, 11, 12, 13], [14, 15, 16, 17], [18, 19, 19, 19]]
-        assert batcher.stats.batches == 3
-        assert batcher.stats.rows == 10
-        assert batcher.stats.padded_rows == 2
-        assert batcher.stats.requests == 1  # one request, however many chunks
-        await batcher.stop()
-
-    run(main)
+    np.testing.assert_array_equal(result["2x"], doubled(request))
+    assert result["pos"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    seen = sorted(runner.seen(i) for runner in runners for i in range(len(runner.calls)))
+    assert seen == [[10, 11, 12, 13], [14, 15, 16, 17], [18, 19, 19, 19]]
+    assert batcher.stats.batches == 3
+    assert batcher.stats.rows == 10
+    assert batcher.stats.padded_rows == 2
+    assert batcher.stats.requests == 1  # one request, however many chunks
 
 
-def test_failing_chunk_fails_the_split_request_with_its_own_error(
+@in_loop()
+async def test_failing_chunk_fails_the_split_request_with_its_own_error(
     executor: ThreadPoolExecutor,
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_size=4)
-        with pytest.raises(ModelFailureError):  # the error itself, not an ExceptionGroup
-            await batcher.submit(req(1, 2, 3, 4, 5, FAIL, 7, 8, 9, 10), deadline())
-        after = await batcher.submit(req(11), deadline())  # instances released
-        np.testing.assert_array_equal(after["2x"], doubled(req(11)))
-        assert batcher.queued == 0
-        await batcher.stop()
-
-    run(main)
+    _, batcher = one_instance(executor, max_batch_size=4)
+    with pytest.raises(ModelFailureError):  # the error itself, not an ExceptionGroup
+        await batcher.submit(req(1, 2, 3, 4, 5, FAIL, 7, 8, 9, 10), deadline())
+    after = await batcher.submit(req(11), deadline())  # instances released
+    np.testing.assert_array_equal(after["2x"], doubled(req(11)))
+    assert batcher.queued == 0
 
 
 # -- max_batch_delay_ms ------------------------------------------------------------------------
 
 
-def test_delay_holds_a_batch_open_for_a_later_request(executor: ThreadPoolExecutor) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_delay_ms=300)
-        first = submit(batcher, req(1))
-        await until(lambda: taken(batcher, 1))  # taken into a batch, which waits
-        await asyncio.sleep(0.02)
-        assert runner.calls == []
-        second = submit(batcher, req(2, 3))
-        results = await asyncio.gather(first, second)
+@in_loop()
+async def test_delay_holds_a_batch_open_for_a_later_request(executor: ThreadPoolExecutor) -> None:
+    runner, batcher = one_instance(executor, max_batch_delay_ms=300)
+    first = submit(batcher, req(1))
+    await until(lambda: taken(batcher, 1))  # taken into a batch, which waits
+    await asyncio.sleep(0.02)
+    assert runner.calls == []
+    second = submit(batcher, req(2, 3))
+    results = await asyncio.gather(first, second)
 
-        assert len(runner.calls) == 1
-        assert runner.seen(0) == [1, 2, 3, 3]
-        np.testing.assert_array_equal(results[0]["2x"], doubled(req(1)))
-        np.testing.assert_array_equal(results[1]["2x"], doubled(req(2, 3)))
-        assert batcher.stats.reasons == {"delay": 1}
-        await batcher.stop()
-
-    run(main)
+    assert len(runner.calls) == 1
+    assert runner.seen(0) == [1, 2, 3, 3]
+    np.testing.assert_array_equal(results[0]["2x"], doubled(req(1)))
+    np.testing.assert_array_equal(results[1]["2x"], doubled(req(2, 3)))
+    assert batcher.stats.reasons == {"delay": 1}
 
 
-def test_batch_reaching_max_size_dispatches_before_the_delay(
+@in_loop()
+async def test_batch_reaching_max_size_dispatches_before_the_delay(
     executor: ThreadPoolExecutor,
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_size=4, max_batch_delay_ms=5000)
-        start = time.monotonic()
-        first = submit(batcher, req(1))
-        await until(lambda: taken(batcher, 1))
-        second = submit(batcher, req(2, 3, 4))  # fills the batch
-        await asyncio.gather(first, second)
-        alone = await batcher.submit(req(5, 6, 7, 8), deadline())  # full by itself
+    runner, batcher = one_instance(executor, max_batch_size=4, max_batch_delay_ms=5000)
+    start = time.monotonic()
+    first = submit(batcher, req(1))
+    await until(lambda: taken(batcher, 1))
+    second = submit(batcher, req(2, 3, 4))  # fills the batch
+    await asyncio.gather(first, second)
+    alone = await batcher.submit(req(5, 6, 7, 8), deadline())  # full by itself
 
-        assert time.monotonic() - start < 2.5  # far less than the 5 s delay
-        assert [runner.seen(0), runner.seen(1)] == [[1, 2, 3, 4], [5, 6, 7, 8]]
-        np.testing.assert_array_equal(alone["2x"], doubled(req(5, 6, 7, 8)))
-        assert batcher.stats.reasons == {"full": 2}
-        await batcher.stop()
-
-    run(main)
+    assert time.monotonic() - start < 2.5  # far less than the 5 s delay
+    assert [runner.seen(0), runner.seen(1)] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    np.testing.assert_array_equal(alone["2x"], doubled(req(5, 6, 7, 8)))
+    assert batcher.stats.reasons == {"full": 2}
 
 
 # -- deadlines -------------------------------------------------------------------------------
 
 
-def test_request_expiring_in_the_queue_gets_504_without_running(
+@in_loop()
+async def test_request_expiring_in_the_queue_gets_504_without_running(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        blocker = await hold_instance(batcher, runner)
-        late = submit(batcher, req(66), seconds=0.05)
-        with pytest.raises(DeadlineExceededError):
-            await late  # while the instance is still busy
-        assert batcher.stats.expired == 1
+    runner, batcher, blocker = await held_instance(executor, gate)
+    late = submit(batcher, req(66), seconds=0.05)
+    with pytest.raises(DeadlineExceededError):
+        await late  # while the instance is still busy
+    assert batcher.stats.expired == 1
 
-        gate.set()
-        await blocker
-        after = await batcher.submit(req(7), deadline())
-        np.testing.assert_array_equal(after["2x"], doubled(req(7)))
-        assert all(66 not in runner.seen(i) for i in range(len(runner.calls)))
-        assert runner.seen(1) == [7]
-        await batcher.stop()
-
-    run(main)
+    gate.set()
+    await blocker
+    after = await batcher.submit(req(7), deadline())
+    np.testing.assert_array_equal(after["2x"], doubled(req(7)))
+    assert all(66 not in runner.seen(i) for i in range(len(runner.calls)))
+    assert runner.seen(1) == [7]
 
 
-def test_request_already_past_its_deadline_is_rejected(executor: ThreadPoolExecutor) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_delay_ms=1000)
-        with pytest.raises(DeadlineExceededError):
-            await batcher.submit(req(1), deadline(-1))
-        await batcher.submit(req(2), deadline(0.05))  # flushes the dispatcher
-        assert [runner.seen(i) for i in range(len(runner.calls))] == [[2]]
-        await batcher.stop()
-
-    run(main)
+@in_loop()
+async def test_request_already_past_its_deadline_is_rejected(executor: ThreadPoolExecutor) -> None:
+    runner, batcher = one_instance(executor, max_batch_delay_ms=1000)
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit(req(1), deadline(-1))
+    await batcher.submit(req(2), deadline(0.05))  # flushes the dispatcher
+    assert [runner.seen(i) for i in range(len(runner.calls))] == [[2]]
 
 
-def test_delay_is_cut_short_by_the_deadline_of_a_request_in_the_batch(
+@in_loop()
+async def test_delay_is_cut_short_by_the_deadline_of_a_request_in_the_batch(
     executor: ThreadPoolExecutor,
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_delay_ms=5000)
-        start = time.monotonic()
-        result = await batcher.submit(req(1), deadline(0.1))  # answered, not 504
+    _, batcher = one_instance(executor, max_batch_delay_ms=5000)
+    start = time.monotonic()
+    result = await batcher.submit(req(1), deadline(0.1))  # answered, not 504
 
-        assert time.monotonic() - start < 2.0  # not the 5 s delay
-        np.testing.assert_array_equal(result["2x"], doubled(req(1)))
-        assert batcher.stats.reasons == {"deadline": 1}
-        assert batcher.stats.expired == 0
-        await batcher.stop()
-
-    run(main)
+    assert time.monotonic() - start < 2.0  # not the 5 s delay
+    np.testing.assert_array_equal(result["2x"], doubled(req(1)))
+    assert batcher.stats.reasons == {"deadline": 1}
+    assert batcher.stats.expired == 0
 
 
-def test_delay_is_cut_short_by_a_request_joining_with_an_earlier_deadline(
+@in_loop()
+async def test_delay_is_cut_short_by_a_request_joining_with_an_earlier_deadline(
     executor: ThreadPoolExecutor,
 ) -> None:
     """The module: the delay holds a batch 'never past a queued request's deadline' -- also
     the deadline of a request that joined the batch during the delay."""
+    runner, batcher = one_instance(executor, max_batch_delay_ms=600)
+    delay_ends = time.monotonic() + 0.6  # at the earliest: the delay starts after this
+    patient = submit(batcher, req(1), seconds=30)
+    await until(lambda: taken(batcher, 1))  # the batch is waiting out its delay
+    hurried = submit(batcher, req(2), seconds=0.05)
+    results = await asyncio.gather(patient, hurried)
 
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, max_batch_delay_ms=600)
-        delay_ends = time.monotonic() + 0.6  # at the earliest: the delay starts after this
-        patient = submit(batcher, req(1), seconds=30)
-        await until(lambda: taken(batcher, 1))  # the batch is waiting out its delay
-        hurried = submit(batcher, req(2), seconds=0.05)
-        results = await asyncio.gather(patient, hurried)
-
-        assert runner.seen(0) == [1, 2]
-        np.testing.assert_array_equal(results[1]["2x"], doubled(req(2)))
-        # closed for the deadline, which came first: not when the delay ran out (compared
-        # with the delay, not a fixed time, so a busy machine's late wake-ups do not matter)
-        early = delay_ends - runner.call_times[0]
-        assert early > 0, f"dispatched {-early:.3f} s after the delay ran out"
-        assert batcher.stats.reasons == {"deadline": 1}
-        await batcher.stop()
-
-    run(main)
+    assert runner.seen(0) == [1, 2]
+    np.testing.assert_array_equal(results[1]["2x"], doubled(req(2)))
+    # closed for the deadline, which came first: not when the delay ran out (compared
+    # with the delay, not a fixed time, so a busy machine's late wake-ups do not matter)
+    early = delay_ends - runner.call_times[0]
+    assert early > 0, f"dispatched {-early:.3f} s after the delay ran out"
+    assert batcher.stats.reasons == {"deadline": 1}
 
 
-def test_deadline_from() -> None:
-    async def main() -> None:
-        now = asyncio.get_running_loop().time()
-        assert deadline_from(None, 2000) == pytest.approx(now + 2, abs=0.5)
-        assert deadline_from(50, 2000) == pytest.approx(now + 0.05, abs=0.5)
-        assert deadline_from(float("inf"), 2000) > now + 1e8
-
-    run(main)
+@in_loop()
+async def test_deadline_from() -> None:
+    now = asyncio.get_running_loop().time()
+    assert deadline_from(None, 2000) == pytest.approx(now + 2, abs=0.5)
+    assert deadline_from(50, 2000) == pytest.approx(now + 0.05, abs=0.5)
+    assert deadline_from(float("inf"), 2000) > now + 1e8
 
 
 # -- queue bound -------------------------------------------------------------------------------
 
 
-def test_full_queue_rejects_at_once(executor: ThreadPoolExecutor, gate: threading.Event) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner, max_queue_size=2)
-        blocker = await hold_instance(batcher, runner)
-        queued = [submit(batcher, req(1)), submit(batcher, req(2))]
-        await until(lambda: batcher.queued == 2)
+@in_loop()
+async def test_full_queue_rejects_at_once(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    runner, batcher, blocker = await held_instance(executor, gate, max_queue_size=2)
+    queued = [submit(batcher, req(1)), submit(batcher, req(2))]
+    await until(lambda: batcher.queued == 2)
 
-        assert batcher.full()
-        start = time.monotonic()
-        with pytest.raises(QueueFullError) as info:
-            await batcher.submit(req(3), deadline())
-        assert time.monotonic() - start < 1.0
-        assert info.value.http_status == 429
-        with pytest.raises(QueueFullError):
-            batcher.check_capacity()
-        assert batcher.stats.rejected == 2
+    assert batcher.full()
+    start = time.monotonic()
+    with pytest.raises(QueueFullError) as info:
+        await batcher.submit(req(3), deadline())
+    assert time.monotonic() - start < 1.0
+    assert info.value.http_status == 429
+    with pytest.raises(QueueFullError):
+        batcher.check_capacity()
+    assert batcher.stats.rejected == 2
 
-        gate.set()
-        results = await asyncio.gather(*queued)
-        await blocker
-        assert [r["2x"][0, 0] for r in results] == [2, 4]
-        assert all(3 not in runner.seen(i) for i in range(len(runner.calls)))
-        batcher.check_capacity()  # room again
-        await batcher.submit(req(4), deadline())
-        assert batcher.stats.rejected == 2
-        await batcher.stop()
-
-    run(main)
+    gate.set()
+    results = await asyncio.gather(*queued)
+    await blocker
+    assert [r["2x"][0, 0] for r in results] == [2, 4]
+    assert all(3 not in runner.seen(i) for i in range(len(runner.calls)))
+    batcher.check_capacity()  # room again
+    await batcher.submit(req(4), deadline())
+    assert batcher.stats.rejected == 2
 
 
 @pytest.mark.parametrize("leaves", ["cancelled", "expired"])
-def test_request_that_left_the_queue_frees_its_slot(
+@in_loop()
+async def test_request_that_left_the_queue_frees_its_slot(
     executor: ThreadPoolExecutor, gate: threading.Event, leaves: str
 ) -> None:
     """A request that is gone (caller cancelled, or deadline passed) no longer counts against
     max_queue_size, even while the instance is still busy."""
+    _, batcher, blocker = await held_instance(executor, gate, max_queue_size=2)
+    leaving = submit(batcher, req(1), seconds=0.05 if leaves == "expired" else 30)
+    staying = submit(batcher, req(2))
+    await until(lambda: batcher.queued == 2)
+    if leaves == "cancelled":
+        leaving.cancel()
+    with pytest.raises((asyncio.CancelledError, DeadlineExceededError)):
+        await leaving
+    assert getattr(batcher.stats, leaves) == 1
 
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner, max_queue_size=2)
-        blocker = await hold_instance(batcher, runner)
-        leaving = submit(batcher, req(1), seconds=0.05 if leaves == "expired" else 30)
-        staying = submit(batcher, req(2))
-        await until(lambda: batcher.queued == 2)
-        if leaves == "cancelled":
-            leaving.cancel()
-        with pytest.raises((asyncio.CancelledError, DeadlineExceededError)):
-            await leaving
-        assert getattr(batcher.stats, leaves) == 1
-
-        assert batcher.queued == 1, "a request that left still counts against max_queue_size"
-        batcher.check_capacity()
-        newcomer = submit(batcher, req(3))
-        await until(lambda: batcher.queued == 2)
-        gate.set()
-        results = await asyncio.gather(blocker, staying, newcomer)
-        assert [r["2x"][0, 0] for r in results] == [200, 4, 6]
-        assert batcher.stats.rejected == 0
-        await batcher.stop()
-
-    run(main)
+    assert batcher.queued == 1, "a request that left still counts against max_queue_size"
+    batcher.check_capacity()
+    newcomer = submit(batcher, req(3))
+    await until(lambda: batcher.queued == 2)
+    gate.set()
+    results = await asyncio.gather(blocker, staying, newcomer)
+    assert [r["2x"][0, 0] for r in results] == [200, 4, 6]
+    assert batcher.stats.rejected == 0
 
 
 # -- failures --------------------------------------------------------------------------------
@@ -626,127 +608,99 @@ async def run_coalesced(
     [(BAD, InvalidInputError), (FAIL, ModelFailureError), (CRASH, ModelFailureError)],
     ids=["invalid", "fail", "crash"],
 )
-def test_failed_batch_is_retried_in_halves_until_the_culprit_fails_alone(
+@in_loop()
+async def test_failed_batch_is_retried_in_halves_until_the_culprit_fails_alone(
     executor: ThreadPoolExecutor, gate: threading.Event, marker: float, error: type[ServingError]
 ) -> None:
     """One bad request among eight: 1 + 2 * log2(8) calls, only the bad one fails."""
+    runner, batcher = one_instance(executor, gate)
+    values = [10.0, 11.0, 12.0, 13.0, 14.0, marker, 16.0, 17.0]
+    outcomes = await run_coalesced(batcher, runner, gate, *(req(v) for v in values))
 
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        values = [10.0, 11.0, 12.0, 13.0, 14.0, marker, 16.0, 17.0]
-        outcomes = await run_coalesced(batcher, runner, gate, *(req(v) for v in values))
-
-        for value, outcome in zip(values, outcomes, strict=True):
-            if value == marker:
-                assert isinstance(outcome, error), outcome
-            else:
-                np.testing.assert_array_equal(outcome["2x"], doubled(req(value)))
-        # depth first: the batch, its halves, the failing half's halves, ...
-        groups = [values, values[:4], values[4:], values[4:6], values[4:5], values[5:6]]
-        groups.append(values[6:])
-        assert len(runner.calls) == 1 + len(groups)
-        for call, group in enumerate(groups, start=1):
-            assert runner.seen(call)[: len(group)] == group, (call, runner.seen(call))
-            assert len(runner.calls[call]["x"]) in batcher.sizes  # padded as any batch
-        assert batcher.stats.splits == 3
-        assert batcher.stats.model_errors == {error.code: 4}
-        assert batcher.stats.batches == 2  # retries are not new batches
-        await batcher.stop()
-
-    run(main)
+    for value, outcome in zip(values, outcomes, strict=True):
+        if value == marker:
+            assert isinstance(outcome, error), outcome
+        else:
+            np.testing.assert_array_equal(outcome["2x"], doubled(req(value)))
+    # depth first: the batch, its halves, the failing half's halves, ...
+    groups = [values, values[:4], values[4:], values[4:6], values[4:5], values[5:6]]
+    groups.append(values[6:])
+    assert len(runner.calls) == 1 + len(groups)
+    for call, group in enumerate(groups, start=1):
+        assert runner.seen(call)[: len(group)] == group, (call, runner.seen(call))
+        assert len(runner.calls[call]["x"]) in batcher.sizes  # padded as any batch
+    assert batcher.stats.splits == 3
+    assert batcher.stats.model_errors == {error.code: 4}
+    assert batcher.stats.batches == 2  # retries are not new batches
 
 
-def test_a_batch_that_fails_whole_fails_every_request_with_its_own_error(
+@in_loop()
+async def test_a_batch_that_fails_whole_fails_every_request_with_its_own_error(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        outcomes = await run_coalesced(batcher, runner, gate, req(FAIL), req(2, FAIL), req(FAIL))
+    runner, batcher = one_instance(executor, gate)
+    outcomes = await run_coalesced(batcher, runner, gate, req(FAIL), req(2, FAIL), req(FAIL))
 
-        assert all(isinstance(outcome, ModelFailureError) for outcome in outcomes), outcomes
-        assert len(runner.calls) == 1 + 5  # the batch, [1] | [2, 3], [2] | [3]
-        assert batcher.stats.splits == 2
-        # the instance was released: the model still answers
-        assert (await batcher.submit(req(4), deadline()))["2x"][0, 0] == 8
-        await batcher.stop()
-
-    run(main)
+    assert all(isinstance(outcome, ModelFailureError) for outcome in outcomes), outcomes
+    assert len(runner.calls) == 1 + 5  # the batch, [1] | [2, 3], [2] | [3]
+    assert batcher.stats.splits == 2
+    # the instance was released: the model still answers
+    assert (await batcher.submit(req(4), deadline()))["2x"][0, 0] == 8
 
 
-def test_invalid_input_of_a_lone_request_fails_it_without_rerun(
+@in_loop()
+async def test_invalid_input_of_a_lone_request_fails_it_without_rerun(
     executor: ThreadPoolExecutor,
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner)
-        with pytest.raises(InvalidInputError):
-            await batcher.submit(req(1, BAD), deadline())
-        assert len(runner.calls) == 1
-        assert batcher.stats.splits == 0
-        assert batcher.stats.model_errors == {"INVALID_ARGUMENT": 1}
-        await batcher.stop()
-
-    run(main)
+    runner, batcher = one_instance(executor)
+    with pytest.raises(InvalidInputError):
+        await batcher.submit(req(1, BAD), deadline())
+    assert len(runner.calls) == 1
+    assert batcher.stats.splits == 0
+    assert batcher.stats.model_errors == {"INVALID_ARGUMENT": 1}
 
 
-def test_halves_answer_every_request_when_several_fail_differently(
+@in_loop()
+async def test_halves_answer_every_request_when_several_fail_differently(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     """A request whose retry raises a plain exception fails (500), another is invalid (400),
     and the good one is still answered, none left waiting forever."""
+    runner, batcher = one_instance(executor, gate)
+    outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(CRASH), req(3))
 
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(CRASH), req(3))
-
-        assert isinstance(outcomes[0], InvalidInputError)
-        assert isinstance(outcomes[1], ModelFailureError)
-        np.testing.assert_array_equal(outcomes[2]["2x"], doubled(req(3)))
-        await batcher.stop()
-
-    run(main)
+    assert isinstance(outcomes[0], InvalidInputError)
+    assert isinstance(outcomes[1], ModelFailureError)
+    np.testing.assert_array_equal(outcomes[2]["2x"], doubled(req(3)))
 
 
-def test_halves_are_held_to_the_output_rows_check(
+@in_loop()
+async def test_halves_are_held_to_the_output_rows_check(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     """A half is held to the same one-row-per-input-row check as a batch."""
+    runner, batcher = one_instance(executor, gate)
+    outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(2, WRONG), req(3))
 
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        outcomes = await run_coalesced(batcher, runner, gate, req(BAD), req(2, WRONG), req(3))
-
-        assert isinstance(outcomes[0], InvalidInputError)
-        assert isinstance(outcomes[1], ModelFailureError), outcomes[1]
-        np.testing.assert_array_equal(outcomes[2]["2x"], doubled(req(3)))
-        await batcher.stop()
-
-    run(main)
+    assert isinstance(outcomes[0], InvalidInputError)
+    assert isinstance(outcomes[1], ModelFailureError), outcomes[1]
+    np.testing.assert_array_equal(outcomes[2]["2x"], doubled(req(3)))
 
 
-def test_halves_are_padded_to_allowed_sizes(
+@in_loop()
+async def test_halves_are_padded_to_allowed_sizes(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     """The module: every model call is padded to an allowed size 'so every call hits a shape
     traced and warmed at load' -- the retried halves too."""
+    runner, batcher = one_instance(executor, gate)
+    good = req(1, 2, 3)
+    outcomes = await run_coalesced(batcher, runner, gate, good, req(BAD))
 
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        good = req(1, 2, 3)
-        outcomes = await run_coalesced(batcher, runner, gate, good, req(BAD))
-
-        np.testing.assert_array_equal(outcomes[0]["2x"], doubled(good))
-        assert isinstance(outcomes[1], InvalidInputError)
-        sizes = [len(call["x"]) for call in runner.calls]
-        assert sizes == [1, 4, 4, 1]  # the blocker, the batch, [good] padded, [BAD]
-        await batcher.stop()
-
-    run(main)
+    np.testing.assert_array_equal(outcomes[0]["2x"], doubled(good))
+    assert isinstance(outcomes[1], InvalidInputError)
+    sizes = [len(call["x"]) for call in runner.calls]
+    assert sizes == [1, 4, 4, 1]  # the blocker, the batch, [good] padded, [BAD]
 
 
 class SlowBatchRunner(RecordingRunner):
@@ -768,180 +722,149 @@ class SlowBatchRunner(RecordingRunner):
         return super().run(signature_name, inputs, outputs)
 
 
-def test_a_half_past_its_deadlines_gets_504_instead_of_a_retry(
+@in_loop(timeout=15)
+async def test_a_half_past_its_deadlines_gets_504_instead_of_a_retry(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
     """The batch of `late` (1 s deadline) and a bad request takes 2 s to fail: `late` is not
     run again, it gets 504; the bad request's half (30 s deadline) is retried."""
+    runner = SlowBatchRunner(gate, seconds=2.0)
+    batcher = make_batcher(executor, runner)
+    blocker = await hold_instance(batcher, runner)
+    late, bad = submit(batcher, req(1), seconds=1.0), submit(batcher, req(BAD))
+    await until(lambda: batcher.queued == 2)
+    gate.set()
+    await blocker
+    with pytest.raises(DeadlineExceededError, match="failed batch was retried"):
+        await late
+    with pytest.raises(InvalidInputError):
+        await bad
 
-    async def main() -> None:
-        runner = SlowBatchRunner(gate, seconds=2.0)
-        batcher = make_batcher(executor, runner)
-        blocker = await hold_instance(batcher, runner)
-        late, bad = submit(batcher, req(1), seconds=1.0), submit(batcher, req(BAD))
-        await until(lambda: batcher.queued == 2)
-        gate.set()
-        await blocker
-        with pytest.raises(DeadlineExceededError, match="failed batch was retried"):
-            await late
-        with pytest.raises(InvalidInputError):
-            await bad
-
-        assert [runner.seen(call) for call in (1, 2)] == [[1, BAD], [BAD]]
-        assert len(runner.calls) == 3
-        assert (batcher.stats.splits, batcher.stats.expired) == (1, 1)
-        await batcher.stop()
-
-    run(main, timeout=15)
+    assert [runner.seen(call) for call in (1, 2)] == [[1, BAD], [BAD]]
+    assert len(runner.calls) == 3
+    assert (batcher.stats.splits, batcher.stats.expired) == (1, 1)
 
 
 # -- cancellation ----------------------------------------------------------------------------
 
 
-def test_cancelled_queued_request_leaves_the_queue(
+@in_loop()
+async def test_cancelled_queued_request_leaves_the_queue(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        blocker = await hold_instance(batcher, runner)
-        gone, kept = submit(batcher, req(1)), submit(batcher, req(2, 3))
-        await until(lambda: batcher.queued == 2)
-        gone.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await gone
-        assert batcher.stats.cancelled == 1
+    runner, batcher, blocker = await held_instance(executor, gate)
+    gone, kept = submit(batcher, req(1)), submit(batcher, req(2, 3))
+    await until(lambda: batcher.queued == 2)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert batcher.stats.cancelled == 1
 
-        gate.set()
-        result = await kept
-        await blocker
-        np.testing.assert_array_equal(result["2x"], doubled(req(2, 3)))
-        assert result["pos"].tolist() == [0, 1]
-        assert len(runner.calls) == 2
-        assert runner.seen(1) == [2, 3]
-        assert batcher.stats.rows == 3
-        await batcher.stop()
-
-    run(main)
+    gate.set()
+    result = await kept
+    await blocker
+    np.testing.assert_array_equal(result["2x"], doubled(req(2, 3)))
+    assert result["pos"].tolist() == [0, 1]
+    assert len(runner.calls) == 2
+    assert runner.seen(1) == [2, 3]
+    assert batcher.stats.rows == 3
 
 
-def test_cancelling_a_split_request_removes_all_its_chunks(
+@in_loop()
+async def test_cancelling_a_split_request_removes_all_its_chunks(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner, max_batch_size=4)
-        blocker = await hold_instance(batcher, runner)
-        split = submit(batcher, req(*range(1, 11)))
-        # one request against max_queue_size, however many chunks; all its rows count
-        await until(lambda: (batcher.queued, batcher.queued_rows) == (1, 10))
-        split.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await split
-        assert batcher.stats.cancelled in (1, 3)  # counted per request or per chunk
-        assert (batcher.queued, batcher.queued_rows) == (0, 0)
+    runner, batcher, blocker = await held_instance(executor, gate, max_batch_size=4)
+    split = submit(batcher, req(*range(1, 11)))
+    # one request against max_queue_size, however many chunks; all its rows count
+    await until(lambda: (batcher.queued, batcher.queued_rows) == (1, 10))
+    split.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await split
+    assert batcher.stats.cancelled in (1, 3)  # counted per request or per chunk
+    assert (batcher.queued, batcher.queued_rows) == (0, 0)
 
-        gate.set()
-        await blocker
-        await batcher.submit(req(42), deadline())
-        assert [runner.seen(i) for i in range(len(runner.calls))] == [[100], [42]]
-        await batcher.stop()
-
-    run(main)
+    gate.set()
+    await blocker
+    await batcher.submit(req(42), deadline())
+    assert [runner.seen(i) for i in range(len(runner.calls))] == [[100], [42]]
 
 
-def test_cancelling_a_running_request_leaves_the_rest_of_its_batch_alone(
+@in_loop()
+async def test_cancelling_a_running_request_leaves_the_rest_of_its_batch_alone(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        left, stayed = submit(batcher, req(1)), submit(batcher, req(2))
-        await until(lambda: len(runner.calls) == 1)
-        assert runner.seen(0) == [1, 2]  # both in the running batch
-        left.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await left
-        assert batcher.stats.cancelled == 0  # it had started: not counted as left the queue
+    runner, batcher = one_instance(executor, gate)
+    left, stayed = submit(batcher, req(1)), submit(batcher, req(2))
+    await until(lambda: len(runner.calls) == 1)
+    assert runner.seen(0) == [1, 2]  # both in the running batch
+    left.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await left
+    assert batcher.stats.cancelled == 0  # it had started: not counted as left the queue
 
-        gate.set()
-        result = await stayed
-        np.testing.assert_array_equal(result["2x"], doubled(req(2)))
-        assert result["pos"].tolist() == [1]
-        after = await batcher.submit(req(5), deadline())  # the instance was released
-        np.testing.assert_array_equal(after["2x"], doubled(req(5)))
-        await batcher.stop()
-
-    run(main)
+    gate.set()
+    result = await stayed
+    np.testing.assert_array_equal(result["2x"], doubled(req(2)))
+    assert result["pos"].tolist() == [1]
+    after = await batcher.submit(req(5), deadline())  # the instance was released
+    np.testing.assert_array_equal(after["2x"], doubled(req(5)))
 
 
 # -- batching disabled, unbatchable inputs -------------------------------------------------------
 
 
-def test_disabled_batching_runs_each_request_alone_with_the_queue_bound(
+@in_loop()
+async def test_disabled_batching_runs_each_request_alone_with_the_queue_bound(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner, enabled=False, max_queue_size=2)
-        requests = [req(1, 2, 3), req(4), req(5, 6)]
-        first = submit(batcher, requests[0])
-        await until(lambda: len(runner.calls) == 1)
-        waiting = [submit(batcher, r) for r in requests[1:]]
-        await until(lambda: batcher.queued == 2)
-        with pytest.raises(QueueFullError):
-            await batcher.submit(req(7), deadline())
-        assert batcher.stats.rejected == 1
+    runner, batcher = one_instance(executor, gate, enabled=False, max_queue_size=2)
+    requests = [req(1, 2, 3), req(4), req(5, 6)]
+    first = submit(batcher, requests[0])
+    await until(lambda: len(runner.calls) == 1)
+    waiting = [submit(batcher, r) for r in requests[1:]]
+    await until(lambda: batcher.queued == 2)
+    with pytest.raises(QueueFullError):
+        await batcher.submit(req(7), deadline())
+    assert batcher.stats.rejected == 1
 
-        gate.set()
-        results = await asyncio.gather(first, *waiting)
-        for request, result in zip(requests, results, strict=True):
-            np.testing.assert_array_equal(result["2x"], doubled(request))
-            assert result["pos"].tolist() == list(range(len(request["x"])))
-        seen = sorted(runner.seen(i) for i in range(len(runner.calls)))
-        assert seen == [[1, 2, 3], [4], [5, 6]]  # one call each, unpadded
-        assert batcher.stats.padded_rows == 0
-        assert batcher.stats.batches == 3
-        assert batcher.queued == 0
-        await batcher.stop()
-
-    run(main)
+    gate.set()
+    results = await asyncio.gather(first, *waiting)
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["2x"], doubled(request))
+        assert result["pos"].tolist() == list(range(len(request["x"])))
+    seen = sorted(runner.seen(i) for i in range(len(runner.calls)))
+    assert seen == [[1, 2, 3], [4], [5, 6]]  # one call each, unpadded
+    assert batcher.stats.padded_rows == 0
+    assert batcher.stats.batches == 3
+    assert batcher.queued == 0
 
 
-def test_disabled_batching_counts_requests_and_rows(executor: ThreadPoolExecutor) -> None:
+@in_loop()
+async def test_disabled_batching_counts_requests_and_rows(executor: ThreadPoolExecutor) -> None:
     """BatchStats (shown in model status) counts requests and real rows with batching off too."""
-
-    async def main() -> None:
-        runner = RecordingRunner()
-        batcher = make_batcher(executor, runner, enabled=False)
-        await batcher.submit(req(1, 2, 3), deadline())
-        await batcher.submit(req(4), deadline())
-        stats = batcher.stats
-        assert (stats.batches, stats.requests, stats.rows) == (2, 2, 4)
-        assert stats.batch_sizes == {3: 1, 1: 1}
-        await batcher.stop()
-
-    run(main)
+    _, batcher = one_instance(executor, enabled=False)
+    await batcher.submit(req(1, 2, 3), deadline())
+    await batcher.submit(req(4), deadline())
+    stats = batcher.stats
+    assert (stats.batches, stats.requests, stats.rows) == (2, 2, 4)
+    assert stats.batch_sizes == {3: 1, 1: 1}
 
 
-def test_disabled_batching_request_past_deadline_waiting_for_instance_gets_504(
+@in_loop()
+async def test_disabled_batching_request_past_deadline_waiting_for_instance_gets_504(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner, enabled=False)
-        first = submit(batcher, req(1))
-        await until(lambda: len(runner.calls) == 1)
-        with pytest.raises(DeadlineExceededError):
-            await batcher.submit(req(2), deadline(0.05))
-        assert batcher.stats.expired == 1
-        assert batcher.queued == 0
-        gate.set()
-        await first
-        assert len(runner.calls) == 1
-        await batcher.stop()
-
-    run(main)
+    runner, batcher = one_instance(executor, gate, enabled=False)
+    first = submit(batcher, req(1))
+    await until(lambda: len(runner.calls) == 1)
+    with pytest.raises(DeadlineExceededError):
+        await batcher.submit(req(2), deadline(0.05))
+    assert batcher.stats.expired == 1
+    assert batcher.queued == 0
+    gate.set()
+    await first
+    assert len(runner.calls) == 1
 
 
 @pytest.mark.parametrize(
@@ -952,87 +875,76 @@ def test_disabled_batching_request_past_deadline_waiting_for_instance_gets_504(
     ],
     ids=["different-rows", "scalar"],
 )
-def test_inputs_without_common_batch_dimension_run_alone_unpadded(
+@in_loop()
+async def test_inputs_without_common_batch_dimension_run_alone_unpadded(
     executor: ThreadPoolExecutor, gate: threading.Event, inputs: dict[str, np.ndarray]
 ) -> None:
-    async def main() -> None:
-        runner = RecordingRunner(gate)
-        batcher = make_batcher(executor, runner)
-        blocker = await hold_instance(batcher, runner)
-        odd = asyncio.create_task(batcher.submit(inputs, deadline()))
-        normal = submit(batcher, req(3))  # 3 rows: would be padded to 4 if coalesced
-        await until(lambda: batcher.queued == 2)
-        gate.set()
-        result, _, _ = await asyncio.gather(odd, normal, blocker)
+    runner, batcher, blocker = await held_instance(executor, gate)
+    odd = asyncio.create_task(batcher.submit(inputs, deadline()))
+    normal = submit(batcher, req(3))  # 3 rows: would be padded to 4 if coalesced
+    await until(lambda: batcher.queued == 2)
+    gate.set()
+    result, _, _ = await asyncio.gather(odd, normal, blocker)
 
-        odd_calls = [call for call in runner.calls if "a" in call]
-        assert len(odd_calls) == 1
-        assert set(odd_calls[0]) == {"a", "b"}
-        for name, array in inputs.items():
-            np.testing.assert_array_equal(odd_calls[0][name], array)  # unpadded, as sent
-            np.testing.assert_array_equal(result[f"2{name}"], 2 * array)
-        assert sum(1 for call in runner.calls if "x" in call) == 2  # never mixed in a batch
-        assert batcher.stats.padded_rows == 0
-        await batcher.stop()
-
-    run(main)
+    odd_calls = [call for call in runner.calls if "a" in call]
+    assert len(odd_calls) == 1
+    assert set(odd_calls[0]) == {"a", "b"}
+    for name, array in inputs.items():
+        np.testing.assert_array_equal(odd_calls[0][name], array)  # unpadded, as sent
+        np.testing.assert_array_equal(result[f"2{name}"], 2 * array)
+    assert sum(1 for call in runner.calls if "x" in call) == 2  # never mixed in a batch
+    assert batcher.stats.padded_rows == 0
 
 
 # -- several instances -----------------------------------------------------------------------
 
 
-def test_concurrent_batches_go_to_different_idle_instances(
+@in_loop()
+async def test_concurrent_batches_go_to_different_idle_instances(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    async def main() -> None:
-        runners = [RecordingRunner(gate, device=f"/device:GPU:{i}") for i in range(3)]
-        batcher = make_batcher(executor, *runners, max_batch_size=2)
-        requests = [req(1, 2), req(3, 4), req(5, 6)]
-        tasks = [submit(batcher, r) for r in requests]
-        await until(lambda: all(len(runner.calls) == 1 for runner in runners))
-        assert batcher.pool.busy == [1, 1, 1]  # three batches at once, one per instance
+    runners = [RecordingRunner(gate, device=f"/device:GPU:{i}") for i in range(3)]
+    batcher = make_batcher(executor, *runners, max_batch_size=2)
+    requests = [req(1, 2), req(3, 4), req(5, 6)]
+    tasks = [submit(batcher, r) for r in requests]
+    await until(lambda: all(len(runner.calls) == 1 for runner in runners))
+    assert batcher.pool.busy == [1, 1, 1]  # three batches at once, one per instance
 
-        gate.set()
-        results = await asyncio.gather(*tasks)
-        for request, result in zip(requests, results, strict=True):
-            np.testing.assert_array_equal(result["2x"], doubled(request))
-        assert batcher.pool.batches_run == [1, 1, 1]
-        assert sorted(runner.seen(0) for runner in runners) == [[1, 2], [3, 4], [5, 6]]
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["2x"], doubled(request))
+    assert batcher.pool.batches_run == [1, 1, 1]
+    assert sorted(runner.seen(0) for runner in runners) == [[1, 2], [3, 4], [5, 6]]
 
-        for value in (7, 8, 9):  # one at a time: the least loaded free instance each time
-            await batcher.submit(req(value), deadline())
-        assert batcher.pool.batches_run == [2, 2, 2]
-        assert [len(runner.calls) for runner in runners] == [2, 2, 2]
-        assert batcher.pool.busy == [0, 0, 0]
-        await batcher.stop()
-
-    run(main)
+    for value in (7, 8, 9):  # one at a time: the least loaded free instance each time
+        await batcher.submit(req(value), deadline())
+    assert batcher.pool.batches_run == [2, 2, 2]
+    assert [len(runner.calls) for runner in runners] == [2, 2, 2]
+    assert batcher.pool.busy == [0, 0, 0]
 
 
-def test_queued_batch_goes_to_the_instance_that_frees_up(
+@in_loop()
+async def test_queued_batch_goes_to_the_instance_that_frees_up(
     executor: ThreadPoolExecutor, new_gate: Callable[[], threading.Event]
 ) -> None:
-    async def main() -> None:
-        slow, fast = RecordingRunner(new_gate()), RecordingRunner(new_gate())
-        batcher = make_batcher(executor, slow, fast, max_batch_size=1)
-        first, second = submit(batcher, req(1)), submit(batcher, req(2))
-        await until(lambda: len(slow.calls) == 1 and len(fast.calls) == 1)
-        third = submit(batcher, req(3))
-        await until(lambda: batcher.queued == 1)
+    slow, fast = RecordingRunner(new_gate()), RecordingRunner(new_gate())
+    batcher = make_batcher(executor, slow, fast, max_batch_size=1)
+    first, second = submit(batcher, req(1)), submit(batcher, req(2))
+    await until(lambda: len(slow.calls) == 1 and len(fast.calls) == 1)
+    third = submit(batcher, req(3))
+    await until(lambda: batcher.queued == 1)
 
-        assert fast.gate is not None and slow.gate is not None
-        fast.gate.set()
-        await second
-        assert (await third)["2x"][0, 0] == 6
-        assert [fast.seen(0), fast.seen(1)] == [[2], [3]]
-        assert len(slow.calls) == 1 and not first.done()
+    assert fast.gate is not None and slow.gate is not None
+    fast.gate.set()
+    await second
+    assert (await third)["2x"][0, 0] == 6
+    assert [fast.seen(0), fast.seen(1)] == [[2], [3]]
+    assert len(slow.calls) == 1 and not first.done()
 
-        slow.gate.set()
-        assert (await first)["2x"][0, 0] == 2
-        assert batcher.pool.batches_run == [1, 2]
-        await batcher.stop()
-
-    run(main)
+    slow.gate.set()
+    assert (await first)["2x"][0, 0] == 2
+    assert batcher.pool.batches_run == [1, 2]
 
 
 def test_stats_defaults() -> None:
@@ -1074,7 +986,8 @@ class DispatchClock:
         pass
 
 
-def test_a_held_batch_closes_in_time_for_the_call_to_end_by_the_deadline(
+@in_loop()
+async def test_a_held_batch_closes_in_time_for_the_call_to_end_by_the_deadline(
     executor: ThreadPoolExecutor,
 ) -> None:
     """A batch held open for company closes DEADLINE_SLACK (1.5) calls, as the batcher
@@ -1082,27 +995,23 @@ def test_a_held_batch_closes_in_time_for_the_call_to_end_by_the_deadline(
     so the answer arrives by the deadline, which a gRPC client enforces, instead of just after
     it. The closing is compared with a timer the test sets for the same moment, not with a
     fixed time: on a busy machine both run late alike."""
+    loop = asyncio.get_running_loop()
+    runner, clock = SlowRunner(0.1), DispatchClock()
+    batcher = make_batcher(
+        executor, runner, observer=clock, max_batch_delay_ms=5000, max_batch_size=2
+    )
+    began = time.monotonic()
+    await batcher.submit(req(1, 2), deadline())  # a full batch: measures one call
+    call = batcher.call_seconds
+    assert runner.seconds <= call <= time.monotonic() - began  # the call, not the request
 
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        runner, clock = SlowRunner(0.1), DispatchClock()
-        config = BatchingConfig(max_batch_delay_ms=5000, max_batch_size=2)
-        batcher = Batcher("m/1", SIGNATURE, config, InstancePool([runner]), executor, clock)
-        began = time.monotonic()
-        await batcher.submit(req(1, 2), deadline())  # a full batch: measures one call
-        call = batcher.call_seconds
-        assert runner.seconds <= call <= time.monotonic() - began  # the call, not the request
-
-        due = loop.time() + 5 * call
-        close_by = due - DEADLINE_SLACK * call
-        woke: list[float] = []
-        loop.call_at(close_by, lambda: woke.append(loop.time()))
-        await batcher.submit(req(3), due)
-        closed = clock.dispatched_at[1]
-        assert closed > close_by - 0.001, f"closed {(close_by - closed) / call:.2f} calls early"
-        late = (closed - woke[0]) / call
-        assert late < 0.5, f"closed {late:.2f} calls late ({DEADLINE_SLACK} before the deadline)"
-        assert batcher.stats.reasons == {"full": 1, "deadline": 1}
-        await batcher.stop()
-
-    run(main)
+    due = loop.time() + 5 * call
+    close_by = due - DEADLINE_SLACK * call
+    woke: list[float] = []
+    loop.call_at(close_by, lambda: woke.append(loop.time()))
+    await batcher.submit(req(3), due)
+    closed = clock.dispatched_at[1]
+    assert closed > close_by - 0.001, f"closed {(close_by - closed) / call:.2f} calls early"
+    late = (closed - woke[0]) / call
+    assert late < 0.5, f"closed {late:.2f} calls late ({DEADLINE_SLACK} before the deadline)"
+    assert batcher.stats.reasons == {"full": 1, "deadline": 1}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -48,12 +47,6 @@ CLASSIFY_ROUTE = "/tensorflow.serving.PredictionService/Classify"
 @pytest.fixture(scope="module")
 def target(protocol_server: str) -> str:
     return grpc_target(protocol_server)
-
-
-@pytest.fixture
-def client(protocol_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=protocol_server, timeout=60) as client:
-        yield client
 
 
 def expected_classes(x: float, bias: int = 0, *, labels: bool = True, scores: bool = True) -> Any:

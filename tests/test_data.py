@@ -123,30 +123,32 @@ def _never_called() -> Path:
     raise AssertionError("the download must not be tried")
 
 
+X_URL = "https://example.org/x.npz"
+
+
+def locate_x(download: Callable[[], Path], allow_download: bool = True) -> Path:
+    """locate_data for a data set "X" kept as x.npz and downloaded from X_URL."""
+    return locate_data(
+        None, "x.npz", what="X", download=download, url=X_URL, allow_download=allow_download
+    )
+
+
+def refusal(download: Callable[[], Path], allow_download: bool) -> str:
+    """What locate_x says when it finds no X."""
+    with pytest.raises(DataNotFoundError) as caught:
+        locate_x(download, allow_download)
+    return str(caught.value)
+
+
 def test_download_is_the_last_resort(no_shared_data: Path) -> None:
     downloaded = write_fake_mnist(no_shared_data / "downloaded.npz")
-    path = locate_data(
-        None, "x.npz", what="X", download=lambda: downloaded, url="u", allow_download=True
-    )
-    assert path == downloaded
+    assert locate_x(lambda: downloaded) == downloaded
     local = write_fake_mnist(no_shared_data / "x.npz")
-    found = locate_data(
-        None, "x.npz", what="X", download=_never_called, url="u", allow_download=True
-    )
-    assert found == local
+    assert locate_x(_never_called) == local
 
 
 def test_no_download_says_downloads_were_turned_off(no_shared_data: Path) -> None:
-    with pytest.raises(DataNotFoundError) as caught:
-        locate_data(
-            None,
-            "x.npz",
-            what="X",
-            download=_never_called,
-            url="https://example.org/x.npz",
-            allow_download=False,
-        )
-    message = str(caught.value)
+    message = refusal(_never_called, allow_download=False)
     assert "X not found" in message
     assert str(no_shared_data / "x.npz") in message
     assert "Downloads are turned off (--no-download)" in message
@@ -160,16 +162,7 @@ def test_a_failed_download_says_it_failed_and_why(no_shared_data: Path) -> None:
     def fail() -> Path:
         raise DataNotFoundError("URL fetch failure on https://example.org/x.npz: no route")
 
-    with pytest.raises(DataNotFoundError) as caught:
-        locate_data(
-            None,
-            "x.npz",
-            what="X",
-            download=fail,
-            url="https://example.org/x.npz",
-            allow_download=True,
-        )
-    message = str(caught.value)
+    message = refusal(fail, allow_download=True)
     assert "X not found" in message
     assert "The download of https://example.org/x.npz failed: URL fetch failure" in message
     assert "no route" in message

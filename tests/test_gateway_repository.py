@@ -48,7 +48,7 @@ def same_values(actual: Any, expected: list[float]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def policy_server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Every model is a copy of `plus` (version v answers affine(v)):
 
     - latest2:  versions 1, 2, 3, `latest: 2`, base_path relative to the config file;
@@ -86,12 +86,6 @@ def policy_server(model_library: Path, tmp_path_factory: pytest.TempPathFactory)
     settings = Settings(model_base_path=repo, config=config, poll_interval_seconds=0)
     with running_server(settings) as url:
         yield url
-
-
-@pytest.fixture
-def client(policy_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=policy_server, timeout=60) as client:
-        yield client
 
 
 def test_latest_two_serves_the_two_newest_versions(client: httpx.Client) -> None:

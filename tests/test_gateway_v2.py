@@ -13,27 +13,10 @@ import tensorflow as tf
 
 from service.layout import existing_versions
 from tests.conftest import MODELS_DIR
-from tests.saved_models import (
-    DTYPE_VALUES,
-    DTYPES,
-    FEATURES,
-    SHIFT,
-    X,
-    affine,
-)
-from tests.server import (
-    assert_same,
-    client_error_message,
-    error_message,
-    mentions,
-)
+from tests.saved_models import DTYPE_VALUES, DTYPES, FEATURES, SHIFT, X, affine
+from tests.server import assert_same, client_error_message, error_message, mentions, ok_json
 
 pytest_plugins = ["tests.gateway_fixtures"]
-
-
-def ok_json(response: httpx.Response) -> Any:
-    assert response.status_code == 200, f"{response.status_code}: {response.text}"
-    return response.json()
 
 
 def tensor(name: str, datatype: str, shape: list[int], data: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,14 +97,24 @@ def test_sigterm_turns_readiness_503_refuses_new_requests_and_answers_admitted_o
         httpx.get(f"{url}/healthz", timeout=2)
 
 
-def test_requests_running_past_the_drain_time_are_answered_503(tmp_path: Path) -> None:
+@contextmanager
+def sigterm_during_a_call(
+    tmp_path: Path, drain_seconds: int
+) -> Iterator[tuple[str, subprocess.Popen[str], Future[httpx.Response]]]:
+    """A sleepy server (4 s calls) sent SIGTERM while a request runs: yields its URL, its
+    process and the running request."""
     with (
-        sleepy_server(tmp_path, seconds=4.0, drain_seconds=1) as (url, process),
+        sleepy_server(tmp_path, seconds=4.0, drain_seconds=drain_seconds) as (url, process),
         ThreadPoolExecutor(1) as pool,
     ):
         running = pool.submit(predict, url, 1.0)
         wait_until_running(url, "sleepy")
         process.send_signal(signal.SIGTERM)
+        yield url, process, running
+
+
+def test_requests_running_past_the_drain_time_are_answered_503(tmp_path: Path) -> None:
+    with sigterm_during_a_call(tmp_path, drain_seconds=1) as (_, process, running):
         answer = running.result()
         assert answer.status_code == 503, answer.text  # not uvicorn's plain-text 500
         assert "shut down before this request finished" in answer.json()["error"]
@@ -114,13 +124,7 @@ def test_requests_running_past_the_drain_time_are_answered_503(tmp_path: Path) -
 
 
 def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path: Path) -> None:
-    with (
-        sleepy_server(tmp_path, seconds=4.0, drain_seconds=60) as (url, process),
-        ThreadPoolExecutor(1) as pool,
-    ):
-        running = pool.submit(predict, url, 1.0)
-        wait_until_running(url, "sleepy")
-        process.send_signal(signal.SIGTERM)
+    with sigterm_during_a_call(tmp_path, drain_seconds=60) as (url, process, running):
         wait_until_draining(url)  # the first signal was taken: this one is the second
         process.send_signal(signal.SIGINT)  # Ctrl-C again: don't wait 60 s
         assert running.result().status_code == 503

@@ -44,6 +44,7 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -139,6 +140,18 @@ def raw_tensor(
     )
 
 
+def model_spec(
+    model: str, version: int | None = None, label: str | None = None, signature: str = ""
+) -> model_pb2.ModelSpec:
+    """A ModelSpec naming `model`, and a version or label when given (else none is set)."""
+    spec = model_pb2.ModelSpec(name=model, signature_name=signature)
+    if version is not None:
+        spec.version.value = version
+    if label is not None:
+        spec.version_label = label
+    return spec
+
+
 def predict_request(
     model: str,
     inputs: dict[str, tensor_pb2.TensorProto],
@@ -148,13 +161,8 @@ def predict_request(
     signature: str = "",
     output_filter: tuple[str, ...] = (),
 ) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest(output_filter=output_filter)
-    request.model_spec.name = model
-    request.model_spec.signature_name = signature
-    if version is not None:
-        request.model_spec.version.value = version
-    if label is not None:
-        request.model_spec.version_label = label
+    spec = model_spec(model, version, label, signature)
+    request = predict_pb2.PredictRequest(model_spec=spec, output_filter=output_filter)
     for name, proto in inputs.items():
         request.inputs[name].CopyFrom(proto)
     return request
@@ -171,13 +179,7 @@ def outputs_of(response: predict_pb2.PredictResponse) -> dict[str, np.ndarray]:
 def status_request(
     model: str, version: int | None = None, label: str | None = None
 ) -> get_model_status_pb2.GetModelStatusRequest:
-    request = get_model_status_pb2.GetModelStatusRequest()
-    request.model_spec.name = model
-    if version is not None:
-        request.model_spec.version.value = version
-    if label is not None:
-        request.model_spec.version_label = label
-    return request
+    return get_model_status_pb2.GetModelStatusRequest(model_spec=model_spec(model, version, label))
 
 
 def metadata_request(
@@ -187,13 +189,8 @@ def metadata_request(
     version: int | None = None,
     label: str | None = None,
 ) -> get_model_metadata_pb2.GetModelMetadataRequest:
-    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=fields)
-    request.model_spec.name = model
-    if version is not None:
-        request.model_spec.version.value = version
-    if label is not None:
-        request.model_spec.version_label = label
-    return request
+    spec = model_spec(model, version, label)
+    return get_model_metadata_pb2.GetModelMetadataRequest(model_spec=spec, metadata_field=fields)
 
 
 def states(response: get_model_status_pb2.GetModelStatusResponse) -> dict[int, tuple[str, str]]:

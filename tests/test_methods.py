@@ -90,12 +90,6 @@ def server(model_library: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield url
 
 
-@pytest.fixture
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server, timeout=30) as client:
-        yield client
-
-
 def allowed(response: httpx.Response) -> set[str]:
     return {method.strip() for method in response.headers.get("allow", "").split(",")} - {""}
 

@@ -482,6 +482,10 @@ class Observed:
     queued: Scrape  # sleepy: one batch running, one request queued
     lines: dict[str, list[dict[str, Any]]]  # access log lines by request id
 
+    def moved(self, name: str, *by: str) -> dict[tuple[str, ...], float]:
+        """How `name` moved between `before` and `after`, by the labels `by` (see moved)."""
+        return moved(self.before, self.after, name, *by)
+
 
 SEQUENTIAL_PREDICTS = [[1.0, 2.0, 5.0]] * 3  # 3 rows: padded to 4
 SEQUENTIAL_INFERS = [[0.5, 1.5]] * 2  # 2 rows: an allowed size, no padding
@@ -573,15 +577,7 @@ def sent_counts(observed: Observed, *fields: str) -> dict[tuple[str, ...], float
 
 
 def test_requests_total_moves_by_exactly_the_requests_sent(observed: Observed) -> None:
-    counted = moved(
-        observed.before,
-        observed.after,
-        "modelserve_requests_total",
-        "model",
-        "protocol",
-        "route",
-        "code",
-    )
+    counted = observed.moved("modelserve_requests_total", "model", "protocol", "route", "code")
     expected = Counter(sent.series for sent in observed.sent)
     assert counted == dict(expected)
     # the mix reached every kind of series it is meant to
@@ -600,13 +596,8 @@ def test_requests_total_moves_by_exactly_the_requests_sent(observed: Observed) -
 
 
 def test_request_durations_count_every_request(observed: Observed) -> None:
-    counted = moved(
-        observed.before,
-        observed.after,
-        "modelserve_request_duration_seconds_count",
-        "model",
-        "protocol",
-        "route",
+    counted = observed.moved(
+        "modelserve_request_duration_seconds_count", "model", "protocol", "route"
     )
     assert counted == sent_counts(observed, "model", "protocol", "route")
     # in seconds: 3 sleepy requests ran, each for SLEEP_SECONDS at least
@@ -622,9 +613,7 @@ def test_request_durations_count_every_request(observed: Observed) -> None:
 
 
 def test_rejections_count_each_refused_request_by_reason(observed: Observed) -> None:
-    rejected = moved(
-        observed.before, observed.after, "modelserve_requests_rejected_total", "model", "reason"
-    )
+    rejected = observed.moved("modelserve_requests_rejected_total", "model", "reason")
     # 404s are not rejections; an unknown model never becomes a label value
     assert rejected == {
         ("plus", "invalid"): 1,

@@ -13,7 +13,6 @@ server with the committed models, must be recognised by the shipped `digits` mod
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,7 @@ from PIL import Image
 
 from service.tasks.mnist_format import BOX, CENTRE, FIELD, BlankImageError, mnist_pixels
 from service.tasks.uploads import Upload, open_image
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, encode, png
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
@@ -45,16 +44,6 @@ def fixture_digits() -> list[tuple[str, np.ndarray]]:
 
 DIGITS = fixture_digits()
 DIGIT_IDS = [name for name, _ in DIGITS]
-
-
-def encode(image: Image.Image, image_format: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, image_format, **options)
-    return buffer.getvalue()
-
-
-def png(pixels: np.ndarray) -> bytes:
-    return encode(Image.fromarray(pixels), "PNG")
 
 
 def decode(data: bytes) -> Image.Image:

@@ -29,14 +29,13 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from service.settings import Settings
-from tests.conftest import MODELS_DIR
+from tests.conftest import MODELS_DIR, encode, png
 from tests.saved_models import copy_versions, write_config
-from tests.server import error_message, mentions, running_server
+from tests.server import error_message, mentions, ok_json, running_server
 from tests.task_models import (
     Part,
     chunks,
     class_index,
-    encode,
     exif_rotated_jpeg,
     export_standin,
     file_part,
@@ -48,7 +47,6 @@ from tests.task_models import (
     multipart,
     noise_png,
     photo_bytes,
-    png,
     png_header_bomb,
     standin_model,
 )
@@ -176,9 +174,9 @@ def mnist() -> tuple[np.ndarray, np.ndarray]:
 
 
 def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, f"{response.status_code}: {response.text}"
+    body = ok_json(response)
     assert response.headers["content-type"].startswith("application/json")
-    return response.json()
+    return body
 
 
 def failure(response: httpx.Response, status: int, *words: str) -> str:

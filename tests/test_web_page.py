@@ -21,6 +21,7 @@ from PIL import Image
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    Locator,
     Page,
     Request,
     expect,
@@ -178,6 +179,16 @@ def cast_votes(page: Page, votes: dict[str, str]) -> None:
 
 def model_version(model: str) -> re.Pattern[str]:
     return re.compile(rf"model {model} version \d+")
+
+
+def expect_answer(page: Page, card: str, label: str, model: str, classes: int) -> Locator:
+    """The card answers `label`, names `model`'s version and draws a bar per class; returns
+    its result region."""
+    expect(page.locator(f"#{card}-value")).to_have_text(label)
+    result = page.locator(f"#{card}-result")
+    expect(result).to_contain_text(model_version(model))
+    expect(result.locator(".bar")).to_have_count(classes)
+    return result
 
 
 def choose_photo(page: Page) -> None:
@@ -350,11 +361,8 @@ def test_drawn_digit_is_recognised(tab: Tab, digit: int) -> None:
     page = tab.page
     draw(page, DIGIT_STROKES[digit])
     page.locator("#digit-predict").click()
-    expect(page.locator("#digit-value")).to_have_text(str(digit))
-    result = page.locator("#digit-result")
+    result = expect_answer(page, "digit", str(digit), "digits", 10)
     expect(result).to_contain_text("confident")
-    expect(result).to_contain_text(model_version("digits"))
-    expect(result.locator(".bar")).to_have_count(10)
 
 
 def test_digit_pad_predicts_when_drawing_stops_and_clears(tab: Tab) -> None:
@@ -385,10 +393,7 @@ def test_review_sentiment(tab: Tab, review: str, label: str) -> None:
     page = tab.page
     page.locator("#review-text").fill(review)
     page.locator("#review-submit").click()
-    expect(page.locator("#review-value")).to_have_text(label)
-    result = page.locator("#review-result")
-    expect(result).to_contain_text(model_version("sentiment"))
-    expect(result.locator(".bar")).to_have_count(2)
+    expect_answer(page, "review", label, "sentiment", 2)
 
 
 def test_empty_review_is_not_sent(tab: Tab) -> None:
@@ -401,10 +406,7 @@ def test_party_from_typical_votes(tab: Tab, party: str) -> None:
     page = tab.page
     cast_votes(page, typical_votes(party))
     page.locator("#votes-submit").click()
-    expect(page.locator("#votes-value")).to_have_text(party)
-    result = page.locator("#votes-result")
-    expect(result).to_contain_text(model_version("votes"))
-    expect(result.locator(".bar")).to_have_count(2)
+    expect_answer(page, "votes", party, "votes", 2)
 
 
 def test_reset_votes_clears_the_answer(tab: Tab) -> None:

@@ -110,8 +110,7 @@ def train(options: TrainOptions) -> Path:
     import keras
     import tensorflow as tf
 
-    from training.export import ExportRequest, export_model
-    from training.plots import plot_training_curves
+    from training.export import ExportRequest, export_trained
 
     mnist = load_mnist(options.data, options.allow_download)
     epochs = options.epochs or DEFAULT_EPOCHS
@@ -154,18 +153,13 @@ def train(options: TrainOptions) -> Path:
     x_test, y_test = mnist.x_test[: options.limit], mnist.y_test[: options.limit]
 
     def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
-        plot_training_curves(history, extra / "training_curves.png", "digits: MNIST CNN")
         return evaluate_digits(loaded, x_test, y_test, extra)
 
+    card = _card(options, mnist.path, epochs, batch_size, history, len(x_train))
     request = ExportRequest(
-        name=NAME,
-        model=model,
-        serving_fn=serve,
-        labels=LABELS,
-        card=_card(options, mnist.path, epochs, batch_size, history, len(x_train)),
-        evaluate=evaluate,
+        name=NAME, model=model, serving_fn=serve, labels=LABELS, card=card, evaluate=evaluate
     )
-    return export_model(request, options.output, options.keep_versions)
+    return export_trained(request, options, history, "digits: MNIST CNN")
 
 
 def _random_shift(image: Any, label: Any) -> tuple[Any, Any]:
@@ -180,19 +174,15 @@ def evaluate_digits(
     loaded: Any, images: np.ndarray, labels: np.ndarray, extra: Path
 ) -> dict[str, Any]:
     """Accuracy of the exported SavedModel on the MNIST test images, plus a confusion matrix."""
-    from training.evaluation import classification_metrics, predicted_classes
+    from training.evaluation import evaluate_classifier
 
     signature = loaded.signatures["serving_default"]
-    predicted = predicted_classes(
-        lambda batch: signature(image=to_model_input(batch))["probabilities"], images, 1000
-    )
-    return classification_metrics(
-        labels,
-        predicted,
-        LABELS,
-        extra / "confusion_matrix.png",
-        f"digits: MNIST test set ({len(labels)} images)",
-    )
+
+    def probabilities(batch: np.ndarray) -> Any:
+        return signature(image=to_model_input(batch))["probabilities"]
+
+    title = f"digits: MNIST test set ({len(labels)} images)"
+    return evaluate_classifier(probabilities, images, labels, LABELS, 1000, extra, title)
 
 
 def _card(

@@ -26,12 +26,22 @@ def predicted_classes(
     )
 
 
-def classification_metrics(
-    labels: np.ndarray, predicted: np.ndarray, label_names: Sequence[str], plot: Path, title: str
+def evaluate_classifier(
+    probabilities_of: Callable[[Any], Any],
+    inputs: Sequence[Any] | np.ndarray,
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    batch_size: int,
+    extra: Path,
+    title: str,
 ) -> dict[str, Any]:
-    """Accuracy, error count and per-class accuracy; the confusion matrix is drawn to `plot`."""
+    """Accuracy, error count and per-class accuracy of a classifier on a test set (predicted a
+    batch at a time, see predicted_classes); the confusion matrix, titled `title`, is drawn to
+    extra/confusion_matrix.png."""
+    predicted = predicted_classes(probabilities_of, inputs, batch_size)
     counts = confusion_matrix(labels, predicted, len(label_names))
     accuracy = float((predicted == labels).mean())
+    plot = extra / "confusion_matrix.png"
     plot_confusion_matrix(counts, label_names, plot, f"{title}, accuracy {accuracy:.2%}")
     per_class = counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
     return {

@@ -12,14 +12,16 @@ import json
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
 from service.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
+from training.options import TrainOptions
+from training.plots import plot_training_curves
 
 # Measures the exported SavedModel (loaded back from its temporary folder) and returns the
 # metrics for the model card, so the card describes the artifact that ships. Its second
@@ -75,6 +77,25 @@ def export_model(request: ExportRequest, base_path: Path, keep_versions: int | N
     if keep_versions is not None:
         prune_versions(model_dir, keep_versions)
     return final
+
+
+def export_trained(
+    request: ExportRequest,
+    options: TrainOptions,
+    history: Mapping[str, Sequence[float]],
+    title: str,
+) -> Path:
+    """A training job's export: the next version under options.output, keeping
+    options.keep_versions, with the Keras fit `history` plotted (titled `title`) to
+    assets.extra/training_curves.png beside what `request.evaluate` writes."""
+    evaluate = request.evaluate
+
+    def plot_and_evaluate(loaded: Any, extra: Path) -> Mapping[str, Any]:
+        plot_training_curves(history, extra / "training_curves.png", title)
+        return evaluate(loaded, extra) if evaluate else {}
+
+    request = replace(request, evaluate=plot_and_evaluate)
+    return export_model(request, options.output, options.keep_versions)
 
 
 def prune_versions(model_dir: Path, keep: int) -> list[int]:

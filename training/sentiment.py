@@ -191,8 +191,7 @@ def train(options: TrainOptions) -> Path:
     import keras
     import tensorflow as tf
 
-    from training.export import ExportRequest, export_model
-    from training.plots import plot_training_curves
+    from training.export import ExportRequest, export_trained
 
     reviews = load_reviews(options.data, options.allow_download)
     epochs = options.epochs or DEFAULT_EPOCHS
@@ -259,18 +258,18 @@ def train(options: TrainOptions) -> Path:
         )
 
         def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
-            plot_training_curves(history, extra / "training_curves.png", "sentiment: IMDB LSTM")
             return evaluate_sentiment(loaded, test_texts, test_labels, extra)
 
+        card = _card(options, reviews.path, epochs, batch_size, history, len(train_idx))
         request = ExportRequest(
             name=NAME,
             model=[model, vectorizer],
             serving_fn=serve,
             labels=LABELS,
-            card=_card(options, reviews.path, epochs, batch_size, history, len(train_idx)),
+            card=card,
             evaluate=evaluate,
         )
-        return export_model(request, options.output, options.keep_versions)
+        return export_trained(request, options, history, "sentiment: IMDB LSTM")
 
 
 def _word_dropout(tokens: Any, labels: Any) -> tuple[Any, Any]:
@@ -286,19 +285,15 @@ def evaluate_sentiment(
     loaded: Any, texts: list[str], labels: np.ndarray, extra: Path
 ) -> dict[str, Any]:
     """Accuracy of the exported SavedModel on raw test reviews, plus a confusion matrix."""
-    from training.evaluation import classification_metrics, predicted_classes
+    from training.evaluation import evaluate_classifier
 
     signature = loaded.signatures["serving_default"]
-    predicted = predicted_classes(
-        lambda batch: signature(text=np.array(batch, dtype=object))["probabilities"], texts, 500
-    )
-    return classification_metrics(
-        labels,
-        predicted,
-        LABELS,
-        extra / "confusion_matrix.png",
-        f"sentiment: IMDB test set ({len(labels)} reviews)",
-    )
+
+    def probabilities(batch: list[str]) -> Any:
+        return signature(text=np.array(batch, dtype=object))["probabilities"]
+
+    title = f"sentiment: IMDB test set ({len(labels)} reviews)"
+    return evaluate_classifier(probabilities, texts, labels, LABELS, 500, extra, title)
 
 
 def _card(

@@ -138,8 +138,8 @@ def train(options: TrainOptions) -> Path:
     import keras
     import tensorflow as tf
 
-    from training.export import ExportRequest, export_model
-    from training.plots import confusion_matrix, plot_confusion_matrix, plot_training_curves
+    from training.export import ExportRequest, export_trained
+    from training.plots import confusion_matrix, plot_confusion_matrix
 
     votes, parties, path = load_votes(options.data)
     votes, parties = votes[: options.limit], parties[: options.limit]
@@ -168,7 +168,6 @@ def train(options: TrainOptions) -> Path:
     }
 
     def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
-        plot_training_curves(history, extra / "training_curves.png", "votes: final fit on all rows")
         probabilities = loaded.signatures["serving_default"](votes=votes)["probabilities"].numpy()
         counts = confusion_matrix(parties, out_of_fold, len(LABELS))
         plot_confusion_matrix(
@@ -180,15 +179,11 @@ def train(options: TrainOptions) -> Path:
         )
         return {"fit_accuracy_all_rows": float((probabilities.argmax(1) == parties).mean())}
 
+    card = _card(options, path, epochs, batch_size, cv_metrics)
     request = ExportRequest(
-        name=NAME,
-        model=model,
-        serving_fn=serve,
-        labels=LABELS,
-        card=_card(options, path, epochs, batch_size, cv_metrics),
-        evaluate=evaluate,
+        name=NAME, model=model, serving_fn=serve, labels=LABELS, card=card, evaluate=evaluate
     )
-    return export_model(request, options.output, options.keep_versions)
+    return export_trained(request, options, history, "votes: final fit on all rows")
 
 
 def _card(
