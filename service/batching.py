@@ -55,22 +55,24 @@ from service.serving_config import BatchingConfig
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ModelCall:
+    """One call of a model instance: a signature on a batch."""
+
+    signature: str
+    inputs: Arrays
+    outputs: tuple[str, ...] = ()  # the outputs to return (all when empty)
+    seconds_left: float | None = None
+    """The time the batch's most patient request has left: the deadline of a runner that
+    calls out (a remote backend; a local TensorFlow call cannot be stopped once it runs)."""
+
+
 class Runner(Protocol):
     """One model instance: runs a signature on a batch (blocking, on a worker thread)."""
 
     device: str
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        """`outputs` of the signature (all when empty); `seconds_left`: the time the batch's
-        most patient request has left, the deadline of a runner that calls out (a remote
-        backend; a local TensorFlow call cannot be stopped once it runs)."""
-        ...
+    def run(self, call: ModelCall) -> Arrays: ...
 
 
 DEADLINE_SLACK = 1.5
@@ -631,9 +633,8 @@ class Batcher:
         time)."""
         loop = asyncio.get_running_loop()
         seconds_left = max(0.0, deadline - loop.time())
-        return await loop.run_in_executor(
-            self.executor, runner.run, self.signature_name, inputs, outputs, seconds_left
-        )
+        call = ModelCall(self.signature_name, inputs, outputs, seconds_left)
+        return await loop.run_in_executor(self.executor, runner.run, call)
 
     def _note_call(self, seconds: float) -> None:
         weight = CALL_TIME_WEIGHT if self.call_seconds else 1.0

@@ -14,7 +14,6 @@ over them round-robin. Backend failures map to the statuses a client should see:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import grpc
 import numpy as np
@@ -27,6 +26,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from service.batching import ModelCall
 from service.dtypes import Arrays
 from service.errors import (
     DeadlineExceededError,
@@ -157,12 +157,6 @@ class RemoteRunner:
         self.signatures = signatures
         self.device = f"grpc://{backend.address}"
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        results = self.backend.predict(self.version, signature_name, inputs, seconds_left)
-        return {k: v for k, v in results.items() if not outputs or k in outputs}
+    def run(self, call: ModelCall) -> Arrays:
+        results = self.backend.predict(self.version, call.signature, call.inputs, call.seconds_left)
+        return {k: v for k, v in results.items() if not call.outputs or k in call.outputs}

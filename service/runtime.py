@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from service.batching import ModelCall
 from service.dtypes import Arrays
 from service.errors import InvalidInputError, ModelFailureError, NotFoundError
 from service.signatures import Shape, Signature, read_signatures
@@ -45,18 +46,12 @@ class LoadedModel:
         if missing:
             raise ValueError(f"signatures {sorted(missing)} are declared but not loadable")
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        """Runs one signature on this instance's device; `outputs` selects outputs (all when
-        empty). Inputs are validated by the protocol layer; TensorFlow's own complaints about
-        values still become 400s."""
+    def run(self, call: ModelCall) -> Arrays:
+        """Runs one signature on this instance's device. Inputs are validated by the protocol
+        layer; TensorFlow's own complaints about values still become 400s."""
+        signature_name = call.signature
         try:
-            results = self.call_tensors(signature_name, inputs)
+            results = self.call_tensors(signature_name, call.inputs)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             reason = client_summary(exc)
             if reason is None:
@@ -69,7 +64,7 @@ class LoadedModel:
                 f"model {self.name} failed while computing the request (a {exc.error_code.name} "
                 "error inside the model)"
             ) from exc
-        wanted = outputs or list(results)
+        wanted = call.outputs or list(results)
         return {key: results[key].numpy() for key in wanted}
 
     def _log_internal(self, signature_name: str, exc: Exception) -> None:
@@ -116,7 +111,7 @@ class LoadedModel:
             for key, info in signature.inputs.items()
         }
         try:
-            self.run(signature.name, sample)
+            self.run(ModelCall(signature.name, sample))
         except InvalidInputError as exc:
             # the operator reads this: TensorFlow's whole summary, internals included
             detail = error_summary(exc.__cause__) if exc.__cause__ else exc.message
@@ -144,19 +139,13 @@ class EchoModel:
         self.device = "echo"
         self.signatures = signatures
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        rows = next(iter(inputs.values())).shape[0]
-        specs = self.signatures[signature_name].outputs
+    def run(self, call: ModelCall) -> Arrays:
+        rows = next(iter(call.inputs.values())).shape[0]
+        specs = self.signatures[call.signature].outputs
         return {
             key: _synthesize(spec.shape, spec.dtype.numpy, spec.dtype.is_string, rows)
             for key, spec in specs.items()
-            if not outputs or key in outputs
+            if not call.outputs or key in call.outputs
         }
 
 

@@ -29,6 +29,7 @@ from service.batching import (
     BatchObserver,
     BatchStats,
     InstancePool,
+    ModelCall,
     deadline_from,
 )
 from service.errors import (
@@ -61,17 +62,12 @@ class RecordingRunner:
         self.call_times: list[float] = []
         self._lock = threading.Lock()
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        assert signature_name == SIGNATURE
+    def run(self, call: ModelCall) -> Arrays:
+        assert call.signature == SIGNATURE
+        inputs, outputs = call.inputs, call.outputs
         with self._lock:
             self.calls.append({name: array.copy() for name, array in inputs.items()})
-            self.wanted.append(tuple(outputs))
+            self.wanted.append(outputs)
             self.call_times.append(time.monotonic())
         if self.gate is not None and not self.gate.wait(GATE_TIMEOUT):
             raise RuntimeError("the test never opened the gate")
@@ -710,16 +706,10 @@ class SlowBatchRunner(RecordingRunner):
         super().__init__(gate)
         self.seconds = seconds
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        if len(inputs["x"]) > 1:
+    def run(self, call: ModelCall) -> Arrays:
+        if len(call.inputs["x"]) > 1:
             time.sleep(self.seconds)
-        return super().run(signature_name, inputs, outputs)
+        return super().run(call)
 
 
 @in_loop(timeout=15)
@@ -961,14 +951,8 @@ class SlowRunner(RecordingRunner):
         super().__init__()
         self.seconds = seconds
 
-    def run(
-        self,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        seconds_left: float | None = None,
-    ) -> Arrays:
-        result = super().run(signature_name, inputs, outputs)  # notes the call's start
+    def run(self, call: ModelCall) -> Arrays:
+        result = super().run(call)  # notes the call's start
         time.sleep(self.seconds)
         return result
 

@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from service.batching import ModelCall
 from service.errors import DeadlineExceededError, InvalidInputError
 from service.remote import RemoteBackend
 from service.serving_config import BackendConfig
@@ -187,10 +188,10 @@ def test_the_batch_deadline_is_the_backend_call_deadline(backend: Backend) -> No
     try:
         (runner,) = remote.load(1, instances=1)
         inputs = {"votes": np.array([VOTES_ROW], np.float32)}
-        answered = runner.run("serving_default", inputs, seconds_left=10.0)
+        answered = runner.run(ModelCall("serving_default", inputs, seconds_left=10.0))
         assert answered["probabilities"].shape == (1, 2)
         with pytest.raises(DeadlineExceededError, match="DEADLINE_EXCEEDED"):
-            runner.run("serving_default", inputs, seconds_left=0.0)
+            runner.run(ModelCall("serving_default", inputs, seconds_left=0.0))
     finally:
         remote.close()
 

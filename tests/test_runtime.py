@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from service.batching import ModelCall
 from service.errors import InvalidInputError
 from service.runtime import LoadedModel
 from service.settings import Settings
@@ -50,7 +51,7 @@ def test_warm_up_calls_the_model_and_a_numeric_failure_propagates(tmp_path: Path
     with pytest.raises(ValueError, match=r"warm-up of signature 'serving_default'.*x <= 0"):
         model.warm_up()
     # the same model answers valid requests: warm-up failed on the synthesized zeros only
-    outputs = model.run("serving_default", {"x": np.array([4.0], dtype=np.float32)})
+    outputs = model.run(ModelCall("serving_default", {"x": np.array([4.0], dtype=np.float32)}))
     assert outputs["y"].tolist() == [2.0]
 
 
@@ -58,10 +59,10 @@ def test_warm_up_tolerates_string_inputs_it_cannot_synthesize(tmp_path: Path) ->
     model = LoadedModel("png", 1, export_png_reader(tmp_path, "png", 1))
     assert model.warm_up() >= 0  # empty strings are not PNGs: logged, not fatal
     png = tf.io.encode_png(tf.zeros([3, 5, 1], tf.uint8)).numpy()
-    outputs = model.run("serving_default", {"png": np.array([png], dtype=object)})
+    outputs = model.run(ModelCall("serving_default", {"png": np.array([png], dtype=object)}))
     assert outputs["height"].tolist() == [3]
     with pytest.raises(InvalidInputError, match="Unknown image file format"):
-        model.run("serving_default", {"png": np.array([b"not a png"], dtype=object)})
+        model.run(ModelCall("serving_default", {"png": np.array([b"not a png"], dtype=object)}))
 
 
 def test_warm_up_runs_every_signature(tmp_path: Path) -> None:
