@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.batching import deadline_from
 from service.dtypes import Arrays
+from service.errors import InvalidInputError
 from service.protocols import classify_regress
 from service.repository import ModelRepository
 from service.servable import ServableVersion
@@ -60,7 +62,7 @@ class Call:
     def check_rows(self, signature: str, rows: int) -> None:
         """400 when a request declares more rows than the signature's batcher admits, before
         its values are decoded."""
-        self.servable.check_rows(signature, rows)
+        self.servable.batcher(signature).check_rows(rows)
 
     async def predict(
         self,
@@ -69,8 +71,12 @@ class Call:
         outputs: Sequence[str] = (),
         timeout_ms: float | None = None,
     ) -> Arrays:
-        """The signature's `outputs` (all when empty) on validated inputs, through its batcher."""
-        return await self.servable.predict(signature, inputs, outputs, timeout_ms)
+        """The signature's `outputs` (all when empty) on validated inputs, through its batcher;
+        `timeout_ms` overrides the model's default deadline."""
+        _refuse_empty_batch(self.signature(signature), inputs)
+        deadline = deadline_from(timeout_ms, self.servable.config.batching.timeout_ms)
+        results = await self.servable.batcher(signature).submit(dict(inputs), deadline, outputs)
+        return {key: results[key] for key in outputs} if outputs else results
 
     def example_signature(
         self, name: str, method: classify_regress.Method
@@ -84,8 +90,11 @@ class Call:
         serialized: np.ndarray,
         timeout_ms: float | None = None,
     ) -> Arrays:
-        """Serialized tf.Examples through a Classify/Regress signature's batcher."""
-        return await classify_regress.run(self.servable, target, serialized, timeout_ms)
+        """Serialized tf.Examples through a Classify/Regress signature's batcher (queue room
+        checked first: 429)."""
+        name = target.signature.name
+        self.servable.batcher(name).check_capacity()
+        return await self.predict(name, {target.input_name: serialized}, target.outputs, timeout_ms)
 
 
 class InferenceCore:
@@ -112,3 +121,15 @@ class InferenceCore:
             yield Call(servable)
         finally:
             servable.leave()
+
+
+def _refuse_empty_batch(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """400 for a batch of no rows, whatever the protocol: a model computes nothing useful on
+    it, and its kernels fail on the empty dimension with messages about internal tensors."""
+    for name, array in inputs.items():
+        spec = signature.inputs.get(name)
+        batched = spec is None or spec.shape is None or (spec.shape and spec.shape[0] is None)
+        if batched and array.ndim and array.shape[0] == 0:
+            raise InvalidInputError(
+                f"input {name!r} is an empty batch (0 rows): send at least one instance"
+            )

@@ -9,17 +9,14 @@ requests holding the version, so a version being unloaded finishes what it accep
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from service.batching import Batcher, BatchObserver, InstancePool, Runner, deadline_from
-from service.dtypes import Arrays
+from service.batching import Batcher, BatchObserver, InstancePool, Runner
 from service.errors import InvalidInputError, UnavailableError
 from service.serving_config import ModelConfig
 from service.signatures import DEFAULT_SIGNATURE, Signature
@@ -113,24 +110,6 @@ class ServableVersion:
         if batcher is not None:
             batcher.check_capacity()
 
-    def check_rows(self, signature: str, rows: int) -> None:
-        """Refuses (400) a request declaring more rows than the signature's batcher admits."""
-        self.batcher(signature).check_rows(rows)
-
-    async def predict(
-        self,
-        signature: str,
-        inputs: Mapping[str, np.ndarray],
-        outputs: Sequence[str] = (),
-        timeout_ms: float | None = None,
-    ) -> Arrays:
-        """Runs the model on validated inputs through the batcher; `outputs` selects outputs,
-        `timeout_ms` overrides the model's default deadline."""
-        _refuse_empty_batch(self.signature(signature), inputs)
-        deadline = deadline_from(timeout_ms, self.config.batching.timeout_ms)
-        results = await self.batcher(signature).submit(dict(inputs), deadline, outputs)
-        return {key: results[key] for key in outputs} if outputs else results
-
     async def close(self) -> None:
         """Stops the batchers and drops the instances (TensorFlow frees them)."""
         for batcher in self._batchers.values():
@@ -170,15 +149,3 @@ class ServableVersion:
     async def drained(self) -> None:
         """Returns once no request is using this version."""
         await self._idle.wait()
-
-
-def _refuse_empty_batch(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """400 for a batch of no rows, whatever the protocol: a model computes nothing useful on
-    it, and its kernels fail on the empty dimension with messages about internal tensors."""
-    for name, array in inputs.items():
-        spec = signature.inputs.get(name)
-        batched = spec is None or spec.shape is None or (spec.shape and spec.shape[0] is None)
-        if batched and array.ndim and array.shape[0] == 0:
-            raise InvalidInputError(
-                f"input {name!r} is an empty batch (0 rows): send at least one instance"
-            )

@@ -252,16 +252,3 @@ def regressions(outputs: dict[str, np.ndarray], count: int) -> list[float]:
             f"{list(values.shape)}"
         )
     return [float(v) for v in values.reshape(count)]
-
-
-async def run(
-    servable: ServableVersion,
-    target: ExampleSignature,
-    serialized: np.ndarray,
-    timeout_ms: float | None,
-) -> dict[str, np.ndarray]:
-    """The examples through the signature's batcher (queue room checked first: 429)."""
-    servable.batcher(target.signature.name).check_capacity()
-    return await servable.predict(
-        target.signature.name, {target.input_name: serialized}, target.outputs, timeout_ms
-    )

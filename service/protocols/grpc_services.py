@@ -164,6 +164,12 @@ def _ended_by_client(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     return grpc.StatusCode.CANCELLED
 
 
+_EXAMPLE_METHODS = {
+    "classify": classification_pb2.ClassificationRequest,
+    "regress": regression_pb2.RegressionRequest,
+}
+
+
 def _addressed(spec: model_pb2.ModelSpec) -> ModelRef:
     if not spec.name:
         raise InvalidInputError("model_spec.name is required")
@@ -285,38 +291,36 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> bytes:
         """Serialized messages, as Predict's."""
         route = f"/{PREDICTION_SERVICE}/Classify"
-        return await self._calls.run(context, route, lambda: self._classify(request, context))
-
-    async def _classify(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        servable, signature_name, outputs, count = await self._run_examples(
-            classification_pb2.ClassificationRequest, raw, context, "classify"
+        return await self._calls.run(
+            context, route, lambda: self._examples(request, context, "classify")
         )
-        response = classification_pb2.ClassificationResponse(
-            model_spec=_answered_spec(servable, signature_name)
-        )
-        for classes in classify_regress.classifications(outputs, count):
-            result = response.result.classifications.add()
-            for label, score in classes:
-                result.classes.add(label=label, score=score)
-        answer: bytes = response.SerializeToString()
-        return answer
 
     async def Regress(  # noqa: N802
         self, request: bytes, context: grpc.aio.ServicerContext
     ) -> bytes:
         """Serialized messages, as Predict's."""
         route = f"/{PREDICTION_SERVICE}/Regress"
-        return await self._calls.run(context, route, lambda: self._regress(request, context))
+        return await self._calls.run(
+            context, route, lambda: self._examples(request, context, "regress")
+        )
 
-    async def _regress(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        servable, signature_name, outputs, count = await self._run_examples(
-            regression_pb2.RegressionRequest, raw, context, "regress"
-        )
-        response = regression_pb2.RegressionResponse(
-            model_spec=_answered_spec(servable, signature_name)
-        )
-        for value in classify_regress.regressions(outputs, count):
-            response.result.regressions.add(value=value)
+    async def _examples(
+        self, raw: bytes, context: grpc.aio.ServicerContext, method: classify_regress.Method
+    ) -> bytes:
+        kind = _EXAMPLE_METHODS[method]
+        call, signature_name, outputs, count = await self._run_examples(kind, raw, context, method)
+        spec = _answered_spec(call, signature_name)
+        response: classification_pb2.ClassificationResponse | regression_pb2.RegressionResponse
+        if method == "classify":
+            response = classification_pb2.ClassificationResponse(model_spec=spec)
+            for classes in classify_regress.classifications(outputs, count):
+                result = response.result.classifications.add()
+                for label, score in classes:
+                    result.classes.add(label=label, score=score)
+        else:
+            response = regression_pb2.RegressionResponse(model_spec=spec)
+            for value in classify_regress.regressions(outputs, count):
+                response.result.regressions.add(value=value)
         answer: bytes = response.SerializeToString()
         return answer
 
