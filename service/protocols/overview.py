@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 
 from service.protocols.json_io import JSONBody
 from service.protocols.state import repository
-from service.servable import ServableVersion
+from service.repository import VersionView
 
 router = APIRouter(prefix="/api/v1", tags=["modelserve"], default_response_class=JSONBody)
 
@@ -23,26 +23,26 @@ async def models_overview(request: Request) -> JSONBody:
         {
             "models": [
                 {
-                    "name": entry.name,
-                    "ready": bool(entry.serving),
-                    "version_policy": entry.config.version_policy.describe(),
-                    "version_labels": entry.config.version_labels,
-                    "versions": [_version(v) for _, v in sorted(entry.versions.items())],
+                    "name": model.name,
+                    "ready": model.ready,
+                    "version_policy": model.config.version_policy.describe(),
+                    "version_labels": model.config.version_labels,
+                    "versions": [_version(v) for v in model.versions],
                     # folders that look like versions but are not served, and why
-                    "ignored_folders": entry.ignored,
+                    "ignored_folders": model.ignored_folders,
                 }
-                for entry in repository(request).entries()
+                for model in repository(request).models()
             ]
         }
     )
 
 
-def _version(servable: ServableVersion) -> dict[str, Any]:
+def _version(version: VersionView) -> dict[str, Any]:
     return {
-        "version": servable.version,
-        "state": servable.state.value,
-        "error": servable.error_message or None,
-        "load_seconds": round(servable.load_seconds, 3),
-        "warmup_seconds": round(servable.warmup_seconds, 3),
-        **servable.serving_details(),
+        "version": version.version,
+        "state": version.state.value,
+        "error": version.error or None,
+        "load_seconds": round(version.load_seconds, 3),
+        "warmup_seconds": round(version.warmup_seconds, 3),
+        **version.servable.serving_details(),
     }

@@ -1,0 +1,431 @@
+"""The repository's manager: reconciles each model's wanted versions with what is served, and
+routes requests to them (TF Serving's AspiredVersionsManager).
+
+Every `poll_interval` seconds (and on `rescan`) it lists each model's source in a thread,
+applies the model's version policy, and
+- loads wanted versions that are new (or failed before and changed since) once they are
+  settled: a folder's version waits until two listings see the same files, so a version being
+  copied in is not loaded half-way (the first listing loads at once). Loads and warm-ups run
+  on the loader threads; a version takes traffic only once it is AVAILABLE;
+- unloads versions no longer wanted: the version leaves the routing table at once (no new
+  requests), finishes the requests it holds, then is released. Unloading waits until the
+  wanted versions have settled, and while none of them is AVAILABLE a version still listed
+  keeps serving (TF Serving's availability-preserving policy), so a swap never leaves a gap.
+
+All bookkeeping happens on the event loop thread, so a routing table swap is atomic for the
+requests that read it. A version that fails to load is recorded with its error and affects
+nothing else; a source that cannot be listed keeps its last listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from service import request_context
+from service.batching import BatchObserver
+from service.errors import NotFoundError, UnavailableError
+from service.placement import DeviceSetup
+from service.repository.loaders import LocalLoader, load_failure
+from service.repository.sources import Fingerprint, Listing, VersionSource, source_for
+from service.repository.views import ModelView, version_view
+from service.servable import ServableVersion, VersionState
+from service.serving_config import ModelConfig, ServingConfig
+
+log = logging.getLogger(__name__)
+
+SETTLE_SECONDS = 1.0
+"""A settled rescan lists again after this long while a version it would load changes."""
+SETTLE_LISTINGS = 5
+"""At most this many listings per settled rescan; a version still changing loads later."""
+
+_SETTLING = (VersionState.START, VersionState.LOADING)
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    source: VersionSource
+    versions: dict[int, ServableVersion] = field(default_factory=dict)  # every known version
+    serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
+    found: Mapping[int, Fingerprint] = field(default_factory=dict)  # last successful listing
+    previous: Mapping[int, Fingerprint] = field(default_factory=dict)  # the one before
+    listings: int = 0  # successful listings
+    listing: Listing = field(default_factory=lambda: Listing({}))  # the last, failed or not
+    load_failures: int = 0  # since the server started
+    unloaded_by_admin: bool = False  # POST /admin/models/<name>/unload, until loaded again
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def wanted(self) -> set[int]:
+        return set(self.config.version_policy.select(sorted(self.found)))
+
+    def to_load(self) -> list[int]:
+        """Wanted versions never loaded, and ended ones to load again: a failed one only once
+        its fingerprint changed (a copy finished, a fix landed), a cleanly unloaded one at once."""
+        if self.unloaded_by_admin:
+            return []
+        pending = []
+        for version in sorted(self.wanted()):
+            known = self.versions.get(version)
+            if known is None or (
+                known.state == VersionState.END
+                and (known.error_code == "OK" or known.fingerprint != self.found[version])
+            ):
+                pending.append(version)
+        return pending
+
+    def settled(self, version: int) -> bool:
+        """Unchanged since the previous listing (or listed first, or from a source whose
+        versions are complete when listed)?"""
+        if not self.source.settles or self.listings <= 1:
+            return True
+        return self.previous.get(version) == self.found[version]
+
+    def view(self) -> ModelView:
+        return ModelView(
+            name=self.name,
+            config=self.config,
+            versions=tuple(version_view(s) for _, s in sorted(self.versions.items())),
+            ready=bool(self.serving),
+            load_failures=self.load_failures,
+            versions_found=tuple(sorted(self.found)),
+            ignored_folders=dict(self.listing.ignored),
+            unloaded_by_admin=self.unloaded_by_admin,
+        )
+
+
+class ModelRepository:
+    def __init__(
+        self,
+        config: ServingConfig,
+        *,
+        poll_interval: float,
+        inference_executor: Executor,
+        load_threads: int = 2,
+        devices: Sequence[str] = (),
+        device_setup: DeviceSetup | None = None,
+        echo: bool = False,
+        batch_observer: Callable[[str, int], BatchObserver] | None = None,
+        grpc_max_message_bytes: int = 64 * 1024 * 1024,
+        follow_symlinks: bool = False,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
+        self.config = config
+        self.poll_interval = poll_interval
+        self._settle_seconds = settle_seconds
+        self._inference = inference_executor
+        self._batch_observer = batch_observer  # (model, version) -> observer of its batches
+        self._loader_threads = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
+        local = LocalLoader(devices, device_setup or DeviceSetup(), echo)
+        self._models = {
+            model.name: _Model(
+                model,
+                source_for(
+                    model,
+                    local,
+                    follow_symlinks=follow_symlinks,
+                    grpc_max_message_bytes=grpc_max_message_bytes,
+                ),
+            )
+            for model in config.models
+        }
+        self._listing = asyncio.Lock()  # one listing at a time, applied in order
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts discovery and loading in the background; returns at once."""
+        self._poller = asyncio.create_task(self._poll_forever(), name="model-repository-poll")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._poller, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loader_threads.shutdown(wait=False, cancel_futures=True)
+        for model in self._models.values():
+            model.source.close()
+
+    async def poll_once(self) -> None:
+        """Lists every model's source (off the event loop) and reconciles what is served."""
+        async with self._listing:
+            listings = await asyncio.to_thread(
+                lambda: {name: m.source.list_versions() for name, m in self._models.items()}
+            )
+            for name, listing in listings.items():
+                model = self._models[name]
+                model.listing = listing
+                if listing.versions is None:  # unreadable now: keep serving what it held
+                    continue
+                model.previous, model.found = model.found, listing.versions
+                model.listings += 1
+                self._reconcile(model)
+
+    async def rescan(self, *, settled: bool = False) -> None:
+        """Lists every model now. `settled`: while a version it would load is new or changed
+        since the listing before, lists again `settle_seconds` later (at most SETTLE_LISTINGS
+        listings), so a version copied in completely starts loading now, not at the next poll.
+        """
+        await self.poll_once()
+        for _ in range(SETTLE_LISTINGS - 1 if settled else 0):
+            if all(m.settled(v) for m in self._models.values() for v in m.to_load()):
+                return
+            await asyncio.sleep(self._settle_seconds)
+            await self.poll_once()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # a failed scan must not end polling for good
+                log.exception("model repository scan failed")
+            if self.poll_interval <= 0:
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def models(self) -> list[ModelView]:
+        """A snapshot of every model: versions and their states, listing, admin unload."""
+        return [model.view() for model in self._models.values()]
+
+    def _model(self, name: str) -> _Model:
+        """A served model (404 otherwise); notes the model on the current request."""
+        try:
+            model = self._models[name]
+        except KeyError:
+            served = ", ".join(self._models) or "none"
+            raise NotFoundError(f"model {name!r} is not served; models: {served}") from None
+        request_context.note_model(name)
+        return model
+
+    def statuses(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> list[ServableVersion]:
+        """Every version the server knows of, ascending (AVAILABLE, loading, failed,
+        unloaded), or the one addressed by `version` or `label` (404 if unknown)."""
+        if label is not None:
+            version = self.label_version(model, label)
+        versions = [v for _, v in sorted(self._model(model).versions.items())]
+        if version is None:
+            return versions
+        addressed = [v for v in versions if v.version == version]
+        if not addressed:
+            raise NotFoundError(f"model {model!r} has no version {version}")
+        return addressed
+
+    def label_version(self, model: str, label: str) -> int:
+        labels = self._model(model).config.version_labels
+        if label not in labels:
+            known = ", ".join(labels) or "none"
+            raise NotFoundError(f"model {model!r} has no version label {label!r}; labels: {known}")
+        return labels[label]
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> ServableVersion:
+        """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
+        served = self._model(model)
+        if served.unloaded_by_admin:
+            raise UnavailableError(
+                f"model {model!r} is unloaded by an admin (POST /admin/models/{model}/load "
+                "serves it again)"
+            )
+        if label is not None:
+            version = self.label_version(model, label)
+        if version is None:
+            if not served.serving:
+                raise UnavailableError(
+                    f"model {model!r} has no available version yet{_why(served)}"
+                )
+            version = max(served.serving)
+        if version in served.serving:
+            request_context.note_model(model, version)
+            return served.serving[version]
+        known = served.versions.get(version)
+        if known is not None and known.state in _SETTLING:
+            raise UnavailableError(f"model {model!r} version {version} is still loading")
+        if known is not None and known.error_message:
+            raise NotFoundError(
+                f"model {model!r} version {version} failed to load: {known.error_message}"
+            )
+        raise NotFoundError(f"model {model!r} has no servable version {version}")
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> AsyncIterator[ServableVersion]:
+        """Holds a version for one request, so unloading waits for the request to finish."""
+        servable = self.resolve(model, version, label)
+        servable.enter()
+        try:
+            yield servable
+        finally:
+            servable.leave()
+
+    def readiness(self) -> dict[str, bool]:
+        """Per model: does it have at least one AVAILABLE version?"""
+        return {name: bool(model.serving) for name, model in self._models.items()}
+
+    def is_ready(self) -> bool:
+        """Does every model have an AVAILABLE version, except those an admin unloaded (a
+        deliberate unload must not take the replica out of rotation)?"""
+        return all(bool(m.serving) for m in self._models.values() if not m.unloaded_by_admin)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def unload_model(self, name: str) -> ModelView:
+        """Unloads every version of the model (each once its requests finish) and keeps it
+        unloaded, whatever its source lists, until `load_model`."""
+        model = self._model(name)
+        model.unloaded_by_admin = True
+        self._reconcile(model)
+        return model.view()
+
+    def load_model(self, name: str) -> ModelView:
+        """Serves the model again after `unload_model`: its wanted versions load."""
+        model = self._model(name)
+        model.unloaded_by_admin = False
+        self._reconcile(model)
+        return model.view()
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def _reconcile(self, model: _Model) -> None:
+        if model.unloaded_by_admin:  # nothing loads, everything served unloads
+            for version in list(model.serving):
+                self._start_unload(model, version)
+            return
+        for version in model.to_load():
+            if model.settled(version):
+                self._start_load(model, version)
+        for version, known in list(model.versions.items()):
+            if version not in model.found and known.state == VersionState.END:
+                del model.versions[version]  # gone from the source and from memory: forget it
+        wanted = model.wanted()
+        if any(model.versions[v].state in _SETTLING for v in wanted if v in model.versions):
+            return  # unload only once the replacements have settled
+        replacement_ready = any(v in model.serving for v in wanted)
+        for version in list(model.serving):
+            if version not in wanted and (replacement_ready or version not in model.found):
+                self._start_unload(model, version)
+
+    def _start_load(self, model: _Model, version: int) -> None:
+        servable = ServableVersion(
+            model.name,
+            version,
+            model.config.base_path / str(version),
+            model.config,
+            fingerprint=model.found[version],
+        )
+        model.versions[version] = servable
+        self._spawn(self._load(model, servable), f"load-{model.name}-{version}")
+
+    async def _load(self, model: _Model, servable: ServableVersion) -> None:
+        servable.state = VersionState.LOADING
+        log.info(
+            "loading model %s version %d from %s", servable.model, servable.version, servable.path
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await loop.run_in_executor(
+                self._loader_threads, model.source.loader.load, servable
+            )
+        except Exception as exc:
+            model.load_failures += 1
+            servable.state = VersionState.END
+            servable.error_code, servable.error_message = load_failure(exc, servable)
+            log.error(
+                "model %s version %d failed to load: %s",
+                servable.model,
+                servable.version,
+                servable.error_message,
+            )
+        else:
+            observer = (
+                self._batch_observer(servable.model, servable.version)
+                if self._batch_observer
+                else None
+            )
+            servable.attach(loaded.runners, loaded.signatures, self._inference, observer)
+            servable.load_seconds = loaded.load_seconds
+            servable.warmup_seconds = loaded.warmup_seconds
+            servable.state = VersionState.AVAILABLE
+            model.serving = {**model.serving, servable.version: servable}
+            log.info(
+                "model %s version %d AVAILABLE (load %.2f s, warm-up %.2f s) on %s",
+                servable.model,
+                servable.version,
+                loaded.load_seconds,
+                loaded.warmup_seconds,
+                ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(loaded.runners)),
+            )
+        _refreeze_heap()
+        self._reconcile(model)
+
+    def _start_unload(self, model: _Model, version: int) -> None:
+        servable = model.serving[version]
+        servable.state = VersionState.UNLOADING
+        model.serving = {v: s for v, s in model.serving.items() if v != version}
+        self._spawn(self._unload(servable), f"unload-{model.name}-{version}")
+
+    async def _unload(self, servable: ServableVersion) -> None:
+        log.info(
+            "unloading model %s version %d (%d in flight)",
+            servable.model,
+            servable.version,
+            servable.in_flight,
+        )
+        await servable.drained()
+        await servable.close()  # drops the instances: TensorFlow frees graphs and weights
+        _refreeze_heap()
+        servable.state = VersionState.END
+        log.info("model %s version %d unloaded", servable.model, servable.version)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _refreeze_heap() -> None:
+    """Moves every live object into the garbage collector's permanent generation.
+
+    With TensorFlow and the models loaded the heap holds millions of objects, and a full
+    collection walks them all (150-200 ms, a p99 spike whenever request garbage triggers one).
+    Frozen objects are never walked. Run after each load (so the new version is frozen too) and
+    after each unload (unfreezing first, so the old version's cycles can be collected).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _why(model: _Model) -> str:
+    loading = [v for v, s in model.versions.items() if s.state in _SETTLING]
+    failed = [
+        f"version {v}: {s.error_message}" for v, s in model.versions.items() if s.error_message
+    ]
+    if loading:
+        return f" (loading version {', '.join(map(str, loading))})"
+    if failed:
+        return " (" + "; ".join(failed) + ")"
+    if model.listing.error:
+        return f" ({model.listing.error})"
+    if not model.found:
+        return f" (no version {model.source.where})"
+    return ""

@@ -1,0 +1,153 @@
+"""Version sources: where a model's versions come from, listed on demand (TF Serving's Source).
+
+A listing maps each version available now to a fingerprint that changes when the version
+does. `DirectorySource` lists a model folder in TF Serving's layout; `RemoteSource` asks a
+remote gRPC backend which versions it has AVAILABLE. Each source names the loader that builds
+its versions' instances. Listings block (file system, network): callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from service.errors import ServingError
+from service.layout import scan_versions
+from service.remote import RemoteBackend
+from service.repository.loaders import Loader, LocalLoader, RemoteLoader
+from service.serving_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+Fingerprint = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One listing of a model's versions: version -> fingerprint, or None when the source
+    could not be read (the versions last listed stay as they are), and why."""
+
+    versions: Mapping[int, Fingerprint] | None
+    error: str = ""  # why the listing failed
+    ignored: Mapping[str, str] = field(default_factory=dict)  # folder -> why it is no version
+
+
+class VersionSource(Protocol):
+    loader: Loader  # builds the instances of this source's versions
+    where: str  # where versions are looked for, e.g. "in its folder"
+    settles: bool  # may a version still be changing (a copy in progress) when first listed?
+
+    def list_versions(self) -> Listing: ...
+
+    def close(self) -> None: ...
+
+
+class DirectorySource:
+    """The version folders of `<base_path>/<version>/`, fingerprinted by their files."""
+
+    where = "in its folder"
+    settles = True
+
+    def __init__(self, config: ModelConfig, loader: Loader, follow_symlinks: bool) -> None:
+        self.name = config.name
+        self.base_path = config.base_path
+        self.loader = loader
+        self._follow_symlinks = follow_symlinks  # version folders that are symbolic links
+        self._error = ""
+        self._ignored: dict[str, str] = {}
+
+    def list_versions(self) -> Listing:
+        try:
+            scan = scan_versions(self.base_path, follow_symlinks=self._follow_symlinks)
+        except OSError as exc:
+            if not self._error:  # log an outage once, not at every scan
+                log.warning("model %s: cannot list %s: %s", self.name, self.base_path, exc)
+            reason = exc.strerror or type(exc).__name__
+            self._error = f"cannot list the versions of model {self.name}: {reason}"
+            return Listing(None, self._error, self._ignored)
+        self._error = ""
+        for folder, reason in scan.ignored.items():  # each once, while it stays ignored
+            if self._ignored.get(folder) != reason:
+                log.warning("model %s: folder %r ignored: %s", self.name, folder[:80], reason)
+        self._ignored = scan.ignored
+        versions = {v: fingerprint(self.base_path / str(v)) for v in scan.versions}
+        return Listing(versions, ignored=self._ignored)
+
+    def close(self) -> None:
+        pass
+
+
+class RemoteSource:
+    """The versions a remote backend has AVAILABLE. A backend that cannot be reached lists
+    none (its versions stop serving); each outage bumps the fingerprints, so a version that
+    failed to load is tried again once the backend is back."""
+
+    settles = False  # the backend serves only versions it has loaded
+
+    def __init__(self, name: str, backend: RemoteBackend, loader: Loader) -> None:
+        self.name = name
+        self.backend = backend
+        self.loader = loader
+        self.where = f"at {backend.address}"
+        self._error = ""
+        self._outages = 0
+
+    def list_versions(self) -> Listing:
+        try:
+            versions = self.backend.available_versions()
+        except ServingError as exc:
+            if not self._error:
+                self._outages += 1
+                log.warning("model %s: %s", self.name, exc.message)
+            self._error = exc.message
+            return Listing({}, self._error)
+        self._error = ""
+        return Listing({v: (v, self._outages) for v in versions})
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def source_for(
+    config: ModelConfig,
+    local: LocalLoader,
+    *,
+    follow_symlinks: bool,
+    grpc_max_message_bytes: int,
+) -> VersionSource:
+    """A model's source and, with it, its loader: its remote backend's when it has one, else
+    its folder's, whose versions `local` loads."""
+    if config.backend is None:
+        return DirectorySource(config, local, follow_symlinks)
+    backend = RemoteBackend(config.name, config.backend, grpc_max_message_bytes)
+    return RemoteSource(config.name, backend, RemoteLoader(backend, local.echo))
+
+
+def fingerprint(version_dir: Path) -> Fingerprint:
+    """Name, size and change time of every file under the version, and a marker for each
+    folder or file it cannot read: changes while a copy progresses, when a version is replaced
+    in place, and when permissions change (a chmod sets the change time)."""
+    parts: list[int] = []
+    folders = [version_dir]
+    while folders:
+        folder = folders.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError:
+            parts.extend((hash(str(folder)), -1, -1))
+            continue
+        for item in entries:
+            try:
+                if item.is_dir(follow_symlinks=False):  # no symlink loops
+                    folders.append(Path(item.path))
+                    continue
+                stat = item.stat()
+                parts.extend((hash(item.path), stat.st_size, stat.st_ctime_ns))
+            except OSError:
+                parts.extend((hash(item.path), -1, -1))
+    return tuple(parts)
