@@ -216,25 +216,25 @@ class _RepositoryCollector(Collector):
             labels=["model"],
         )
         batch = _BatchFamilies()
-        for model in self._repository.models():
-            ready.add_metric([model.name], 1.0 if model.ready else 0.0)
-            load_failures.add_metric([model.name], model.load_failures)
+        for view in self._repository.models():
+            model = view.name
+            ready.add_metric([model], 1.0 if view.ready else 0.0)
+            load_failures.add_metric([model], view.load_failures)
             busiest = 0.0
-            for version in model.versions:
-                labels = [model.name, str(version.version)]
-                is_available = version.state is VersionState.AVAILABLE
+            for servable in view.versions:
+                labels = [model, str(servable.version)]
+                is_available = servable.state is VersionState.AVAILABLE
                 available.add_metric(labels, 1.0 if is_available else 0.0)
-                if version.load_seconds:
-                    load_seconds.add_metric(labels, version.load_seconds + version.warmup_seconds)
+                if servable.load_seconds:
+                    load_seconds.add_metric(labels, servable.load_seconds + servable.warmup_seconds)
                 if not is_available:
                     continue
-                servable = version.servable
                 for index, device in enumerate(servable.devices()):
                     instances.add_metric([*labels, str(index), device], 1.0)
                 batchers = servable.batchers()
                 batch.add(labels, batchers, servable.batches_in_flight())
                 busiest = max(busiest, _saturation(batchers))
-            saturation.add_metric([model.name], busiest)
+            saturation.add_metric([model], busiest)
         yield from (ready, available, load_seconds, load_failures, instances, saturation)
         yield from batch.families()
 

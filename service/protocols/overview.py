@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 
 from service.protocols.json_io import JSONBody
 from service.protocols.state import repository
-from service.repository import VersionView
+from service.servable import ServableVersion
 
 router = APIRouter(prefix="/api/v1", tags=["modelserve"], default_response_class=JSONBody)
 
@@ -37,12 +37,12 @@ async def models_overview(request: Request) -> JSONBody:
     )
 
 
-def _version(version: VersionView) -> dict[str, Any]:
+def _version(servable: ServableVersion) -> dict[str, Any]:
     return {
-        "version": version.version,
-        "state": version.state.value,
-        "error": version.error or None,
-        "load_seconds": round(version.load_seconds, 3),
-        "warmup_seconds": round(version.warmup_seconds, 3),
-        **version.servable.serving_details(),
+        "version": servable.version,
+        "state": servable.state.value,
+        "error": servable.error_message or None,
+        "load_seconds": round(servable.load_seconds, 3),
+        "warmup_seconds": round(servable.warmup_seconds, 3),
+        **servable.serving_details(),
     }

@@ -5,11 +5,10 @@ them (TF Serving's Source -> Loader -> Manager, small).
               a fingerprint per version; each source names its loader
 - loaders.py  building a version's instances: SavedModels on their devices, or backend runners
 - manager.py  `ModelRepository`: reconciles the wanted versions (version policy, settling,
-              availability-preserving swaps, admin unload) and routes requests to them
-- views.py    read-only snapshots of the models for status pages, metrics and admin routes
+              availability-preserving swaps, admin unload), routes requests, and shows each
+              model as a read-only `ModelView`
 """
 
-from service.repository.manager import ModelRepository
-from service.repository.views import ModelView, VersionView
+from service.repository.manager import ModelRepository, ModelView
 
-__all__ = ["ModelRepository", "ModelView", "VersionView"]
+__all__ = ["ModelRepository", "ModelView"]

@@ -1,20 +1,18 @@
-"""The repository's manager: reconciles each model's wanted versions with what is served, and
-routes requests to them (TF Serving's AspiredVersionsManager).
+"""`ModelRepository`, the manager: reconciles each model's wanted versions with what is
+served, and routes requests to them (TF Serving's AspiredVersionsManager).
 
 Every `poll_interval` seconds (and on `rescan`) it lists each model's source in a thread,
 applies the model's version policy, and
-- loads wanted versions that are new (or failed before and changed since) once they are
-  settled: a folder's version waits until two listings see the same files, so a version being
-  copied in is not loaded half-way (the first listing loads at once). Loads and warm-ups run
-  on the loader threads; a version takes traffic only once it is AVAILABLE;
-- unloads versions no longer wanted: the version leaves the routing table at once (no new
-  requests), finishes the requests it holds, then is released. Unloading waits until the
-  wanted versions have settled, and while none of them is AVAILABLE a version still listed
-  keeps serving (TF Serving's availability-preserving policy), so a swap never leaves a gap.
+- loads wanted versions that are new (or failed before and changed since) once settled (a
+  folder's version once two listings see the same files, so a copy in progress is not loaded
+  half-way; the first listing loads at once); a version takes traffic once AVAILABLE;
+- unloads versions no longer wanted: out of the routing table at once, released once its
+  requests finish. Unloading waits until the wanted versions have settled, and while none of
+  them is AVAILABLE a version still listed keeps serving (TF Serving's availability-preserving
+  policy), so a swap never leaves a gap.
 
 All bookkeeping happens on the event loop thread, so a routing table swap is atomic for the
-requests that read it. A version that fails to load is recorded with its error and affects
-nothing else; a source that cannot be listed keeps its last listing.
+requests that read it. A failed load is recorded with its error and affects nothing else.
 """
 
 from __future__ import annotations
@@ -33,19 +31,30 @@ from service.batching import BatchObserver
 from service.errors import NotFoundError, UnavailableError
 from service.placement import DeviceSetup
 from service.repository.loaders import LocalLoader, load_failure
-from service.repository.sources import Fingerprint, Listing, VersionSource, source_for
-from service.repository.views import ModelView, version_view
+from service.repository.sources import Listing, VersionSource, source_for
 from service.servable import ServableVersion, VersionState
 from service.serving_config import ModelConfig, ServingConfig
 
 log = logging.getLogger(__name__)
 
-SETTLE_SECONDS = 1.0
-"""A settled rescan lists again after this long while a version it would load changes."""
-SETTLE_LISTINGS = 5
-"""At most this many listings per settled rescan; a version still changing loads later."""
+SETTLE_SECONDS = 1.0  # a settled rescan lists again after this long while a version changes
+SETTLE_LISTINGS = 5  # at most this many listings per settled rescan (then the poller goes on)
 
 _SETTLING = (VersionState.START, VersionState.LOADING)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A snapshot of one model (`ModelRepository.models()`); its versions are the live ones."""
+
+    name: str
+    config: ModelConfig
+    versions: tuple[ServableVersion, ...]  # every version known, ascending
+    ready: bool  # has an AVAILABLE version
+    load_failures: int  # versions that failed to load since the server started
+    versions_found: tuple[int, ...]  # by the last listing that succeeded
+    ignored_folders: Mapping[str, str]  # folder -> why it is no version
+    unloaded_by_admin: bool
 
 
 @dataclass
@@ -54,10 +63,7 @@ class _Model:
     source: VersionSource
     versions: dict[int, ServableVersion] = field(default_factory=dict)  # every known version
     serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
-    found: Mapping[int, Fingerprint] = field(default_factory=dict)  # last successful listing
-    previous: Mapping[int, Fingerprint] = field(default_factory=dict)  # the one before
-    listings: int = 0  # successful listings
-    listing: Listing = field(default_factory=lambda: Listing({}))  # the last, failed or not
+    listing: Listing = field(default_factory=lambda: Listing({}))  # the last one
     load_failures: int = 0  # since the server started
     unloaded_by_admin: bool = False  # POST /admin/models/<name>/unload, until loaded again
 
@@ -66,7 +72,7 @@ class _Model:
         return self.config.name
 
     def wanted(self) -> set[int]:
-        return set(self.config.version_policy.select(sorted(self.found)))
+        return set(self.config.version_policy.select(sorted(self.listing.versions)))
 
     def to_load(self) -> list[int]:
         """Wanted versions never loaded, and ended ones to load again: a failed one only once
@@ -78,26 +84,21 @@ class _Model:
             known = self.versions.get(version)
             if known is None or (
                 known.state == VersionState.END
-                and (known.error_code == "OK" or known.fingerprint != self.found[version])
+                and (
+                    known.error_code == "OK" or known.fingerprint != self.listing.versions[version]
+                )
             ):
                 pending.append(version)
         return pending
-
-    def settled(self, version: int) -> bool:
-        """Unchanged since the previous listing (or listed first, or from a source whose
-        versions are complete when listed)?"""
-        if not self.source.settles or self.listings <= 1:
-            return True
-        return self.previous.get(version) == self.found[version]
 
     def view(self) -> ModelView:
         return ModelView(
             name=self.name,
             config=self.config,
-            versions=tuple(version_view(s) for _, s in sorted(self.versions.items())),
+            versions=tuple(s for _, s in sorted(self.versions.items())),
             ready=bool(self.serving),
             load_failures=self.load_failures,
-            versions_found=tuple(sorted(self.found)),
+            versions_found=tuple(sorted(self.listing.versions)),
             ignored_folders=dict(self.listing.ignored),
             unloaded_by_admin=self.unloaded_by_admin,
         )
@@ -126,18 +127,11 @@ class ModelRepository:
         self._batch_observer = batch_observer  # (model, version) -> observer of its batches
         self._loader_threads = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
         local = LocalLoader(devices, device_setup or DeviceSetup(), echo)
-        self._models = {
-            model.name: _Model(
-                model,
-                source_for(
-                    model,
-                    local,
-                    follow_symlinks=follow_symlinks,
-                    grpc_max_message_bytes=grpc_max_message_bytes,
-                ),
-            )
-            for model in config.models
+        sources = {
+            m.name: source_for(m, local, follow_symlinks, grpc_max_message_bytes)
+            for m in config.models
         }
+        self._models = {m.name: _Model(m, sources[m.name]) for m in config.models}
         self._listing = asyncio.Lock()  # one listing at a time, applied in order
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -164,13 +158,8 @@ class ModelRepository:
                 lambda: {name: m.source.list_versions() for name, m in self._models.items()}
             )
             for name, listing in listings.items():
-                model = self._models[name]
-                model.listing = listing
-                if listing.versions is None:  # unreadable now: keep serving what it held
-                    continue
-                model.previous, model.found = model.found, listing.versions
-                model.listings += 1
-                self._reconcile(model)
+                self._models[name].listing = listing
+                self._reconcile(self._models[name])
 
     async def rescan(self, *, settled: bool = False) -> None:
         """Lists every model now. `settled`: while a version it would load is new or changed
@@ -179,7 +168,7 @@ class ModelRepository:
         """
         await self.poll_once()
         for _ in range(SETTLE_LISTINGS - 1 if settled else 0):
-            if all(m.settled(v) for m in self._models.values() for v in m.to_load()):
+            if not any(set(m.to_load()) & m.listing.changing for m in self._models.values()):
                 return
             await asyncio.sleep(self._settle_seconds)
             await self.poll_once()
@@ -239,8 +228,8 @@ class ModelRepository:
         self, model: str, version: int | None = None, label: str | None = None
     ) -> ServableVersion:
         """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
-        served = self._model(model)
-        if served.unloaded_by_admin:
+        entry = self._model(model)
+        if entry.unloaded_by_admin:
             raise UnavailableError(
                 f"model {model!r} is unloaded by an admin (POST /admin/models/{model}/load "
                 "serves it again)"
@@ -248,15 +237,13 @@ class ModelRepository:
         if label is not None:
             version = self.label_version(model, label)
         if version is None:
-            if not served.serving:
-                raise UnavailableError(
-                    f"model {model!r} has no available version yet{_why(served)}"
-                )
-            version = max(served.serving)
-        if version in served.serving:
+            if not entry.serving:
+                raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
+            version = max(entry.serving)
+        if version in entry.serving:
             request_context.note_model(model, version)
-            return served.serving[version]
-        known = served.versions.get(version)
+            return entry.serving[version]
+        known = entry.versions.get(version)
         if known is not None and known.state in _SETTLING:
             raise UnavailableError(f"model {model!r} version {version} is still loading")
         if known is not None and known.error_message:
@@ -311,17 +298,19 @@ class ModelRepository:
                 self._start_unload(model, version)
             return
         for version in model.to_load():
-            if model.settled(version):
+            if version not in model.listing.changing:  # loaded once its files stay the same
                 self._start_load(model, version)
         for version, known in list(model.versions.items()):
-            if version not in model.found and known.state == VersionState.END:
+            if version not in model.listing.versions and known.state == VersionState.END:
                 del model.versions[version]  # gone from the source and from memory: forget it
         wanted = model.wanted()
         if any(model.versions[v].state in _SETTLING for v in wanted if v in model.versions):
             return  # unload only once the replacements have settled
         replacement_ready = any(v in model.serving for v in wanted)
         for version in list(model.serving):
-            if version not in wanted and (replacement_ready or version not in model.found):
+            if version not in wanted and (
+                replacement_ready or version not in model.listing.versions
+            ):
                 self._start_unload(model, version)
 
     def _start_load(self, model: _Model, version: int) -> None:
@@ -330,50 +319,35 @@ class ModelRepository:
             version,
             model.config.base_path / str(version),
             model.config,
-            fingerprint=model.found[version],
+            fingerprint=model.listing.versions[version],
         )
         model.versions[version] = servable
         self._spawn(self._load(model, servable), f"load-{model.name}-{version}")
 
     async def _load(self, model: _Model, servable: ServableVersion) -> None:
         servable.state = VersionState.LOADING
-        log.info(
-            "loading model %s version %d from %s", servable.model, servable.version, servable.path
-        )
+        what = f"model {servable.model} version {servable.version}"
+        log.info("loading %s from %s", what, servable.path)
         loop = asyncio.get_running_loop()
+        load = model.source.loader.load
         try:
-            loaded = await loop.run_in_executor(
-                self._loader_threads, model.source.loader.load, servable
-            )
+            loaded = await loop.run_in_executor(self._loader_threads, load, servable)
         except Exception as exc:
             model.load_failures += 1
             servable.state = VersionState.END
             servable.error_code, servable.error_message = load_failure(exc, servable)
-            log.error(
-                "model %s version %d failed to load: %s",
-                servable.model,
-                servable.version,
-                servable.error_message,
-            )
+            log.error("%s failed to load: %s", what, servable.error_message)
         else:
-            observer = (
-                self._batch_observer(servable.model, servable.version)
-                if self._batch_observer
-                else None
-            )
+            observe = self._batch_observer
+            observer = observe(servable.model, servable.version) if observe else None
             servable.attach(loaded.runners, loaded.signatures, self._inference, observer)
             servable.load_seconds = loaded.load_seconds
             servable.warmup_seconds = loaded.warmup_seconds
             servable.state = VersionState.AVAILABLE
             model.serving = {**model.serving, servable.version: servable}
-            log.info(
-                "model %s version %d AVAILABLE (load %.2f s, warm-up %.2f s) on %s",
-                servable.model,
-                servable.version,
-                loaded.load_seconds,
-                loaded.warmup_seconds,
-                ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(loaded.runners)),
-            )
+            devices = ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(loaded.runners))
+            seconds = loaded.load_seconds, loaded.warmup_seconds
+            log.info("%s AVAILABLE (load %.2f s, warm-up %.2f s) on %s", what, *seconds, devices)
         _refreeze_heap()
         self._reconcile(model)
 
@@ -384,17 +358,13 @@ class ModelRepository:
         self._spawn(self._unload(servable), f"unload-{model.name}-{version}")
 
     async def _unload(self, servable: ServableVersion) -> None:
-        log.info(
-            "unloading model %s version %d (%d in flight)",
-            servable.model,
-            servable.version,
-            servable.in_flight,
-        )
+        what = f"model {servable.model} version {servable.version}"
+        log.info("unloading %s (%d in flight)", what, servable.in_flight)
         await servable.drained()
         await servable.close()  # drops the instances: TensorFlow frees graphs and weights
         _refreeze_heap()
         servable.state = VersionState.END
-        log.info("model %s version %d unloaded", servable.model, servable.version)
+        log.info("%s unloaded", what)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coroutine, name=name)
@@ -426,6 +396,6 @@ def _why(model: _Model) -> str:
         return " (" + "; ".join(failed) + ")"
     if model.listing.error:
         return f" ({model.listing.error})"
-    if not model.found:
+    if not model.listing.versions:
         return f" (no version {model.source.where})"
     return ""

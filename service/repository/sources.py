@@ -1,9 +1,9 @@
 """Version sources: where a model's versions come from, listed on demand (TF Serving's Source).
 
 A listing maps each version available now to a fingerprint that changes when the version
-does. `DirectorySource` lists a model folder in TF Serving's layout; `RemoteSource` asks a
-remote gRPC backend which versions it has AVAILABLE. Each source names the loader that builds
-its versions' instances. Listings block (file system, network): callers run them in a thread.
+does, and names the versions still changing. `DirectorySource` lists a model folder in TF
+Serving's layout; `RemoteSource` asks a remote gRPC backend which versions it has AVAILABLE.
+Each source names the loader of its versions. Listings block: callers run them in a thread.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -28,18 +28,15 @@ Fingerprint = tuple[int, ...]
 
 @dataclass(frozen=True)
 class Listing:
-    """One listing of a model's versions: version -> fingerprint, or None when the source
-    could not be read (the versions last listed stay as they are), and why."""
-
-    versions: Mapping[int, Fingerprint] | None
-    error: str = ""  # why the listing failed
+    versions: Mapping[int, Fingerprint]  # version -> fingerprint
+    changing: frozenset[int] = frozenset()  # changed since the listing before: not loaded yet
     ignored: Mapping[str, str] = field(default_factory=dict)  # folder -> why it is no version
+    error: str = ""  # why listing failed (the versions are then those listed last)
 
 
 class VersionSource(Protocol):
     loader: Loader  # builds the instances of this source's versions
     where: str  # where versions are looked for, e.g. "in its folder"
-    settles: bool  # may a version still be changing (a copy in progress) when first listed?
 
     def list_versions(self) -> Listing: ...
 
@@ -47,46 +44,47 @@ class VersionSource(Protocol):
 
 
 class DirectorySource:
-    """The version folders of `<base_path>/<version>/`, fingerprinted by their files."""
+    """The version folders of `<base_path>/<version>/`, fingerprinted by their files. A
+    version whose files changed since the listing before (a copy in progress) is `changing`;
+    on the first listing none is. A folder that cannot be listed repeats the last listing."""
 
     where = "in its folder"
-    settles = True
 
     def __init__(self, config: ModelConfig, loader: Loader, follow_symlinks: bool) -> None:
         self.name = config.name
         self.base_path = config.base_path
         self.loader = loader
         self._follow_symlinks = follow_symlinks  # version folders that are symbolic links
-        self._error = ""
-        self._ignored: dict[str, str] = {}
+        self._last = Listing({})
+        self._listed = False  # has a listing succeeded yet?
 
     def list_versions(self) -> Listing:
         try:
             scan = scan_versions(self.base_path, follow_symlinks=self._follow_symlinks)
         except OSError as exc:
-            if not self._error:  # log an outage once, not at every scan
+            if not self._last.error:  # log an outage once, not at every listing
                 log.warning("model %s: cannot list %s: %s", self.name, self.base_path, exc)
             reason = exc.strerror or type(exc).__name__
-            self._error = f"cannot list the versions of model {self.name}: {reason}"
-            return Listing(None, self._error, self._ignored)
-        self._error = ""
+            error = f"cannot list the versions of model {self.name}: {reason}"
+            self._last = replace(self._last, error=error)
+            return self._last
         for folder, reason in scan.ignored.items():  # each once, while it stays ignored
-            if self._ignored.get(folder) != reason:
+            if self._last.ignored.get(folder) != reason:
                 log.warning("model %s: folder %r ignored: %s", self.name, folder[:80], reason)
-        self._ignored = scan.ignored
         versions = {v: fingerprint(self.base_path / str(v)) for v in scan.versions}
-        return Listing(versions, ignored=self._ignored)
+        before = self._last.versions if self._listed else versions
+        changing = frozenset(v for v, f in versions.items() if before.get(v) != f)
+        self._last, self._listed = Listing(versions, changing, scan.ignored), True
+        return self._last
 
     def close(self) -> None:
         pass
 
 
 class RemoteSource:
-    """The versions a remote backend has AVAILABLE. A backend that cannot be reached lists
-    none (its versions stop serving); each outage bumps the fingerprints, so a version that
-    failed to load is tried again once the backend is back."""
-
-    settles = False  # the backend serves only versions it has loaded
+    """The versions a remote backend has AVAILABLE (loaded: never changing). A backend that
+    cannot be reached lists none (its versions stop serving); each outage bumps the
+    fingerprints, so a version that failed to load is tried again once the backend is back."""
 
     def __init__(self, name: str, backend: RemoteBackend, loader: Loader) -> None:
         self.name = name
@@ -104,7 +102,7 @@ class RemoteSource:
                 self._outages += 1
                 log.warning("model %s: %s", self.name, exc.message)
             self._error = exc.message
-            return Listing({}, self._error)
+            return Listing({}, error=self._error)
         self._error = ""
         return Listing({v: (v, self._outages) for v in versions})
 
@@ -113,11 +111,7 @@ class RemoteSource:
 
 
 def source_for(
-    config: ModelConfig,
-    local: LocalLoader,
-    *,
-    follow_symlinks: bool,
-    grpc_max_message_bytes: int,
+    config: ModelConfig, local: LocalLoader, follow_symlinks: bool, grpc_max_message_bytes: int
 ) -> VersionSource:
     """A model's source and, with it, its loader: its remote backend's when it has one, else
     its folder's, whose versions `local` loads."""
