@@ -31,7 +31,7 @@ from service.batching import BatchObserver
 from service.errors import NotFoundError, UnavailableError
 from service.placement import DeviceSetup
 from service.repository.loaders import LocalLoader, load_failure
-from service.repository.sources import Listing, VersionSource, source_for
+from service.repository.sources import Fingerprint, Listing, VersionSource, source_for
 from service.servable import ServableVersion, VersionState
 from service.serving_config import ModelConfig, ServingConfig
 
@@ -52,7 +52,7 @@ class ModelView:
     versions: tuple[ServableVersion, ...]  # every version known, ascending
     ready: bool  # has an AVAILABLE version
     load_failures: int  # versions that failed to load since the server started
-    versions_found: tuple[int, ...]  # by the last listing that succeeded
+    versions_found: tuple[int, ...]  # by the last listing (kept while a folder is unreadable)
     ignored_folders: Mapping[str, str]  # folder -> why it is no version
     unloaded_by_admin: bool
 
@@ -75,21 +75,10 @@ class _Model:
         return set(self.config.version_policy.select(sorted(self.listing.versions)))
 
     def to_load(self) -> list[int]:
-        """Wanted versions never loaded, and ended ones to load again: a failed one only once
-        its fingerprint changed (a copy finished, a fix landed), a cleanly unloaded one at once."""
         if self.unloaded_by_admin:
             return []
-        pending = []
-        for version in sorted(self.wanted()):
-            known = self.versions.get(version)
-            if known is None or (
-                known.state == VersionState.END
-                and (
-                    known.error_code == "OK" or known.fingerprint != self.listing.versions[version]
-                )
-            ):
-                pending.append(version)
-        return pending
+        found = self.listing.versions
+        return [v for v in sorted(self.wanted()) if _should_load(self.versions.get(v), found[v])]
 
     def view(self) -> ModelView:
         return ModelView(
@@ -370,6 +359,17 @@ class ModelRepository:
         task = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _should_load(known: ServableVersion | None, fingerprint: Fingerprint) -> bool:
+    """A wanted version loads if never loaded; an ended one loads again: a failed one only
+    once its fingerprint changed (a copy finished, a fix landed), a cleanly unloaded one at once.
+    """
+    if known is None:
+        return True
+    if known.state != VersionState.END:
+        return False
+    return known.error_code == "OK" or known.fingerprint != fingerprint
 
 
 def _refreeze_heap() -> None:
