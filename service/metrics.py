@@ -216,13 +216,13 @@ class _RepositoryCollector(Collector):
             labels=["model"],
         )
         batch = _BatchFamilies()
-        for entry in self._repository.entries():
-            model = entry.name
-            ready.add_metric([model], 1.0 if entry.serving else 0.0)
-            load_failures.add_metric([model], entry.load_failures)
+        for view in self._repository.models():
+            model = view.name
+            ready.add_metric([model], 1.0 if view.ready else 0.0)
+            load_failures.add_metric([model], view.load_failures)
             busiest = 0.0
-            for version, servable in sorted(entry.versions.items()):
-                labels = [model, str(version)]
+            for servable in view.versions:
+                labels = [model, str(servable.version)]
                 is_available = servable.state is VersionState.AVAILABLE
                 available.add_metric(labels, 1.0 if is_available else 0.0)
                 if servable.load_seconds:

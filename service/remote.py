@@ -1,9 +1,9 @@
 """Models served by a remote TF Serving-compatible gRPC backend (`backend: {grpc: host:port}`
 in the serving config): a `tensorflow/serving` pod, or another modelserve.
 
-The repository treats the backend like a model directory: a scan lists the versions the
-backend has AVAILABLE (`ModelService.GetModelStatus`), loading a version reads its signatures
-(`GetModelMetadata`), and its "instances" are `RemoteRunner`s whose `run` is one
+The repository's `RemoteSource` lists the versions the backend has AVAILABLE
+(`ModelService.GetModelStatus`), its `RemoteLoader` reads a version's signatures
+(`GetModelMetadata`), and the version's "instances" are `RemoteRunner`s whose `run` is one
 `PredictionService.Predict` per batch. Calls are blocking and run on the inference threads,
 like local model calls; one channel per backend is the connection pool: a connection to every
 address the target resolves to (HTTP/2 multiplexes concurrent calls on each), batches spread

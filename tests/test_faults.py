@@ -305,24 +305,27 @@ def test_a_new_version_loads_once_two_scans_see_the_same_files(
     config = ServingConfig(models=[ModelConfig(name="plus", base_path=folder)], source="test")
 
     async def main(repository: ModelRepository) -> None:
-        (entry,) = repository.entries()
+        def versions() -> dict[int, VersionState]:
+            (model,) = repository.models()
+            return {v.version: v.state for v in model.versions}
+
         await repository.poll_once()  # the first scan loads what it finds at once
-        assert set(entry.versions) == {1}
+        assert set(versions()) == {1}
         (folder / "2").mkdir()
         shutil.copy(source / "saved_model.pb", folder / "2")
         await repository.poll_once()
-        assert set(entry.versions) == {1}, "loaded at first sight"
+        assert set(versions()) == {1}, "loaded at first sight"
         shutil.copytree(source / "variables", folder / "2" / "variables")
         await repository.poll_once()
-        assert set(entry.versions) == {1}, "loaded while its files changed"
+        assert set(versions()) == {1}, "loaded while its files changed"
         await repository.poll_once()
-        assert set(entry.versions) == {1, 2}, "not loaded once its files stayed the same"
+        assert set(versions()) == {1, 2}, "not loaded once its files stayed the same"
         for _ in range(1200):
-            if entry.versions[2].state not in (VersionState.START, VersionState.LOADING):
+            if versions()[2] not in (VersionState.START, VersionState.LOADING):
                 break
             await asyncio.sleep(0.05)
-        assert entry.versions[2].state == VersionState.AVAILABLE, entry.versions[2]
-        assert entry.load_failures == 0
+        assert versions()[2] == VersionState.AVAILABLE, repository.models()
+        assert repository.models()[0].load_failures == 0
 
     with ThreadPoolExecutor(1) as executor:
         cpus = [device.name for device in tf.config.list_logical_devices("CPU")]

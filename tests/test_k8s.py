@@ -162,7 +162,7 @@ def exported_metrics() -> set[str]:
     from service.metrics import Metrics
 
     class EmptyRepository:
-        def entries(self) -> list[Any]:
+        def models(self) -> list[Any]:
             return []
 
         def model_names(self) -> list[str]:

@@ -8,7 +8,6 @@ them too should that middleware be missing). The config is shown without file-sy
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -18,12 +17,8 @@ from service.auth import ADMIN_DISABLED, ADMIN_GRANTED
 from service.protocols.error_docs import NOT_FOUND, error_responses
 from service.protocols.json_io import JSONBody
 from service.protocols.state import repository
-from service.repository import ModelEntry
+from service.repository import ModelView
 from service.serving_config import ModelConfig
-
-SETTLE_SECONDS = 1.0
-"""A version new to a rescan is rescanned after this long, and loaded if its files did not
-change meanwhile (the repository's guard against loading a copy in progress)."""
 
 
 def _admitted(request: Request) -> None:
@@ -44,15 +39,11 @@ router = APIRouter(
 @router.post("/reload", summary="Rescan the model repository now; the versions found per model")
 async def reload(request: Request) -> JSONBody:
     """Lists every model's folder (or backend) now instead of at the next poll; new versions
-    are listed again a second later and, unchanged, start loading in the background (their
-    state says how far they are)."""
+    are listed again until their files stay the same and then start loading in the
+    background (their state says how far they are)."""
     models = repository(request)
-    before = {entry.name: set(entry.on_disk) for entry in models.entries()}
-    await models.poll_once()
-    if any(set(entry.on_disk) - before[entry.name] for entry in models.entries()):
-        await asyncio.sleep(SETTLE_SECONDS)
-        await models.poll_once()
-    return JSONBody({"models": [_listing(entry) for entry in models.entries()]})
+    await models.rescan(settled=True)
+    return JSONBody({"models": [_listing(model) for model in models.models()]})
 
 
 @router.post(
@@ -64,7 +55,7 @@ async def unload(request: Request, model: str) -> JSONBody:
     """Frees the model's memory: each version unloads once the requests holding it finish
     (state UNLOADING, then END), and the model stays unloaded whatever appears on disk. Its
     requests get 503 meanwhile; readiness ignores it, so the replica stays in rotation."""
-    return JSONBody(_listing(repository(request).hold(model)))
+    return JSONBody(_listing(repository(request).unload_model(model)))
 
 
 @router.post(
@@ -72,25 +63,22 @@ async def unload(request: Request, model: str) -> JSONBody:
 )
 async def load(request: Request, model: str) -> JSONBody:
     """The model's versions (per its version policy) load again; their state says how far."""
-    return JSONBody(_listing(repository(request).release(model)))
+    return JSONBody(_listing(repository(request).load_model(model)))
 
 
 @router.get("/config", summary="The effective serving config, without file-system paths")
 async def config(request: Request) -> JSONBody:
     """Each model's version policy (in the config file's form), labels, batching, placement
     and remote backend; base paths and asset folders are left out."""
-    return JSONBody({"models": [_model(entry.config) for entry in repository(request).entries()]})
+    return JSONBody({"models": [_model(model.config) for model in repository(request).models()]})
 
 
-def _listing(entry: ModelEntry) -> dict[str, Any]:
+def _listing(model: ModelView) -> dict[str, Any]:
     return {
-        "name": entry.name,
-        "unloaded_by_admin": entry.held,
-        "versions_found": sorted(entry.on_disk),
-        "versions": [
-            {"version": version, "state": servable.state.value}
-            for version, servable in sorted(entry.versions.items())
-        ],
+        "name": model.name,
+        "unloaded_by_admin": model.unloaded_by_admin,
+        "versions_found": list(model.versions_found),
+        "versions": [{"version": v.version, "state": v.state.value} for v in model.versions],
     }
 
 

@@ -23,15 +23,15 @@ async def models_overview(request: Request) -> JSONBody:
         {
             "models": [
                 {
-                    "name": entry.name,
-                    "ready": bool(entry.serving),
-                    "version_policy": entry.config.version_policy.describe(),
-                    "version_labels": entry.config.version_labels,
-                    "versions": [_version(v) for _, v in sorted(entry.versions.items())],
+                    "name": model.name,
+                    "ready": model.ready,
+                    "version_policy": model.config.version_policy.describe(),
+                    "version_labels": model.config.version_labels,
+                    "versions": [_version(v) for v in model.versions],
                     # folders that look like versions but are not served, and why
-                    "ignored_folders": entry.ignored,
+                    "ignored_folders": model.ignored_folders,
                 }
-                for entry in repository(request).entries()
+                for model in repository(request).models()
             ]
         }
     )
