@@ -18,10 +18,9 @@ requests that read it. A failed load is recorded with its error and affects noth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,18 +239,6 @@ class ModelRepository:
                 f"model {model!r} version {version} failed to load: {known.error_message}"
             )
         raise NotFoundError(f"model {model!r} has no servable version {version}")
-
-    @contextlib.asynccontextmanager
-    async def lease(
-        self, model: str, version: int | None = None, label: str | None = None
-    ) -> AsyncIterator[ServableVersion]:
-        """Holds a version for one request, so unloading waits for the request to finish."""
-        servable = self.resolve(model, version, label)
-        servable.enter()
-        try:
-            yield servable
-        finally:
-            servable.leave()
 
     def readiness(self) -> dict[str, bool]:
         """Per model: does it have at least one AVAILABLE version?"""
