@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from service.dtypes import from_tf_name
-from service.protocols.json_io import parse_json
-from service.protocols.tfserving_codec import decode_inputs, parse_predict_request
-from service.signatures import Signature, TensorInfo
+from service.core.dtypes import from_tf_name
+from service.core.signatures import Signature, TensorInfo
+from service.http.json_io import parse_json
+from service.http.tfserving_codec import decode_inputs, parse_predict_request
 
 
 def signature(shape: tuple[int | None, ...]) -> Signature:

@@ -93,8 +93,8 @@ def in_process_ceiling(
     model: str, sizes: list[int], seconds: float
 ) -> list[tuple[int, float, float]]:
     """(batch size, samples/s, ms per call) calling the signature directly, no server."""
-    from service.runtime import LoadedModel
-    from service.tensors import decode_tensor
+    from service.core.runtime import LoadedModel
+    from service.core.tensors import decode_tensor
 
     version = max(int(p.name) for p in (MODELS / model).iterdir() if p.name.isdigit())
     loaded = LoadedModel(model, version, MODELS / model / str(version))

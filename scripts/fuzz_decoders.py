@@ -34,13 +34,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import atheris
 
 with atheris.instrument_imports(include=["service"]):
-    from service.dtypes import BY_TF_NAME
+    from service.core import classify_regress
+    from service.core.dtypes import BY_TF_NAME
+    from service.core.signatures import Signature, TensorInfo
     from service.errors import ServingError
-    from service.protocols import classify_regress, grpc_codec
-    from service.protocols import tfserving_codec as tfs
-    from service.protocols import v2_codec as v2
-    from service.protocols.json_io import parse_json
-    from service.signatures import Signature, TensorInfo
+    from service.grpc import codec as grpc_codec
+    from service.http import tfserving_codec as tfs
+    from service.http import v2_codec as v2
+    from service.http.json_io import parse_json
     from service.tasks.imagenet_format import imagenet_pixels
     from service.tasks.mnist_format import BlankImageError, mnist_pixels
     from service.tasks.uploads import Upload, open_image

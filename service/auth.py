@@ -32,7 +32,7 @@ MIN_KEY_LENGTH = 16
 _KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: travels unchanged in headers and metadata
 ADMIN_PREFIX = "/admin"
 ADMIN_GRANTED = "modelserve.admin_granted"
-"""Scope key the middleware sets on an admitted admin request (service.protocols.admin checks
+"""Scope key the middleware sets on an admitted admin request (service.http.admin checks
 it, so the admin routes refuse when the middleware is not there)."""
 
 PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})

@@ -16,13 +16,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from service import __version__
-from service.layout import existing_versions, model_names, read_model_card
+from service.core.layout import existing_versions, model_names, read_model_card
 from service.settings import Settings
 from training.jobs import JOBS, train_function
 
 if TYPE_CHECKING:
+    from service.core.serving_config import ServingConfig
     from service.server import ModelServer
-    from service.serving_config import ServingConfig
 
 # TensorFlow's C++ start-up chatter hides the output people came for; TF_CPP_MIN_LOG_LEVEL
 # set by the user still wins.
@@ -221,7 +221,7 @@ def serve(**options: Any) -> None:
     (e.g. MODELSERVE_MODEL_BASE_PATH); other settings (threads, request size limit) only so.
     """
     from service.auth import ApiKeyError, load_api_keys
-    from service.serving_config import ServingConfigError
+    from service.core.serving_config import ServingConfigError
 
     settings = given_settings(options)
     try:
@@ -265,8 +265,8 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
 
 
 def _run_server(server: ModelServer) -> None:
-    from service.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
-    from service.http_limits import uvicorn_config
+    from service.http.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
+    from service.http.limits import uvicorn_config
     from service.logs import configure_logging
     from service.tls import uvicorn_tls_options
 

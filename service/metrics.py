@@ -33,13 +33,13 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from service import __version__
-from service.batching import Batcher, BatchObserver, BatchStats
+from service.core.batching import Batcher, BatchObserver, BatchStats
+from service.core.servable import VersionState
 from service.errors import InvalidInputError, ModelFailureError
-from service.http_limits import REFUSAL_REASONS as HTTP_REFUSAL_REASONS
-from service.servable import VersionState
+from service.http.limits import REFUSAL_REASONS as HTTP_REFUSAL_REASONS
 
 if TYPE_CHECKING:
-    from service.repository import ModelRepository
+    from service.core.repository import ModelRepository
     from service.tasks.image_decoding import ImageDecoder
 
 # Seconds: sub-millisecond (votes) to the tens of seconds of a large ResNet50 batch.
@@ -89,7 +89,7 @@ class Metrics:
         self.http_refused = Counter(
             "modelserve_http_refused",
             "HTTP connections refused or closed before their request reached the app "
-            "(service.http_limits): headers_too_large, too_many_headers (431), header_timeout "
+            "(service.http.limits): headers_too_large, too_many_headers (431), header_timeout "
             "(408), idle_timeout, body_timeout (closed), too_many_connections (503).",
             ["reason"],
             registry=r,

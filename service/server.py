@@ -7,7 +7,7 @@ REST app and the gRPC server) and starts and stops them in order.
         ...
     server.begin_drain()             # SIGTERM: REST and gRPC drain together
 
-Routes reach the parts through `service.protocols.state` (FastAPI dependencies over
+Routes reach the parts through `service.http.dependencies` (FastAPI dependencies over
 `app.state.server`); nothing is module-level, so tests build as many servers as they like.
 """
 
@@ -19,22 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from service.app import create_app
 from service.auth import AccessPolicy
-from service.decoding import Decoder
-from service.grpc_server import GrpcDrain, GrpcSecurity, start_grpc_server
-from service.inference import InferenceCore
-from service.lifecycle import Lifecycle
-from service.metrics import Metrics
-from service.placement import DeviceSetup, configure_devices
-from service.protocols.message_split import MessageSplitter
-from service.repository import ModelRepository
-from service.serving_config import (
+from service.core.decoding import Decoder
+from service.core.inference import InferenceCore
+from service.core.placement import DeviceSetup, configure_devices
+from service.core.repository import ModelRepository
+from service.core.serving_config import (
     ServingConfig,
     discover_serving_config,
     load_serving_config,
     load_tfserving_model_config,
 )
+from service.grpc.message_split import MessageSplitter
+from service.grpc.server import GrpcDrain, GrpcSecurity, start_grpc_server
+from service.http.app import create_app
+from service.http.lifecycle import Lifecycle
+from service.metrics import Metrics
 from service.settings import Settings
 from service.tasks.image_decoding import ImageDecoder
 

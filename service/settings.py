@@ -2,7 +2,7 @@
 are also `serve` flags, with the field's docstring as their --help.
 
 What is served (models, version policies, labels, batching) lives in the serving config file
-(`service.serving_config`); these are the process-wide knobs.
+(`service.core.serving_config`); these are the process-wide knobs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.cpu_limit import available_cpus
+from service.core.cpu_limit import available_cpus
 from service.logs import LogFormat, LogLevel
 from service.tls import check_ca_file, check_key_pair, check_readable_file
 
@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     """Largest request body accepted (413 beyond): a 224x224x3 float batch of 32 is ~30 MB of
     JSON."""
 
-    # -- HTTP connection limits (service.http_limits), enforced before a request reaches the app
+    # -- HTTP connection limits (service.http.limits), enforced before a request reaches the app
 
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     """Largest request line plus headers of one request, in bytes (431 beyond), counted as they

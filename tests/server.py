@@ -21,7 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
-from service.http_limits import uvicorn_config
+from service.http.limits import uvicorn_config
 from service.metrics import Metrics
 from service.server import ModelServer
 from service.settings import Settings

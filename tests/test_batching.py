@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.batching import (
+from service.core.batching import (
     DEADLINE_SLACK,
     Batcher,
     BatchObserver,
@@ -32,6 +32,7 @@ from service.batching import (
     ModelCall,
     deadline_from,
 )
+from service.core.serving_config import BatchingConfig
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -39,7 +40,6 @@ from service.errors import (
     QueueFullError,
     ServingError,
 )
-from service.serving_config import BatchingConfig
 
 SIGNATURE = "serving_default"
 Arrays = dict[str, np.ndarray]

@@ -31,8 +31,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from service.core import classify_regress
 from service.errors import InvalidInputError
-from service.protocols import classify_regress
 from tests.saved_models import CLASSES, example_regression, example_scores
 from tests.server import assert_same, error_message, grpc_target, mentions
 from tests.test_grpc import on_aio, refused

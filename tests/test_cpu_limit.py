@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cpu_limit import available_cpus, cgroup_cpu_limit
+from service.core.cpu_limit import available_cpus, cgroup_cpu_limit
 
 
 def write(root: Path, relative: str, text: str) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from service.layout import read_model_card
+from service.core.layout import read_model_card
 from training.digits import LABELS, train
 from training.options import TrainOptions
 

@@ -1,5 +1,5 @@
-"""Unit tests for the dtype table (service/dtypes.py) and JSON <-> numpy tensors
-(service/tensors.py). Pure functions: no model, no server."""
+"""Unit tests for the dtype table (service/core/dtypes.py) and JSON <-> numpy tensors
+(service/core/tensors.py). Pure functions: no model, no server."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from service.dtypes import BY_TF_NAME, BY_V2_NAME, DTYPES, from_tf_name, from_v2_name
+from service.core.dtypes import BY_TF_NAME, BY_V2_NAME, DTYPES, from_tf_name, from_v2_name
+from service.core.signatures import Shape, TensorInfo
+from service.core.tensors import check_shape, decode_tensor, encode_strings, shape_fits
 from service.errors import InvalidInputError
-from service.signatures import Shape, TensorInfo
-from service.tensors import check_shape, decode_tensor, encode_strings, shape_fits
 
 # The Open Inference Protocol's tensor datatypes and the TF DataType each one must map to,
-# written out independently of service/dtypes.py.
+# written out independently of service/core/dtypes.py.
 EXPECTED_TABLE: list[tuple[str, str, Any]] = [
     ("BOOL", "DT_BOOL", np.bool_),
     ("UINT8", "DT_UINT8", np.uint8),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.layout import existing_versions, read_model_card
+from service.core.layout import existing_versions, read_model_card
 from training.export import ExportRequest, export_model, next_version, prune_versions
 
 LABELS = ["a", "b", "c"]

@@ -22,9 +22,9 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from service.repository import ModelRepository
-from service.servable import VersionState
-from service.serving_config import ModelConfig, ServingConfig
+from service.core.repository import ModelRepository
+from service.core.servable import VersionState
+from service.core.serving_config import ModelConfig, ServingConfig
 from service.settings import Settings
 from tests.saved_models import (
     X,

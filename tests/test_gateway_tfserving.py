@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.layout import existing_versions
+from service.core.layout import existing_versions
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.saved_models import DTYPE_VALUES, DTYPES, FEATURES, SHIFT, X, affine
 from tests.server import assert_same, client_error_message, error_message, mentions, ok_json

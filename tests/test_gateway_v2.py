@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.layout import existing_versions
+from service.core.layout import existing_versions
 from tests.conftest import MODELS_DIR
 from tests.saved_models import DTYPE_VALUES, DTYPES, FEATURES, SHIFT, X, affine
 from tests.server import assert_same, client_error_message, error_message, mentions, ok_json

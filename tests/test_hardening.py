@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.serving_config import (
+from service.core.serving_config import (
     ModelConfig,
     ServingConfigError,
     load_serving_config,

@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.layout import MAX_VERSION
+from service.core.layout import MAX_VERSION
 from service.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.server import free_port, grpc_target, running_server, wait_for

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2
 
-from service.decoding import Decoder, collector_pause
+from service.core.decoding import Decoder, collector_pause
 from service.errors import QueueFullError
 from service.settings import Settings
 from tests.saved_models import export_affine, export_text, write_config

@@ -33,7 +33,7 @@ import tensorflow as tf
 from PIL import Image, ImageDraw
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from service.cpu_limit import available_cpus
+from service.core.cpu_limit import available_cpus
 from service.settings import Settings
 from service.tasks.image_decoding import PixelBudget
 from tests.conftest import MODELS_DIR
@@ -367,7 +367,7 @@ def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_model_errors_name_no_internals_and_are_logged(
     faulty_server: str, caplog: pytest.LogCaptureFixture, x: float, status: int
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="service.runtime")
+    caplog.set_level(logging.WARNING, logger="service.core.runtime")
     with httpx.Client(base_url=faulty_server, timeout=60) as client:
         assert client.post("/v1/models/faulty:predict", json={"instances": [1.0]}).json() == {
             "predictions": [1.0]
@@ -390,5 +390,5 @@ def test_model_errors_name_no_internals_and_are_logged(
         prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=60)
     clean(raised.value.details())
     # ... and the operator has TensorFlow's own words
-    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "service.runtime")
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "service.core.runtime")
     assert (MISSING if status == 500 else "Matrix size-incompatible") in logged, logged

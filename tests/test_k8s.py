@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.protocols.message_split import SHARED_MEMORY_SPARE_BYTES
-from service.serving_config import ServingConfig, load_serving_config
+from service.core.serving_config import ServingConfig, load_serving_config
+from service.grpc.message_split import SHARED_MEMORY_SPARE_BYTES
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
 

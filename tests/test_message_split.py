@@ -1,4 +1,4 @@
-"""Large gRPC requests parsed in the helper process (service.protocols.message_split): what
+"""Large gRPC requests parsed in the helper process (service.grpc.message_split): what
 comes back is what was sent, in order, through a real helper process; what is never valid is
 refused there with a reason; a helper that dies is replaced; the helper never imports
 TensorFlow. Through the server: requests above the inline size answer as small ones do.
@@ -28,10 +28,10 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.decoding import CHUNK_ITEMS
+from service.core.decoding import CHUNK_ITEMS
 from service.errors import InvalidInputError, UnavailableError
-from service.protocols import message_split
-from service.protocols.message_split import CLASSIFY, EXAMPLES, PREDICT, MessageSplitter
+from service.grpc import message_split
+from service.grpc.message_split import CLASSIFY, EXAMPLES, PREDICT, MessageSplitter
 from tests.server import assert_same, grpc_target
 from tests.test_classify_regress import as_rows, classify_request, example, expected_classes
 
@@ -207,7 +207,7 @@ def test_the_helper_does_its_work_without_tensorflow(tmp_path: Path) -> None:
 import sys
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from service.protocols import message_split as m
+from service.grpc import message_split as m
 folder = Path(sys.argv[1])
 m._load_classes([path.read_bytes() for path in sorted(folder.glob("*.proto.bin"))])
 raw = (folder / "message.bin").read_bytes()

@@ -40,10 +40,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import __version__
+from service.core.repository import ModelRepository
+from service.core.serving_config import ModelConfig, ServingConfig
 from service.logs import ACCESS_LOGGER, JSONFormatter
 from service.metrics import Metrics
-from service.repository import ModelRepository
-from service.serving_config import ModelConfig, ServingConfig
 from service.settings import Settings
 from tests.saved_models import copy_versions, write_config, write_corrupt_version
 from tests.server import running_server, wait_for

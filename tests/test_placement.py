@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.placement import DeviceSetup, place_instances
-from service.serving_config import PlacementConfig
+from service.core.placement import DeviceSetup, place_instances
+from service.core.serving_config import PlacementConfig
 from tests.conftest import REPO_ROOT
 from tests.saved_models import export_affine, write_config
 from tests.server import error_message, free_port, wait_for
@@ -118,8 +118,8 @@ from pathlib import Path
 
 import numpy as np
 
-from service.placement import DeviceSetup, configure_devices
-from service.runtime import LoadedModel
+from service.core.placement import DeviceSetup, configure_devices
+from service.core.runtime import LoadedModel
 
 devices = configure_devices(DeviceSetup(virtual_cpus=3))
 found = {"devices": devices}

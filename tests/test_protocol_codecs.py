@@ -15,12 +15,12 @@ import orjson
 import pytest
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from service.dtypes import from_v2_name
+from service.core.dtypes import from_v2_name
+from service.core.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD, Shape, Signature, TensorInfo
 from service.errors import InvalidInputError
-from service.protocols import tfserving_codec as tfs
-from service.protocols import v2_codec as v2
-from service.protocols.json_io import JSONBody, json_array, parse_json, respond
-from service.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD, Shape, Signature, TensorInfo
+from service.http import tfserving_codec as tfs
+from service.http import v2_codec as v2
+from service.http.json_io import JSONBody, json_array, parse_json, respond
 
 
 def make_signature(

@@ -21,10 +21,10 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from service.batching import ModelCall
+from service.core.batching import ModelCall
+from service.core.remote import RemoteBackend
+from service.core.serving_config import BackendConfig
 from service.errors import DeadlineExceededError, InvalidInputError
-from service.remote import RemoteBackend
-from service.serving_config import BackendConfig
 from service.settings import Settings
 from tests.conftest import FIXTURES, MODELS_DIR
 from tests.saved_models import copy_versions, write_config
@@ -171,7 +171,7 @@ def test_a_backend_outage_flips_readiness_and_recovers(backend: Backend, gateway
 
 
 def test_backend_config_is_validated(tmp_path: Path) -> None:
-    from service.serving_config import ServingConfigError, load_serving_config
+    from service.core.serving_config import ServingConfigError, load_serving_config
 
     config = write_config(
         tmp_path / "serving.yaml", [{"name": "x", "backend": {"grpc": "no-port"}}]

@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.core.placement import DeviceSetup
+from service.core.repository import ModelRepository, ModelView
+from service.core.repository import manager as manager_module
+from service.core.repository import sources as sources_module
+from service.core.repository.loaders import Loaded, LocalLoader
+from service.core.repository.manager import SETTLE_LISTINGS
+from service.core.repository.sources import DirectorySource, Listing, RemoteSource
+from service.core.servable import ServableVersion, VersionState
+from service.core.serving_config import ModelConfig, ServingConfig
 from service.errors import UnavailableError
-from service.placement import DeviceSetup
-from service.repository import ModelRepository, ModelView
-from service.repository import manager as manager_module
-from service.repository import sources as sources_module
-from service.repository.loaders import Loaded, LocalLoader
-from service.repository.manager import SETTLE_LISTINGS
-from service.repository.sources import DirectorySource, Listing, RemoteSource
-from service.servable import ServableVersion, VersionState
-from service.serving_config import ModelConfig, ServingConfig
 
 NO_LOADER = LocalLoader([], DeviceSetup(), echo=False)
 

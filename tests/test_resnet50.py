@@ -29,7 +29,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from service.layout import existing_versions, read_model_card
+from service.core.layout import existing_versions, read_model_card
 from tests.conftest import REPO_ROOT
 from training import resnet50
 from training.data import DATA_DIR_ENV, DataNotFoundError, sha256_of

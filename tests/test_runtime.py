@@ -1,4 +1,4 @@
-"""One loaded version (`service.runtime.LoadedModel`): warm-up before a version is AVAILABLE,
+"""One loaded version (`service.core.runtime.LoadedModel`): warm-up before a version is AVAILABLE,
 and TensorFlow's own complaints about a request's values turned into 400s."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.batching import ModelCall
+from service.core.batching import ModelCall
+from service.core.runtime import LoadedModel
 from service.errors import InvalidInputError
-from service.runtime import LoadedModel
 from service.settings import Settings
 from tests.saved_models import _save_atomically, export_affine
 from tests.server import running_server, version_status, wait_for

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.layout import existing_versions, model_names
-from service.serving_config import (
+from service.core.layout import existing_versions, model_names
+from service.core.serving_config import (
     BatchingConfig,
     ModelConfig,
     PlacementConfig,

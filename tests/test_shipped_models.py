@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from service.layout import existing_versions, read_model_card
+from service.core.layout import existing_versions, read_model_card
 from tests.conftest import FIXTURES, MODELS_DIR
 from training import digits, sentiment, votes
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from service.layout import read_model_card
+from service.core.layout import read_model_card
 from training.data import DataNotFoundError
 from training.options import TrainOptions
 from training.votes import (

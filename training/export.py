@@ -19,7 +19,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from service.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
+from service.core.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
 from training.options import TrainOptions
 from training.plots import plot_training_curves
 

@@ -14,10 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from service.core.layout import read_model_card
+from service.core.servable import ServableVersion
+from service.core.signatures import Signature
 from service.errors import ConflictError
-from service.layout import read_model_card
-from service.servable import ServableVersion
-from service.signatures import Signature
 
 LABELS_FILE = Path("assets") / "labels.txt"
 CLASS_INDEX_FILE = Path("assets") / "imagenet_class_index.json"

@@ -21,7 +21,10 @@ from fastapi import APIRouter, Query, Request
 from PIL import Image
 from pydantic import BaseModel, ValidationError
 
-from service.batching import deadline_from
+from service.core.batching import deadline_from
+from service.core.inference import Call, ModelRef
+from service.core.servable import ServableVersion
+from service.core.signatures import DEFAULT_SIGNATURE
 from service.errors import (
     ConflictError,
     InvalidInputError,
@@ -29,10 +32,7 @@ from service.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from service.inference import Call, ModelRef
-from service.protocols.error_docs import QUEUE_FULL, error_responses
-from service.protocols.json_io import JSONBody, JSONDocument
-from service.protocols.state import (
+from service.http.dependencies import (
     image_decoder,
     inference_core,
     read_request_json,
@@ -40,9 +40,9 @@ from service.protocols.state import (
     settings,
     until_disconnected,
 )
-from service.servable import ServableVersion
+from service.http.error_docs import QUEUE_FULL, error_responses
+from service.http.json_io import JSONBody, JSONDocument
 from service.settings import Settings
-from service.signatures import DEFAULT_SIGNATURE
 from service.tasks import schemas
 from service.tasks.imagenet_format import imagenet_pixels
 from service.tasks.mnist_format import BlankImageError, mnist_pixels

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.errors import InvalidInputError, PayloadTooLargeError, UnsupportedMediaTypeError
-from service.protocols.body import limited_stream
+from service.http.body import limited_stream
 
 log = logging.getLogger(__name__)
 

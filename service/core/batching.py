@@ -1,0 +1,759 @@
+"""Dynamic batching: one bounded queue and one dispatcher per model version and signature.
+
+Work-conserving: as soon as an instance of the model is free, the dispatcher takes what is
+queued, up to `max_batch_size` rows, concatenates it (numpy, one copy), pads it to the next
+allowed batch size (so every call hits a shape traced and warmed at load), runs it on a worker
+thread, and hands each request its rows back (slices, no copies). At low load a request is
+dispatched the moment it arrives; under load, batches grow on their own while the instances
+are busy. `max_batch_delay_ms` optionally holds a batch that is not full a little longer,
+but closes it early enough for the model call (its recent average duration, with slack) to
+finish before the earliest deadline of a request in it.
+
+Admission is per request and in rows: a request is admitted whole or refused whole, before any
+of it is queued. One too large ever to be admitted gets 400 (split it); one that does not fit
+the queue's row bound now gets 429 at once, as does any request beyond `max_queue_size`; one
+whose last chunk could not start before its deadline, by the measured call time, gets 504 at
+once instead of running in part and then timing out. A request larger than `max_batch_size` is
+split into chunks that take turns with the other requests: each chunk joins the back of the
+queue when the one before it is taken, so small requests are batched in between.
+Requests past their deadline while still queued get 504 without touching the model; a request
+whose caller went away (task cancelled) leaves the queue.
+A batch that fails on one odd request (InvalidInputError, or ModelFailureError such as an op
+error on one value) is retried in halves, recursively, so only the requests that fail on their
+own get the error: one bad request costs O(log n) extra calls, not one call per request.
+This module knows nothing of HTTP: callers pass numpy arrays and a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import itertools
+import logging
+import math
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, Protocol
+
+import numpy as np
+
+from service import request_context
+from service.core.dtypes import Arrays
+from service.core.serving_config import BatchingConfig
+from service.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    ModelFailureError,
+    QueueFullError,
+    ServingError,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One call of a model instance: a signature on a batch."""
+
+    signature: str
+    inputs: Arrays
+    outputs: tuple[str, ...] = ()  # the outputs to return (all when empty)
+    seconds_left: float | None = None
+    """The time the batch's most patient request has left: the deadline of a runner that
+    calls out (a remote backend; a local TensorFlow call cannot be stopped once it runs)."""
+
+
+class Runner(Protocol):
+    """One model instance: runs a signature on a batch (blocking, on a worker thread)."""
+
+    device: str
+
+    def run(self, call: ModelCall) -> Arrays: ...
+
+
+DEADLINE_SLACK = 1.5
+"""A held batch closes this many average model calls before its earliest deadline."""
+CALL_TIME_WEIGHT = 0.2
+"""Weight of the newest model call in the moving average of call durations."""
+
+
+class DispatchReason(Enum):
+    IDLE = "idle"  # an instance was free: sent what was queued without waiting
+    FULL = "full"  # max_batch_size reached
+    DELAY = "delay"  # max_batch_delay_ms ran out
+    DEADLINE = "deadline"  # the delay was cut short so the call ends by a request's deadline
+
+
+@dataclass
+class BatchStats:
+    """Counters since load, per batcher: shown in the model status (`as_json`) and exported
+    as metrics summed over a version's signatures (`total`)."""
+
+    batches: int = 0
+    rows: int = 0  # real rows (instances) run
+    padded_rows: int = 0  # rows added to reach an allowed size
+    requests: int = 0
+    expired: int = 0
+    cancelled: int = 0
+    rejected: int = 0
+    splits: int = 0  # failed batches (or halves of one) retried as two halves
+    model_errors: collections.Counter[str] = field(default_factory=collections.Counter)  # by code
+    reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)  # padded
+    rows_per_batch: collections.Counter[int] = field(default_factory=collections.Counter)
+
+    @property
+    def mean_batch_size(self) -> float:
+        return self.rows / self.batches if self.batches else 0.0
+
+    @classmethod
+    def total(cls, many: Iterable[BatchStats]) -> BatchStats:
+        """The counters of several batchers, summed."""
+        total = cls()
+        for stats in many:
+            for name in (f.name for f in fields(cls)):
+                mine, theirs = getattr(total, name), getattr(stats, name)
+                if isinstance(mine, collections.Counter):
+                    mine.update(theirs)
+                else:
+                    setattr(total, name, mine + theirs)
+        return total
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "batches": self.batches,
+            "rows": self.rows,
+            "padded_rows": self.padded_rows,
+            "mean_batch_size": round(self.mean_batch_size, 3),
+            "expired": self.expired,
+            "rejected": self.rejected,
+            "cancelled": self.cancelled,
+            "dispatch_reasons": dict(self.reasons),
+        }
+
+
+class BatchObserver(Protocol):
+    """Told of every model call, for latency histograms (service.metrics implements it)."""
+
+    def dispatched(self, queue_waits: Sequence[float]) -> None:
+        """A batch left the queue: how long each of its requests waited, in seconds."""
+
+    def ran(self, seconds: float) -> None:
+        """A model call (one batch) took this long."""
+
+
+class _NoObserver:
+    def dispatched(self, queue_waits: Sequence[float]) -> None:
+        pass
+
+    def ran(self, seconds: float) -> None:
+        pass
+
+
+class InstancePool:
+    """The instances of one model version; a batch goes to the least-loaded free one."""
+
+    def __init__(self, runners: Sequence[Runner]) -> None:
+        self.runners = list(runners)
+        self.busy = [0] * len(runners)
+        self.batches_run = [0] * len(runners)
+        self._free = asyncio.Condition()
+
+    async def acquire(self) -> int:
+        async with self._free:
+            await self._free.wait_for(lambda: 0 in self.busy)
+            index = min(
+                (i for i, busy in enumerate(self.busy) if not busy),
+                key=self.batches_run.__getitem__,
+            )
+            self.busy[index] += 1
+            self.batches_run[index] += 1
+            return index
+
+    async def release(self, index: int) -> None:
+        async with self._free:
+            self.busy[index] -= 1
+            self._free.notify_all()
+
+
+class _State(Enum):
+    QUEUED = 1
+    RUNNING = 2
+    GONE = 3  # expired or cancelled while queued: the dispatcher skips it
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: dict[str, np.ndarray]
+    rows: int
+    deadline: float  # event loop time
+    future: asyncio.Future[Arrays]
+    queued_at: float  # time.perf_counter(): uvloop's loop.time() ticks in milliseconds
+    state: _State = _State.QUEUED
+    batch_rows: int = 0  # real rows of the batch it ran in
+    remaining: int = 0  # its rows and those of the chunks after it (its request's, if split)
+    follower: _Pending | None = None  # the next chunk of a split request, queued once this is taken
+    counted: bool = True  # counts against max_queue_size: a request, or its last chunk
+    outputs: tuple[str, ...] = ()  # the outputs its request wants (all when empty)
+
+
+class Batcher:
+    def __init__(
+        self,
+        name: str,
+        signature_name: str,
+        config: BatchingConfig,
+        pool: InstancePool,
+        executor: Executor,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.name = name
+        self.signature_name = signature_name
+        self.config = config
+        self.sizes = config.batch_sizes() if config.enabled else ()
+        self.pool = pool
+        self.executor = executor
+        self.stats = BatchStats()
+        self.observer = observer or _NoObserver()
+        self.running_rows = 0  # rows in model calls right now
+        self.held_rows = 0  # rows of a batch max_batch_delay_ms holds open (instance taken)
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._waiting = 0  # queued requests still wanting an answer (excludes gone ones)
+        self._waiting_rows = 0  # their rows not yet taken, chunks not yet in the queue included
+        self._waiting_alone = 0  # unbatched requests waiting for an instance
+        self._arrived = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.call_seconds = 0.0  # moving average of one model call (0 until the first)
+
+    @property
+    def queued(self) -> int:
+        return self._waiting + self._waiting_alone
+
+    @property
+    def queued_rows(self) -> int:
+        return self._waiting_rows + self._waiting_alone
+
+    @property
+    def capacity_rows(self) -> int:
+        """Rows the instances take at once: one full batch each."""
+        per_call = self.config.max_batch_size if self.sizes else 1
+        return per_call * len(self.pool.runners)
+
+    @property
+    def max_request_rows(self) -> int:
+        """The most rows one request may ever be admitted with: one full batch, or half the
+        queue's row bound (a larger request must leave as many rows free as it takes)."""
+        return max(self.config.max_batch_size, self.config.queue_rows() // 2)
+
+    def full(self) -> bool:
+        return (
+            self.queued >= self.config.max_queue_size
+            or self.queued_rows >= self.config.queue_rows()
+        )
+
+    def check_capacity(self) -> None:
+        """429 before the caller parses a body that could not be queued anyway."""
+        if self.queued >= self.config.max_queue_size:
+            self._refuse(
+                f"{self.queued} requests queued (max_queue_size {self.config.max_queue_size})"
+            )
+        if self.queued_rows >= self.config.queue_rows():
+            self._refuse(
+                f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()})"
+            )
+
+    def check_rows(self, rows: int) -> None:
+        """400 for a request of more rows than one request may ever queue, from the rows it
+        declares, before its values are decoded (`submit` checks the decoded rows again)."""
+        if self.config.enabled:
+            self._check_size(rows)
+
+    def _refuse(self, why: str) -> None:
+        self.stats.rejected += 1
+        raise QueueFullError(f"model {self.name} has {why}; retry shortly")
+
+    async def submit(
+        self, inputs: dict[str, np.ndarray], deadline: float, outputs: Sequence[str] = ()
+    ) -> Arrays:
+        """Queues one request (any number of rows) and returns its own rows of the `outputs`
+        it names (all when empty; its batch may hold more, wanted by others)."""
+        self.check_capacity()
+        rows = _batch_rows(inputs)
+        wanted = tuple(outputs)
+        if rows is None or not self.config.enabled:
+            self.stats.requests += 1
+            return await self._run_alone(inputs, rows or 1, deadline, wanted)
+        self._admit(rows, deadline)
+        self.stats.requests += 1
+        chunks = self._enqueue(inputs, rows, deadline, wanted)
+        loop = asyncio.get_running_loop()
+        if len(chunks) == 1:
+            return await self._wait(chunks[0], loop)
+        # if a chunk fails, the others are cancelled rather than run for nobody
+        try:
+            async with asyncio.TaskGroup() as group:
+                waits = [group.create_task(self._wait(chunk, loop)) for chunk in chunks]
+        except ExceptionGroup as failed:  # the first chunk's error is the request's error
+            raise failed.exceptions[0] from None
+        finally:  # chunks whose wait was cancelled before it began
+            for chunk in chunks:
+                if chunk.state is _State.QUEUED:
+                    self._leave_queue(chunk)
+        parts = [wait.result() for wait in waits]
+        return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+    # -- admission: a request is admitted whole or refused whole, before any of it is queued --
+
+    def _admit(self, rows: int, deadline: float) -> None:
+        self._check_size(rows)
+        self._check_room(rows)
+        self._check_deadline(rows, deadline)
+
+    def _check_size(self, rows: int) -> None:
+        """400 for a request no retry could ever get admitted: it must be split."""
+        limit = self.max_request_rows
+        if rows > limit:
+            raise InvalidInputError(
+                f"model {self.name}: a request of {rows} rows is more than one request may "
+                f"queue, {_rows(limit)} (half of max_queue_rows {self.config.queue_rows()}, or "
+                f"max_batch_size {self.config.max_batch_size} if more); split it into "
+                f"requests of at most {_rows(limit)}"
+            )
+
+    def _check_room(self, rows: int) -> None:
+        """429 unless the request fits the queue's row bound now; a request of more than one
+        batch must also leave as many rows free as it takes, so small ones always find room."""
+        free = self.config.queue_rows() - self.queued_rows
+        needed = rows if rows <= self.config.max_batch_size else 2 * rows
+        if needed > free:
+            share = " (as many again left for others)" if needed > rows else ""
+            self._refuse(
+                f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()}): "
+                f"a request of {_rows(rows)} needs {needed} free{share}"
+            )
+
+    def _check_deadline(self, rows: int, deadline: float) -> None:
+        """504 at once for a request whose last chunk could not start before its deadline
+        (it would get 504 anyway, after the model had run its first chunks for nothing)."""
+        left = deadline - asyncio.get_running_loop().time()
+        wait = self._least_wait(rows)
+        if left > 0 and wait <= left:
+            return
+        self.stats.expired += 1
+        if left <= 0:
+            raise DeadlineExceededError(f"model {self.name}: request deadline already passed")
+        raise DeadlineExceededError(
+            f"model {self.name}: request deadline in {left:.3f} s, but starting all its "
+            f"{_rows(rows)} takes at least {wait:.3f} s (a model call of up to "
+            f"{_rows(self.config.max_batch_size)} takes {self.call_seconds:.3f} s, and the "
+            f"requests queued ahead take turns with it); refused without running. Retry later, "
+            f"send fewer rows or allow more time"
+        )
+
+    def _least_wait(self, rows: int) -> float:
+        """A lower bound of the seconds before the last chunk of a request of `rows` rows can
+        start, once a model call has been timed: its chunks before the last, and what is queued
+        ahead of it. Requests take turns, so each one ahead of it runs at most as many rows
+        before it as it has turns (chunks) itself, one batch per turn."""
+        if not self.call_seconds:
+            return 0.0
+        limit = self.config.max_batch_size
+        turns = math.ceil(rows / limit)
+        ahead = sum(
+            min(p.remaining, turns * limit) for p in self._queue if p.state is _State.QUEUED
+        )
+        batches = math.ceil(ahead / limit) + turns - 1
+        return batches // len(self.pool.runners) * self.call_seconds
+
+    def _enqueue(
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...] = (),
+    ) -> list[_Pending]:
+        """Splits an admitted request into chunks of at most max_batch_size rows, so every model
+        call stays within a traced size, and queues the first; each next one joins the back of
+        the queue when the one before it is taken (see _take)."""
+        loop = asyncio.get_running_loop()
+        limit = self.config.max_batch_size
+        queued_at = time.perf_counter()
+        chunks = [
+            _Pending(
+                {k: v[start : start + limit] for k, v in inputs.items()},  # views, no copies
+                min(limit, rows - start),
+                deadline,
+                _quiet_future(loop),
+                queued_at,
+                remaining=rows - start,
+                counted=start + limit >= rows,
+                outputs=outputs,
+            )
+            for start in range(0, rows, limit)
+        ]
+        for chunk, follower in itertools.pairwise(chunks):
+            chunk.follower = follower
+        self._waiting += 1
+        self._waiting_rows += rows
+        self._queue.append(chunks[0])
+        self._arrived.set()
+        self._ensure_dispatcher()
+        return chunks
+
+    async def _wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> Arrays:
+        try:
+            outputs = await asyncio.wait_for(
+                asyncio.shield(pending.future), max(0.0, pending.deadline - loop.time())
+            )
+        except TimeoutError:
+            if pending.state is _State.QUEUED:
+                self._leave_queue(pending)
+                self.stats.expired += 1
+                raise DeadlineExceededError(
+                    f"model {self.name}: request deadline passed while queued"
+                ) from None
+            outputs = await pending.future  # already running: its answer is on the way
+        except asyncio.CancelledError:
+            if pending.state is _State.QUEUED:  # the caller went away: drop it
+                self._leave_queue(pending)
+                self.stats.cancelled += 1
+            raise
+        request_context.note_batch_size(pending.batch_rows)
+        return outputs
+
+    def _leave_queue(self, pending: _Pending) -> None:
+        """Frees the request's queue slot and rows at once; the dispatcher skips it later."""
+        pending.state = _State.GONE
+        self._waiting -= pending.counted
+        self._waiting_rows -= pending.rows
+
+    async def _run_alone(
+        self,
+        inputs: dict[str, np.ndarray],
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...] = (),
+    ) -> Arrays:
+        """No batching (disabled, or inputs without a common batch dimension): one call."""
+        loop = asyncio.get_running_loop()
+        queued_at = time.perf_counter()
+        self._waiting_alone += 1  # counts against max_queue_size while waiting
+        try:
+            index = await asyncio.wait_for(self.pool.acquire(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            self.stats.expired += 1
+            raise DeadlineExceededError(
+                f"model {self.name}: request deadline passed while queued"
+            ) from None
+        finally:
+            self._waiting_alone -= 1
+        self.observer.dispatched([time.perf_counter() - queued_at])
+        try:
+            runner = self.pool.runners[index]
+            self._count(rows, 0, DispatchReason.IDLE)
+            self.running_rows += rows
+            try:
+                results = await self._execute(runner, inputs, deadline, outputs=outputs)
+            finally:
+                self.running_rows -= rows
+        finally:
+            await self.pool.release(index)
+        request_context.note_batch_size(rows)
+        return results
+
+    # -- dispatcher ------------------------------------------------------------------------
+
+    def _ensure_dispatcher(self) -> None:
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(
+                self._dispatch_forever(), name=f"batcher-{self.name}-{self.signature_name}"
+            )
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._dispatcher, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            self._drop_gone()
+            if not self._queue:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            index = await self.pool.acquire()
+            try:
+                batch, reason = await self._collect()
+            except BaseException:
+                await self.pool.release(index)
+                raise
+            finally:
+                self.held_rows = 0
+            if not batch:
+                await self.pool.release(index)
+                continue
+            # running from now on (not only once the task starts), so the rows never vanish
+            # from saturation between the queue and the model call
+            self.running_rows += sum(p.rows for p in batch)
+            task = asyncio.create_task(self._run(index, batch, reason))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    def _drop_gone(self) -> None:
+        while self._queue and self._queue[0].state is _State.GONE:
+            self._queue.popleft()
+
+    def _take(self, batch: list[_Pending], rows: int) -> int:
+        """Moves queued requests into `batch` while they fit; returns the rows now in it."""
+        loop_time = asyncio.get_running_loop().time()
+        while self._queue:
+            head = self._queue[0]
+            if head.state is _State.GONE:
+                self._queue.popleft()
+                continue
+            if head.deadline <= loop_time:  # expired: its waiter answers 504 (and frees the slot)
+                self._queue.popleft()
+                continue
+            if rows + head.rows > self.config.max_batch_size:
+                break
+            self._queue.popleft()
+            head.state = _State.RUNNING
+            self._waiting -= head.counted
+            self._waiting_rows -= head.rows
+            batch.append(head)
+            rows += head.rows
+            if head.follower is not None and head.follower.state is _State.QUEUED:
+                # behind whatever was queued meanwhile: a split request takes turns
+                self._queue.append(head.follower)
+        return rows
+
+    async def _collect(self) -> tuple[list[_Pending], DispatchReason]:
+        batch: list[_Pending] = []
+        rows = self._take(batch, 0)
+        limit = self.config.max_batch_size
+        if rows >= limit:
+            return batch, DispatchReason.FULL
+        delay = self.config.max_batch_delay_ms / 1000
+        if delay <= 0 or not batch:
+            return batch, DispatchReason.IDLE
+        loop = asyncio.get_running_loop()
+        delay_end = loop.time() + delay
+        while rows < limit:
+            # never so late that the model call would end past the deadline of a request in
+            # the batch (including ones that joined): a gRPC client stops waiting right then
+            close_by = min(p.deadline for p in batch) - DEADLINE_SLACK * self.call_seconds
+            if close_by < delay_end:
+                wait_until, reason = close_by, DispatchReason.DEADLINE
+            else:
+                wait_until, reason = delay_end, DispatchReason.DELAY
+            remaining = wait_until - loop.time()
+            if remaining <= 0:
+                return batch, reason
+            self.held_rows = rows
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                return batch, reason
+            rows = self._take(batch, rows)
+        return batch, DispatchReason.FULL
+
+    async def _run(self, index: int, batch: list[_Pending], reason: DispatchReason) -> None:
+        rows = sum(p.rows for p in batch)
+        now = time.perf_counter()
+        self.observer.dispatched([now - p.queued_at for p in batch])
+        try:  # running_rows was raised by the dispatcher
+            self._count(rows, self._padded_size(rows) - rows, reason)
+            await self._run_group(self.pool.runners[index], batch)
+        finally:
+            self.running_rows -= rows
+            await self.pool.release(index)
+
+    async def _run_group(self, runner: Runner, group: list[_Pending]) -> None:
+        """Runs requests as one model call and hands each its rows. If the call raises
+        InvalidInputError or ModelFailureError (one odd input can fail a whole batch), each
+        half is retried on its own, recursively, so only the requests failing alone get it."""
+        rows = sum(p.rows for p in group)
+        for pending in group:
+            pending.batch_rows = rows
+        try:
+            deadline = max(p.deadline for p in group)  # the most patient request's
+            wanted = _wanted_by(group)
+            outputs = await self._call(runner, [p.inputs for p in group], rows, deadline, wanted)
+        except (InvalidInputError, ModelFailureError) as exc:
+            if len(group) == 1:
+                _fail(group, exc)
+                return
+            self.stats.splits += 1
+            middle = len(group) // 2
+            for half in (group[:middle], group[middle:]):
+                if not self._expire(half):
+                    await self._run_group(runner, half)
+            return
+        except ServingError as exc:
+            _fail(group, exc)
+            return
+        start = 0
+        for pending in group:
+            end = start + pending.rows
+            if not pending.future.done():
+                pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
+            start = end
+
+    def _expire(self, group: list[_Pending]) -> bool:
+        """Answers 504 to a group about to be retried when every request of it is past its
+        deadline (a retry is a new start, and nobody would wait for it); True if it did."""
+        now = asyncio.get_running_loop().time()
+        if any(p.deadline > now for p in group):
+            return False
+        self.stats.expired += len(group)
+        _fail(
+            group,
+            DeadlineExceededError(
+                f"model {self.name}: request deadline passed before its failed batch was retried"
+            ),
+        )
+        return True
+
+    async def _in_executor(
+        self,
+        runner: Runner,
+        inputs: dict[str, np.ndarray],
+        deadline: float,
+        outputs: tuple[str, ...],
+    ) -> Arrays:
+        """runner.run on a worker thread, given the time left until `deadline` (event-loop
+        time)."""
+        loop = asyncio.get_running_loop()
+        seconds_left = max(0.0, deadline - loop.time())
+        call = ModelCall(self.signature_name, inputs, outputs, seconds_left)
+        return await loop.run_in_executor(self.executor, runner.run, call)
+
+    def _note_call(self, seconds: float) -> None:
+        weight = CALL_TIME_WEIGHT if self.call_seconds else 1.0
+        self.call_seconds += weight * (seconds - self.call_seconds)
+
+    def _padded_size(self, rows: int) -> int:
+        return self.sizes[bisect.bisect_left(self.sizes, rows)]
+
+    async def _call(
+        self,
+        runner: Runner,
+        requests: list[dict[str, np.ndarray]],
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...],
+    ) -> Arrays:
+        """One model call on the requests' rows, padded to an allowed size."""
+        size = self._padded_size(rows)
+        inputs = _assemble(requests, rows, size)
+        return await self._execute(runner, inputs, deadline, size, outputs)
+
+    async def _execute(
+        self,
+        runner: Runner,
+        inputs: dict[str, np.ndarray],
+        deadline: float,
+        size: int = 0,
+        outputs: tuple[str, ...] = (),
+    ) -> Arrays:
+        """One timed model call returning `outputs` (all when empty), checked for one output
+        row per input row of a batch of `size`, if given. Every failure becomes a
+        ServingError, counted by code, so no waiter is ever left without an answer."""
+        started = time.perf_counter()
+        try:
+            results = await self._in_executor(runner, inputs, deadline, outputs)
+            if size:
+                _check_rows(results, size)
+            return results
+        except ServingError as exc:
+            self.stats.model_errors[exc.code] += 1
+            raise
+        except Exception as exc:
+            log.exception("model call of %s failed", self.name)
+            self.stats.model_errors[ModelFailureError.code] += 1
+            raise ModelFailureError(f"model {self.name} failed: {exc}") from exc
+        finally:
+            seconds = time.perf_counter() - started
+            self.observer.ran(seconds)
+            self._note_call(seconds)
+
+    def _count(self, rows: int, padding: int, reason: DispatchReason) -> None:
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += rows
+        stats.padded_rows += padding
+        stats.reasons[reason.value] += 1
+        stats.batch_sizes[rows + padding] += 1
+        stats.rows_per_batch[rows] += 1
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def _batch_rows(inputs: dict[str, np.ndarray]) -> int | None:
+    """The common batch dimension of the inputs, or None when they have none."""
+    sizes = {array.shape[0] if array.ndim else None for array in inputs.values()}
+    if len(sizes) != 1:
+        return None
+    (rows,) = sizes
+    return rows if rows else None
+
+
+def _assemble(requests: list[dict[str, np.ndarray]], rows: int, size: int) -> dict[str, np.ndarray]:
+    """Concatenates the requests' inputs and pads to `size` by repeating the last row (a valid
+    input, unlike zeros for, say, an image decoder)."""
+    assembled = {}
+    for name in requests[0]:
+        parts = [request[name] for request in requests]
+        if size > rows:
+            last = parts[-1][-1:]
+            parts.append(np.repeat(last, size - rows, axis=0))
+        assembled[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return assembled
+
+
+def _wanted_by(group: list[_Pending]) -> tuple[str, ...]:
+    """The outputs a batch must return: every output one of its requests names, or all of
+    them when one wants all (converting an output nobody wants costs time: millions of
+    strings become Python objects in one call holding the GIL)."""
+    if any(not pending.outputs for pending in group):
+        return ()
+    return tuple(dict.fromkeys(name for pending in group for name in pending.outputs))
+
+
+def _check_rows(outputs: Arrays, size: int) -> None:
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != size:
+            raise ModelFailureError(
+                f"output {name!r} has shape {list(array.shape)}: not one row per input row "
+                f"({size}); set batching.enabled: false for this model"
+            )
+
+
+def _quiet_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Arrays]:
+    """A future whose error nobody may read (its caller left while it ran) without asyncio
+    logging "exception was never retrieved"."""
+    future: asyncio.Future[Arrays] = loop.create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
+
+
+def _fail(batch: list[_Pending], error: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(error)
+
+
+def deadline_from(timeout_ms: float | None, default_ms: float) -> float:
+    """Event-loop time by which a request must have started."""
+    seconds = (timeout_ms if timeout_ms is not None else default_ms) / 1000
+    return asyncio.get_running_loop().time() + (seconds if math.isfinite(seconds) else 1e9)

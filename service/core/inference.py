@@ -1,0 +1,135 @@
+"""The inference core: the one path from a decoded request to a model's outputs, for every
+protocol, with no HTTP or gRPC in it.
+
+An adapter (TF Serving REST and gRPC, V2, the task API) parses its wire format around it:
+
+    async with core.admit(ModelRef(model, version, label)) as call:  # 404 / 503 / 429
+        ...read the body...                                          # only once admitted
+        signature = call.signature(name)                             # 400: unknown signature
+        inputs = decode(body, signature)                             # the protocol's codec
+        outputs = await call.predict(signature.name, inputs, wanted, timeout_ms)
+    ...encode outputs...
+
+The version is resolved once, at admission, and held until the block ends: an unload waits for
+the request, and the request runs on the version it was admitted to. Its deadline travels with
+the call (`timeout_ms`, else the model's default), to the batcher that enforces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.core import classify_regress
+from service.core.batching import deadline_from
+from service.core.dtypes import Arrays
+from service.core.repository import ModelRepository
+from service.core.servable import ServableVersion
+from service.core.signatures import DEFAULT_SIGNATURE, Signature
+from service.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a request addresses: a model, and a version or a label (else the newest)."""
+
+    model: str
+    version: int | None = None
+    label: str | None = None
+
+
+class Call:
+    """One admitted request's model version: its signatures, and runs on it."""
+
+    def __init__(self, servable: ServableVersion) -> None:
+        self.servable = servable
+
+    @property
+    def model(self) -> str:
+        return self.servable.model
+
+    @property
+    def version(self) -> int:
+        return self.servable.version
+
+    def signature(self, name: str = "") -> Signature:
+        """The named signature (the default one for ""); 400 naming the others if unknown."""
+        return self.servable.signature(name or DEFAULT_SIGNATURE)
+
+    def check_rows(self, signature: str, rows: int) -> None:
+        """400 when a request declares more rows than the signature's batcher admits, before
+        its values are decoded."""
+        self.servable.batcher(signature).check_rows(rows)
+
+    async def predict(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Sequence[str] = (),
+        timeout_ms: float | None = None,
+    ) -> Arrays:
+        """The signature's `outputs` (all when empty) on validated inputs, through its batcher;
+        `timeout_ms` overrides the model's default deadline."""
+        _refuse_empty_batch(self.signature(signature), inputs)
+        deadline = deadline_from(timeout_ms, self.servable.config.batching.timeout_ms)
+        results = await self.servable.batcher(signature).submit(dict(inputs), deadline, outputs)
+        return {key: results[key] for key in outputs} if outputs else results
+
+    def example_signature(
+        self, name: str, method: classify_regress.Method
+    ) -> classify_regress.ExampleSignature:
+        """The signature serving Classify or Regress (400 / 501 when there is none)."""
+        return classify_regress.example_signature(self.servable, name or DEFAULT_SIGNATURE, method)
+
+    async def run_examples(
+        self,
+        target: classify_regress.ExampleSignature,
+        serialized: np.ndarray,
+        timeout_ms: float | None = None,
+    ) -> Arrays:
+        """Serialized tf.Examples through a Classify/Regress signature's batcher (queue room
+        checked first: 429)."""
+        name = target.signature.name
+        self.servable.batcher(name).check_capacity()
+        return await self.predict(name, {target.input_name: serialized}, target.outputs, timeout_ms)
+
+
+class InferenceCore:
+    """Admission and runs, over the model repository (one per server: `service.server`)."""
+
+    def __init__(self, repository: ModelRepository) -> None:
+        self.repository = repository
+
+    @contextlib.asynccontextmanager
+    async def admit(
+        self, ref: ModelRef, *, method: classify_regress.Method | None = None
+    ) -> AsyncIterator[Call]:
+        """Admits a request to the version it addresses, before its body is read: 404 for an
+        unknown model, version or label, 503 while it is not ready, 429 when its queue is full
+        (predict), 501 when the version serves no `method` (classify / regress, whose
+        signature's own queue is checked once it is known)."""
+        servable = self.repository.resolve(ref.model, ref.version, ref.label)
+        if method is None:
+            servable.check_capacity()
+        else:
+            classify_regress.capable_signatures(servable, method)
+        servable.enter()
+        try:
+            yield Call(servable)
+        finally:
+            servable.leave()
+
+
+def _refuse_empty_batch(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """400 for a batch of no rows, whatever the protocol: a model computes nothing useful on
+    it, and its kernels fail on the empty dimension with messages about internal tensors."""
+    for name, array in inputs.items():
+        spec = signature.inputs.get(name)
+        batched = spec is None or spec.shape is None or (spec.shape and spec.shape[0] is None)
+        if batched and array.ndim and array.shape[0] == 0:
+            raise InvalidInputError(
+                f"input {name!r} is an empty batch (0 rows): send at least one instance"
+            )

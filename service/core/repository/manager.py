@@ -1,0 +1,388 @@
+"""`ModelRepository`, the manager: reconciles each model's wanted versions with what is
+served, and routes requests to them (TF Serving's AspiredVersionsManager).
+
+Every `poll_interval` seconds (and on `rescan`) it lists each model's source in a thread,
+applies the model's version policy, and
+- loads wanted versions that are new (or failed before and changed since) once settled (a
+  folder's version once two listings see the same files, so a copy in progress is not loaded
+  half-way; the first listing loads at once); a version takes traffic once AVAILABLE;
+- unloads versions no longer wanted: out of the routing table at once, released once its
+  requests finish. Unloading waits until the wanted versions have settled, and while none of
+  them is AVAILABLE a version still listed keeps serving (TF Serving's availability-preserving
+  policy), so a swap never leaves a gap.
+
+All bookkeeping happens on the event loop thread, so a routing table swap is atomic for the
+requests that read it. A failed load is recorded with its error and affects nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from service import request_context
+from service.core.batching import BatchObserver
+from service.core.placement import DeviceSetup
+from service.core.repository.loaders import LocalLoader, load_failure
+from service.core.repository.sources import Fingerprint, Listing, VersionSource, source_for
+from service.core.servable import ServableVersion, VersionState
+from service.core.serving_config import ModelConfig, ServingConfig
+from service.errors import NotFoundError, UnavailableError
+
+log = logging.getLogger(__name__)
+
+SETTLE_SECONDS = 1.0  # a settled rescan lists again after this long while a version changes
+SETTLE_LISTINGS = 5  # at most this many listings per settled rescan (then the poller goes on)
+
+_SETTLING = (VersionState.START, VersionState.LOADING)
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A snapshot of one model (`ModelRepository.models()`); its versions are the live ones."""
+
+    name: str
+    config: ModelConfig
+    versions: tuple[ServableVersion, ...]  # every version known, ascending
+    ready: bool  # has an AVAILABLE version
+    load_failures: int  # versions that failed to load since the server started
+    versions_found: tuple[int, ...]  # by the last listing (kept while a folder is unreadable)
+    ignored_folders: Mapping[str, str]  # folder -> why it is no version
+    unloaded_by_admin: bool
+
+
+@dataclass
+class _Model:
+    config: ModelConfig
+    source: VersionSource
+    versions: dict[int, ServableVersion] = field(default_factory=dict)  # every known version
+    serving: dict[int, ServableVersion] = field(default_factory=dict)  # AVAILABLE; replaced whole
+    listing: Listing = field(default_factory=lambda: Listing({}))  # the last one
+    load_failures: int = 0  # since the server started
+    unloaded_by_admin: bool = False  # POST /admin/models/<name>/unload, until loaded again
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def wanted(self) -> set[int]:
+        return set(self.config.version_policy.select(sorted(self.listing.versions)))
+
+    def to_load(self) -> list[int]:
+        if self.unloaded_by_admin:
+            return []
+        found = self.listing.versions
+        return [v for v in sorted(self.wanted()) if _should_load(self.versions.get(v), found[v])]
+
+    def view(self) -> ModelView:
+        return ModelView(
+            name=self.name,
+            config=self.config,
+            versions=tuple(s for _, s in sorted(self.versions.items())),
+            ready=bool(self.serving),
+            load_failures=self.load_failures,
+            versions_found=tuple(sorted(self.listing.versions)),
+            ignored_folders=dict(self.listing.ignored),
+            unloaded_by_admin=self.unloaded_by_admin,
+        )
+
+
+class ModelRepository:
+    def __init__(
+        self,
+        config: ServingConfig,
+        *,
+        poll_interval: float,
+        inference_executor: Executor,
+        load_threads: int = 2,
+        devices: Sequence[str] = (),
+        device_setup: DeviceSetup | None = None,
+        echo: bool = False,
+        batch_observer: Callable[[str, int], BatchObserver] | None = None,
+        grpc_max_message_bytes: int = 64 * 1024 * 1024,
+        follow_symlinks: bool = False,
+        settle_seconds: float = SETTLE_SECONDS,
+    ) -> None:
+        self.config = config
+        self.poll_interval = poll_interval
+        self._settle_seconds = settle_seconds
+        self._inference = inference_executor
+        self._batch_observer = batch_observer  # (model, version) -> observer of its batches
+        self._loader_threads = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
+        local = LocalLoader(devices, device_setup or DeviceSetup(), echo)
+        sources = {
+            m.name: source_for(m, local, follow_symlinks, grpc_max_message_bytes)
+            for m in config.models
+        }
+        self._models = {m.name: _Model(m, sources[m.name]) for m in config.models}
+        self._listing = asyncio.Lock()  # one listing at a time, applied in order
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._poller: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts discovery and loading in the background; returns at once."""
+        self._poller = asyncio.create_task(self._poll_forever(), name="model-repository-poll")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._poller, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loader_threads.shutdown(wait=False, cancel_futures=True)
+        for model in self._models.values():
+            model.source.close()
+
+    async def poll_once(self) -> None:
+        """Lists every model's source (off the event loop) and reconciles what is served."""
+        async with self._listing:
+            listings = await asyncio.to_thread(
+                lambda: {name: m.source.list_versions() for name, m in self._models.items()}
+            )
+            for name, listing in listings.items():
+                self._models[name].listing = listing
+                self._reconcile(self._models[name])
+
+    async def rescan(self, *, settled: bool = False) -> None:
+        """Lists every model now. `settled`: while a version it would load is new or changed
+        since the listing before, lists again `settle_seconds` later (at most SETTLE_LISTINGS
+        listings), so a version copied in completely starts loading now, not at the next poll.
+        """
+        await self.poll_once()
+        for _ in range(SETTLE_LISTINGS - 1 if settled else 0):
+            if not any(set(m.to_load()) & m.listing.changing for m in self._models.values()):
+                return
+            await asyncio.sleep(self._settle_seconds)
+            await self.poll_once()
+
+    async def _poll_forever(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # a failed scan must not end polling for good
+                log.exception("model repository scan failed")
+            if self.poll_interval <= 0:
+                return
+            await asyncio.sleep(self.poll_interval)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def models(self) -> list[ModelView]:
+        """A snapshot of every model: versions and their states, listing, admin unload."""
+        return [model.view() for model in self._models.values()]
+
+    def _model(self, name: str) -> _Model:
+        """A served model (404 otherwise); notes the model on the current request."""
+        try:
+            model = self._models[name]
+        except KeyError:
+            served = ", ".join(self._models) or "none"
+            raise NotFoundError(f"model {name!r} is not served; models: {served}") from None
+        request_context.note_model(name)
+        return model
+
+    def statuses(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> list[ServableVersion]:
+        """Every version the server knows of, ascending (AVAILABLE, loading, failed,
+        unloaded), or the one addressed by `version` or `label` (404 if unknown)."""
+        if label is not None:
+            version = self.label_version(model, label)
+        versions = [v for _, v in sorted(self._model(model).versions.items())]
+        if version is None:
+            return versions
+        addressed = [v for v in versions if v.version == version]
+        if not addressed:
+            raise NotFoundError(f"model {model!r} has no version {version}")
+        return addressed
+
+    def label_version(self, model: str, label: str) -> int:
+        labels = self._model(model).config.version_labels
+        if label not in labels:
+            known = ", ".join(labels) or "none"
+            raise NotFoundError(f"model {model!r} has no version label {label!r}; labels: {known}")
+        return labels[label]
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> ServableVersion:
+        """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
+        entry = self._model(model)
+        if entry.unloaded_by_admin:
+            raise UnavailableError(
+                f"model {model!r} is unloaded by an admin (POST /admin/models/{model}/load "
+                "serves it again)"
+            )
+        if label is not None:
+            version = self.label_version(model, label)
+        if version is None:
+            if not entry.serving:
+                raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
+            version = max(entry.serving)
+        if version in entry.serving:
+            request_context.note_model(model, version)
+            return entry.serving[version]
+        known = entry.versions.get(version)
+        if known is not None and known.state in _SETTLING:
+            raise UnavailableError(f"model {model!r} version {version} is still loading")
+        if known is not None and known.error_message:
+            raise NotFoundError(
+                f"model {model!r} version {version} failed to load: {known.error_message}"
+            )
+        raise NotFoundError(f"model {model!r} has no servable version {version}")
+
+    def readiness(self) -> dict[str, bool]:
+        """Per model: does it have at least one AVAILABLE version?"""
+        return {name: bool(model.serving) for name, model in self._models.items()}
+
+    def is_ready(self) -> bool:
+        """Does every model have an AVAILABLE version, except those an admin unloaded (a
+        deliberate unload must not take the replica out of rotation)?"""
+        return all(bool(m.serving) for m in self._models.values() if not m.unloaded_by_admin)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    def unload_model(self, name: str) -> ModelView:
+        """Unloads every version of the model (each once its requests finish) and keeps it
+        unloaded, whatever its source lists, until `load_model`."""
+        model = self._model(name)
+        model.unloaded_by_admin = True
+        self._reconcile(model)
+        return model.view()
+
+    def load_model(self, name: str) -> ModelView:
+        """Serves the model again after `unload_model`: its wanted versions load."""
+        model = self._model(name)
+        model.unloaded_by_admin = False
+        self._reconcile(model)
+        return model.view()
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    def _reconcile(self, model: _Model) -> None:
+        if model.unloaded_by_admin:  # nothing loads, everything served unloads
+            for version in list(model.serving):
+                self._start_unload(model, version)
+            return
+        for version in model.to_load():
+            if version not in model.listing.changing:  # loaded once its files stay the same
+                self._start_load(model, version)
+        for version, known in list(model.versions.items()):
+            if version not in model.listing.versions and known.state == VersionState.END:
+                del model.versions[version]  # gone from the source and from memory: forget it
+        wanted = model.wanted()
+        if any(model.versions[v].state in _SETTLING for v in wanted if v in model.versions):
+            return  # unload only once the replacements have settled
+        replacement_ready = any(v in model.serving for v in wanted)
+        for version in list(model.serving):
+            if version not in wanted and (
+                replacement_ready or version not in model.listing.versions
+            ):
+                self._start_unload(model, version)
+
+    def _start_load(self, model: _Model, version: int) -> None:
+        servable = ServableVersion(
+            model.name,
+            version,
+            model.config.base_path / str(version),
+            model.config,
+            fingerprint=model.listing.versions[version],
+        )
+        model.versions[version] = servable
+        self._spawn(self._load(model, servable), f"load-{model.name}-{version}")
+
+    async def _load(self, model: _Model, servable: ServableVersion) -> None:
+        servable.state = VersionState.LOADING
+        what = f"model {servable.model} version {servable.version}"
+        log.info("loading %s from %s", what, servable.path)
+        loop = asyncio.get_running_loop()
+        load = model.source.loader.load
+        try:
+            loaded = await loop.run_in_executor(self._loader_threads, load, servable)
+        except Exception as exc:
+            model.load_failures += 1
+            servable.state = VersionState.END
+            servable.error_code, servable.error_message = load_failure(exc, servable)
+            log.error("%s failed to load: %s", what, servable.error_message)
+        else:
+            observe = self._batch_observer
+            observer = observe(servable.model, servable.version) if observe else None
+            servable.attach(loaded.runners, loaded.signatures, self._inference, observer)
+            servable.load_seconds = loaded.load_seconds
+            servable.warmup_seconds = loaded.warmup_seconds
+            servable.state = VersionState.AVAILABLE
+            model.serving = {**model.serving, servable.version: servable}
+            devices = ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(loaded.runners))
+            seconds = loaded.load_seconds, loaded.warmup_seconds
+            log.info("%s AVAILABLE (load %.2f s, warm-up %.2f s) on %s", what, *seconds, devices)
+        _refreeze_heap()
+        self._reconcile(model)
+
+    def _start_unload(self, model: _Model, version: int) -> None:
+        servable = model.serving[version]
+        servable.state = VersionState.UNLOADING
+        model.serving = {v: s for v, s in model.serving.items() if v != version}
+        self._spawn(self._unload(servable), f"unload-{model.name}-{version}")
+
+    async def _unload(self, servable: ServableVersion) -> None:
+        what = f"model {servable.model} version {servable.version}"
+        log.info("unloading %s (%d in flight)", what, servable.in_flight)
+        await servable.drained()
+        await servable.close()  # drops the instances: TensorFlow frees graphs and weights
+        _refreeze_heap()
+        servable.state = VersionState.END
+        log.info("%s unloaded", what)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _should_load(known: ServableVersion | None, fingerprint: Fingerprint) -> bool:
+    """A wanted version loads if never loaded; an ended one loads again: a failed one only
+    once its fingerprint changed (a copy finished, a fix landed), a cleanly unloaded one at once.
+    """
+    if known is None:
+        return True
+    if known.state != VersionState.END:
+        return False
+    return known.error_code == "OK" or known.fingerprint != fingerprint
+
+
+def _refreeze_heap() -> None:
+    """Moves every live object into the garbage collector's permanent generation.
+
+    With TensorFlow and the models loaded the heap holds millions of objects, and a full
+    collection walks them all (150-200 ms, a p99 spike whenever request garbage triggers one).
+    Frozen objects are never walked. Run after each load (so the new version is frozen too) and
+    after each unload (unfreezing first, so the old version's cycles can be collected).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _why(model: _Model) -> str:
+    loading = [v for v, s in model.versions.items() if s.state in _SETTLING]
+    failed = [
+        f"version {v}: {s.error_message}" for v, s in model.versions.items() if s.error_message
+    ]
+    if loading:
+        return f" (loading version {', '.join(map(str, loading))})"
+    if failed:
+        return " (" + "; ".join(failed) + ")"
+    if model.listing.error:
+        return f" ({model.listing.error})"
+    if not model.listing.versions:
+        return f" (no version {model.source.where})"
+    return ""

@@ -1,0 +1,157 @@
+"""The REST application of a `service.server.ModelServer`: its routers, middleware and error
+handlers (every error body is {"error": "..."})."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.security import APIKeyHeader
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.routing import Match, Mount
+from starlette.types import Scope
+
+from service import __version__
+from service.auth import AccessControl
+from service.errors import QueueFullError, ServingError
+from service.http import admin, docs, health, overview, prometheus, tfserving_rest, v2_rest, web
+from service.http.json_io import JSONBody
+from service.http.lifecycle import DrainGate
+from service.http.middleware import RequestObserver
+from service.http.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
+from service.observer import log_failure
+from service.tasks import routes as task_routes
+
+if TYPE_CHECKING:
+    from service.server import ModelServer
+
+log = logging.getLogger(__name__)
+
+
+def create_app(server: ModelServer) -> FastAPI:
+    """The REST app of `server`: routers, middleware and error handlers (its lifespan runs the
+    server's parts, which the routes reach through `service.http.dependencies`)."""
+    settings = server.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with server.running():
+            yield
+
+    app = FastAPI(
+        title="modelserve",
+        version=__version__,
+        summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2), task API",
+        lifespan=lifespan,
+        default_response_class=JSONBody,
+        docs_url=None,  # service.http.docs serves them, from files in the package
+        redoc_url=None,
+    )
+    app.state.server = server
+    # the last added runs first: the observer sees (and counts) the drain gate's 503s
+    # ... and the access check's 401s; CORS answers preflights (which carry no key) and
+    # sets its headers on every answer, as the security headers do
+    app.add_middleware(DrainGate, lifecycle=server.lifecycle)
+    app.add_middleware(AccessControl, policy=server.access)
+    app.add_middleware(RequestObserver, metrics=server.metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+        )
+    app.add_middleware(SecurityHeaders)
+    # with keys, /docs shows an "Authorize" button (the middleware does the checking)
+    key = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
+    keyed = [key] if server.access.keys else []
+    app.include_router(health.router)
+    app.include_router(prometheus.router)
+    app.include_router(tfserving_rest.router, dependencies=keyed)
+    app.include_router(v2_rest.router, dependencies=keyed)
+    app.include_router(overview.router, dependencies=keyed)
+    app.include_router(task_routes.router, dependencies=keyed)
+    app.include_router(admin.router, dependencies=keyed)
+    app.include_router(web.router)
+    app.include_router(docs.router)
+    app.mount("/static", web.static_files(), name="static")
+    app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error body is {"error": "..."}, as TF Serving and V2 both specify."""
+
+    @app.exception_handler(ServingError)
+    async def serving_error(request: Request, exc: ServingError) -> Response:
+        log_failure(f"{request.method} {request.url.path}", exc)
+        headers = {}
+        if isinstance(exc, QueueFullError):
+            headers["Retry-After"] = str(exc.retry_after_seconds)
+        return JSONBody({"error": exc.message}, status_code=exc.http_status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        return JSONBody({"error": f"invalid request: {problems}"}, status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:
+            return _method_not_allowed(request, exc)
+        return JSONBody(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> Response:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONBody({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+# the methods a 405 may list: the API routes take GET or POST; /openapi.json and the docs'
+# script take HEAD too
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
+    """405 with `Allow` naming every method of every route at this path: the router names only
+    the first route's, and a TF Serving path such as /v1/models/votes:bar has two (GET: model
+    status, POST: call)."""
+    allowed = _allowed_methods(request.app, request.scope)
+    if not allowed:  # not the router's 405 (static files'): keep what it said
+        allowed = (exc.headers or {}).get("Allow", "").split(", ")
+    listed = ", ".join(allowed)
+    return JSONBody(
+        {"error": f"method {request.method} is not allowed here; allowed: {listed}"},
+        status_code=405,
+        headers={**(exc.headers or {}), "Allow": listed},
+    )
+
+
+def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route (not a mount: they take any method) answers at the request's
+    path, found by matching a fresh scope per method (no state of this request is touched)."""
+    allowed = []
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "headers": [],
+        }
+        routes = (route for route in app.router.routes if not isinstance(route, Mount))
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed

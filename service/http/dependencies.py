@@ -1,0 +1,149 @@
+"""What the protocol adapters need from the running server (`service.server.ModelServer`,
+found in `app.state.server`), so there are no module-level singletons."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import numpy as np
+from fastapi import Request
+from starlette.responses import Response
+
+from service.core.decoding import Decoder
+from service.core.inference import InferenceCore
+from service.core.repository import ModelRepository
+from service.errors import ClientGoneError, InvalidInputError
+from service.http.body import read_body
+from service.http.json_io import JSONDocument, respond, with_document
+from service.http.lifecycle import Lifecycle
+from service.metrics import Metrics
+from service.settings import Settings
+from service.tasks.image_decoding import ImageDecoder
+
+if TYPE_CHECKING:
+    from service.server import ModelServer
+
+T = TypeVar("T")
+
+
+def server(request: Request) -> ModelServer:
+    return cast("ModelServer", request.app.state.server)
+
+
+def repository(request: Request) -> ModelRepository:
+    return server(request).parts.repository
+
+
+def inference_core(request: Request) -> InferenceCore:
+    return server(request).parts.core
+
+
+def lifecycle(request: Request) -> Lifecycle:
+    return server(request).lifecycle
+
+
+def settings(request: Request) -> Settings:
+    return server(request).settings
+
+
+def decoder(request: Request) -> Decoder:
+    return server(request).parts.body_decoder
+
+
+def image_decoder(request: Request) -> ImageDecoder:
+    return server(request).parts.image_decoder
+
+
+def metrics(request: Request) -> Metrics:
+    return server(request).metrics
+
+
+async def read_request_body(request: Request) -> bytes:
+    """The body, within the configured size limit."""
+    return await read_body(request, settings(request).max_request_bytes)
+
+
+async def off_loop(request: Request, size: int, work: Callable[[], T]) -> T:
+    """`work` on a payload of `size` bytes (decoding a body, encoding an answer): inline when
+    small, else in the decode pool, and abandoned if the client disconnects meanwhile."""
+    pool = decoder(request)
+    if pool.runs_inline(size):  # no disconnect watch: nothing long to abandon
+        return work()
+    return await until_disconnected(request, pool.run(size, work))
+
+
+async def read_request_json(
+    request: Request, use: Callable[[JSONDocument], T], *, allow_non_finite: bool = False
+) -> T:
+    """`use(document)` on the body parsed as JSON: see `decode_json`."""
+    body = await read_request_body(request)
+    return await decode_json(request, body, use, allow_non_finite=allow_non_finite)
+
+
+async def decode_json(
+    request: Request,
+    body: bytes,
+    use: Callable[[JSONDocument], T],
+    *,
+    allow_non_finite: bool = False,
+) -> T:
+    """`use(document)` on `body` parsed as JSON, both off the event loop when it is large:
+    `use` decodes and validates, and must return nothing that shares the document's lists."""
+    return await off_loop(
+        request, len(body), lambda: with_document(body, use, allow_non_finite=allow_non_finite)
+    )
+
+
+async def answer_json(
+    request: Request, outputs: Mapping[str, np.ndarray], build: Callable[[], Any]
+) -> Response:
+    """The JSON answer `build()` makes of `outputs`, encoded off the loop when they are large."""
+    size = sum(array.nbytes for array in outputs.values())
+    return await off_loop(request, size, lambda: respond(build(), outputs.values()))
+
+
+def request_timeout_ms(request: Request) -> float | None:
+    """The caller's deadline from `X-Request-Timeout` (milliseconds), if given."""
+    text = request.headers.get("x-request-timeout")
+    if text is None:
+        return None
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = -1.0
+    if not 0 < timeout < 3_600_000:
+        raise InvalidInputError(
+            f"X-Request-Timeout must be a number of milliseconds in (0, 3600000), got {text!r}"
+        )
+    return timeout
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Awaits `work`, cancelling it if the client disconnects first (a queued request then
+    leaves the batcher's queue instead of using the model for nobody)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise ClientGoneError("the client closed the connection before the answer")
+    return task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    # The body has been read: the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def parse_version(text: str) -> int:
+    """A version from a URL segment: a positive integer. In ASCII digits, and not thousands of
+    them: int() refuses both "²" (a digit to str.isdigit) and over 4,300 digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 100) or int(text) < 1:
+        raise InvalidInputError(f"version must be a positive integer, got {text[:100]!r}")
+    return int(text)

@@ -1,0 +1,86 @@
+"""uvicorn's server with modelserve's shutdown: on SIGTERM (or Ctrl-C) drain first, then stop.
+
+uvicorn alone closes its listening socket at the first signal and answers requests still
+running when its timeout is up with a plain-text 500. Here the first signal starts the drain
+of `service.http.lifecycle` (readiness 503, new requests refused with 503, admitted ones finish)
+and begins the gRPC server's drain alongside; uvicorn's own shutdown starts only once no
+request is left or the drain time is up. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from service.server import ModelServer
+
+log = logging.getLogger(__name__)
+
+# uvicorn's own grace (its timeout_graceful_shutdown) once the drain is over: only requests past
+# the drain time are left, and they are cancelled (and answered 503) after it
+CLOSE_GRACE_SECONDS = 1
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, server: ModelServer) -> None:
+        super().__init__(config)
+        self.server = server
+        self.lifecycle = server.lifecycle
+        self.drain_seconds = server.settings.drain_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """uvicorn re-raises the signal once its shutdown is done, so the process would end
+        as killed by it; a completed drain is a clean exit (status 0)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.lifecycle.draining or self._loop is None:  # a second signal, or still starting
+            super().handle_exit(sig, frame)
+            return
+        log.info(
+            "%s: draining (up to %s s): readiness 503, new requests refused",
+            signal.Signals(sig).name,
+            self.drain_seconds,
+        )
+        self.server.begin_drain()  # REST and gRPC at the same time
+        # a signal handler runs between two steps of the event loop: schedule, don't await
+        self._loop.call_soon_threadsafe(self._start_drain, sig)
+
+    def _start_drain(self, sig: int) -> None:
+        assert self._loop is not None
+        self._drain = self._loop.create_task(self._drain_then_stop(sig))
+
+    async def _drain_then_stop(self, sig: int) -> None:
+        if not await self.lifecycle.wait_idle(self.drain_seconds):
+            log.warning(
+                "drain time (%s s) is up with %d request(s) in flight: they are answered 503",
+                self.drain_seconds,
+                self.lifecycle.in_flight,
+            )
+        super().handle_exit(sig, None)  # uvicorn: close the socket, stop

@@ -1,0 +1,107 @@
+"""Security headers on every response: nosniff, no referrer, no framing, and a
+Content-Security-Policy. A response that sets its own CSP keeps it (the web page, see
+service.http.web); API answers get one that allows nothing, as they are never pages.
+
+FastAPI's /docs and /redoc pages are generated with inline code: their CSP allows exactly
+their own inline scripts by hash (computed from the page as sent, so no other inline script
+runs), and inline styles, which Swagger UI and ReDoc set at run time. On HTTPS, browsers are
+also told to keep to HTTPS (HSTS).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.auth import route_path
+
+COMMON_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+HSTS = "max-age=31536000"
+# what a browser page on an allowed origin may send and read (with CORS on)
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Content-Type",
+    "X-Request-ID",
+    "X-Request-Timeout",
+]
+CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
+DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_csp(page: bytes) -> str:
+    """The CSP of a generated docs page: its own scripts and inline scripts (by hash) only."""
+    hashes = "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    return (
+        f"default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if route_path(scope) in DOCS_PATHS:
+            await self.app(scope, receive, _DocsPage(scope, send))
+            return
+        https = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _add_headers(message, API_CSP, https)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _add_headers(message: Message, csp: str, https: bool) -> None:
+    headers = MutableHeaders(scope=message)
+    for name, value in COMMON_HEADERS:
+        headers.setdefault(name, value)
+    headers.setdefault("content-security-policy", csp)
+    if https:
+        headers.setdefault("strict-transport-security", HSTS)
+
+
+class _DocsPage:
+    """A `send` holding a docs page's start until its body is complete (a few KB), to put the
+    hashes of its inline scripts into its CSP."""
+
+    def __init__(self, scope: Scope, send: Send) -> None:
+        self._send = send
+        self._https = scope.get("scheme") == "https"
+        self._start: Message | None = None
+        self._body = bytearray()
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._start = message
+            return
+        if message["type"] != "http.response.body" or self._start is None:
+            await self._send(message)
+            return
+        self._body += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        _add_headers(self._start, docs_csp(bytes(self._body)), self._https)
+        await self._send(self._start)
+        await self._send({"type": "http.response.body", "body": bytes(self._body)})

@@ -1,0 +1,156 @@
+"""TF Serving's REST predict format <-> numpy, per https://www.tensorflow.org/tfx/serving/api_rest.
+
+Row format: `instances` is a list with one entry per example; with several named inputs each
+entry is an object {input: value}. Columnar format: `inputs` is one tensor, or an object
+{input: tensor}. Answers mirror the request: `predictions` (a row per example; objects when
+there are several outputs) or `outputs`. Binary strings travel as {"b64": "..."}, and string
+outputs whose name ends in `_bytes` are returned that way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.core.signatures import DEFAULT_SIGNATURE, Signature
+from service.core.tensors import check_shape, decode_tensor
+from service.errors import InvalidInputError
+from service.http.json_io import json_array
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    signature_name: str
+    body: dict[str, Any]
+    booleans_possible: bool = True
+    # read from the body at once: answers are encoded after the body has been freed
+    row_format: bool = field(init=False)
+    rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        instances = self.body.get("instances")
+        object.__setattr__(self, "row_format", "instances" in self.body)
+        object.__setattr__(self, "rows", len(instances) if isinstance(instances, list) else 0)
+
+
+def parse_predict_request(body: Any, *, booleans_possible: bool = True) -> PredictRequest:
+    """Checks the envelope; the tensors are decoded once the signature is known."""
+    if not isinstance(body, dict):
+        raise InvalidInputError("request body must be a JSON object with 'instances' or 'inputs'")
+    signature_name = body.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(signature_name, str):
+        raise InvalidInputError("'signature_name' must be a string")
+    signature_name = signature_name or DEFAULT_SIGNATURE
+    if ("instances" in body) == ("inputs" in body):
+        raise InvalidInputError(
+            "request must have exactly one of 'instances' (row format) or 'inputs' (columnar)"
+        )
+    unknown = set(body) - {"signature_name", "instances", "inputs"}
+    if unknown:
+        raise InvalidInputError(
+            f"unknown request keys {sorted(unknown)}; expected 'signature_name' and "
+            "'instances' or 'inputs'"
+        )
+    return PredictRequest(signature_name, body, booleans_possible)
+
+
+def decode_inputs(request: PredictRequest, signature: Signature) -> dict[str, np.ndarray]:
+    if request.row_format:
+        columns = _rows_to_columns(request.body["instances"], signature)
+    else:
+        columns = _named_columns(request.body["inputs"], signature)
+    arrays = {}
+    for name, value in columns.items():
+        spec = signature.inputs[name]
+        what = f"input {name!r}"
+        arrays[name] = decode_tensor(
+            value, spec, what=what, allow_b64=True, booleans_possible=request.booleans_possible
+        )
+        check_shape(arrays[name], spec, what=what)
+    return arrays
+
+
+def _rows_to_columns(instances: Any, signature: Signature) -> dict[str, Any]:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInputError("'instances' must be a non-empty list (one entry per example)")
+    names = list(signature.inputs)
+    if len(names) == 1 and not all(_is_named_object(item) for item in instances):
+        return {names[0]: instances}
+    return _columns_of_objects(instances, signature)
+
+
+def _columns_of_objects(instances: list[Any], signature: Signature) -> dict[str, list[Any]]:
+    expected = set(signature.inputs)
+    for index, item in enumerate(instances):
+        if not _is_named_object(item):
+            raise InvalidInputError(
+                f"instances[{index}]: the signature has inputs {sorted(expected)}, so every "
+                "instance must be an object keyed by input name"
+            )
+        _check_names(set(item), signature, where=f"instances[{index}]")
+    return {name: [item[name] for item in instances] for name in signature.inputs}
+
+
+def _named_columns(inputs: Any, signature: Signature) -> dict[str, Any]:
+    if _is_named_object(inputs):
+        _check_names(set(inputs), signature, where="'inputs'")
+        return {name: inputs[name] for name in signature.inputs}
+    if len(signature.inputs) != 1:
+        raise InvalidInputError(
+            f"the signature has inputs {sorted(signature.inputs)}: 'inputs' must be an object "
+            "keyed by input name"
+        )
+    (name,) = signature.inputs
+    return {name: inputs}
+
+
+def _is_named_object(value: Any) -> bool:
+    """An {input: value} object, as opposed to a {"b64": ...} value."""
+    return isinstance(value, dict) and set(value) != {"b64"}
+
+
+def _check_names(given: set[str], signature: Signature, *, where: str) -> None:
+    expected = set(signature.inputs)
+    missing, unknown = sorted(expected - given), sorted(given - expected)
+    if missing or unknown:
+        problems = []
+        if missing:
+            problems.append(f"missing input(s) {missing}")
+        if unknown:
+            problems.append(f"unknown input(s) {unknown}")
+        raise InvalidInputError(
+            f"{where}: {' and '.join(problems)}; signature {signature.name!r} takes "
+            f"{sorted(expected)}"
+        )
+
+
+def encode_outputs(
+    request: PredictRequest, outputs: dict[str, np.ndarray], batch_size: int
+) -> dict[str, Any]:
+    """`predictions` for the row format, `outputs` for the columnar one; a single output
+    loses its name, as TF Serving does."""
+    values = {
+        name: json_array(array, binary=name.endswith("_bytes")) for name, array in outputs.items()
+    }
+    if not request.row_format:
+        return {"outputs": _single_or_named(values)}
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != batch_size:
+            raise InvalidInputError(
+                f"output {name!r} has shape {list(array.shape)}, which does not have one row per "
+                f"instance ({batch_size}); use the columnar 'inputs' format"
+            )
+    if len(values) == 1:
+        return {"predictions": next(iter(values.values()))}
+    rows = [{name: value[i] for name, value in values.items()} for i in range(batch_size)]
+    return {"predictions": rows}
+
+
+def _single_or_named(values: dict[str, Any]) -> Any:
+    return next(iter(values.values())) if len(values) == 1 else values
+
+
+def row_count(request: PredictRequest) -> int:
+    return request.rows

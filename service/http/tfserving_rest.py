@@ -1,0 +1,304 @@
+"""TF Serving's REST API: model status, metadata and predict, as TensorFlow Serving documents
+them (https://www.tensorflow.org/tfx/serving/api_rest), so existing clients work unchanged.
+
+`POST /v1/models/digits:predict` puts the method after a colon inside the last path segment;
+the routes take that segment whole and split it. GET and POST routes share path templates
+(`/v1/models/{model}` and `/v1/models/{model_method}`), so the last segment's convertor decides
+which route a path is: a known method there makes it a call (GET on it is a 405, not the status
+of a model named "votes:predict"), any other colon makes it either (model names have no colon;
+GET says so, POST names the known methods), no colon makes it a status (POST on it is a 405).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.responses import Response
+
+from service.core import classify_regress
+from service.core.inference import Call, ModelRef
+from service.core.servable import ServableVersion
+from service.errors import NotFoundError
+from service.http import tfserving_codec as codec
+from service.http.dependencies import (
+    answer_json,
+    decode_json,
+    inference_core,
+    parse_version,
+    read_request_body,
+    read_request_json,
+    repository,
+    request_timeout_ms,
+    until_disconnected,
+)
+from service.http.error_docs import METADATA_ERRORS, PREDICT_ERRORS, STATUS_ERRORS
+from service.http.json_io import JSONBody, JSONDocument
+
+METHODS = ("predict", "classify", "regress")
+
+
+class _Call(Convertor[str]):
+    """A last segment with a colon: `<model, version or label>:<method>`, any method (an
+    unknown one is a 404 that names the known ones)."""
+
+    regex = "[^/]*:[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _Target(_Call):
+    """A last segment that is not a call of a known method: a model, version or label."""
+
+    regex = f"(?![^/]*:(?:{'|'.join(METHODS)})$)[^/]+"
+
+
+# starlette's registry is global; these names are this module's
+register_url_convertor("tfs_call", _Call())
+register_url_convertor("tfs_target", _Target())
+
+router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
+
+_PREDICT_EXAMPLE = {
+    "row format (digits: one 28x28x1 image per instance)": {
+        "value": {"instances": [[[[0.0]] * 28] * 28]}
+    },
+    "columnar format (votes: 16 votes, y=1, n=-1, ?=0)": {
+        "value": {"inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}}
+    },
+    "strings (sentiment)": {"value": {"instances": ["A wonderful, moving film."]}},
+    ":classify / :regress (tf.Example features; a signature with that method)": {
+        "value": {
+            "signature_name": "classify",
+            "context": {"country": "NZ"},
+            "examples": [{"age": 41, "income": 52.5}, {"age": 23, "tags": ["a", "b"]}],
+        }
+    },
+}
+_PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "signature_name": {"type": "string"},
+                        "instances": {"type": "array", "description": ":predict, row format"},
+                        "inputs": {"description": ":predict, columnar format"},
+                        "examples": {"type": "array", "description": ":classify and :regress"},
+                        "context": {"type": "object", "description": ":classify and :regress"},
+                    },
+                    # one body schema for the three methods: what each of them requires
+                    "anyOf": [
+                        {"required": ["instances"]},
+                        {"required": ["inputs"]},
+                        {"required": ["examples"]},
+                    ],
+                    "additionalProperties": False,
+                },
+                "examples": _PREDICT_EXAMPLE,
+            }
+        },
+    }
+}
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@router.get(
+    "/{model:tfs_target}", summary="Status of every version of a model", responses=STATUS_ERRORS
+)
+async def model_status(model: str, request: Request) -> JSONBody:
+    if ":" in model:  # a method name mistyped, or a GET meant as a POST
+        raise NotFoundError(
+            f"no model {model[:200]!r}: model names have no ':'; call a model with "
+            "POST /v1/models/<model>:predict (or :classify / :regress)"
+        )
+    return _status(request, model, None)
+
+
+@router.get(
+    "/{model}/versions/{version:tfs_target}",
+    summary="Status of one version",
+    responses=STATUS_ERRORS,
+)
+async def version_status(model: str, version: str, request: Request) -> JSONBody:
+    return _status(request, model, parse_version(version))
+
+
+@router.get(
+    "/{model}/labels/{label:tfs_target}",
+    summary="Status of the version a label points to",
+    responses=STATUS_ERRORS,
+)
+async def label_status(model: str, label: str, request: Request) -> JSONBody:
+    return _status(request, model, repository(request).label_version(model, label))
+
+
+def _status(request: Request, model: str, version: int | None) -> JSONBody:
+    versions = repository(request).statuses(model, version)
+    return JSONBody({"model_version_status": [_version_status(v) for v in versions]})
+
+
+def _version_status(servable: ServableVersion) -> dict[str, Any]:
+    return {
+        "version": str(servable.version),
+        "state": servable.state.value,
+        "status": {"error_code": servable.error_code, "error_message": servable.error_message},
+    }
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+@router.get(
+    "/{model}/metadata",
+    summary="Signature defs of the newest available version",
+    responses=METADATA_ERRORS,
+)
+async def model_metadata(model: str, request: Request) -> JSONBody:
+    return _metadata(repository(request).resolve(model))
+
+
+@router.get(
+    "/{model}/versions/{version}/metadata",
+    summary="Signature defs of one version",
+    responses=METADATA_ERRORS,
+)
+async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
+    return _metadata(repository(request).resolve(model, version=parse_version(version)))
+
+
+@router.get(
+    "/{model}/labels/{label}/metadata",
+    summary="Signature defs of a labelled version",
+    responses=METADATA_ERRORS,
+)
+async def label_metadata(model: str, label: str, request: Request) -> JSONBody:
+    return _metadata(repository(request).resolve(model, label=label))
+
+
+def _metadata(servable: ServableVersion) -> JSONBody:
+    signature_defs = {name: sig.as_json() for name, sig in servable.signatures.items()}
+    return JSONBody(
+        {
+            "model_spec": {
+                "name": servable.model,
+                "signature_name": "",
+                "version": str(servable.version),
+            },
+            "metadata": {"signature_def": {"signature_def": signature_defs}},
+        }
+    )
+
+
+# -- predict / classify / regress ----------------------------------------------------------------
+
+
+@router.post(
+    "/{model_method:tfs_call}",
+    summary="model:predict | :classify | :regress (newest version)",
+    responses=PREDICT_ERRORS,
+    openapi_extra=_PREDICT_DOC,
+)
+async def model_method(model_method: str, request: Request) -> Response:
+    model, method = _split_method(model_method)
+    return await _call(request, method, model)
+
+
+@router.post(
+    "/{model}/versions/{version_method:tfs_call}",
+    summary="model/versions/N:predict | :classify | :regress",
+    responses=PREDICT_ERRORS,
+    openapi_extra=_PREDICT_DOC,
+)
+async def version_method(model: str, version_method: str, request: Request) -> Response:
+    version, method = _split_method(version_method)
+    return await _call(request, method, model, version=parse_version(version))
+
+
+@router.post(
+    "/{model}/labels/{label_method:tfs_call}",
+    summary="model/labels/L:predict | :classify | :regress",
+    responses=PREDICT_ERRORS,
+    openapi_extra=_PREDICT_DOC,
+)
+async def label_method(model: str, label_method: str, request: Request) -> Response:
+    label, method = _split_method(label_method)
+    return await _call(request, method, model, label=label)
+
+
+def _split_method(segment: str) -> tuple[str, str]:
+    target, colon, method = segment.rpartition(":")
+    if not colon or method not in METHODS:
+        raise NotFoundError(
+            f"no such method in {segment!r}; use <model>:predict (or :classify / :regress)"
+        )
+    return target, method
+
+
+async def _call(
+    request: Request,
+    method: str,
+    model: str,
+    version: int | None = None,
+    label: str | None = None,
+) -> Response:
+    ref = ModelRef(model, version, label)
+    if method != "predict":
+        return await _call_examples(request, cast(classify_regress.Method, method), ref)
+    timeout_ms = request_timeout_ms(request)
+    async with inference_core(request).admit(ref) as call:  # before reading the body
+        body = await read_request_body(request)
+        predict, signature_name, inputs = await decode_json(
+            request, body, lambda document: _decode_predict(document, call), allow_non_finite=True
+        )
+        outputs = await until_disconnected(
+            request, call.predict(signature_name, inputs, timeout_ms=timeout_ms)
+        )
+    return await answer_json(
+        request,
+        outputs,
+        lambda: codec.encode_outputs(predict, outputs, codec.row_count(predict)),
+    )
+
+
+def _decode_predict(
+    document: JSONDocument, call: Call
+) -> tuple[codec.PredictRequest, str, dict[str, np.ndarray]]:
+    """The request's envelope, signature and input arrays (run where the body was parsed)."""
+    predict = codec.parse_predict_request(
+        document.data, booleans_possible=document.booleans_possible
+    )
+    signature = call.signature(predict.signature_name)
+    return predict, signature.name, codec.decode_inputs(predict, signature)
+
+
+async def _call_examples(
+    request: Request, method: classify_regress.Method, ref: ModelRef
+) -> Response:
+    """:classify / :regress: tf.Example features in JSON, TF Serving's `result` out."""
+    timeout_ms = request_timeout_ms(request)
+    async with inference_core(request).admit(ref, method=method) as call:  # 501 before the body
+        signature_name, serialized = await read_request_json(
+            request,
+            lambda document: classify_regress.serialized_from_json(document.data),
+            allow_non_finite=True,
+        )
+        target = call.example_signature(signature_name or "", method)
+        outputs = await until_disconnected(
+            request, call.run_examples(target, serialized, timeout_ms)
+        )
+    results = (
+        classify_regress.classifications if method == "classify" else classify_regress.regressions
+    )
+    count = len(serialized)
+    return await answer_json(request, outputs, lambda: {"result": results(outputs, count)})

@@ -1,0 +1,182 @@
+"""Open Inference Protocol (KServe V2) JSON tensors <-> numpy.
+
+A request tensor is {"name", "shape", "datatype", "data"}: `data` may be flat (row-major) or
+nested, and must hold exactly prod(shape) elements. The datatype must be the model input's
+own (no silent casts: FP64 sent to an FP32 input is a 400 naming both). BYTES tensors carry
+JSON strings. Answers are flat row-major `data` with their shape.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.core.dtypes import BY_TF_NAME, from_v2_name
+from service.core.signatures import DEFAULT_SIGNATURE, Signature
+from service.core.tensors import check_shape, decode_tensor
+from service.errors import InvalidInputError, ModelFailureError
+from service.http.json_io import json_array
+
+_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
+_TENSOR_KEYS = {"name", "shape", "datatype", "data", "parameters"}
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    id: str | None
+    signature_name: str
+    tensors: list[dict[str, Any]]
+    output_names: list[str] = field(default_factory=list)
+    booleans_possible: bool = True
+
+
+def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRequest:
+    if not isinstance(body, dict):
+        raise InvalidInputError("request body must be a JSON object with an 'inputs' list")
+    unknown = set(body) - _REQUEST_KEYS
+    if unknown:
+        raise InvalidInputError(
+            f"unknown request keys {sorted(unknown)}; allowed: {sorted(_REQUEST_KEYS)}"
+        )
+    request_id = body.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInputError("'id' must be a string")
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInputError("'parameters' must be an object")
+    signature_name = parameters.get("signature_name", DEFAULT_SIGNATURE)
+    if not isinstance(signature_name, str):
+        raise InvalidInputError("parameters.signature_name must be a string")
+    tensors = body.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise InvalidInputError("'inputs' must be a non-empty list of tensors")
+    for index, tensor in enumerate(tensors):
+        if not isinstance(tensor, dict):
+            raise InvalidInputError(
+                f"inputs[{index}] must be an object with name, shape, datatype, data"
+            )
+    outputs = _output_names(body.get("outputs"))
+    return InferRequest(request_id, signature_name, tensors, outputs, booleans_possible)
+
+
+def _output_names(outputs: Any) -> list[str]:
+    if outputs is None:
+        return []
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
+    return [o["name"] for o in outputs]
+
+
+def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(request.tensors):
+        name = tensor.get("name")
+        if not isinstance(name, str):
+            raise InvalidInputError(f"inputs[{index}]: 'name' must be a string")
+        if name not in signature.inputs:
+            raise InvalidInputError(
+                f"unknown input {name!r}; signature {signature.name!r} takes "
+                f"{sorted(signature.inputs)}"
+            )
+        if name in arrays:
+            raise InvalidInputError(f"input {name!r} is given twice")
+        arrays[name] = _decode_tensor(tensor, signature, name, request.booleans_possible)
+    missing = sorted(set(signature.inputs) - set(arrays))
+    if missing:
+        raise InvalidInputError(
+            f"missing input(s) {missing}; signature {signature.name!r} takes "
+            f"{sorted(signature.inputs)}"
+        )
+    return arrays
+
+
+def _decode_tensor(
+    tensor: dict[str, Any], signature: Signature, name: str, booleans_possible: bool
+) -> np.ndarray:
+    what = f"input {name!r}"
+    unknown = set(tensor) - _TENSOR_KEYS
+    if unknown:
+        raise InvalidInputError(f"{what}: unknown keys {sorted(unknown)}")
+    spec = signature.inputs[name]
+    datatype = tensor.get("datatype")
+    if not isinstance(datatype, str):
+        raise InvalidInputError(
+            f"{what}: 'datatype' must be a string such as {spec.dtype.v2_name!r}"
+        )
+    try:
+        dtype = from_v2_name(datatype)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{what}: {exc.message}") from None
+    if dtype != spec.dtype:
+        raise InvalidInputError(
+            f"{what}: datatype {datatype} does not match the model's {spec.dtype.v2_name}"
+        )
+    shape = _shape(tensor.get("shape"), what)
+    if "data" not in tensor:
+        raise InvalidInputError(f"{what}: 'data' is missing")
+    flat = decode_tensor(
+        tensor["data"], spec, what=what, allow_b64=False, booleans_possible=booleans_possible
+    ).reshape(-1)
+    if flat.size != math.prod(shape):
+        raise InvalidInputError(
+            f"{what}: shape {shape} holds {math.prod(shape)} elements but 'data' has {flat.size}"
+        )
+    try:
+        array = flat.reshape(shape)
+    except ValueError as exc:  # e.g. more dimensions than numpy allows
+        raise InvalidInputError(f"{what}: shape {shape} cannot be used: {exc}") from None
+    check_shape(array, spec, what=what)
+    return array
+
+
+def _shape(shape: Any, what: str) -> list[int]:
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInputError(
+            f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"
+        )
+    return shape
+
+
+def check_outputs(request: InferRequest, signature: Signature) -> None:
+    unknown = sorted(set(request.output_names) - set(signature.outputs))
+    if unknown:
+        raise InvalidInputError(
+            f"unknown output(s) {unknown}; signature {signature.name!r} has "
+            f"{sorted(signature.outputs)}"
+        )
+
+
+def encode_outputs(
+    request: InferRequest, outputs: dict[str, np.ndarray], model: str, version: int
+) -> dict[str, Any]:
+    answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
+    if request.id is not None:
+        answer["id"] = request.id
+    answer["outputs"] = [_tensor_json(name, array) for name, array in outputs.items()]
+    return answer
+
+
+def _tensor_json(name: str, array: np.ndarray) -> dict[str, Any]:
+    datatype = _v2_datatype(array)
+    return {
+        "name": name,
+        "datatype": datatype,
+        "shape": list(array.shape),
+        "data": json_array(array.reshape(-1)),
+    }
+
+
+def _v2_datatype(array: np.ndarray) -> str:
+    if array.dtype == object:
+        return "BYTES"
+    for entry in BY_TF_NAME.values():
+        if entry.numpy == array.dtype:
+            return entry.v2_name
+    raise ModelFailureError(f"output dtype {array.dtype} has no V2 datatype")

@@ -1,0 +1,206 @@
+"""Open Inference Protocol (KServe V2) REST: server and model metadata, readiness, infer.
+
+Model metadata and `infer` use the `serving_default` signature; `parameters.signature_name`
+in an infer request picks another one (a modelserve extension).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from service import __version__
+from service.core.dtypes import BY_V2_NAME
+from service.core.inference import Call, ModelRef
+from service.core.servable import ServableVersion, VersionState
+from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
+from service.errors import UnavailableError
+from service.http import v2_codec as codec
+from service.http.dependencies import (
+    answer_json,
+    decode_json,
+    inference_core,
+    parse_version,
+    read_request_body,
+    repository,
+    request_timeout_ms,
+    until_disconnected,
+)
+from service.http.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
+from service.http.json_io import JSONBody, JSONDocument
+
+router = APIRouter(
+    prefix="/v2", tags=["Open Inference Protocol (V2)"], default_response_class=JSONBody
+)
+
+_TENSOR_SCHEMA = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": list(BY_V2_NAME)},
+        "data": {"type": "array", "description": "flat (row-major) or nested"},
+        "parameters": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+_INFER_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": {"type": "string"}},
+                            },
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+                "example": {
+                    "id": "votes-1",
+                    "inputs": [
+                        {
+                            "name": "votes",
+                            "shape": [1, 16],
+                            "datatype": "FP32",
+                            "data": [1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1],
+                        }
+                    ],
+                },
+            }
+        },
+    }
+}
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> JSONBody:
+    return JSONBody({"name": "modelserve", "version": __version__, "extensions": []})
+
+
+@router.get(
+    "/models/{model}",
+    summary="Model metadata (newest available version)",
+    responses=METADATA_ERRORS,
+)
+async def model_metadata(model: str, request: Request) -> JSONBody:
+    repo = repository(request)
+    servable = repo.resolve(model)
+    versions = [str(v.version) for v in repo.statuses(model) if v.state == VersionState.AVAILABLE]
+    return _metadata(servable, versions)
+
+
+@router.get(
+    "/models/{model}/versions/{version}",
+    summary="Model metadata of one version",
+    responses=METADATA_ERRORS,
+)
+async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
+    servable = repository(request).resolve(model, version=parse_version(version))
+    return _metadata(servable, [str(servable.version)])
+
+
+def _metadata(servable: ServableVersion, versions: list[str]) -> JSONBody:
+    signature = servable.signature(DEFAULT_SIGNATURE)
+    return JSONBody(
+        {
+            "name": servable.model,
+            "versions": versions,
+            "platform": "tensorflow_savedmodel",
+            "inputs": [_tensor_metadata(t) for t in signature.inputs.values()],
+            "outputs": [_tensor_metadata(t) for t in signature.outputs.values()],
+        }
+    )
+
+
+def _tensor_metadata(tensor: TensorInfo) -> dict[str, Any]:
+    return {"name": tensor.name, "datatype": tensor.dtype.v2_name, "shape": tensor.v2_shape()}
+
+
+@router.get(
+    "/models/{model}/ready",
+    summary="Is the model ready (200) or not (503)?",
+    responses=STATUS_ERRORS,
+)
+async def model_ready(model: str, request: Request) -> JSONBody:
+    return _readiness(request, model, None)
+
+
+@router.get(
+    "/models/{model}/versions/{version}/ready",
+    summary="Is this version ready?",
+    responses=STATUS_ERRORS,
+)
+async def version_ready(model: str, version: str, request: Request) -> JSONBody:
+    return _readiness(request, model, parse_version(version))
+
+
+def _readiness(request: Request, model: str, version: int | None) -> JSONBody:
+    try:
+        repository(request).resolve(model, version)  # unknown model or version: 404
+    except UnavailableError:
+        return JSONBody({"name": model, "ready": False}, status_code=503)
+    return JSONBody({"name": model, "ready": True})
+
+
+@router.post(
+    "/models/{model}/infer",
+    summary="Inference (newest version)",
+    responses=INFER_ERRORS,
+    openapi_extra=_INFER_DOC,
+)
+async def model_infer(model: str, request: Request) -> Response:
+    return await _infer(request, model, None)
+
+
+@router.post(
+    "/models/{model}/versions/{version}/infer",
+    summary="Inference on one version",
+    responses=INFER_ERRORS,
+    openapi_extra=_INFER_DOC,
+)
+async def version_infer(model: str, version: str, request: Request) -> Response:
+    return await _infer(request, model, parse_version(version))
+
+
+async def _infer(request: Request, model: str, version: int | None) -> Response:
+    timeout_ms = request_timeout_ms(request)
+    async with inference_core(request).admit(ModelRef(model, version)) as call:
+        body = await read_request_body(request)
+        infer, signature_name, inputs = await decode_json(
+            request, body, lambda document: _decode_infer(document, call)
+        )
+        outputs = await until_disconnected(
+            request, call.predict(signature_name, inputs, infer.output_names, timeout_ms)
+        )
+    return await answer_json(
+        request,
+        outputs,
+        lambda: codec.encode_outputs(infer, outputs, call.model, call.version),
+    )
+
+
+def _decode_infer(
+    document: JSONDocument, call: Call
+) -> tuple[codec.InferRequest, str, dict[str, np.ndarray]]:
+    """The request's envelope, signature and input arrays (run where the body was parsed)."""
+    infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
+    signature = call.signature(infer.signature_name)
+    inputs = codec.decode_inputs(infer, signature)
+    codec.check_outputs(infer, signature)
+    return infer, signature.name, inputs
