@@ -71,7 +71,7 @@ def served_settings(
 ) -> Settings:
     """The Settings `serve` would run with, given `args` and `env` (no server is started)."""
     served: list[Settings] = []
-    monkeypatch.setattr(cli, "_run_server", lambda app, settings: served.append(settings))
+    monkeypatch.setattr(cli, "_run_server", lambda server: served.append(server.settings))
     result = CliRunner().invoke(cli.app, ["serve", *args], env=env)
     assert result.exit_code == 0, result.output
     (settings,) = served
