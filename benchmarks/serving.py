@@ -327,7 +327,7 @@ def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], p
                 if r.model == model and r.mode == mode
             )
             ax.plot(*zip(*points, strict=True), style, label=mode)
-        best = max(rate for _, rate, _ in ceilings.get(model, [(0, 0.0, 0.0)]))
+        best = max((rate for _, rate, _ in ceilings.get(model, [])), default=0.0)
         if best:
             ax.axhline(best, color="grey", lw=0.8, label="in-process ceiling")
         ax.set(title=model, xlabel="connections", ylabel="requests/s", xscale="log", yscale="log")

@@ -7,7 +7,7 @@ latency, batch size, request id). Rejections are read from the HTTP status every
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from service.errors import ServingError
 from service.logs import ACCESS_LOGGER
@@ -18,9 +18,8 @@ CLIENT_GONE = 499  # nginx's status for a client that closed before its answer
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
-@dataclass(frozen=True)
-class Finished:
-    """A request as it ended."""
+class Finished(NamedTuple):
+    """A request as it ended (a tuple: one is made per request)."""
 
     protocol: str  # tfserving_rest, v2_rest, task, grpc, other
     method: str  # the HTTP method, or "grpc"

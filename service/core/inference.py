@@ -17,8 +17,7 @@ the call (`timeout_ms`, else the model's default), to the batcher that enforces 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,10 +41,18 @@ class ModelRef:
 
 
 class Call:
-    """One admitted request's model version: its signatures, and runs on it."""
+    """One admitted request's model version: its signatures, and runs on it. An async context
+    manager that holds the version (an unload waits) while the request uses it."""
 
     def __init__(self, servable: ServableVersion) -> None:
         self.servable = servable
+
+    async def __aenter__(self) -> Call:
+        self.servable.enter()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.servable.leave()
 
     @property
     def model(self) -> str:
@@ -103,24 +110,18 @@ class InferenceCore:
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
 
-    @contextlib.asynccontextmanager
-    async def admit(
-        self, ref: ModelRef, *, method: classify_regress.Method | None = None
-    ) -> AsyncIterator[Call]:
+    def admit(self, ref: ModelRef, *, method: classify_regress.Method | None = None) -> Call:
         """Admits a request to the version it addresses, before its body is read: 404 for an
         unknown model, version or label, 503 while it is not ready, 429 when its queue is full
         (predict), 501 when the version serves no `method` (classify / regress, whose
-        signature's own queue is checked once it is known)."""
+        signature's own queue is checked once it is known). Use as `async with`: the version
+        is held until the block ends."""
         servable = self.repository.resolve(ref.model, ref.version, ref.label)
         if method is None:
             servable.check_capacity()
         else:
             classify_regress.capable_signatures(servable, method)
-        servable.enter()
-        try:
-            yield Call(servable)
-        finally:
-            servable.leave()
+        return Call(servable)
 
 
 def _refuse_empty_batch(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
