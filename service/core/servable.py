@@ -1,9 +1,7 @@
-"""A model version as the protocols see it: its state, its signatures, and `predict`.
-
-`ServableVersion.predict` is the seam between protocols and execution: protocols call it with
-validated numpy inputs and get numpy outputs back; behind it, the version's batcher (one per
-signature) queues, coalesces and runs the work on the version's instances. It also counts the
-requests holding the version, so a version being unloaded finishes what it accepted first.
+"""One model version: its state, its signatures, its instances and a batcher per signature
+(which queues, coalesces and runs the work on the instances; `service.core.inference` calls
+them). It also counts the requests holding the version, so a version being unloaded finishes
+what it accepted first.
 """
 
 from __future__ import annotations

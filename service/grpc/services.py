@@ -1,8 +1,8 @@
 """TF Serving's gRPC API (`tensorflow.serving.PredictionService`, `ModelService`) from the
 official protos of `tensorflow-serving-api`, so existing TF Serving clients work unchanged.
 
-The servicers share the REST protocols' repository, batchers and metrics: a gRPC Predict is
-one more caller of `ServableVersion.predict`, so it can share a batch with REST requests. Every
+The servicers share the REST protocols' inference core, batchers and metrics: a gRPC Predict is
+one more caller of `service.core.inference`, so it can share a batch with REST requests. Every
 failure is a `ServingError` whose canonical code is the gRPC status (NOT_FOUND,
 INVALID_ARGUMENT, RESOURCE_EXHAUSTED for a full queue, DEADLINE_EXCEEDED, UNAVAILABLE), and the
 client's deadline becomes the request's deadline in the batcher.

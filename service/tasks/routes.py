@@ -4,8 +4,8 @@ Each endpoint checks the addressed model can serve it (interface, labels, real w
 queue room before reading the body, parses and validates the body within the configured limits,
 turns it into the model's input (images decoded on the bounded decode pool of
 `service.tasks.image_decoding`, never on the event loop),
-and calls the model through the same `ServableVersion.predict` as the raw protocols, so task
-requests share batches with TF Serving and V2 requests.
+and calls the model through the same inference core (`service.core.inference`) as the raw
+protocols, so task requests share batches with TF Serving and V2 requests.
 """
 
 from __future__ import annotations
