@@ -16,6 +16,7 @@ from service.request_context import RequestRecord
 
 CLIENT_GONE = 499  # nginx's status for a client that closed before its answer
 access_log = logging.getLogger(ACCESS_LOGGER)
+log = logging.getLogger(__name__)
 
 
 class Finished(NamedTuple):
@@ -64,6 +65,6 @@ def log_failure(where: str, exc: ServingError) -> None:
     """The one rule for what a failure logs: overload and deadlines (503, 504) are expected and
     warned about, other server errors are errors, client errors are the access log's."""
     if exc.http_status in (503, 504):
-        logging.getLogger(__name__).warning("%s: %s", where, exc.message)
+        log.warning("%s: %s", where, exc.message)
     elif exc.http_status >= 500:
-        logging.getLogger(__name__).error("%s: %s", where, exc.message)
+        log.error("%s: %s", where, exc.message)

@@ -17,13 +17,12 @@ import numpy as np
 import tensorflow as tf
 
 from service.core.batching import ModelCall
+from service.core.decoding import CHUNK_ITEMS
 from service.core.dtypes import Arrays
 from service.core.signatures import Shape, Signature, read_signatures
 from service.errors import InvalidInputError, ModelFailureError, NotFoundError
 
 log = logging.getLogger(__name__)
-
-STRING_CHUNK = 65536  # strings converted to a tensor per GIL-holding call (a few ms)
 
 
 class LoadedModel:
@@ -153,12 +152,12 @@ def _tensor(array: np.ndarray) -> tf.Tensor:
     """`tf.constant(array)`; an array of millions of strings is converted a chunk at a time,
     handing the GIL over between chunks: TensorFlow converts Python strings in one call that
     holds it (0.1-0.3 s for 5 M), while the event loop waits."""
-    if array.dtype != object or array.size <= STRING_CHUNK:
+    if array.dtype != object or array.size <= CHUNK_ITEMS:
         return tf.constant(array)
     flat = array.reshape(-1)
     pieces = []
-    for start in range(0, flat.size, STRING_CHUNK):
-        pieces.append(tf.constant(flat[start : start + STRING_CHUNK]))
+    for start in range(0, flat.size, CHUNK_ITEMS):
+        pieces.append(tf.constant(flat[start : start + CHUNK_ITEMS]))
         time.sleep(0)  # the hand-over: see service.core.decoding.checkpoint
     return tf.reshape(tf.concat(pieces, axis=0), array.shape)
 
