@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from service.core.record import RequestRecord
 from service.errors import ServingError
 from service.logs import ACCESS_LOGGER
 from service.metrics import Metrics, rejection_reason
-from service.request_context import RequestRecord
 
 CLIENT_GONE = 499  # nginx's status for a client that closed before its answer
 access_log = logging.getLogger(ACCESS_LOGGER)

@@ -14,7 +14,8 @@ from tensorflow.core.framework import types_pb2
 
 from service.core.dtypes import BY_TF_NAME, BY_V2_NAME, DTYPES, from_tf_name, from_v2_name
 from service.core.signatures import Shape, TensorInfo
-from service.core.tensors import check_shape, decode_tensor, encode_strings, shape_fits
+from service.core.tensors import decode_tensor, encode_strings
+from service.core.validation import check_shape, shape_fits
 from service.errors import InvalidInputError
 
 # The Open Inference Protocol's tensor datatypes and the TF DataType each one must map to,

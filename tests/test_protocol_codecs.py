@@ -17,6 +17,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 
 from service.core.dtypes import from_v2_name
 from service.core.signatures import DEFAULT_SIGNATURE, PREDICT_METHOD, Shape, Signature, TensorInfo
+from service.core.validation import check_call, check_outputs
 from service.errors import InvalidInputError
 from service.http import tfserving_codec as tfs
 from service.http import v2_codec as v2
@@ -108,7 +109,10 @@ def test_tfs_row_format_flag_and_row_count() -> None:
 
 
 def tfs_decode(body: dict[str, Any], signature: Signature) -> dict[str, np.ndarray]:
-    return tfs.decode_inputs(tfs.parse_predict_request(body), signature)
+    """Decoded, then checked by the inference core as every request is."""
+    arrays = tfs.decode_inputs(tfs.parse_predict_request(body), signature)
+    check_call(signature, arrays)
+    return arrays
 
 
 def test_tfs_row_format_single_input_list_of_values() -> None:
@@ -424,7 +428,10 @@ def test_v2_parse_keeps_id_and_output_names() -> None:
 
 
 def v2_decode(*tensors: dict[str, Any], signature: Signature = ONE_INPUT) -> dict[str, Any]:
-    return v2.decode_inputs(v2.parse_infer_request({"inputs": list(tensors)}), signature)
+    """Decoded, then checked by the inference core as every request is."""
+    arrays = v2.decode_inputs(v2.parse_infer_request({"inputs": list(tensors)}), signature)
+    check_call(signature, arrays)
+    return arrays
 
 
 def fp32_x(shape: Any, data: Any, **extra: Any) -> dict[str, Any]:
@@ -486,7 +493,7 @@ def test_v2_unknown_datatype_lists_valid_names() -> None:
 def test_v2_unknown_input() -> None:
     tensor = {"name": "image", "shape": [1], "datatype": "FP32", "data": [1]}
     message = error_of(v2_decode, tensor)
-    assert "unknown input 'image'" in message
+    assert "unknown input(s) ['image']" in message
     assert "['x']" in message
 
 
@@ -575,10 +582,13 @@ def test_v2_scalar_shape() -> None:
 
 def test_v2_check_outputs() -> None:
     signature = make_signature({"x": ("FP32", None)}, {"y": ("FP32", None), "z": ("FP32", None)})
-    v2.check_outputs(v2.parse_infer_request(v2_body(outputs=[{"name": "z"}])), signature)
-    v2.check_outputs(v2.parse_infer_request(v2_body()), signature)
-    request = v2.parse_infer_request(v2_body(outputs=[{"name": "y"}, {"name": "w"}]))
-    message = error_of(v2.check_outputs, request, signature)
+
+    def check(body: dict[str, Any]) -> None:
+        check_outputs(signature, v2.parse_infer_request(body).output_names)
+
+    check(v2_body(outputs=[{"name": "z"}]))
+    check(v2_body())
+    message = error_of(check, v2_body(outputs=[{"name": "y"}, {"name": "w"}]))
     assert "unknown output(s) ['w']" in message
     assert "['y', 'z']" in message
 

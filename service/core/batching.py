@@ -41,8 +41,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service import request_context
 from service.core.dtypes import Arrays
+from service.core.record import RequestRecord
 from service.core.serving_config import BatchingConfig
 from service.errors import (
     DeadlineExceededError,
@@ -279,26 +279,32 @@ class Batcher:
         raise QueueFullError(f"model {self.name} has {why}; retry shortly")
 
     async def submit(
-        self, inputs: dict[str, np.ndarray], deadline: float, outputs: Sequence[str] = ()
+        self,
+        inputs: dict[str, np.ndarray],
+        deadline: float,
+        outputs: Sequence[str] = (),
+        record: RequestRecord | None = None,
     ) -> Arrays:
         """Queues one request (any number of rows) and returns its own rows of the `outputs`
-        it names (all when empty; its batch may hold more, wanted by others)."""
+        it names (all when empty; its batch may hold more, wanted by others). The size of the
+        batch that ran it goes in `record`."""
+        record = record or RequestRecord("")
         self.check_capacity()
         rows = _batch_rows(inputs)
         wanted = tuple(outputs)
         if rows is None or not self.config.enabled:
             self.stats.requests += 1
-            return await self._run_alone(inputs, rows or 1, deadline, wanted)
+            return await self._run_alone(inputs, rows or 1, deadline, wanted, record)
         self._admit(rows, deadline)
         self.stats.requests += 1
         chunks = self._enqueue(inputs, rows, deadline, wanted)
         loop = asyncio.get_running_loop()
         if len(chunks) == 1:
-            return await self._wait(chunks[0], loop)
+            return await self._wait(chunks[0], loop, record)
         # if a chunk fails, the others are cancelled rather than run for nobody
         try:
             async with asyncio.TaskGroup() as group:
-                waits = [group.create_task(self._wait(chunk, loop)) for chunk in chunks]
+                waits = [group.create_task(self._wait(chunk, loop, record)) for chunk in chunks]
         except ExceptionGroup as failed:  # the first chunk's error is the request's error
             raise failed.exceptions[0] from None
         finally:  # chunks whose wait was cancelled before it began
@@ -406,7 +412,9 @@ class Batcher:
         self._ensure_dispatcher()
         return chunks
 
-    async def _wait(self, pending: _Pending, loop: asyncio.AbstractEventLoop) -> Arrays:
+    async def _wait(
+        self, pending: _Pending, loop: asyncio.AbstractEventLoop, record: RequestRecord
+    ) -> Arrays:
         try:
             outputs = await asyncio.wait_for(
                 asyncio.shield(pending.future), max(0.0, pending.deadline - loop.time())
@@ -424,7 +432,7 @@ class Batcher:
                 self._leave_queue(pending)
                 self.stats.cancelled += 1
             raise
-        request_context.note_batch_size(pending.batch_rows)
+        record.batch_size = pending.batch_rows
         return outputs
 
     def _leave_queue(self, pending: _Pending) -> None:
@@ -438,7 +446,8 @@ class Batcher:
         inputs: dict[str, np.ndarray],
         rows: int,
         deadline: float,
-        outputs: tuple[str, ...] = (),
+        outputs: tuple[str, ...],
+        record: RequestRecord,
     ) -> Arrays:
         """No batching (disabled, or inputs without a common batch dimension): one call."""
         loop = asyncio.get_running_loop()
@@ -464,7 +473,7 @@ class Batcher:
                 self.running_rows -= rows
         finally:
             await self.pool.release(index)
-        request_context.note_batch_size(rows)
+        record.batch_size = rows
         return results
 
     # -- dispatcher ------------------------------------------------------------------------

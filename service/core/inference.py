@@ -3,16 +3,17 @@ protocol, with no HTTP or gRPC in it.
 
 An adapter (TF Serving REST and gRPC, V2, the task API) parses its wire format around it:
 
-    async with core.admit(ModelRef(model, version, label)) as call:  # 404 / 503 / 429
-        ...read the body...                                          # only once admitted
-        signature = call.signature(name)                             # 400: unknown signature
-        inputs = decode(body, signature)                             # the protocol's codec
-        outputs = await call.predict(signature.name, inputs, wanted, timeout_ms)
+    async with core.admit(ModelRef(model, version, label), record) as call:  # 404 / 503 / 429
+        ...read the body...                                    # only once admitted
+        signature = call.signature(name)                       # 400: unknown signature
+        inputs = decode(body, signature)                       # the protocol's codec
+        outputs = await call.predict(signature.name, inputs, wanted, timeout_ms)  # 400: invalid
     ...encode outputs...
 
 The version is resolved once, at admission, and held until the block ends: an unload waits for
 the request, and the request runs on the version it was admitted to. Its deadline travels with
-the call (`timeout_ms`, else the model's default), to the batcher that enforces it.
+the call (`timeout_ms`, else the model's default), to the batcher that enforces it. What the
+request resolved and the batch it ran in are written to the transport's `RequestRecord`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import numpy as np
 from service.core import classify_regress
 from service.core.batching import deadline_from
 from service.core.dtypes import Arrays
+from service.core.record import RequestRecord
 from service.core.repository import ModelRepository
 from service.core.servable import ServableVersion
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
-from service.errors import InvalidInputError
+from service.core.validation import check_call
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class Call:
     """One admitted request's model version: its signatures, and runs on it. An async context
     manager that holds the version (an unload waits) while the request uses it."""
 
-    def __init__(self, servable: ServableVersion) -> None:
+    def __init__(self, servable: ServableVersion, record: RequestRecord) -> None:
         self.servable = servable
+        self.record = record
 
     async def __aenter__(self) -> Call:
         self.servable.enter()
@@ -78,11 +81,12 @@ class Call:
         outputs: Sequence[str] = (),
         timeout_ms: float | None = None,
     ) -> Arrays:
-        """The signature's `outputs` (all when empty) on validated inputs, through its batcher;
-        `timeout_ms` overrides the model's default deadline."""
-        _refuse_empty_batch(self.signature(signature), inputs)
+        """The signature's `outputs` (all when empty) on inputs validated against it, through
+        its batcher; `timeout_ms` overrides the model's default deadline."""
+        check_call(self.signature(signature), inputs, outputs)
         deadline = deadline_from(timeout_ms, self.servable.config.batching.timeout_ms)
-        results = await self.servable.batcher(signature).submit(dict(inputs), deadline, outputs)
+        batcher = self.servable.batcher(signature)
+        results = await batcher.submit(dict(inputs), deadline, outputs, self.record)
         return {key: results[key] for key in outputs} if outputs else results
 
     def example_signature(
@@ -105,32 +109,47 @@ class Call:
 
 
 class InferenceCore:
-    """Admission and runs, over the model repository (one per server: `service.server`)."""
+    """Admission and runs, over the model repository (one per server: `service.server`). The
+    only code that resolves what a request addresses."""
 
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
 
-    def admit(self, ref: ModelRef, *, method: classify_regress.Method | None = None) -> Call:
+    def admit(
+        self,
+        ref: ModelRef,
+        record: RequestRecord,
+        *,
+        method: classify_regress.Method | None = None,
+    ) -> Call:
         """Admits a request to the version it addresses, before its body is read: 404 for an
         unknown model, version or label, 503 while it is not ready, 429 when its queue is full
         (predict), 501 when the version serves no `method` (classify / regress, whose
         signature's own queue is checked once it is known). Use as `async with`: the version
         is held until the block ends."""
-        servable = self.repository.resolve(ref.model, ref.version, ref.label)
+        servable = self.resolve(ref, record)
         if method is None:
             servable.check_capacity()
         else:
             classify_regress.capable_signatures(servable, method)
-        return Call(servable)
+        return Call(servable, record)
 
+    def resolve(self, ref: ModelRef, record: RequestRecord) -> ServableVersion:
+        """The AVAILABLE version `ref` addresses (metadata), noted on the request's record."""
+        try:
+            servable = self.repository.resolve(ref.model, ref.version, ref.label)
+        finally:
+            self._note_model(ref.model, record)
+        record.version = servable.version
+        return servable
 
-def _refuse_empty_batch(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """400 for a batch of no rows, whatever the protocol: a model computes nothing useful on
-    it, and its kernels fail on the empty dimension with messages about internal tensors."""
-    for name, array in inputs.items():
-        spec = signature.inputs.get(name)
-        batched = spec is None or spec.shape is None or (spec.shape and spec.shape[0] is None)
-        if batched and array.ndim and array.shape[0] == 0:
-            raise InvalidInputError(
-                f"input {name!r} is an empty batch (0 rows): send at least one instance"
-            )
+    def statuses(self, ref: ModelRef, record: RequestRecord) -> list[ServableVersion]:
+        """Every version of the model, or the one `ref` addresses (status routes)."""
+        try:
+            return self.repository.statuses(ref.model, ref.version, ref.label)
+        finally:
+            self._note_model(ref.model, record)
+
+    def _note_model(self, model: str, record: RequestRecord) -> None:
+        if model in self.repository.model_names():  # bounded metric labels: served names only
+            record.model = model

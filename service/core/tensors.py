@@ -18,7 +18,7 @@ import numpy as np
 
 from service.core.decoding import MixedKindsError, asarray, object_array
 from service.core.dtypes import DType
-from service.core.signatures import Shape, TensorInfo
+from service.core.signatures import TensorInfo
 from service.errors import InvalidInputError
 
 MAX_DIMENSIONS = 64  # numpy's limit on an array's rank
@@ -47,22 +47,6 @@ def _holds_boolean(value: Any) -> bool:
             return any(type(item) is bool for item in value)
         return any(_holds_boolean(item) for item in value)
     return type(value) is bool
-
-
-def check_shape(array: np.ndarray, spec: TensorInfo, *, what: str) -> None:
-    """400 unless the array's shape fits the signature's (None dimensions match any size)."""
-    if not shape_fits(array.shape, spec.shape):
-        raise InvalidInputError(
-            f"{what}: expected shape {spec.shape_text()}, got {list(array.shape)}"
-        )
-
-
-def shape_fits(shape: tuple[int, ...], expected: Shape) -> bool:
-    if expected is None:
-        return True
-    return len(shape) == len(expected) and all(
-        want is None or want == got for got, want in zip(shape, expected, strict=True)
-    )
 
 
 def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:

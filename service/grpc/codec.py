@@ -20,7 +20,7 @@ from tensorflow.core.framework import tensor_pb2, types_pb2
 from service.core.decoding import object_array
 from service.core.dtypes import from_tf_name
 from service.core.signatures import Signature
-from service.core.tensors import check_shape
+from service.core.validation import check_names
 from service.errors import InvalidInputError
 from service.grpc.message_split import Strings
 
@@ -51,14 +51,7 @@ def decode_inputs(
     """The inputs as arrays; `split_strings` holds the `string_val` of inputs whose strings were
     taken out of a large message (`service.grpc.message_split`)."""
     split_strings = split_strings or {}
-    given, expected = set(inputs), set(signature.inputs)
-    if given != expected:
-        missing, unknown = sorted(expected - given), sorted(given - expected)
-        raise InvalidInputError(
-            f"signature {signature.name!r} takes inputs {sorted(expected)}"
-            + (f"; missing {missing}" if missing else "")
-            + (f"; unknown {unknown}" if unknown else "")
-        )
+    check_names(signature, inputs)
     return {
         name: decode_tensor(inputs[name], signature, name, split_strings.get(name))
         for name in signature.inputs
@@ -99,11 +92,8 @@ def decode_tensor(
     _check_value_count(proto, spec.dtype.tf_name, elements, shape, what, string_count)
     if spec.dtype.is_string:  # TensorFlow would convert millions of them in one GIL hold
         if split_strings is None:
-            strings = object_array(proto.string_val).reshape(shape)
-        else:
-            strings = split_strings.array().reshape(shape)
-        check_shape(strings, spec, what=what)
-        return strings
+            return object_array(proto.string_val).reshape(shape)
+        return split_strings.array().reshape(shape)
     try:
         array: np.ndarray = tf.make_ndarray(proto)
     except OverflowError:  # int_val / half_val are int32 on the wire, wider than int8 or half
@@ -112,7 +102,6 @@ def decode_tensor(
         ) from None
     except (ValueError, TypeError) as exc:
         raise InvalidInputError(f"{what}: malformed TensorProto: {exc}") from None
-    check_shape(array, spec, what=what)
     return array
 
 

@@ -33,11 +33,12 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from service import request_context
 from service.core import classify_regress
 from service.core.decoding import Decoder
 from service.core.inference import Call, InferenceCore, ModelRef
+from service.core.record import RequestRecord
 from service.core.servable import ServableVersion
+from service.core.validation import check_outputs
 from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -82,7 +83,6 @@ class CallRunner:
         max_message_bytes: int,
     ) -> None:
         self.core = core
-        self.repository = core.repository
         self.metrics = metrics
         self.decoder = decoder
         self.splitter = splitter
@@ -113,15 +113,18 @@ class CallRunner:
         return await self.decoder.run(len(raw), parse)
 
     async def run(
-        self, context: grpc.aio.ServicerContext, route: str, work: Callable[[], Awaitable[T]]
+        self,
+        context: grpc.aio.ServicerContext,
+        route: str,
+        work: Callable[[RequestRecord], Awaitable[T]],
     ) -> T:
         """Runs one call's `work`; a failure aborts the call with its gRPC status."""
         started = time.perf_counter()
         request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "")
-        record, token = request_context.begin(str(request_id)[:128] or "-")
+        record = RequestRecord(str(request_id)[:128] or "-")
         code, status = grpc.StatusCode.OK, 200
         try:
-            return await work()
+            return await work(record)
         except ServingError as exc:
             code, status = grpc.StatusCode[exc.code], exc.http_status
             log_failure(route, exc)
@@ -140,7 +143,6 @@ class CallRunner:
             await context.abort(code, f"internal error: {type(exc).__name__}")
             raise
         finally:
-            request_context.end(token)
             seconds = time.perf_counter() - started
             finished = Finished("grpc", "grpc", route, route, code.name, status, seconds)
             observe(self.metrics, record, finished)
@@ -229,13 +231,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Takes and returns the messages serialized (see `add_services`): grpc.aio would
         parse and serialize them on the event loop."""
         route = f"/{PREDICTION_SERVICE}/Predict"
-        return await self._calls.run(context, route, lambda: self._predict(request, context))
+        return await self._calls.run(
+            context, route, lambda record: self._predict(request, context, record)
+        )
 
-    async def _predict(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def _predict(
+        self, raw: bytes, context: grpc.aio.ServicerContext, record: RequestRecord
+    ) -> bytes:
         decoder = self._calls.decoder
         request, split_strings = await self._calls.parse(predict_pb2.PredictRequest, raw)
         message_split.check_predict(request)
-        async with self._calls.core.admit(_addressed(request.model_spec)) as call:
+        async with self._calls.core.admit(_addressed(request.model_spec), record) as call:
             signature = call.signature(request.model_spec.signature_name)
             call.check_rows(signature.name, grpc_codec.declared_rows(request.inputs))
             inputs = await decoder.run(
@@ -243,12 +249,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 lambda: grpc_codec.decode_inputs(request.inputs, signature, split_strings),
             )
             wanted = list(request.output_filter)
-            unknown = sorted(set(wanted) - set(signature.outputs))
-            if unknown:
-                raise InvalidInputError(
-                    f"output_filter names unknown outputs {unknown}; outputs: "
-                    f"{sorted(signature.outputs)}"
-                )
+            check_outputs(signature, wanted, field="output_filter")
             _check_wanted(context)  # the model is the costliest stage: not for nobody
             outputs = await call.predict(signature.name, inputs, wanted, _timeout_ms(context))
         size = sum(array.nbytes for array in outputs.values())
@@ -265,18 +266,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         route = f"/{PREDICTION_SERVICE}/GetModelMetadata"
-        return await self._calls.run(context, route, lambda: self._metadata(request))
+        return await self._calls.run(context, route, lambda record: self._metadata(request, record))
 
     async def _metadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, record: RequestRecord
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         fields = set(request.metadata_field)
         if fields != {"signature_def"}:
             raise InvalidInputError(
                 f"metadata_field must be ['signature_def'], got {sorted(fields)}"
             )
-        ref = _addressed(request.model_spec)
-        servable = self._calls.repository.resolve(ref.model, ref.version, ref.label)
+        servable = self._calls.core.resolve(_addressed(request.model_spec), record)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in servable.signatures.items():
             signatures.signature_def[name].CopyFrom(signature.definition)
@@ -294,7 +294,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Serialized messages, as Predict's."""
         route = f"/{PREDICTION_SERVICE}/Classify"
         return await self._calls.run(
-            context, route, lambda: self._examples(request, context, "classify")
+            context, route, lambda record: self._examples(request, context, "classify", record)
         )
 
     async def Regress(  # noqa: N802
@@ -303,14 +303,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         """Serialized messages, as Predict's."""
         route = f"/{PREDICTION_SERVICE}/Regress"
         return await self._calls.run(
-            context, route, lambda: self._examples(request, context, "regress")
+            context, route, lambda record: self._examples(request, context, "regress", record)
         )
 
     async def _examples(
-        self, raw: bytes, context: grpc.aio.ServicerContext, method: classify_regress.Method
+        self,
+        raw: bytes,
+        context: grpc.aio.ServicerContext,
+        method: classify_regress.Method,
+        record: RequestRecord,
     ) -> bytes:
         kind = _EXAMPLE_METHODS[method]
-        call, signature_name, outputs, count = await self._run_examples(kind, raw, context, method)
+        call, signature_name, outputs, count = await self._run_examples(
+            kind, raw, context, method, record
+        )
         spec = _answered_spec(call, signature_name)
         response: classification_pb2.ClassificationResponse | regression_pb2.RegressionResponse
         if method == "classify":
@@ -332,11 +338,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         raw: bytes,
         context: grpc.aio.ServicerContext,
         method: classify_regress.Method,
+        record: RequestRecord,
     ) -> tuple[Call, str, dict[str, np.ndarray], int]:
         """Runs a Classify/Regress request's examples: (call, signature, outputs, count)."""
         request, split_strings = await self._calls.parse(kind, raw)
         ref = _addressed(request.model_spec)
-        async with self._calls.core.admit(ref, method=method) as call:
+        async with self._calls.core.admit(ref, record, method=method) as call:
             target = call.example_signature(request.model_spec.signature_name, method)
             split_examples = split_strings.get(message_split.EXAMPLES)
             rows = classify_regress.example_count(request.input, split_examples)
@@ -349,7 +356,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return call, target.signature.name, outputs, len(serialized)
 
     async def MultiInference(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        async def refuse() -> None:
+        async def refuse(record: RequestRecord) -> None:
             raise UnimplementedError("MultiInference is not implemented by modelserve; use Predict")
 
         await self._calls.run(context, f"/{PREDICTION_SERVICE}/MultiInference", refuse)
@@ -365,13 +372,12 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> get_model_status_pb2.GetModelStatusResponse:
         route = f"/{MODEL_SERVICE}/GetModelStatus"
-        return await self._calls.run(context, route, lambda: self._status(request))
+        return await self._calls.run(context, route, lambda record: self._status(request, record))
 
     async def _status(
-        self, request: get_model_status_pb2.GetModelStatusRequest
+        self, request: get_model_status_pb2.GetModelStatusRequest, record: RequestRecord
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        ref = _addressed(request.model_spec)
-        versions = self._calls.repository.statuses(ref.model, ref.version, ref.label)
+        versions = self._calls.core.statuses(_addressed(request.model_spec), record)
         response = get_model_status_pb2.GetModelStatusResponse()
         for servable in versions:
             status = response.model_version_status.add(
@@ -383,7 +389,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return response
 
     async def HandleReloadConfigRequest(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
-        async def refuse() -> None:
+        async def refuse(record: RequestRecord) -> None:
             raise UnimplementedError(
                 "reloading the config over gRPC is not supported; the server rescans its model "
                 "directories by itself, and REST `POST /admin/reload` rescans them at once"

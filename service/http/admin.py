@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from service.auth import ADMIN_DISABLED, ADMIN_GRANTED
 from service.core.repository import ModelView
 from service.core.serving_config import ModelConfig
-from service.http.dependencies import repository
+from service.http.dependencies import repository, request_record
 from service.http.error_docs import NOT_FOUND, error_responses
 from service.http.json_io import JSONBody
 
@@ -55,7 +55,9 @@ async def unload(request: Request, model: str) -> JSONBody:
     """Frees the model's memory: each version unloads once the requests holding it finish
     (state UNLOADING, then END), and the model stays unloaded whatever appears on disk. Its
     requests get 503 meanwhile; readiness ignores it, so the replica stays in rotation."""
-    return JSONBody(_listing(repository(request).unload_model(model)))
+    listing = _listing(repository(request).unload_model(model))
+    request_record(request).model = model  # a served model: unload_model 404s otherwise
+    return JSONBody(listing)
 
 
 @router.post(
@@ -63,7 +65,9 @@ async def unload(request: Request, model: str) -> JSONBody:
 )
 async def load(request: Request, model: str) -> JSONBody:
     """The model's versions (per its version policy) load again; their state says how far."""
-    return JSONBody(_listing(repository(request).load_model(model)))
+    listing = _listing(repository(request).load_model(model))
+    request_record(request).model = model
+    return JSONBody(listing)
 
 
 @router.get("/config", summary="The effective serving config, without file-system paths")

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import numpy as np
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.responses import Response
 
 from service.core.decoding import Decoder
 from service.core.inference import InferenceCore
+from service.core.record import RequestRecord
 from service.core.repository import ModelRepository
 from service.errors import ClientGoneError, InvalidInputError
 from service.http.body import read_body
@@ -36,8 +37,19 @@ def repository(request: Request) -> ModelRepository:
     return server(request).parts.repository
 
 
-def inference_core(request: Request) -> InferenceCore:
+async def _inference_core(request: Request) -> InferenceCore:
     return server(request).parts.core
+
+
+# What the protocol routes run requests on (an async dependency: a plain `def` one would cost
+# every request a hop to FastAPI's thread pool).
+Core = Annotated[InferenceCore, Depends(_inference_core)]
+
+RECORD_KEY = "modelserve.record"  # where `service.http.middleware` puts the request's record
+
+
+def request_record(request: Request) -> RequestRecord:
+    return cast(RequestRecord, request.scope[RECORD_KEY])
 
 
 def lifecycle(request: Request) -> Lifecycle:

@@ -12,7 +12,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import request_context
+from service.core.record import RequestRecord
+from service.http.dependencies import RECORD_KEY
 from service.metrics import Metrics
 from service.observer import CLIENT_GONE, Finished, observe
 
@@ -34,7 +35,7 @@ class RequestObserver:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
-        record, token = request_context.begin(request_id)
+        record = scope[RECORD_KEY] = RequestRecord(request_id)
         status = 500  # unless a response starts
         gone = False  # the client disconnected before the response started
         responded = False
@@ -60,15 +61,12 @@ class RequestObserver:
             # the client went away mid-body: nothing to answer, nothing went wrong here
             gone = True
         finally:
-            request_context.end(token)
             # whatever the app made of the disconnect (a 400 for a cut-off body, say), nobody
             # read it: the client is gone (499), never a server error
             final = CLIENT_GONE if gone else status
             self._record(scope, record, final, time.perf_counter() - started)
 
-    def _record(
-        self, scope: Scope, record: request_context.RequestRecord, status: int, seconds: float
-    ) -> None:
+    def _record(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
         route = _CONVERTOR.sub(r"{\1}", getattr(scope.get("route"), "path", UNMATCHED_ROUTE))
         protocol = next((p for prefix, p in _PROTOCOLS if route.startswith(prefix)), "other")
         finished = Finished(

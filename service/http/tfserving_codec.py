@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
-from service.core.tensors import check_shape, decode_tensor
+from service.core.tensors import decode_tensor
+from service.core.validation import check_names
 from service.errors import InvalidInputError
 from service.http.json_io import json_array
 
@@ -61,15 +62,16 @@ def decode_inputs(request: PredictRequest, signature: Signature) -> dict[str, np
         columns = _rows_to_columns(request.body["instances"], signature)
     else:
         columns = _named_columns(request.body["inputs"], signature)
-    arrays = {}
-    for name, value in columns.items():
-        spec = signature.inputs[name]
-        what = f"input {name!r}"
-        arrays[name] = decode_tensor(
-            value, spec, what=what, allow_b64=True, booleans_possible=request.booleans_possible
+    return {
+        name: decode_tensor(
+            value,
+            signature.inputs[name],
+            what=f"input {name!r}",
+            allow_b64=True,
+            booleans_possible=request.booleans_possible,
         )
-        check_shape(arrays[name], spec, what=what)
-    return arrays
+        for name, value in columns.items()
+    }
 
 
 def _rows_to_columns(instances: Any, signature: Signature) -> dict[str, Any]:
@@ -89,13 +91,13 @@ def _columns_of_objects(instances: list[Any], signature: Signature) -> dict[str,
                 f"instances[{index}]: the signature has inputs {sorted(expected)}, so every "
                 "instance must be an object keyed by input name"
             )
-        _check_names(set(item), signature, where=f"instances[{index}]")
+        check_names(signature, item, where=f"instances[{index}]")
     return {name: [item[name] for item in instances] for name in signature.inputs}
 
 
 def _named_columns(inputs: Any, signature: Signature) -> dict[str, Any]:
     if _is_named_object(inputs):
-        _check_names(set(inputs), signature, where="'inputs'")
+        check_names(signature, inputs, where="'inputs'")
         return {name: inputs[name] for name in signature.inputs}
     if len(signature.inputs) != 1:
         raise InvalidInputError(
@@ -109,21 +111,6 @@ def _named_columns(inputs: Any, signature: Signature) -> dict[str, Any]:
 def _is_named_object(value: Any) -> bool:
     """An {input: value} object, as opposed to a {"b64": ...} value."""
     return isinstance(value, dict) and set(value) != {"b64"}
-
-
-def _check_names(given: set[str], signature: Signature, *, where: str) -> None:
-    expected = set(signature.inputs)
-    missing, unknown = sorted(expected - given), sorted(given - expected)
-    if missing or unknown:
-        problems = []
-        if missing:
-            problems.append(f"missing input(s) {missing}")
-        if unknown:
-            problems.append(f"unknown input(s) {unknown}")
-        raise InvalidInputError(
-            f"{where}: {' and '.join(problems)}; signature {signature.name!r} takes "
-            f"{sorted(expected)}"
-        )
 
 
 def encode_outputs(

@@ -24,13 +24,13 @@ from service.core.servable import ServableVersion
 from service.errors import NotFoundError
 from service.http import tfserving_codec as codec
 from service.http.dependencies import (
+    Core,
     answer_json,
     decode_json,
-    inference_core,
     parse_version,
     read_request_body,
     read_request_json,
-    repository,
+    request_record,
     request_timeout_ms,
     until_disconnected,
 )
@@ -116,13 +116,13 @@ _PREDICT_DOC: dict[str, Any] = {
 @router.get(
     "/{model:tfs_target}", summary="Status of every version of a model", responses=STATUS_ERRORS
 )
-async def model_status(model: str, request: Request) -> JSONBody:
+async def model_status(model: str, request: Request, core: Core) -> JSONBody:
     if ":" in model:  # a method name mistyped, or a GET meant as a POST
         raise NotFoundError(
             f"no model {model[:200]!r}: model names have no ':'; call a model with "
             "POST /v1/models/<model>:predict (or :classify / :regress)"
         )
-    return _status(request, model, None)
+    return _status(request, core, ModelRef(model))
 
 
 @router.get(
@@ -130,8 +130,8 @@ async def model_status(model: str, request: Request) -> JSONBody:
     summary="Status of one version",
     responses=STATUS_ERRORS,
 )
-async def version_status(model: str, version: str, request: Request) -> JSONBody:
-    return _status(request, model, parse_version(version))
+async def version_status(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    return _status(request, core, ModelRef(model, parse_version(version)))
 
 
 @router.get(
@@ -139,12 +139,12 @@ async def version_status(model: str, version: str, request: Request) -> JSONBody
     summary="Status of the version a label points to",
     responses=STATUS_ERRORS,
 )
-async def label_status(model: str, label: str, request: Request) -> JSONBody:
-    return _status(request, model, repository(request).label_version(model, label))
+async def label_status(model: str, label: str, request: Request, core: Core) -> JSONBody:
+    return _status(request, core, ModelRef(model, label=label))
 
 
-def _status(request: Request, model: str, version: int | None) -> JSONBody:
-    versions = repository(request).statuses(model, version)
+def _status(request: Request, core: Core, ref: ModelRef) -> JSONBody:
+    versions = core.statuses(ref, request_record(request))
     return JSONBody({"model_version_status": [_version_status(v) for v in versions]})
 
 
@@ -164,8 +164,8 @@ def _version_status(servable: ServableVersion) -> dict[str, Any]:
     summary="Signature defs of the newest available version",
     responses=METADATA_ERRORS,
 )
-async def model_metadata(model: str, request: Request) -> JSONBody:
-    return _metadata(repository(request).resolve(model))
+async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
+    return _metadata(core.resolve(ModelRef(model), request_record(request)))
 
 
 @router.get(
@@ -173,8 +173,9 @@ async def model_metadata(model: str, request: Request) -> JSONBody:
     summary="Signature defs of one version",
     responses=METADATA_ERRORS,
 )
-async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
-    return _metadata(repository(request).resolve(model, version=parse_version(version)))
+async def version_metadata(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    ref = ModelRef(model, parse_version(version))
+    return _metadata(core.resolve(ref, request_record(request)))
 
 
 @router.get(
@@ -182,8 +183,8 @@ async def version_metadata(model: str, version: str, request: Request) -> JSONBo
     summary="Signature defs of a labelled version",
     responses=METADATA_ERRORS,
 )
-async def label_metadata(model: str, label: str, request: Request) -> JSONBody:
-    return _metadata(repository(request).resolve(model, label=label))
+async def label_metadata(model: str, label: str, request: Request, core: Core) -> JSONBody:
+    return _metadata(core.resolve(ModelRef(model, label=label), request_record(request)))
 
 
 def _metadata(servable: ServableVersion) -> JSONBody:
@@ -209,9 +210,9 @@ def _metadata(servable: ServableVersion) -> JSONBody:
     responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
 )
-async def model_method(model_method: str, request: Request) -> Response:
+async def model_method(model_method: str, request: Request, core: Core) -> Response:
     model, method = _split_method(model_method)
-    return await _call(request, method, model)
+    return await _call(request, core, method, ModelRef(model))
 
 
 @router.post(
@@ -220,9 +221,9 @@ async def model_method(model_method: str, request: Request) -> Response:
     responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
 )
-async def version_method(model: str, version_method: str, request: Request) -> Response:
+async def version_method(model: str, version_method: str, request: Request, core: Core) -> Response:
     version, method = _split_method(version_method)
-    return await _call(request, method, model, version=parse_version(version))
+    return await _call(request, core, method, ModelRef(model, parse_version(version)))
 
 
 @router.post(
@@ -231,9 +232,9 @@ async def version_method(model: str, version_method: str, request: Request) -> R
     responses=PREDICT_ERRORS,
     openapi_extra=_PREDICT_DOC,
 )
-async def label_method(model: str, label_method: str, request: Request) -> Response:
+async def label_method(model: str, label_method: str, request: Request, core: Core) -> Response:
     label, method = _split_method(label_method)
-    return await _call(request, method, model, label=label)
+    return await _call(request, core, method, ModelRef(model, label=label))
 
 
 def _split_method(segment: str) -> tuple[str, str]:
@@ -245,18 +246,11 @@ def _split_method(segment: str) -> tuple[str, str]:
     return target, method
 
 
-async def _call(
-    request: Request,
-    method: str,
-    model: str,
-    version: int | None = None,
-    label: str | None = None,
-) -> Response:
-    ref = ModelRef(model, version, label)
+async def _call(request: Request, core: Core, method: str, ref: ModelRef) -> Response:
     if method != "predict":
-        return await _call_examples(request, cast(classify_regress.Method, method), ref)
+        return await _call_examples(request, core, cast(classify_regress.Method, method), ref)
     timeout_ms = request_timeout_ms(request)
-    async with inference_core(request).admit(ref) as call:  # before reading the body
+    async with core.admit(ref, request_record(request)) as call:  # before reading the body
         body = await read_request_body(request)
         predict, signature_name, inputs = await decode_json(
             request, body, lambda document: _decode_predict(document, call), allow_non_finite=True
@@ -283,11 +277,12 @@ def _decode_predict(
 
 
 async def _call_examples(
-    request: Request, method: classify_regress.Method, ref: ModelRef
+    request: Request, core: Core, method: classify_regress.Method, ref: ModelRef
 ) -> Response:
     """:classify / :regress: tf.Example features in JSON, TF Serving's `result` out."""
     timeout_ms = request_timeout_ms(request)
-    async with inference_core(request).admit(ref, method=method) as call:  # 501 before the body
+    record = request_record(request)
+    async with core.admit(ref, record, method=method) as call:  # 501 before the body
         signature_name, serialized = await read_request_json(
             request,
             lambda document: classify_regress.serialized_from_json(document.data),

@@ -16,7 +16,8 @@ import numpy as np
 
 from service.core.dtypes import BY_TF_NAME, from_v2_name
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
-from service.core.tensors import check_shape, decode_tensor
+from service.core.tensors import decode_tensor
+from service.core.validation import check_names
 from service.errors import InvalidInputError, ModelFailureError
 from service.http.json_io import json_array
 
@@ -73,26 +74,19 @@ def _output_names(outputs: Any) -> list[str]:
 
 
 def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
+    names: list[str] = []
     for index, tensor in enumerate(request.tensors):
         name = tensor.get("name")
         if not isinstance(name, str):
             raise InvalidInputError(f"inputs[{index}]: 'name' must be a string")
-        if name not in signature.inputs:
-            raise InvalidInputError(
-                f"unknown input {name!r}; signature {signature.name!r} takes "
-                f"{sorted(signature.inputs)}"
-            )
-        if name in arrays:
+        if name in names:
             raise InvalidInputError(f"input {name!r} is given twice")
-        arrays[name] = _decode_tensor(tensor, signature, name, request.booleans_possible)
-    missing = sorted(set(signature.inputs) - set(arrays))
-    if missing:
-        raise InvalidInputError(
-            f"missing input(s) {missing}; signature {signature.name!r} takes "
-            f"{sorted(signature.inputs)}"
-        )
-    return arrays
+        names.append(name)
+    check_names(signature, names)
+    return {
+        name: _decode_tensor(tensor, signature, name, request.booleans_possible)
+        for name, tensor in zip(names, request.tensors, strict=True)
+    }
 
 
 def _decode_tensor(
@@ -127,11 +121,9 @@ def _decode_tensor(
             f"{what}: shape {shape} holds {math.prod(shape)} elements but 'data' has {flat.size}"
         )
     try:
-        array = flat.reshape(shape)
+        return flat.reshape(shape)
     except ValueError as exc:  # e.g. more dimensions than numpy allows
         raise InvalidInputError(f"{what}: shape {shape} cannot be used: {exc}") from None
-    check_shape(array, spec, what=what)
-    return array
 
 
 def _shape(shape: Any, what: str) -> list[int]:
@@ -142,15 +134,6 @@ def _shape(shape: Any, what: str) -> list[int]:
             f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"
         )
     return shape
-
-
-def check_outputs(request: InferRequest, signature: Signature) -> None:
-    unknown = sorted(set(request.output_names) - set(signature.outputs))
-    if unknown:
-        raise InvalidInputError(
-            f"unknown output(s) {unknown}; signature {signature.name!r} has "
-            f"{sorted(signature.outputs)}"
-        )
 
 
 def encode_outputs(

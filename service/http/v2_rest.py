@@ -20,12 +20,12 @@ from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
 from service.errors import UnavailableError
 from service.http import v2_codec as codec
 from service.http.dependencies import (
+    Core,
     answer_json,
     decode_json,
-    inference_core,
     parse_version,
     read_request_body,
-    repository,
+    request_record,
     request_timeout_ms,
     until_disconnected,
 )
@@ -98,10 +98,11 @@ async def server_metadata() -> JSONBody:
     summary="Model metadata (newest available version)",
     responses=METADATA_ERRORS,
 )
-async def model_metadata(model: str, request: Request) -> JSONBody:
-    repo = repository(request)
-    servable = repo.resolve(model)
-    versions = [str(v.version) for v in repo.statuses(model) if v.state == VersionState.AVAILABLE]
+async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
+    record = request_record(request)
+    servable = core.resolve(ModelRef(model), record)
+    statuses = core.statuses(ModelRef(model), record)
+    versions = [str(v.version) for v in statuses if v.state == VersionState.AVAILABLE]
     return _metadata(servable, versions)
 
 
@@ -110,8 +111,9 @@ async def model_metadata(model: str, request: Request) -> JSONBody:
     summary="Model metadata of one version",
     responses=METADATA_ERRORS,
 )
-async def version_metadata(model: str, version: str, request: Request) -> JSONBody:
-    servable = repository(request).resolve(model, version=parse_version(version))
+async def version_metadata(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    ref = ModelRef(model, parse_version(version))
+    servable = core.resolve(ref, request_record(request))
     return _metadata(servable, [str(servable.version)])
 
 
@@ -137,8 +139,8 @@ def _tensor_metadata(tensor: TensorInfo) -> dict[str, Any]:
     summary="Is the model ready (200) or not (503)?",
     responses=STATUS_ERRORS,
 )
-async def model_ready(model: str, request: Request) -> JSONBody:
-    return _readiness(request, model, None)
+async def model_ready(model: str, request: Request, core: Core) -> JSONBody:
+    return _readiness(request, core, ModelRef(model))
 
 
 @router.get(
@@ -146,16 +148,16 @@ async def model_ready(model: str, request: Request) -> JSONBody:
     summary="Is this version ready?",
     responses=STATUS_ERRORS,
 )
-async def version_ready(model: str, version: str, request: Request) -> JSONBody:
-    return _readiness(request, model, parse_version(version))
+async def version_ready(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    return _readiness(request, core, ModelRef(model, parse_version(version)))
 
 
-def _readiness(request: Request, model: str, version: int | None) -> JSONBody:
+def _readiness(request: Request, core: Core, ref: ModelRef) -> JSONBody:
     try:
-        repository(request).resolve(model, version)  # unknown model or version: 404
+        core.resolve(ref, request_record(request))  # unknown model or version: 404
     except UnavailableError:
-        return JSONBody({"name": model, "ready": False}, status_code=503)
-    return JSONBody({"name": model, "ready": True})
+        return JSONBody({"name": ref.model, "ready": False}, status_code=503)
+    return JSONBody({"name": ref.model, "ready": True})
 
 
 @router.post(
@@ -164,8 +166,8 @@ def _readiness(request: Request, model: str, version: int | None) -> JSONBody:
     responses=INFER_ERRORS,
     openapi_extra=_INFER_DOC,
 )
-async def model_infer(model: str, request: Request) -> Response:
-    return await _infer(request, model, None)
+async def model_infer(model: str, request: Request, core: Core) -> Response:
+    return await _infer(request, core, ModelRef(model))
 
 
 @router.post(
@@ -174,13 +176,13 @@ async def model_infer(model: str, request: Request) -> Response:
     responses=INFER_ERRORS,
     openapi_extra=_INFER_DOC,
 )
-async def version_infer(model: str, version: str, request: Request) -> Response:
-    return await _infer(request, model, parse_version(version))
+async def version_infer(model: str, version: str, request: Request, core: Core) -> Response:
+    return await _infer(request, core, ModelRef(model, parse_version(version)))
 
 
-async def _infer(request: Request, model: str, version: int | None) -> Response:
+async def _infer(request: Request, core: Core, ref: ModelRef) -> Response:
     timeout_ms = request_timeout_ms(request)
-    async with inference_core(request).admit(ModelRef(model, version)) as call:
+    async with core.admit(ref, request_record(request)) as call:
         body = await read_request_body(request)
         infer, signature_name, inputs = await decode_json(
             request, body, lambda document: _decode_infer(document, call)
@@ -201,6 +203,4 @@ def _decode_infer(
     """The request's envelope, signature and input arrays (run where the body was parsed)."""
     infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
     signature = call.signature(infer.signature_name)
-    inputs = codec.decode_inputs(infer, signature)
-    codec.check_outputs(infer, signature)
-    return infer, signature.name, inputs
+    return infer, signature.name, codec.decode_inputs(infer, signature)

@@ -33,9 +33,10 @@ from service.errors import (
     UnsupportedMediaTypeError,
 )
 from service.http.dependencies import (
+    Core,
     image_decoder,
-    inference_core,
     read_request_json,
+    request_record,
     request_timeout_ms,
     settings,
     until_disconnected,
@@ -132,11 +133,11 @@ class Answered:
     responses=ERRORS,
     openapi_extra=schemas.json_body_doc(schemas.DigitArrays, **schemas.FILES_CONTENT),
 )
-async def digits(request: Request, version: VersionQuery = None) -> Any:
+async def digits(request: Request, core: Core, version: VersionQuery = None) -> Any:
     """Upload photos or drawings of digits (any size, dark ink on light paper or light on dark)
     as `file` fields; each is converted to MNIST's format (grayscale, ink white on black, fit to
     20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format."""
-    async with _admitted(request, DIGITS, version) as admitted:
+    async with _admitted(request, core, DIGITS, version) as admitted:
         if not (is_multipart(request) or _is_json(request)):
             sent = request.headers.get("content-type")
             raise UnsupportedMediaTypeError(
@@ -177,12 +178,13 @@ async def digits(request: Request, version: VersionQuery = None) -> Any:
 )
 async def images(
     request: Request,
+    core: Core,
     version: VersionQuery = None,
     top_k: Annotated[int, Query(ge=1, le=1000, description="Classes per image.")] = 5,
 ) -> Any:
     """Upload photos (JPEG, PNG, GIF, BMP or WebP, any size) as `file` fields; each answer lists
     the `top_k` most probable classes."""
-    async with _admitted(request, IMAGES, version) as admitted:
+    async with _admitted(request, core, IMAGES, version) as admitted:
         uploads = await _read_uploads(request, admitted.limits)
         batch = await _decode_uploads(request, admitted, uploads, _imagenet_image)
         answered = await _predict(request, admitted, batch)
@@ -211,9 +213,9 @@ async def images(
     responses=ERRORS,
     openapi_extra=schemas.json_body_doc(schemas.SentimentRequest),
 )
-async def sentiment(request: Request, version: VersionQuery = None) -> Any:
+async def sentiment(request: Request, core: Core, version: VersionQuery = None) -> Any:
     """Raw review texts in; per text the label and the probability that it is positive."""
-    async with _admitted(request, SENTIMENT, version) as admitted:
+    async with _admitted(request, core, SENTIMENT, version) as admitted:
         limits = admitted.limits
         body = await _read_json(request, schemas.SentimentRequest)
         _check_items(len(body.texts), limits)
@@ -246,10 +248,10 @@ async def sentiment(request: Request, version: VersionQuery = None) -> Any:
     responses=ERRORS,
     openapi_extra=schemas.json_body_doc(schemas.PartyRequest),
 )
-async def party(request: Request, version: VersionQuery = None) -> Any:
+async def party(request: Request, core: Core, version: VersionQuery = None) -> Any:
     """Per member, the votes by bill name ("y", "n", "?"); a bill left out counts as not
     voting, as in the UCI data the model was trained on."""
-    async with _admitted(request, PARTY, version) as admitted:
+    async with _admitted(request, core, PARTY, version) as admitted:
         body = await _read_json(request, schemas.PartyRequest)
         _check_items(len(body.votes), admitted.limits)
         bills = _vote_columns(admitted.call.servable)
@@ -283,15 +285,16 @@ class Admitted:
 
 
 @contextlib.asynccontextmanager
-async def _admitted(request: Request, task: Task, version: int | None) -> AsyncIterator[Admitted]:
+async def _admitted(
+    request: Request, core: Core, task: Task, version: int | None
+) -> AsyncIterator[Admitted]:
     """404/409/429/503 before the body is read: the model must be there, fit, and have room;
     the version is held until the block ends."""
-    core = inference_core(request)
     if task.how_to_serve and task.model not in core.repository.model_names():
         raise NotFoundError(f"model {task.model!r} is not served: {task.how_to_serve}")
     timeout_ms = request_timeout_ms(request)
     limits = settings(request)
-    async with core.admit(ModelRef(task.model, version)) as call:
+    async with core.admit(ModelRef(task.model, version), request_record(request)) as call:
         yield Admitted(task, call, task.check(call.servable, limits), limits, timeout_ms)
 
 

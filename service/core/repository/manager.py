@@ -25,7 +25,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from service import request_context
 from service.core.batching import BatchObserver
 from service.core.placement import DeviceSetup
 from service.core.repository.loaders import LocalLoader, load_failure
@@ -181,13 +180,12 @@ class ModelRepository:
         return [model.view() for model in self._models.values()]
 
     def _model(self, name: str) -> _Model:
-        """A served model (404 otherwise); notes the model on the current request."""
+        """A served model (404 otherwise)."""
         try:
             model = self._models[name]
         except KeyError:
             served = ", ".join(self._models) or "none"
             raise NotFoundError(f"model {name!r} is not served; models: {served}") from None
-        request_context.note_model(name)
         return model
 
     def statuses(
@@ -229,7 +227,6 @@ class ModelRepository:
                 raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
             version = max(entry.serving)
         if version in entry.serving:
-            request_context.note_model(model, version)
             return entry.serving[version]
         known = entry.versions.get(version)
         if known is not None and known.state in _SETTLING:
