@@ -190,7 +190,23 @@ def train(
 @settings_options("model_base_path")
 def models(**options: Any) -> None:
     """List the model repository: names, versions and model-card metrics."""
-    _print_repository(given_settings(options).model_base_path)
+    base_path = given_settings(options).model_base_path
+    names = model_names(base_path)
+    if not names:
+        _fail(f"no models under {base_path.resolve()}", code=1)
+    table = Table(title=f"model repository {base_path.resolve()}")
+    table.add_column("model")
+    table.add_column("version", justify="right")
+    table.add_column("metrics (from the model card)", no_wrap=True)
+    table.add_column("created")
+    for name in names:
+        for version in existing_versions(base_path / name):
+            card = read_model_card(base_path / name / str(version))
+            metrics = _format_metrics(card.get("metrics", {})) if card else "(no model card)"
+            if card.get("weights") == "random":
+                metrics = "[red]RANDOM WEIGHTS[/red]\n" + metrics
+            table.add_row(name, str(version), metrics, card.get("created", "")[:10])
+    console.print(table)
 
 
 @app.command()
@@ -265,25 +281,6 @@ def _run_server(server: ModelServer) -> None:
         **uvicorn_tls_options(settings),  # HTTPS with tls_cert_file / tls_key_file
     )
     DrainingServer(config, server).run()
-
-
-def _print_repository(base_path: Path) -> None:
-    names = model_names(base_path)
-    if not names:
-        _fail(f"no models under {base_path.resolve()}", code=1)
-    table = Table(title=f"model repository {base_path.resolve()}")
-    table.add_column("model")
-    table.add_column("version", justify="right")
-    table.add_column("metrics (from the model card)", no_wrap=True)
-    table.add_column("created")
-    for name in names:
-        for version in existing_versions(base_path / name):
-            card = read_model_card(base_path / name / str(version))
-            metrics = _format_metrics(card.get("metrics", {})) if card else "(no model card)"
-            if card.get("weights") == "random":
-                metrics = "[red]RANDOM WEIGHTS[/red]\n" + metrics
-            table.add_row(name, str(version), metrics, card.get("created", "")[:10])
-    console.print(table)
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:

@@ -39,11 +39,17 @@ class ServingConfigError(ValueError):
     """A serving config that cannot be used; the message names the file and every bad key."""
 
 
-class VersionPolicy(BaseModel):
+class _FileModel(BaseModel):
+    """A part of the config file: an unknown (misspelt) key is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class VersionPolicy(_FileModel):
     """Which versions on disk are served; in a file `{latest: 2}`, `all` (or `{all: {}}`,
     `{all: true}`) or `{specific: [1, 3]}`, as in TF Serving. `VersionPolicy()` is `latest 1`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["latest", "all", "specific"] = "latest"
     num_versions: StrictInt = 1
@@ -116,19 +122,14 @@ class VersionPolicy(BaseModel):
         return available
 
     def describe(self) -> str:
-        """`latest 2`, `all` or `specific [1, 3]`."""
-        if self.kind == "latest":
-            return f"latest {self.num_versions}"
-        if self.kind == "specific":
-            return f"specific {list(self.versions)}"
-        return "all"
+        """The file form in words: `latest 2`, `all` or `specific [1, 3]`."""
+        form = self._to_file_form()
+        return form if isinstance(form, str) else " ".join(f"{k} {v}" for k, v in form.items())
 
 
-class BatchingConfig(BaseModel):
+class BatchingConfig(_FileModel):
     """Per-model dynamic batching: queued requests are taken together whenever an instance is
     free, padded to the next allowed size and run as one model call."""
-
-    model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
     """False: one model call per request, still with the queue bound."""
@@ -181,10 +182,8 @@ class BatchingConfig(BaseModel):
         return (*sizes, self.max_batch_size)
 
 
-class PlacementConfig(BaseModel):
+class PlacementConfig(_FileModel):
     """`instances` copies of the model, spread over the devices `device` picks."""
-
-    model_config = ConfigDict(extra="forbid")
 
     device: str = "auto"
     """auto (GPUs for large models when there are any, else the CPU), cpu, gpu, gpu:N, cpu:N."""
@@ -203,11 +202,9 @@ _GRPC_SCHEMES = {"dns", "ipv4", "ipv6", "unix"}
 """gRPC name-resolver schemes a backend target may use."""
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(_FileModel):
     """A remote TF Serving-compatible gRPC endpoint that runs the model; the gateway keeps the
     protocols, task API, batching, metrics and health. Versions and signatures are its own."""
-
-    model_config = ConfigDict(extra="forbid")
 
     grpc: str
     """host:port or a gRPC target (`dns:///svc:8500`); batches go round-robin over its
@@ -248,10 +245,8 @@ def _in_config_dir(path: Path, info: ValidationInfo) -> Path:
     return path if config_dir is None else (Path(config_dir) / path).absolute()
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(_FileModel):
     """One served model: its name (in URLs), where its versions live, and which to serve."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str
     base_path: Path
@@ -325,9 +320,7 @@ class ModelConfig(BaseModel):
         return self
 
 
-class ServingConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ServingConfig(_FileModel):
     models: list[ModelConfig]
     source: str
     """Where the config came from (for status and logs), e.g. "models/serving.yaml"."""
