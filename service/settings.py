@@ -106,9 +106,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(50_000, ge=1)
     """Longest review accepted by /api/v1/sentiment, in characters (413 beyond)."""
     allow_random_weights: bool = False
-    """Let /api/v1/images answer from a `resnet50` exported with random weights
-    (`modelserve train resnet50 --weights none`); its labels are meaningless, so without this
-    the endpoint answers 409. For load tests only."""
+    """Let /api/v1/images answer from a `resnet50` with random weights (`modelserve train
+    resnet50 --weights none`), whose labels are meaningless (else 409). For load tests only."""
 
     # -- access control and transport security
     api_keys: SecretStr | None = None
@@ -117,7 +116,7 @@ class Settings(BaseSettings):
     page, the API docs, health and metrics (see `auth_health`, `auth_metrics`)."""
     api_keys_file: Path | None = None
     """File of API keys, one a line, blank lines and `#` comments ignored (e.g. a mounted
-    Kubernetes Secret); taken together with MODELSERVE_API_KEYS. Read at start-up."""
+    Kubernetes Secret), read at start-up; taken together with MODELSERVE_API_KEYS."""
     auth_health: bool = False
     """Require a key for health endpoints too (default: public, for probes)."""
     auth_metrics: bool = False
