@@ -24,8 +24,7 @@ if TYPE_CHECKING:
     from service.core.serving_config import ServingConfig
     from service.server import ModelServer
 
-# TensorFlow's C++ start-up chatter hides the output people came for; TF_CPP_MIN_LOG_LEVEL
-# set by the user still wins.
+# TensorFlow's C++ start-up chatter hides the output people came for (the user's value wins).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
@@ -34,43 +33,27 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-# soft_wrap: long messages (paths, URLs) are left for the terminal to wrap, not cut at 80.
-err_console = Console(stderr=True, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)  # long paths and URLs are not cut at 80
 Command = TypeVar("Command", bound=Callable[..., None])
 
-# The jobs of `modelserve train` (training.jobs imports no TensorFlow until one runs); built
-# from JOBS, so mypy cannot see its members.
+# training.jobs imports no TensorFlow until a job runs; built from JOBS, so mypy sees no members.
 JobName = StrEnum("JobName", {name: name for name in (*JOBS, "all")})  # type: ignore[misc]
 
 
-# Settings `serve` offers as options (the others are environment variables only). Each option's
-# flag (the field's name: --poll-interval-seconds), help, default and variable come from Settings.
+# Settings `serve` offers as options (the others are environment variables only).
 SERVE_OPTIONS = (
-    "host",
-    "port",
-    "grpc_port",
-    "model_base_path",
-    "config",
-    "model_config_file",
-    "log_level",
-    "log_format",
-    "poll_interval_seconds",
-    "allow_random_weights",
-    "api_keys_file",
-    "tls_cert_file",
-    "tls_key_file",
-    "tls_ca_file",
+    *("host", "port", "grpc_port", "model_base_path", "config", "model_config_file"),
+    *("log_level", "log_format", "poll_interval_seconds", "allow_random_weights"),
+    *("api_keys_file", "tls_cert_file", "tls_key_file", "tls_ca_file"),
 )
 FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag names
 
 
 def settings_options(*names: str) -> Callable[[Command], Command]:
-    """Give `command(**options)` one option per Settings field in `names`, from the field.
-
-    An option not given is None (a flag: False), so Settings resolves it from MODELSERVE_* or
-    its default; a given value is passed on as the string typed, so Settings alone parses and
-    validates values (typer never reads the variable: the help only names it).
-    """
+    """Give `command(**options)` one option per Settings field in `names`: flag, help, default
+    and variable come from the field. An option not given is None (a flag: False), so Settings
+    resolves it from MODELSERVE_* or its default; Settings alone parses the strings typed (typer
+    never reads the variable: the help only names it)."""
 
     def option(name: str) -> inspect.Parameter:
         field = Settings.model_fields[name]
@@ -93,8 +76,7 @@ def settings_options(*names: str) -> Callable[[Command], Command]:
             annotation=Annotated[bool if flag else str | None, info],
         )
 
-    def decorate(command: Command) -> Command:
-        # typer reads a command's options from its signature
+    def decorate(command: Command) -> Command:  # typer reads the options from the signature
         signature = inspect.Signature([option(name) for name in names])
         command.__signature__ = signature  # type: ignore[attr-defined]
         return command
@@ -111,8 +93,7 @@ def _metavar(annotation: Any) -> str:
 
 
 def given_settings(options: dict[str, Any]) -> Settings:
-    """Settings from the options given on the command line, the others from MODELSERVE_* or
-    their defaults."""
+    """Settings from the options given, the others from MODELSERVE_* or their defaults."""
     try:
         return Settings(**{k: v for k, v in options.items() if v not in (None, False)})
     except ValidationError as exc:
@@ -200,7 +181,7 @@ def train(
             failures += 1
             continue
         console.print(f"[green]exported[/green] {exported}")
-        _print_metrics(read_model_card(exported))
+        console.print(_format_metrics(read_model_card(exported).get("metrics", {})))
     if failures:
         raise typer.Exit(code=2)
 
@@ -209,7 +190,23 @@ def train(
 @settings_options("model_base_path")
 def models(**options: Any) -> None:
     """List the model repository: names, versions and model-card metrics."""
-    _print_repository(given_settings(options).model_base_path)
+    base_path = given_settings(options).model_base_path
+    names = model_names(base_path)
+    if not names:
+        _fail(f"no models under {base_path.resolve()}", code=1)
+    table = Table(title=f"model repository {base_path.resolve()}")
+    table.add_column("model")
+    table.add_column("version", justify="right")
+    table.add_column("metrics (from the model card)", no_wrap=True)
+    table.add_column("created")
+    for name in names:
+        for version in existing_versions(base_path / name):
+            card = read_model_card(base_path / name / str(version))
+            metrics = _format_metrics(card.get("metrics", {})) if card else "(no model card)"
+            if card.get("weights") == "random":
+                metrics = "[red]RANDOM WEIGHTS[/red]\n" + metrics
+            table.add_row(name, str(version), metrics, card.get("created", "")[:10])
+    console.print(table)
 
 
 @app.command()
@@ -241,9 +238,9 @@ def serve(**options: Any) -> None:
     _run_server(ModelServer(settings, serving_config))
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = 2) -> NoReturn:
     err_console.print(f"[red]error:[/red] {escape(message)}")
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=code)
 
 
 def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> None:
@@ -286,26 +283,6 @@ def _run_server(server: ModelServer) -> None:
     DrainingServer(config, server).run()
 
 
-def _print_repository(base_path: Path) -> None:
-    names = model_names(base_path)
-    if not names:
-        err_console.print(f"[red]error:[/red] no models under {escape(str(base_path.resolve()))}")
-        raise typer.Exit(code=1)
-    table = Table(title=f"model repository {base_path.resolve()}")
-    table.add_column("model")
-    table.add_column("version", justify="right")
-    table.add_column("metrics (from the model card)", no_wrap=True)
-    table.add_column("created")
-    for name in names:
-        for version in existing_versions(base_path / name):
-            card = read_model_card(base_path / name / str(version))
-            metrics = _format_metrics(card.get("metrics", {})) if card else "(no model card)"
-            if card.get("weights") == "random":
-                metrics = "[red]RANDOM WEIGHTS[/red]\n" + metrics
-            table.add_row(name, str(version), metrics, card.get("created", "")[:10])
-    console.print(table)
-
-
 def _format_metrics(metrics: dict[str, Any]) -> str:
     """Scalar metrics only; fractions of one read better as percentages."""
     parts = []
@@ -315,7 +292,3 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
         shown = f"{value:.2%}" if isinstance(value, float) and 0 <= value <= 1 else f"{value}"
         parts.append(f"{key}={shown}")
     return "\n".join(parts)
-
-
-def _print_metrics(card: dict[str, Any]) -> None:
-    console.print(_format_metrics(card.get("metrics", {})))

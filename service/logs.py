@@ -1,5 +1,4 @@
-"""Logging: JSON lines (one object per line: time, level, logger, message, and the fields a
-record carries, such as the access log's) or plain text for a terminal."""
+"""Logging as JSON lines (time, level, logger, message and the record's `fields`) or text."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Server settings: `MODELSERVE_*` environment variables; those in `service.cli.SERVE_OPTIONS`
-are also `serve` flags, with the field's docstring as their --help.
-
-What is served (models, version policies, labels, batching) lives in the serving config file
-(`service.core.serving_config`); these are the process-wide knobs.
-"""
+"""Process-wide settings (docs/serving.md): `MODELSERVE_*` variables; those in
+`service.cli.SERVE_OPTIONS` are also `serve` flags, with the field's docstring as their --help."""
 
 from __future__ import annotations
 
@@ -29,187 +25,114 @@ class Settings(BaseSettings):
 
     host: str = "0.0.0.0"
     """Interface to listen on (0.0.0.0: every interface, as a container needs)."""
-
     port: int = Field(8501, ge=0, le=65535)
     """REST port (TF Serving's default 8501; 0 picks a free port)."""
-
     grpc_port: int = Field(8500, ge=0, le=65535)
     """gRPC port (TF Serving's default 8500; 0 picks a free port): TF Serving's
     PredictionService and ModelService, grpc.health.v1 and server reflection."""
-
     grpc_max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    """Largest gRPC message, in either direction (a float ResNet50 batch of 32 is ~19 MB)."""
-
+    """Largest gRPC message, either direction (a float ResNet50 batch of 32 is ~19 MB)."""
     model_base_path: Path = Path("models")
     """Model repository: <path>/<name>/<version>/. Without a config file every model in it is
     served with the newest version."""
-
     config: Path | None = None
     """Serving config file (YAML or TOML): models, version policies, labels, batching."""
-
     model_config_file: Path | None = None
     """TF Serving's own model_config_list text file, as an alternative to `config`."""
-
     log_level: LogLevel = "info"
     """Log level of the server and its access log."""
-
     log_format: LogFormat = "json"
     """`json`: one JSON object per line (access log: method, route, model, version, status,
     latency, batch size, request id), for log collectors; `text`: for a terminal."""
-
     poll_interval_seconds: float = Field(2.0, ge=0)
     """How often the repository is scanned for new and removed versions (0: only at start)."""
-
     load_threads: int = Field(2, ge=1)
-    """Threads loading and warming up model versions (never the event loop)."""
-
+    """Threads loading and warming up model versions."""
     inference_threads: int = Field(default_factory=lambda: max(2, available_cpus()), ge=1)
-    """Threads running model calls (TensorFlow itself parallelises each call further).
-    Default: the CPUs available (the container's CPU limit counts), at least 2."""
-
+    """Threads running model calls. Default: the CPUs available, at least 2."""
     intra_op_threads: int = Field(default_factory=available_cpus, ge=1)
-    """TensorFlow threads within one op (a matrix product). Default: the CPUs available,
-    taking the container's CPU limit into account (`os.cpu_count()` would see the node)."""
-
+    """TensorFlow threads within one op. Default: the CPUs available (the container's limit)."""
     inter_op_threads: int = Field(default_factory=lambda: min(2, available_cpus()), ge=1)
     """TensorFlow threads running independent ops of one call in parallel."""
-
     drain_seconds: int = Field(25, ge=0, le=3600)
-    """On SIGTERM: readiness turns 503 and new requests are refused (503); requests admitted
-    before (REST and gRPC, running or queued) may take this long to finish, then the rest are
-    answered 503 and the process exits. Keep the pod's terminationGracePeriodSeconds above
-    preStop + this."""
-
+    """On SIGTERM: how long admitted requests may take to finish before the rest get 503 and
+    the process exits (keep terminationGracePeriodSeconds above preStop + this)."""
     virtual_devices: int = Field(0, ge=0, le=64)
-    """Split the CPU into this many logical devices (0/1: one). Lets placement of several
-    instances be exercised and tested on a machine without GPUs."""
-
+    """Split the CPU into this many logical devices (0/1: one), to exercise placement."""
     gpu_memory_limit_mb: int | None = Field(None, ge=64)
     """Cap on the memory TensorFlow takes per GPU (default: grow as needed)."""
-
     auto_gpu_min_mb: float = Field(20.0, ge=0)
     """`device: auto` puts models whose variables are at least this large on GPUs."""
-
     echo: bool = False
-    """Benchmark only: answer zeros shaped like each model's outputs without running the model,
-    to measure the HTTP/JSON path alone. Never use in production."""
-
+    """Benchmark only: answer zeros shaped like the outputs without running the model."""
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    """Largest request body accepted (413 beyond): a 224x224x3 float batch of 32 is ~30 MB of
-    JSON."""
+    """Largest request body accepted (413 beyond); a 224x224x3 float batch of 32 is ~30 MB."""
 
     # -- HTTP connection limits (service.http.limits), enforced before a request reaches the app
-
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    """Largest request line plus headers of one request, in bytes (431 beyond), counted as they
-    arrive, before they are parsed or any key is checked."""
-
+    """Largest request line plus headers (431 beyond), counted as they arrive."""
     max_header_count: int = Field(100, ge=8, le=10_000)
     """Most headers in one request (431 beyond)."""
-
     header_timeout_seconds: float = Field(10.0, gt=0, le=3600)
-    """Time a connection has to send a request's complete headers, from opening (or from its
-    previous response): 408 and closed after it; a connection that sent nothing is closed."""
-
+    """Time to send a request's complete headers, from opening or the previous response (408)."""
     body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
-    """Longest pause while a request body arrives (between two reads); the connection is then
-    closed and the request counted as client_gone (499)."""
-
+    """Longest pause between two reads of a body; then closed and counted client_gone (499)."""
     max_connections: int = Field(1000, ge=1, le=1_000_000)
-    """Open HTTP connections served at once: a request on one beyond is answered 503 (with
-    Retry-After) and its connection closed. Keep below the process' file descriptor limit."""
-
+    """Open HTTP connections served at once (503 with Retry-After beyond, then closed)."""
     grpc_max_concurrent_rpcs: int = Field(1000, ge=1, le=1_000_000)
-    """gRPC calls handled at once; calls beyond are answered RESOURCE_EXHAUSTED at once (with a
-    detail, counted in modelserve_grpc_refused_total)."""
-
+    """gRPC calls handled at once (RESOURCE_EXHAUSTED beyond)."""
     follow_version_symlinks: bool = False
-    """Serve a version folder that is a symbolic link (it may point anywhere, outside the
-    model base path too). Default: such folders are ignored, with the reason in the log and in
-    /api/v1/models."""
-
+    """Serve a version folder that is a symbolic link (it may point anywhere)."""
     decode_threads: int = Field(2, ge=1)
-    """Threads decoding large request bodies (JSON, gRPC messages) and encoding large answers,
-    so that the event loop (REST, gRPC, health probes) never waits for them."""
-
+    """Threads decoding large bodies and encoding large answers, off the event loop."""
     decode_memory_bytes: int = Field(1024 * 1024 * 1024, ge=1024 * 1024)
-    """Memory that large bodies being decoded may take at once, estimated at 32 times their
-    size (every JSON number becomes a Python object): by default one 60 MB body at a time, or
-    many small ones. Beyond it requests wait; once as much again waits, they are refused (429)."""
-
+    """Memory bodies being decoded may take at once, estimated at 32 times their size; beyond
+    it requests wait, and once as much again waits they are refused (429)."""
     decode_inline_bytes: int = Field(64 * 1024, ge=0)
-    """Bodies and answers up to this size are decoded on the event loop: faster than a thread
-    hop, and too small to delay anyone."""
+    """Bodies and answers up to this size are decoded on the event loop (cheaper than a hop)."""
 
-    # -- task API limits (/api/v1/...), all checked before any decoding or model work --------
-
+    # -- task API limits (/api/v1/...), all checked before any decoding or model work
     max_upload_files: int = Field(16, ge=1)
-    """Files per task API upload request (413 beyond)."""
-
+    """Files per upload request (413 beyond)."""
     max_items: int = Field(256, ge=1)
-    """Items (texts, vote records, 28x28 arrays) per task API JSON request (413 beyond)."""
-
+    """Items (texts, vote records, 28x28 arrays) per JSON request (413 beyond)."""
     max_image_pixels: int = Field(40_000_000, ge=1)
-    """Largest uploaded image in pixels, read from its header before it is decoded (413
-    beyond): a guard against decompression bombs. 40 MP holds any phone photo."""
-
+    """Largest image, read from its header before decoding (413 beyond; decompression bombs)."""
     image_decode_threads: int = Field(default_factory=available_cpus, ge=1)
-    """Uploaded images decoded at once (task API), on their own threads. Default: the CPUs
-    available, taking the container's CPU limit into account."""
-
+    """Images decoded at once. Default: the CPUs available."""
     max_decode_pixels: int | None = Field(None, ge=1)
-    """Pixels of uploaded images being decoded at once, over all requests: decoding costs
-    about 12 bytes per pixel (a 40 MP image ~480 MB). An image waits until its pixels fit, at
-    most until its request's deadline (504). At least `max_image_pixels`. Default: 4 times
-    `max_image_pixels` (160 MP, ~2 GB)."""
-
+    """Pixels decoded at once over all requests (~12 bytes each); an image waits until its
+    pixels fit, at most until its deadline (504). Default: 4 * max_image_pixels."""
     max_text_chars: int = Field(50_000, ge=1)
-    """Longest review accepted by /api/v1/sentiment, in characters (413 beyond); the longest
-    IMDB review has about 14,000."""
-
+    """Longest review accepted by /api/v1/sentiment, in characters (413 beyond)."""
     allow_random_weights: bool = False
-    """Let /api/v1/images answer from a `resnet50` exported with random weights
-    (`modelserve train resnet50 --weights none`); its labels are meaningless, so without this
-    the endpoint answers 409. For load tests only."""
+    """Let /api/v1/images answer from a `resnet50` with random weights (`modelserve train
+    resnet50 --weights none`), whose labels are meaningless (else 409). For load tests only."""
 
-    # -- access control and transport security --
-
+    # -- access control and transport security
     api_keys: SecretStr | None = None
-    """API keys, comma-separated (`MODELSERVE_API_KEYS`; never logged). With keys (here or in
-    `api_keys_file`) REST and gRPC calls need `Authorization: Bearer <key>` or
-    `X-API-Key: <key>` (401 / UNAUTHENTICATED otherwise), except the web page, the API docs,
-    health and metrics (see `auth_health`, `auth_metrics`). Default: no keys, no checks."""
-
+    """API keys, comma-separated (never logged). With keys, REST and gRPC calls need
+    `Authorization: Bearer <key>` or `X-API-Key: <key>` (401 / UNAUTHENTICATED), except the web
+    page, the API docs, health and metrics (see `auth_health`, `auth_metrics`)."""
     api_keys_file: Path | None = None
     """File of API keys, one a line, blank lines and `#` comments ignored (e.g. a mounted
-    Kubernetes Secret); taken together with `api_keys` (MODELSERVE_API_KEYS). Read at
-    start-up."""
-
+    Kubernetes Secret), read at start-up; taken together with MODELSERVE_API_KEYS."""
     auth_health: bool = False
-    """Require a key for /healthz, /readyz, /v2/health/* and gRPC grpc.health.v1 too.
-    Default: public, for probes and load balancers."""
-
+    """Require a key for health endpoints too (default: public, for probes)."""
     auth_metrics: bool = False
-    """Require a key for /metrics. Default: public, for Prometheus."""
-
+    """Require a key for /metrics (default: public, for Prometheus)."""
     admin_without_keys: bool = False
-    """Serve /admin/... (reload, effective config) without API keys, for trusted networks.
-    Default: with no keys set, admin routes answer 403, so they are never open by accident."""
-
+    """Serve /admin/... without API keys (trusted networks); by default they answer 403."""
     tls_cert_file: Path | None = None
     """PEM certificate (chain) of the server: REST is served over HTTPS and gRPC over TLS.
     Needs `tls_key_file`; default: plain HTTP and gRPC (TLS terminated in front, or none)."""
-
     tls_key_file: Path | None = Field(None, validate_default=True)
     """PEM private key of `tls_cert_file`."""
-
     tls_ca_file: Path | None = Field(None, validate_default=True)
     """PEM CA certificates: REST and gRPC clients must present a certificate signed by one
     (mutual TLS). Needs `tls_cert_file`; default: no client certificates asked."""
-
     cors_origins: Annotated[list[str], NoDecode] = []
-    """Origins allowed to call the API from browser pages, comma-separated, e.g.
-    `https://app.example.com` (`*`: any). Default: none, CORS off."""
+    """Origins allowed to call the API from browser pages, comma-separated (`*`: any)."""
 
     @field_validator("api_keys_file", "tls_cert_file")
     @classmethod

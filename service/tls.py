@@ -1,6 +1,5 @@
-"""TLS for both servers from the same PEM files: uvicorn's options for REST (HTTPS) and the
-credentials of the gRPC server. Optionally mutual TLS: clients must present a certificate
-signed by `tls_ca_file`."""
+"""TLS for REST (uvicorn's HTTPS options) and gRPC from the same PEM files; mutual TLS when
+`tls_ca_file` is set."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ if TYPE_CHECKING:
 
 
 def check_readable_file(path: Path, setting: str) -> Path:
-    """`path` if it is a readable file; a ValueError naming the setting otherwise (start-up
-    errors are for the operator, so they show the path)."""
+    """`path` if it is a readable file; a ValueError naming the setting and path otherwise."""
     if not path.is_file():
         raise ValueError(f"{setting}: {path} is not a file")
     try:
@@ -28,8 +26,7 @@ def check_readable_file(path: Path, setting: str) -> Path:
 
 
 def check_key_pair(cert_file: Path, key_file: Path) -> None:
-    """Do the certificate and the key load, and belong together? Asked at start-up, so a wrong
-    file is one clear error instead of a TLS failure on the first connection."""
+    """Checked at start-up: a wrong file is one clear error, not a failure on a connection."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(cert_file, key_file)

@@ -1,9 +1,5 @@
-"""How many CPUs this process may really use: the container's CPU limit (cgroup quota), the
-CPU affinity mask and the machine, whichever is smallest.
-
-`os.cpu_count()` reports the node's cores; in a container limited to 2 CPUs on a 64-core node,
-TensorFlow would start 64 intra-op threads per call and the kernel would throttle them.
-"""
+"""CPUs this process may really use: the smallest of the cgroup quota, the affinity mask and
+the machine (`os.cpu_count()` alone would see all of a node's cores in a 2-CPU container)."""
 
 from __future__ import annotations
 
@@ -15,8 +11,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`), or None
-    when there is no limit or no cgroup file to read."""
+    """CPUs allowed by the cgroup quota (v2 `cpu.max`, else v1), None without a limit."""
     try:
         quota, period = (root / "cpu.max").read_text().split()[:2]
         return None if quota == "max" else int(quota) / int(period)

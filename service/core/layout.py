@@ -1,11 +1,5 @@
-"""The model repository's on-disk layout, shared by the training jobs and the server.
-
-`<base>/<name>/<version>/` in TF Serving's layout: `saved_model.pb`, `variables/`,
-`assets/labels.txt` and `assets.extra/model_card.json`. Versions are int64 numbers written
-plainly (`7`, not `07`); any other folder name (such as an export still being written) is
-ignored, and a symbolic link unless following them is allowed.
-This module imports no TensorFlow, so listing a repository is instant.
-"""
+"""The repository layout shared by training and the server, TF Serving's: `<base>/<name>/<version>/`
+with `assets/labels.txt` and `assets.extra/model_card.json`. No TensorFlow import here."""
 
 from __future__ import annotations
 
@@ -18,8 +12,6 @@ from typing import Any
 LABELS_FILE = "labels.txt"
 EXTRA_DIR = "assets.extra"
 MODEL_CARD_FILE = "model_card.json"
-
-
 MAX_VERSION = 2**63 - 1
 """Versions are int64, as in TF Serving's protos: a larger number cannot be answered."""
 
@@ -28,17 +20,16 @@ _PLAIN_VERSION = re.compile(r"0|[1-9][0-9]*")  # ASCII digits, no sign, no leadi
 
 @dataclass(frozen=True)
 class VersionScan:
-    """A model folder's versions, ascending, and the folders that look like versions but are
-    ignored, each with the reason (folder name -> reason)."""
+    """A model folder's versions, ascending, and why each folder like a version is ignored."""
 
     versions: list[int] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
 
 
 def scan_versions(model_dir: Path, *, follow_symlinks: bool = False) -> VersionScan:
-    """The version folders of one model. Names that are not a plain version number (`01`,
-    `1.0`, `+1`, ` 1`), numbers beyond int64 and, unless `follow_symlinks`, symbolic links
-    are ignored with a reason; hidden names and names without a digit (`tmp`) silently."""
+    """Hidden names and names without a digit (exports in progress, `tmp`) are ignored silently;
+    other folders that are not a plain version (`01`, `+1`, beyond int64, a symlink) with a
+    reason."""
     if not model_dir.is_dir():
         return VersionScan()
     versions: list[int] = []
@@ -53,9 +44,9 @@ def scan_versions(model_dir: Path, *, follow_symlinks: bool = False) -> VersionS
 
 
 def _not_a_version(path: Path, follow_symlinks: bool) -> str | None:
-    """None for a version folder; why not ('' when the name is plainly no version)."""
+    """None for a version folder, else why not ('' for names plainly no version)."""
     name = path.name
-    if name.startswith(".") or not any(c.isdigit() for c in name):  # hidden: exports in progress
+    if name.startswith(".") or not any(c.isdigit() for c in name):
         return ""
     if not _PLAIN_VERSION.fullmatch(name):
         return "not a plain version number (digits 0-9 only, no sign, no leading zero)"
@@ -69,13 +60,12 @@ def _not_a_version(path: Path, follow_symlinks: bool) -> str | None:
 
 
 def existing_versions(model_dir: Path, *, follow_symlinks: bool = False) -> list[int]:
-    """Version folders of one model, ascending; anything else is ignored (see scan_versions)."""
+    """See scan_versions."""
     return scan_versions(model_dir, follow_symlinks=follow_symlinks).versions
 
 
 def model_names(base_path: Path) -> list[str]:
-    """Models in a repository: sub-folders holding at least one version folder (a symbolic
-    link too: whether it is served is the server's decision, which reports it)."""
+    """Sub-folders holding a version folder (a symlink too: the server decides and reports)."""
     if not base_path.is_dir():
         return []
     return sorted(
@@ -86,7 +76,7 @@ def model_names(base_path: Path) -> list[str]:
 
 
 def read_model_card(version_dir: Path) -> dict[str, Any]:
-    """The model card of one exported version ({} when the version has none)."""
+    """{} when the version has none."""
     path = version_dir / EXTRA_DIR / MODEL_CARD_FILE
     if not path.is_file():
         return {}

@@ -1,12 +1,5 @@
-"""Devices: set them up at start-up, and map a model's instances onto them.
-
-`configure_devices` runs before TensorFlow initialises its runtime: its thread pools sized to
-the CPUs the container may use, GPU memory growth on (so several models share a GPU), an
-optional per-GPU memory limit, and optionally the CPU split into N logical devices (how
-placement is exercised on machines without GPUs).
-`place_instances` picks the devices for one model (`device: auto | cpu | gpu | gpu:N | cpu:N`)
-and spreads `instances` copies over them round-robin.
-"""
+"""Devices: set up once before TensorFlow initialises, and a model's instances spread
+round-robin over the devices its `device` setting picks."""
 
 from __future__ import annotations
 
@@ -31,8 +24,8 @@ class DeviceSetup:
 
 
 def configure_devices(setup: DeviceSetup) -> list[str]:
-    """Applies the device setup (once per process, before TF initialises) and returns the
-    logical device names, e.g. ['/device:CPU:0', '/device:GPU:0']."""
+    """Returns the logical device names, e.g. ['/device:CPU:0', '/device:GPU:0']. GPU memory
+    growth is on unless limited, so several models share a GPU."""
     try:
         if setup.intra_op_threads:
             tf.config.threading.set_intra_op_parallelism_threads(setup.intra_op_threads)

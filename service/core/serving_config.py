@@ -1,18 +1,6 @@
-"""The declarative serving config: which models to serve, from where, and which versions.
-
-Three sources give the same `ServingConfig`:
-
-- `load_serving_config`: our YAML or TOML file (`models/serving.yaml`), documented in
-  docs/serving-config.md;
-- `load_tfserving_model_config`: TF Serving's own `--model_config_file` (text-format
-  `model_config_list`), so a deployment can move from TF Serving to us (and back) unchanged;
-- `discover_serving_config`: no file at all, every model in the repository at `latest 1`.
-
-A config is validated completely before anything is loaded, and every problem is reported at
-once, named by file and key, because a typo found after a model has warmed for a minute (or a
-misspelt key silently ignored) is the expensive kind. Nothing here imports TensorFlow, except
-the TF Serving parser, which needs its protos.
-"""
+"""The serving config (docs/serving-config.md): our YAML/TOML file, TF Serving's
+`--model_config_file`, or discovery of every model. A config is validated completely before
+anything loads, every problem reported at once by file and key."""
 
 from __future__ import annotations
 
@@ -41,9 +29,8 @@ from pydantic_core import ErrorDetails
 from service.core.layout import model_names
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-"""A model name is a URL segment and a folder name under the model base path: no separators,
-no `..`, no leading dot, no NUL or control characters, at most 128 characters. (TF Serving
-takes any name without `/` or `:` in its REST URLs; the names in use fit this easily.)"""
+"""A model name is a URL segment and a folder name under the model base path (no separators,
+no leading dot); `..` is refused separately."""
 LABEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 POLICY_FORMS = "{latest: N}, all, or {specific: [v1, v2, ...]}"
 
@@ -52,20 +39,22 @@ class ServingConfigError(ValueError):
     """A serving config that cannot be used; the message names the file and every bad key."""
 
 
-class VersionPolicy(BaseModel):
-    """Which of a model's versions on disk are served: the newest N, all, or a fixed list.
+class _FileModel(BaseModel):
+    """A part of the config file: an unknown (misspelt) key is an error, not ignored."""
 
-    Written in a file as `{latest: 2}`, `all` (or `{all: {}}`, `{all: true}`) or
-    `{specific: [1, 3]}`, the forms TF Serving users know; `VersionPolicy()` is `latest 1`.
-    """
+    model_config = ConfigDict(extra="forbid")
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class VersionPolicy(_FileModel):
+    """Which versions on disk are served; in a file `{latest: 2}`, `all` (or `{all: {}}`,
+    `{all: true}`) or `{specific: [1, 3]}`, as in TF Serving. `VersionPolicy()` is `latest 1`."""
+
+    model_config = ConfigDict(frozen=True)
 
     kind: Literal["latest", "all", "specific"] = "latest"
     num_versions: StrictInt = 1
-    """How many of the newest versions `latest` serves."""
     versions: tuple[StrictInt, ...] = ()
-    """The versions `specific` serves, ascending."""
+    """Ascending."""
 
     @model_validator(mode="before")
     @classmethod
@@ -116,7 +105,7 @@ class VersionPolicy(BaseModel):
 
     @model_serializer
     def _to_file_form(self) -> dict[str, Any] | str:
-        """Dump in the form a config file uses, so a dumped config loads back unchanged."""
+        """Dumped in the file form, so a dumped config loads back unchanged."""
         if self.kind == "latest":
             return {"latest": self.num_versions}
         if self.kind == "specific":
@@ -124,8 +113,7 @@ class VersionPolicy(BaseModel):
         return "all"
 
     def select(self, on_disk: Sequence[int]) -> list[int]:
-        """The versions to serve out of those on disk, ascending (a `specific` version that is
-        not on disk yet is simply not served, as in TF Serving)."""
+        """The versions to serve, ascending (a `specific` one not on disk yet is not served)."""
         available = sorted(set(on_disk))
         if self.kind == "latest":
             return available[-self.num_versions :]
@@ -134,52 +122,29 @@ class VersionPolicy(BaseModel):
         return available
 
     def describe(self) -> str:
-        """For status pages and logs: `latest 2`, `all` or `specific [1, 3]`."""
-        if self.kind == "latest":
-            return f"latest {self.num_versions}"
-        if self.kind == "specific":
-            return f"specific {list(self.versions)}"
-        return "all"
+        """The file form in words: `latest 2`, `all` or `specific [1, 3]`."""
+        form = self._to_file_form()
+        return form if isinstance(form, str) else " ".join(f"{k} {v}" for k, v in form.items())
 
 
-class BatchingConfig(BaseModel):
-    """Per-model dynamic batching (see docs/serving-config.md#batching for tuning).
-
-    Requests queue per model version and signature; whenever an instance of the model is free,
-    the queued requests are taken at once, up to `max_batch_size` instances, padded to the next
-    allowed size and run as one model call.
-    """
-
-    model_config = ConfigDict(extra="forbid")
+class BatchingConfig(_FileModel):
+    """Per-model dynamic batching: queued requests are taken together whenever an instance is
+    free, padded to the next allowed size and run as one model call."""
 
     enabled: bool = True
-    """False: one model call per request (no coalescing), still with the queue bound."""
-
+    """False: one model call per request, still with the queue bound."""
     max_batch_size: int = Field(32, ge=1, le=4096)
-    """Most instances (rows) in one model call; a request with more is split into chunks."""
-
+    """Rows in one model call; a request with more is split into chunks."""
     max_batch_delay_ms: float = Field(0.0, ge=0, le=10_000)
-    """How long a batch that is not full may wait for more requests once an instance is free.
-    0 (default): never wait, which is best for latency; batches still grow under load while
-    the instances are busy."""
-
+    """How long a batch that is not full may wait once an instance is free (0: never)."""
     allowed_batch_sizes: tuple[int, ...] | None = None
-    """Batch sizes the model is run (and warmed up) at; a batch is padded up to the next one.
-    Default: powers of two up to max_batch_size, and max_batch_size itself."""
-
+    """Default: powers of two below max_batch_size, and max_batch_size."""
     max_queue_size: int = Field(256, ge=1)
-    """Requests waiting per model version; beyond it requests get 429 with Retry-After. A
-    request split into chunks counts once."""
-
+    """Requests waiting per model version (429 beyond); a split request counts once."""
     max_queue_rows: int | None = Field(None, ge=1)
-    """Rows (instances) waiting per model version; default max_queue_size * max_batch_size.
-    A request is admitted whole or refused whole (429) against it, and one of more than
-    max_batch_size rows only if it leaves at least as many rows free as it takes, so it never
-    holds more than half and small requests always find room."""
-
+    """Rows waiting per model version; default max_queue_size * max_batch_size."""
     timeout_ms: float = Field(30_000, gt=0)
-    """Default deadline of a request (X-Request-Timeout overrides it): a request still queued
-    at its deadline gets 504 instead of using the model."""
+    """Default request deadline (X-Request-Timeout overrides it); 504 if still queued at it."""
 
     @field_validator("allowed_batch_sizes")
     @classmethod
@@ -191,16 +156,12 @@ class BatchingConfig(BaseModel):
         return tuple(sorted(set(sizes)))
 
     @model_validator(mode="after")
-    def _largest_is_max(self) -> BatchingConfig:
+    def _check_sizes(self) -> BatchingConfig:
         if self.allowed_batch_sizes and self.allowed_batch_sizes[-1] != self.max_batch_size:
             raise ValueError(
                 f"the largest allowed batch size ({self.allowed_batch_sizes[-1]}) must equal "
                 f"max_batch_size ({self.max_batch_size})"
             )
-        return self
-
-    @model_validator(mode="after")
-    def _queue_holds_a_batch(self) -> BatchingConfig:
         if self.max_queue_rows is not None and self.max_queue_rows < self.max_batch_size:
             raise ValueError(
                 f"max_queue_rows ({self.max_queue_rows}) must be at least max_batch_size "
@@ -209,7 +170,6 @@ class BatchingConfig(BaseModel):
         return self
 
     def queue_rows(self) -> int:
-        """The row bound of the queue: max_queue_rows, or max_queue_size full batches."""
         return self.max_queue_rows or self.max_queue_size * self.max_batch_size
 
     def batch_sizes(self) -> tuple[int, ...]:
@@ -222,18 +182,12 @@ class BatchingConfig(BaseModel):
         return (*sizes, self.max_batch_size)
 
 
-class PlacementConfig(BaseModel):
-    """Where a model's instances run: `device` is auto, cpu, gpu (every GPU) or gpu:N, and
-    `instances` copies of the model are spread over the chosen devices, each running one batch
-    at a time."""
-
-    model_config = ConfigDict(extra="forbid")
+class PlacementConfig(_FileModel):
+    """`instances` copies of the model, spread over the devices `device` picks."""
 
     device: str = "auto"
-    """auto: GPUs for models above the size threshold when GPUs exist, else the CPU."""
-
+    """auto (GPUs for large models when there are any, else the CPU), cpu, gpu, gpu:N, cpu:N."""
     instances: int = Field(1, ge=1, le=64)
-    """Copies of the model; the batcher sends each batch to the least-loaded one."""
 
     @field_validator("device")
     @classmethod
@@ -248,34 +202,24 @@ _GRPC_SCHEMES = {"dns", "ipv4", "ipv6", "unix"}
 """gRPC name-resolver schemes a backend target may use."""
 
 
-class BackendConfig(BaseModel):
-    """A remote TF Serving-compatible gRPC endpoint that runs the model (a `tensorflow/serving`
-    pod, another modelserve): the gateway keeps the protocols, task API, batching, metrics
-    and health, the backend runs the model. Its versions and signatures are the backend's."""
-
-    model_config = ConfigDict(extra="forbid")
+class BackendConfig(_FileModel):
+    """A remote TF Serving-compatible gRPC endpoint that runs the model; the gateway keeps the
+    protocols, task API, batching, metrics and health. Versions and signatures are its own."""
 
     grpc: str
-    """The backend's gRPC API: host:port, or a gRPC target URI such as
-    `dns:///resnet50-serving.ns.svc:8500` (every address the name resolves to: a headless
-    Service's pods) or `ipv4:10.0.0.5:8500,10.0.0.6:8500`. Batches are spread round-robin over
-    all the addresses."""
+    """host:port or a gRPC target (`dns:///svc:8500`); batches go round-robin over its
+    addresses."""
     model_name: str | None = None
     """The model's name on the backend (default: the same name)."""
     timeout_ms: float = Field(30_000, gt=0)
     """Deadline of one call to the backend (a batch)."""
     assets: Path | None = None
-    """A local folder with the model's `assets/labels.txt` and `assets.extra/model_card.json`
-    (e.g. a copy of one version's folder) for the task API, which needs the labels; relative
-    to the config file."""
+    """A local folder with the model's `assets/labels.txt` (and model card), for the task API."""
 
     @field_validator("assets")
     @classmethod
     def _absolute_assets(cls, path: Path | None, info: ValidationInfo) -> Path | None:
-        config_dir = (info.context or {}).get("config_dir")
-        if path is None or config_dir is None:
-            return path
-        return (Path(config_dir) / path).absolute()
+        return None if path is None else _in_config_dir(path, info)
 
     @field_validator("grpc")
     @classmethod
@@ -294,21 +238,22 @@ class BackendConfig(BaseModel):
         return address
 
 
-class ModelConfig(BaseModel):
+def _in_config_dir(path: Path, info: ValidationInfo) -> Path:
+    """A relative path in a file is relative to the file, so a config and its models move
+    together (and the working directory does not matter)."""
+    config_dir = (info.context or {}).get("config_dir")
+    return path if config_dir is None else (Path(config_dir) / path).absolute()
+
+
+class ModelConfig(_FileModel):
     """One served model: its name (in URLs), where its versions live, and which to serve."""
 
-    model_config = ConfigDict(extra="forbid")
-
     name: str
-    """URL-safe: letters, digits, `_`, `.`, `-`, starting with a letter or digit, no `..`,
-    at most 128 characters (it names the folder under the model base path)."""
     base_path: Path
-    """The model's folder holding `<version>/` sub-folders; absolute once loaded. Default:
-    <model_base_path>/<name>. Given explicitly it may be anywhere, as in TF Serving: the
-    operator wrote it; a model name never leads outside the model base path."""
+    """Holds `<version>/` folders; absolute once loaded. Default: <model_base_path>/<name>;
+    given explicitly it may be anywhere (the operator wrote it), as in TF Serving."""
     version_policy: VersionPolicy = VersionPolicy()
     version_labels: dict[str, StrictInt] = {}
-    """Label name to version, e.g. {"stable": 1, "canary": 2}."""
     batching: BatchingConfig = BatchingConfig()
     placement: PlacementConfig = PlacementConfig()
     backend: BackendConfig | None = None
@@ -317,15 +262,10 @@ class ModelConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _default_base_path(cls, data: Any, info: ValidationInfo) -> Any:
-        """A file may leave base_path out: the model then lives at <model_base_path>/<name>."""
         base = (info.context or {}).get("model_base_path")
-        if (
-            isinstance(data, dict)
-            and "base_path" not in data
-            and base is not None
-            and isinstance(data.get("name"), str)
-        ):
-            return {**data, "base_path": Path(base).absolute() / data["name"]}
+        name = data.get("name") if isinstance(data, dict) else None
+        if base is not None and isinstance(name, str) and "base_path" not in data:
+            return {**data, "base_path": Path(base).absolute() / name}
         return data
 
     @field_validator("name")
@@ -342,14 +282,9 @@ class ModelConfig(BaseModel):
     @field_validator("base_path")
     @classmethod
     def _absolute_base_path(cls, path: Path, info: ValidationInfo) -> Path:
-        """Relative paths are relative to the config file, so a config and its models can move
-        together (and a server's working directory does not matter)."""
         if str(path) in ("", "."):
             raise ValueError("base_path must not be empty")
-        config_dir = (info.context or {}).get("config_dir")
-        if config_dir is not None:
-            path = Path(config_dir) / path
-        return path.absolute()
+        return _in_config_dir(path, info).absolute()
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -374,27 +309,21 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _labels_within_policy(self) -> ModelConfig:
-        """With a `specific` policy we know every version that can ever be served; a label on
-        any other version could never resolve, which is a mistake worth catching now."""
+        """A label on a version a `specific` policy never serves could never resolve."""
         policy = self.version_policy
-        if policy.kind == "specific":
-            for label, version in self.version_labels.items():
-                if version not in policy.versions:
-                    raise ValueError(
-                        f"version_labels: {label!r} points to version {version}, which the"
-                        f" version policy ({policy.describe()}) never serves"
-                    )
+        for label, version in self.version_labels.items():
+            if policy.kind == "specific" and version not in policy.versions:
+                raise ValueError(
+                    f"version_labels: {label!r} points to version {version}, which the"
+                    f" version policy ({policy.describe()}) never serves"
+                )
         return self
 
 
-class ServingConfig(BaseModel):
-    """Every model the server serves, and where that list came from (for status and logs)."""
-
-    model_config = ConfigDict(extra="forbid")
-
+class ServingConfig(_FileModel):
     models: list[ModelConfig]
     source: str
-    """Human description of the origin, e.g. "models/serving.yaml"."""
+    """Where the config came from (for status and logs), e.g. "models/serving.yaml"."""
 
     @field_validator("models", mode="before")
     @classmethod
@@ -417,22 +346,18 @@ class ServingConfig(BaseModel):
         return models
 
     def model(self, name: str) -> ModelConfig | None:
-        """The configured model called `name`, if any."""
         return next((m for m in self.models if m.name == name), None)
 
 
 def load_serving_config(path: Path, model_base_path: Path) -> ServingConfig:
-    """Read our YAML (.yaml/.yml) or TOML (.toml) serving config.
-
-    Models without `base_path` live under `model_base_path`; a relative `base_path` is relative
-    to the file's directory. Raises ServingConfigError listing every problem.
-    """
+    """Read our YAML (.yaml/.yml) or TOML (.toml) serving config; models without `base_path`
+    live under `model_base_path`."""
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".toml"):
         raise ServingConfigError(f"{path}: unknown config format {suffix!r} (use .yaml or .toml)")
     text = _read(path)
     try:
-        data = _parse_yaml(text) if suffix != ".toml" else tomllib.loads(text)
+        data = tomllib.loads(text) if suffix == ".toml" else yaml.load(text, _UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark, during = exc.problem_mark, exc.context
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -451,8 +376,7 @@ def load_serving_config(path: Path, model_base_path: Path) -> ServingConfig:
 
 
 def discover_serving_config(model_base_path: Path) -> ServingConfig:
-    """No config file: serve every model in the repository (`service.core.layout.model_names`, i.e.
-    folders with at least one integer version) at `latest 1`, as TF Serving does for one model."""
+    """No config file: every model in the repository at `latest 1`, as TF Serving does."""
     names = model_names(model_base_path)
     if not names:
         raise ServingConfigError(
@@ -467,12 +391,8 @@ def discover_serving_config(model_base_path: Path) -> ServingConfig:
 
 
 def load_tfserving_model_config(path: Path) -> ServingConfig:
-    """Read TF Serving's `--model_config_file` (text-format ModelServerConfig).
-
-    Maps name, base_path (relative: against the file's directory), model_version_policy and
-    version_labels; rejects what we cannot honour (another model_platform, request logging,
-    a custom_model_config) rather than serve something different from what was asked.
-    """
+    """Read TF Serving's `--model_config_file` (text-format ModelServerConfig), refusing what
+    we cannot honour rather than serve something different from what was asked."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -542,10 +462,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
-
-
 def _validate(
     data: dict[str, Any],
     label: str,
@@ -553,13 +469,12 @@ def _validate(
     list_name: str = "models",
     problems: Sequence[str] = (),
 ) -> ServingConfig:
-    """Validate, turning pydantic's errors (and earlier `problems`) into one readable
-    ServingConfigError, so a user fixes everything in one round."""
+    """Validate, raising pydantic's errors and earlier `problems` as one ServingConfigError, so
+    a user fixes everything in one round."""
     try:
         config = ServingConfig.model_validate(data, context=context)
     except ValidationError as exc:
-        found = [*problems, *(_describe(error, label, list_name) for error in exc.errors())]
-        raise ServingConfigError("\n".join(found)) from None
+        problems = [*problems, *(_describe(error, label, list_name) for error in exc.errors())]
     if problems:
         raise ServingConfigError("\n".join(problems))
     return config
@@ -587,17 +502,16 @@ def _describe(error: ErrorDetails, label: str, list_name: str) -> str:
 
 
 def _keys_at(loc: tuple[str | int, ...]) -> list[str]:
-    """The keys a file may use at `loc`, found by walking the models (for unknown-key hints)."""
+    """The keys a file may use at `loc` (for unknown-key hints)."""
     cls: type[BaseModel] = ServingConfig
     for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part)
-        candidates = typing.get_args(field.annotation) if field else ()
-        nested = [c for c in (field.annotation if field else None, *candidates) if _is_model(c)]
-        if not nested:
-            return []
-        cls = nested[0]
+        if isinstance(part, str):
+            field = cls.model_fields.get(part)
+            annotation = field.annotation if field else None
+            nested = [t for t in (annotation, *typing.get_args(annotation)) if _is_model(t)]
+            if not nested:
+                return []
+            cls = nested[0]
     return [name for name in cls.model_fields if not (cls is ServingConfig and name == "source")]
 
 
