@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 
 import tensorflow as tf
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -50,7 +49,6 @@ REJECTION_REASONS = (*REJECTION_BY_STATUS.values(), "invalid")
 INVALID_STATUSES = frozenset({400, 413, 415, 422})
 ERROR_CODES = (InvalidInputError.code, ModelFailureError.code)
 """Codes of model errors exported from the start; others appear once seen."""
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 def rejection_reason(status: int) -> str | None:
@@ -185,69 +183,60 @@ class _Families:
 
     def __init__(self) -> None:
         mv = ["model", "version"]
-        self.ready = GaugeMetricFamily(
+        gauge = partial(GaugeMetricFamily, labels=mv)
+        counter = partial(CounterMetricFamily, labels=mv)
+        self.ready = gauge(
             "modelserve_model_ready", "1 when the model has an AVAILABLE version.", labels=["model"]
         )
-        self.available = GaugeMetricFamily(
+        self.available = gauge(
             "modelserve_model_version_available",
             "1 for each AVAILABLE version, 0 for versions loading, failed or unloading.",
-            labels=mv,
         )
-        self.load_seconds = GaugeMetricFamily(
-            "modelserve_model_load_seconds",
-            "Time to load a version and warm it up, in seconds.",
-            labels=mv,
+        self.load_seconds = gauge(
+            "modelserve_model_load_seconds", "Time to load a version and warm it up, in seconds."
         )
-        self.load_failures = CounterMetricFamily(
+        self.load_failures = counter(
             "modelserve_model_load_failures",
             "Versions that failed to load since the server started.",
             labels=["model"],
         )
-        self.instances = GaugeMetricFamily(
+        self.instances = gauge(
             "modelserve_instance_info",
             "Where each model instance runs (always 1).",
             # not `instance`: Prometheus sets that label to the scraped target
             labels=[*mv, "model_instance", "device"],
         )
-        self.saturation = GaugeMetricFamily(
+        self.saturation = gauge(
             "modelserve_saturation",
             "Rows queued or running over the rows the instances take at once (one full batch "
             "each); above 1 the queue grows. The autoscaling signal.",
             labels=["model"],
         )
-        self.batches = CounterMetricFamily(
+        self.batches = counter(
             "modelserve_batches",
             "Batches run, by dispatch reason: idle (an instance was free), full "
             "(max_batch_size), delay (max_batch_delay_ms ran out), deadline (a queued "
             "request's deadline cut the delay short).",
             labels=[*mv, "reason"],
         )
-        self.rows = CounterMetricFamily(
-            "modelserve_batch_rows", "Real rows (instances) run in batches.", labels=mv
-        )
-        self.padding = CounterMetricFamily(
+        self.rows = counter("modelserve_batch_rows", "Real rows (instances) run in batches.")
+        self.padding = counter(
             "modelserve_batch_padding_rows",
             "Rows added to reach an allowed batch size (wasted compute).",
-            labels=mv,
         )
         self.sizes = HistogramMetricFamily(
             "modelserve_batch_size",
             "Real rows per batch; buckets at the model's allowed batch sizes.",
             labels=mv,
         )
-        self.queue_depth = GaugeMetricFamily(
-            "modelserve_queue_depth", "Requests waiting in the batch queue.", labels=mv
-        )
-        self.in_flight = GaugeMetricFamily(
-            "modelserve_batches_in_flight", "Batches running on the model now.", labels=mv
-        )
-        self.splits = CounterMetricFamily(
+        self.queue_depth = gauge("modelserve_queue_depth", "Requests waiting in the batch queue.")
+        self.in_flight = gauge("modelserve_batches_in_flight", "Batches running on the model now.")
+        self.splits = counter(
             "modelserve_batch_splits",
             "Failed batches (or halves of one) retried as two halves, so that only the requests "
             "failing on their own get the error.",
-            labels=mv,
         )
-        self.errors = CounterMetricFamily(
+        self.errors = counter(
             "modelserve_model_errors",
             "Model calls that raised, by canonical code: INVALID_ARGUMENT (the model rejected "
             "input values), INTERNAL (the model failed), others from a remote backend.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import orjson
 from starlette.datastructures import MutableHeaders
@@ -19,12 +20,12 @@ ANSWERED_WHILE_DRAINING = frozenset(
 IDLE_POLL_SECONDS = 0.02
 
 
+@dataclass
 class Lifecycle:
     """Whether the server is draining, and how many HTTP requests it is still working on."""
 
-    def __init__(self) -> None:
-        self.draining = False
-        self.in_flight = 0
+    draining: bool = False
+    in_flight: int = 0
 
     async def wait_idle(self, timeout_seconds: float) -> bool:
         """Until no admitted request is left (True) or `timeout_seconds` have passed (False)."""

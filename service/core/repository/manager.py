@@ -103,11 +103,10 @@ class ModelRepository:
         self._batch_observer = batch_observer  # (model, version) -> observer of its batches
         self._loader_threads = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
         local = LocalLoader(devices, device_setup or DeviceSetup(), echo)
-        sources = {
-            m.name: source_for(m, local, follow_symlinks, grpc_max_message_bytes)
+        self._models = {
+            m.name: _Model(m, source_for(m, local, follow_symlinks, grpc_max_message_bytes))
             for m in config.models
         }
-        self._models = {m.name: _Model(m, sources[m.name]) for m in config.models}
         self._listing = asyncio.Lock()  # one listing at a time, applied in order
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
@@ -176,13 +175,12 @@ class ModelRepository:
         """Every version known (in any state), ascending, or the one addressed (404 if none)."""
         if label is not None:
             version = self.label_version(model, label)
-        versions = [v for _, v in sorted(self._model(model).versions.items())]
+        versions = self._model(model).versions
         if version is None:
-            return versions
-        addressed = [v for v in versions if v.version == version]
-        if not addressed:
+            return [v for _, v in sorted(versions.items())]
+        if version not in versions:
             raise NotFoundError(f"model {model!r} has no version {version}")
-        return addressed
+        return [versions[version]]
 
     def label_version(self, model: str, label: str) -> int:
         labels = self._model(model).config.version_labels
