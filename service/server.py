@@ -60,7 +60,6 @@ class ModelServer:
         serving_config: ServingConfig | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        """`metrics` (its registry) may be given, else each server gets its own."""
         self.settings = settings
         self.serving_config = serving_config or serving_config_for(settings)
         self.metrics = metrics or Metrics()
