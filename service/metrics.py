@@ -1,20 +1,18 @@
-"""Prometheus metrics (`GET /metrics`): one registry per app, built by `Metrics(...)`.
-
-Events are counted as they happen (requests, latencies, queue waits, batch run times); state is
-read from the model repository at scrape time (queue depths, batches in flight, batch counters,
-version states, placement, saturation), so nothing has to be kept in step by hand. Labels are
-bounded: model names the repository knows, versions it serves, route templates, status codes.
-"""
+"""Prometheus metrics, one registry per app: events are counted as they happen, state is read
+from the model repository at scrape time. Labels are bounded (known models, served versions,
+route templates, status codes)."""
 
 from __future__ import annotations
 
 import collections
 import platform
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
+import tensorflow as tf
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -39,7 +37,7 @@ from service.errors import InvalidInputError, ModelFailureError
 from service.http.limits import REFUSAL_REASONS as HTTP_REFUSAL_REASONS
 
 if TYPE_CHECKING:
-    from service.core.repository import ModelRepository
+    from service.core.repository import ModelRepository, ModelView
     from service.tasks.image_decoding import ImageDecoder
 
 # Seconds: sub-millisecond (votes) to the tens of seconds of a large ResNet50 batch.
@@ -51,7 +49,6 @@ REJECTION_REASONS = (*REJECTION_BY_STATUS.values(), "invalid")
 INVALID_STATUSES = frozenset({400, 413, 415, 422})
 ERROR_CODES = (InvalidInputError.code, ModelFailureError.code)
 """Codes of model errors exported from the start; others appear once seen."""
-CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 def rejection_reason(status: int) -> str | None:
@@ -65,58 +62,49 @@ class Metrics:
     """Every metric of one app, in its own registry (tests build as many apps as they like)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
+        self.registry = r = registry or CollectorRegistry()
+        counter = partial(Counter, registry=r)
+        histogram = partial(Histogram, buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = counter(
             "modelserve_requests",
             "Requests answered, by model, protocol, route template and status code.",
             ["model", "protocol", "route", "code"],
-            registry=r,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = histogram(
             "modelserve_request_duration_seconds",
             "End-to-end request latency, from the first byte read to the last byte written.",
             ["model", "protocol", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.rejected = Counter(
+        self.rejected = counter(
             "modelserve_requests_rejected",
             "Requests refused: queue_full (429), deadline (504), client_gone (499), invalid (4xx).",
             ["model", "reason"],
-            registry=r,
         )
-        self.http_refused = Counter(
+        self.http_refused = counter(
             "modelserve_http_refused",
             "HTTP connections refused or closed before their request reached the app "
             "(service.http.limits): headers_too_large, too_many_headers (431), header_timeout "
             "(408), idle_timeout, body_timeout (closed), too_many_connections (503).",
             ["reason"],
-            registry=r,
         )
         for reason in HTTP_REFUSAL_REASONS:  # at 0, so rate() sees the first one
             self.http_refused.labels(reason)
-        self.grpc_refused = Counter(
+        self.grpc_refused = counter(
             "modelserve_grpc_refused",
             "gRPC calls refused before reaching a servicer: concurrency "
             "(RESOURCE_EXHAUSTED beyond grpc_max_concurrent_rpcs).",
             ["reason"],
-            registry=r,
         )
         self.grpc_refused.labels("concurrency")
-        self.queue_wait_seconds = Histogram(
+        self.queue_wait_seconds = histogram(
             "modelserve_queue_wait_seconds",
             "Time a request waited in its model's batch queue before its batch ran.",
             ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.batch_seconds = Histogram(
+        self.batch_seconds = histogram(
             "modelserve_batch_duration_seconds",
             "Model execution time of one batch.",
             ["model", "version"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
         build = Gauge(
             "modelserve_build_info",
@@ -124,7 +112,7 @@ class Metrics:
             ["version", "tensorflow", "python"],
             registry=r,
         )
-        build.labels(__version__, _tensorflow_version(), platform.python_version()).set(1)
+        build.labels(__version__, tf.__version__, platform.python_version()).set(1)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
@@ -164,17 +152,17 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@dataclass(frozen=True)
 class _VersionObserver:
-    def __init__(self, queue_wait: Histogram, batch: Histogram) -> None:
-        self._queue_wait = queue_wait
-        self._batch = batch
+    queue_wait: Histogram
+    batch: Histogram
 
     def dispatched(self, queue_waits: Sequence[float]) -> None:
         for seconds in queue_waits:
-            self._queue_wait.observe(seconds)
+            self.queue_wait.observe(seconds)
 
     def ran(self, seconds: float) -> None:
-        self._batch.observe(seconds)
+        self.batch.observe(seconds)
 
 
 class _RepositoryCollector(Collector):
@@ -184,106 +172,100 @@ class _RepositoryCollector(Collector):
         self._repository = repository
 
     def collect(self) -> Iterator[Metric]:
+        families = _Families()
+        for view in self._repository.models():
+            families.add(view)
+        yield from vars(families).values()
+
+
+class _Families:
+    """One scrape's families; every attribute is one, in the order they are exposed."""
+
+    def __init__(self) -> None:
         mv = ["model", "version"]
-        ready = GaugeMetricFamily(
+        gauge = partial(GaugeMetricFamily, labels=mv)
+        counter = partial(CounterMetricFamily, labels=mv)
+        self.ready = gauge(
             "modelserve_model_ready", "1 when the model has an AVAILABLE version.", labels=["model"]
         )
-        available = GaugeMetricFamily(
+        self.available = gauge(
             "modelserve_model_version_available",
             "1 for each AVAILABLE version, 0 for versions loading, failed or unloading.",
-            labels=mv,
         )
-        load_seconds = GaugeMetricFamily(
-            "modelserve_model_load_seconds",
-            "Time to load a version and warm it up, in seconds.",
-            labels=mv,
+        self.load_seconds = gauge(
+            "modelserve_model_load_seconds", "Time to load a version and warm it up, in seconds."
         )
-        load_failures = CounterMetricFamily(
+        self.load_failures = counter(
             "modelserve_model_load_failures",
             "Versions that failed to load since the server started.",
             labels=["model"],
         )
-        instances = GaugeMetricFamily(
+        self.instances = gauge(
             "modelserve_instance_info",
             "Where each model instance runs (always 1).",
             # not `instance`: Prometheus sets that label to the scraped target
             labels=[*mv, "model_instance", "device"],
         )
-        saturation = GaugeMetricFamily(
+        self.saturation = gauge(
             "modelserve_saturation",
             "Rows queued or running over the rows the instances take at once (one full batch "
             "each); above 1 the queue grows. The autoscaling signal.",
             labels=["model"],
         )
-        batch = _BatchFamilies()
-        for view in self._repository.models():
-            model = view.name
-            ready.add_metric([model], 1.0 if view.ready else 0.0)
-            load_failures.add_metric([model], view.load_failures)
-            busiest = 0.0
-            for servable in view.versions:
-                labels = [model, str(servable.version)]
-                is_available = servable.state is VersionState.AVAILABLE
-                available.add_metric(labels, 1.0 if is_available else 0.0)
-                if servable.load_seconds:
-                    load_seconds.add_metric(labels, servable.load_seconds + servable.warmup_seconds)
-                if not is_available:
-                    continue
-                for index, device in enumerate(servable.devices()):
-                    instances.add_metric([*labels, str(index), device], 1.0)
-                batchers = servable.batchers()
-                batch.add(labels, batchers, servable.batches_in_flight())
-                busiest = max(busiest, _saturation(batchers))
-            saturation.add_metric([model], busiest)
-        yield from (ready, available, load_seconds, load_failures, instances, saturation)
-        yield from batch.families()
-
-
-class _BatchFamilies:
-    """The batch counters of every version, summed over its signatures."""
-
-    def __init__(self) -> None:
-        mv = ["model", "version"]
-        self.batches = CounterMetricFamily(
+        self.batches = counter(
             "modelserve_batches",
             "Batches run, by dispatch reason: idle (an instance was free), full "
             "(max_batch_size), delay (max_batch_delay_ms ran out), deadline (a queued "
             "request's deadline cut the delay short).",
             labels=[*mv, "reason"],
         )
-        self.rows = CounterMetricFamily(
-            "modelserve_batch_rows", "Real rows (instances) run in batches.", labels=mv
-        )
-        self.padding = CounterMetricFamily(
+        self.rows = counter("modelserve_batch_rows", "Real rows (instances) run in batches.")
+        self.padding = counter(
             "modelserve_batch_padding_rows",
             "Rows added to reach an allowed batch size (wasted compute).",
-            labels=mv,
         )
         self.sizes = HistogramMetricFamily(
             "modelserve_batch_size",
             "Real rows per batch; buckets at the model's allowed batch sizes.",
             labels=mv,
         )
-        self.queue_depth = GaugeMetricFamily(
-            "modelserve_queue_depth", "Requests waiting in the batch queue.", labels=mv
-        )
-        self.in_flight = GaugeMetricFamily(
-            "modelserve_batches_in_flight", "Batches running on the model now.", labels=mv
-        )
-        self.splits = CounterMetricFamily(
+        self.queue_depth = gauge("modelserve_queue_depth", "Requests waiting in the batch queue.")
+        self.in_flight = gauge("modelserve_batches_in_flight", "Batches running on the model now.")
+        self.splits = counter(
             "modelserve_batch_splits",
             "Failed batches (or halves of one) retried as two halves, so that only the requests "
             "failing on their own get the error.",
-            labels=mv,
         )
-        self.errors = CounterMetricFamily(
+        self.errors = counter(
             "modelserve_model_errors",
             "Model calls that raised, by canonical code: INVALID_ARGUMENT (the model rejected "
             "input values), INTERNAL (the model failed), others from a remote backend.",
             labels=[*mv, "code"],
         )
 
-    def add(self, labels: list[str], batchers: list[Batcher], in_flight: int) -> None:
+    def add(self, view: ModelView) -> None:
+        self.ready.add_metric([view.name], 1.0 if view.ready else 0.0)
+        self.load_failures.add_metric([view.name], view.load_failures)
+        busiest = 0.0
+        for servable in view.versions:
+            labels = [view.name, str(servable.version)]
+            is_available = servable.state is VersionState.AVAILABLE
+            self.available.add_metric(labels, 1.0 if is_available else 0.0)
+            if servable.load_seconds:
+                self.load_seconds.add_metric(
+                    labels, servable.load_seconds + servable.warmup_seconds
+                )
+            if not is_available:
+                continue
+            for index, device in enumerate(servable.devices()):
+                self.instances.add_metric([*labels, str(index), device], 1.0)
+            batchers = servable.batchers()
+            self._add_batches(labels, batchers, servable.batches_in_flight())
+            busiest = max(busiest, _saturation(batchers))
+        self.saturation.add_metric([view.name], busiest)
+
+    def _add_batches(self, labels: list[str], batchers: list[Batcher], in_flight: int) -> None:
+        """The batch counters of a version, summed over its signatures."""
         stats = BatchStats.total(batcher.stats for batcher in batchers)
         for reason, count in sorted(stats.reasons.items()):
             self.batches.add_metric([*labels, reason], count)
@@ -299,26 +281,13 @@ class _BatchFamilies:
         if batchers:
             self.sizes.add_metric(labels, *_size_buckets(batchers))
 
-    def families(self) -> Iterator[Metric]:
-        yield from (
-            self.batches,
-            self.rows,
-            self.padding,
-            self.sizes,
-            self.queue_depth,
-            self.in_flight,
-            self.splits,
-            self.errors,
-        )
-
 
 def _size_buckets(batchers: list[Batcher]) -> tuple[list[tuple[str, float]], float]:
     """Cumulative counts at the allowed sizes (+Inf last) and the sum of rows."""
     sizes = sorted({size for b in batchers for size in (b.sizes or (1,))})
-    counts: dict[int, int] = {}
+    counts: collections.Counter[int] = collections.Counter()
     for batcher in batchers:
-        for rows, count in batcher.stats.rows_per_batch.items():
-            counts[rows] = counts.get(rows, 0) + count
+        counts.update(batcher.stats.rows_per_batch)
     buckets = [
         (str(float(size)), float(sum(c for rows, c in counts.items() if rows <= size)))
         for size in sizes
@@ -356,8 +325,6 @@ class _GPUMemoryCollector(Collector):
     machines without GPUs."""
 
     def collect(self) -> Iterator[Metric]:
-        import tensorflow as tf  # loaded already: the models run on it
-
         family = GaugeMetricFamily(
             "modelserve_gpu_memory_bytes",
             "GPU memory TensorFlow holds: current and peak, per device.",
@@ -368,9 +335,3 @@ class _GPUMemoryCollector(Collector):
             family.add_metric([device.name, "current"], info["current"])
             family.add_metric([device.name, "peak"], info["peak"])
         yield family
-
-
-def _tensorflow_version() -> str:
-    import tensorflow as tf
-
-    return str(tf.__version__)

@@ -1,15 +1,6 @@
-"""The composition root: a `ModelServer` builds every part of a running modelserve as equals
-(devices, thread pools, the model repository, the inference core, the request decoders, the
-REST app and the gRPC server) and starts and stops them in order.
-
-    server = ModelServer(settings)   # the REST app (`server.app`) is built at once
-    async with server.running():     # what the app's lifespan does: start, serve, stop
-        ...
-    server.begin_drain()             # SIGTERM: REST and gRPC drain together
-
-Routes reach the parts through `service.http.dependencies` (FastAPI dependencies over
-`app.state.server`); nothing is module-level, so tests build as many servers as they like.
-"""
+"""The composition root: `ModelServer` builds every part of a running modelserve and starts
+and stops them in order. Its REST app (`server.app`) exists at once; `async with
+server.running()` is what the app's lifespan does. Nothing is module-level."""
 
 from __future__ import annotations
 
@@ -52,8 +43,6 @@ def serving_config_for(settings: Settings) -> ServingConfig:
 
 @dataclass(frozen=True)
 class Parts:
-    """What a started server runs."""
-
     repository: ModelRepository
     core: InferenceCore
     body_decoder: Decoder
@@ -71,7 +60,6 @@ class ModelServer:
         serving_config: ServingConfig | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        """`metrics` (its registry) may be given, else each server gets its own."""
         self.settings = settings
         self.serving_config = serving_config or serving_config_for(settings)
         self.metrics = metrics or Metrics()
@@ -101,7 +89,7 @@ class ModelServer:
 
     def begin_drain(self) -> None:
         """REST and gRPC stop taking requests and finish theirs (both in one drain time)."""
-        self.lifecycle.begin_drain()
+        self.lifecycle.draining = True
         if self._parts is not None:
             self._parts.grpc_drain.begin()
 
@@ -135,14 +123,14 @@ class ModelServer:
         metrics.watch_image_decoder(image_decoder)
         await repository.start()
         core = InferenceCore(repository)
-        body_decoder = Decoder(
+        decoder = Decoder(
             settings.decode_threads, settings.decode_memory_bytes, settings.decode_inline_bytes
         )
         splitter = MessageSplitter()
         grpc_drain, grpc_port = await start_grpc_server(
             core,
             metrics,
-            body_decoder,
+            decoder,
             splitter,
             host=settings.host,
             port=settings.grpc_port,
@@ -152,14 +140,7 @@ class ModelServer:
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         self._parts = Parts(
-            repository,
-            core,
-            body_decoder,
-            image_decoder,
-            splitter,
-            inference,
-            grpc_drain,
-            grpc_port,
+            repository, core, decoder, image_decoder, splitter, inference, grpc_drain, grpc_port
         )
         names = ", ".join(repository.model_names())
         log.info("serving %s from %s", names, self.serving_config.source)

@@ -1,10 +1,5 @@
-"""Admin routes: rescan the model repository now, unload a model and load it again, and show
-the effective serving config.
-
-They need an API key whenever keys are on, and are refused (403) without keys unless
-`admin_without_keys` allows them (service.auth.AccessControl decides; the check here refuses
-them too should that middleware be missing). The config is shown without file-system paths.
-"""
+"""Admin routes: rescan, unload and load a model, show the config. AccessControl decides who
+may call them; `_admitted` refuses them (403) too should that middleware be missing."""
 
 from __future__ import annotations
 
@@ -87,7 +82,4 @@ def _listing(model: ModelView) -> dict[str, Any]:
 
 
 def _model(config: ModelConfig) -> dict[str, Any]:
-    shown: dict[str, Any] = config.model_dump(
-        mode="json", exclude={"base_path": True, "backend": {"assets"}}
-    )
-    return shown
+    return config.model_dump(mode="json", exclude={"base_path": True, "backend": {"assets"}})

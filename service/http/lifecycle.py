@@ -1,20 +1,12 @@
-"""Graceful shutdown of the REST side: serving → draining → stopped.
-
-On SIGTERM (see `service.cli`) the server does not close its listening socket at once, as
-uvicorn alone would: a probe or a client on a kept-alive connection would then see a reset or
-"connection refused" and could not tell a restart from a crash. Instead, while draining:
-- `/readyz` and `/v2/health/ready` answer 503 `draining`, so load balancers stop routing here;
-- new requests are refused with 503, `Retry-After` and `Connection: close` (retry elsewhere);
-- requests already admitted (queued or running) finish and are answered as usual;
-- once none is left, or the drain time is up, uvicorn closes the socket and the process ends.
-A request still running when the drain time is up is answered 503 rather than uvicorn's plain
-text 500, so its client knows to retry.
-"""
+"""Graceful shutdown of the REST side: while draining, readiness answers 503, new requests get
+503 with `Retry-After` and `Connection: close`, and admitted ones finish; the socket stays open
+until then, so clients can tell a restart from a crash (a reset or "connection refused")."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 
 import orjson
 from starlette.datastructures import MutableHeaders
@@ -28,15 +20,12 @@ ANSWERED_WHILE_DRAINING = frozenset(
 IDLE_POLL_SECONDS = 0.02
 
 
+@dataclass
 class Lifecycle:
     """Whether the server is draining, and how many HTTP requests it is still working on."""
 
-    def __init__(self) -> None:
-        self.draining = False
-        self.in_flight = 0
-
-    def begin_drain(self) -> None:
-        self.draining = True
+    draining: bool = False
+    in_flight: int = 0
 
     async def wait_idle(self, timeout_seconds: float) -> bool:
         """Until no admitted request is left (True) or `timeout_seconds` have passed (False)."""

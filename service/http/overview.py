@@ -1,8 +1,5 @@
-"""`GET /api/v1/models`: every model, version, state, placement and batching counters at once.
-
-TF Serving's status JSON is left exactly as TF Serving writes it (clients parse it into the
-proto, where an unknown field is an error); what modelserve adds lives here instead.
-"""
+"""`GET /api/v1/models`: what modelserve adds to TF Serving's status JSON, which must stay
+exactly as TF Serving writes it (its clients reject unknown fields)."""
 
 from __future__ import annotations
 

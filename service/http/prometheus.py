@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
 from service.http import dependencies as state
-from service.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    exposition = state.metrics(request).exposition()
-    return Response(exposition, media_type=CONTENT_TYPE)
+    return Response(state.metrics(request).exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,10 +1,5 @@
-"""Loaders: build the instances of one version (TF Serving's Loader), blocking, on a loader
-thread. `LocalLoader` loads a SavedModel once per instance on its device and warms each copy
-up; `RemoteLoader` reads a remote backend's signatures and makes runners that call it. In echo
-mode (benchmarks only) the instances are replaced by `EchoModel`s once loaded.
-
-`load_failure` turns a failed load into the code and message a client may see.
-"""
+"""Loaders build the instances of one version, blocking, on a loader thread. In echo mode
+(benchmarks only) the instances are replaced by `EchoModel`s once loaded."""
 
 from __future__ import annotations
 
@@ -98,9 +93,8 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[\w.@+~-]+){2,}/?")
 
 
 def _without_paths(message: str, servable: ServableVersion) -> str:
-    """The message with the version's folder shown as `<model>/<version>` and any other
-    absolute path cut to its last part: status and errors are for clients, who have no
-    business knowing the server's file system."""
+    """The version's folder shown as `<model>/<version>`, any other absolute path cut to its
+    last part: clients have no business knowing the server's file system."""
     for folder in {str(servable.path.resolve()), str(servable.path)}:
         message = message.replace(folder, f"{servable.model}/{servable.version}")
     return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group().rstrip("/").rsplit("/", 1)[-1], message)

@@ -1,18 +1,6 @@
-"""`ModelRepository`, the manager: reconciles each model's wanted versions with what is
-served, and routes requests to them (TF Serving's AspiredVersionsManager).
-
-Every `poll_interval` seconds (and on `rescan`) it lists each model's source in a thread,
-applies the model's version policy, and
-- loads wanted versions that are new (or failed before and changed since) once settled (a
-  folder's version once two listings see the same files, so a copy in progress is not loaded
-  half-way; the first listing loads at once); a version takes traffic once AVAILABLE;
-- unloads versions no longer wanted: out of the routing table at once, released once its
-  requests finish. Unloading waits until the wanted versions have settled, and while none of
-  them is AVAILABLE a version still listed keeps serving (TF Serving's availability-preserving
-  policy), so a swap never leaves a gap.
-
-All bookkeeping happens on the event loop thread, so a routing table swap is atomic for the
-requests that read it. A failed load is recorded with its error and affects nothing else.
+"""`ModelRepository` (TF Serving's AspiredVersionsManager): polls each model's source, loads
+the wanted versions once their files settle, unloads the others without a gap in serving, and
+routes requests. Bookkeeping stays on the event loop, so a routing table swap is atomic.
 """
 
 from __future__ import annotations
@@ -43,7 +31,7 @@ _SETTLING = (VersionState.START, VersionState.LOADING)
 
 @dataclass(frozen=True)
 class ModelView:
-    """A snapshot of one model (`ModelRepository.models()`); its versions are the live ones."""
+    """A snapshot of one model; its versions are the live ones."""
 
     name: str
     config: ModelConfig
@@ -114,19 +102,15 @@ class ModelRepository:
         self._batch_observer = batch_observer  # (model, version) -> observer of its batches
         self._loader_threads = ThreadPoolExecutor(load_threads, thread_name_prefix="model-load")
         local = LocalLoader(devices, device_setup or DeviceSetup(), echo)
-        sources = {
-            m.name: source_for(m, local, follow_symlinks, grpc_max_message_bytes)
+        self._models = {
+            m.name: _Model(m, source_for(m, local, follow_symlinks, grpc_max_message_bytes))
             for m in config.models
         }
-        self._models = {m.name: _Model(m, sources[m.name]) for m in config.models}
         self._listing = asyncio.Lock()  # one listing at a time, applied in order
         self._tasks: set[asyncio.Task[None]] = set()
         self._poller: asyncio.Task[None] | None = None
 
-    # -- lifecycle -----------------------------------------------------------------------
-
     async def start(self) -> None:
-        """Starts discovery and loading in the background; returns at once."""
         self._poller = asyncio.create_task(self._poll_forever(), name="model-repository-poll")
 
     async def stop(self) -> None:
@@ -149,10 +133,8 @@ class ModelRepository:
                 self._reconcile(self._models[name])
 
     async def rescan(self, *, settled: bool = False) -> None:
-        """Lists every model now. `settled`: while a version it would load is new or changed
-        since the listing before, lists again `settle_seconds` later (at most SETTLE_LISTINGS
-        listings), so a version copied in completely starts loading now, not at the next poll.
-        """
+        """Lists every model now; `settled` lists again while a wanted version's files change,
+        so a version copied in completely starts loading now, not at the next poll."""
         await self.poll_once()
         for _ in range(SETTLE_LISTINGS - 1 if settled else 0):
             if not any(set(m.to_load()) & m.listing.changing for m in self._models.values()):
@@ -170,13 +152,10 @@ class ModelRepository:
                 return
             await asyncio.sleep(self.poll_interval)
 
-    # -- queries ---------------------------------------------------------------------------
-
     def model_names(self) -> list[str]:
         return list(self._models)
 
     def models(self) -> list[ModelView]:
-        """A snapshot of every model: versions and their states, listing, admin unload."""
         return [model.view() for model in self._models.values()]
 
     def _model(self, name: str) -> _Model:
@@ -191,17 +170,15 @@ class ModelRepository:
     def statuses(
         self, model: str, version: int | None = None, label: str | None = None
     ) -> list[ServableVersion]:
-        """Every version the server knows of, ascending (AVAILABLE, loading, failed,
-        unloaded), or the one addressed by `version` or `label` (404 if unknown)."""
+        """Every version known (in any state), ascending, or the one addressed (404 if none)."""
         if label is not None:
             version = self.label_version(model, label)
-        versions = [v for _, v in sorted(self._model(model).versions.items())]
+        versions = self._model(model).versions
         if version is None:
-            return versions
-        addressed = [v for v in versions if v.version == version]
-        if not addressed:
+            return [v for _, v in sorted(versions.items())]
+        if version not in versions:
             raise NotFoundError(f"model {model!r} has no version {version}")
-        return addressed
+        return [versions[version]]
 
     def label_version(self, model: str, label: str) -> int:
         labels = self._model(model).config.version_labels
@@ -238,32 +215,24 @@ class ModelRepository:
         raise NotFoundError(f"model {model!r} has no servable version {version}")
 
     def readiness(self) -> dict[str, bool]:
-        """Per model: does it have at least one AVAILABLE version?"""
         return {name: bool(model.serving) for name, model in self._models.items()}
 
     def is_ready(self) -> bool:
-        """Does every model have an AVAILABLE version, except those an admin unloaded (a
-        deliberate unload must not take the replica out of rotation)?"""
+        """Admin-unloaded models are left out: a deliberate unload keeps the replica in rotation."""
         return all(bool(m.serving) for m in self._models.values() if not m.unloaded_by_admin)
 
-    # -- admin -----------------------------------------------------------------------------
-
     def unload_model(self, name: str) -> ModelView:
-        """Unloads every version of the model (each once its requests finish) and keeps it
-        unloaded, whatever its source lists, until `load_model`."""
-        model = self._model(name)
-        model.unloaded_by_admin = True
-        self._reconcile(model)
-        return model.view()
+        """Keeps the model unloaded, whatever its source lists, until `load_model`."""
+        return self._set_unloaded(name, True)
 
     def load_model(self, name: str) -> ModelView:
-        """Serves the model again after `unload_model`: its wanted versions load."""
+        return self._set_unloaded(name, False)
+
+    def _set_unloaded(self, name: str, unloaded: bool) -> ModelView:
         model = self._model(name)
-        model.unloaded_by_admin = False
+        model.unloaded_by_admin = unloaded
         self._reconcile(model)
         return model.view()
-
-    # -- reconciliation ----------------------------------------------------------------------
 
     def _reconcile(self, model: _Model) -> None:
         if model.unloaded_by_admin:  # nothing loads, everything served unloads
@@ -346,9 +315,7 @@ class ModelRepository:
 
 
 def _should_load(known: ServableVersion | None, fingerprint: Fingerprint) -> bool:
-    """A wanted version loads if never loaded; an ended one loads again: a failed one only
-    once its fingerprint changed (a copy finished, a fix landed), a cleanly unloaded one at once.
-    """
+    """An ended version loads again: a failed one only once its files changed."""
     if known is None:
         return True
     if known.state != VersionState.END:
@@ -357,13 +324,8 @@ def _should_load(known: ServableVersion | None, fingerprint: Fingerprint) -> boo
 
 
 def _refreeze_heap() -> None:
-    """Moves every live object into the garbage collector's permanent generation.
-
-    With TensorFlow and the models loaded the heap holds millions of objects, and a full
-    collection walks them all (150-200 ms, a p99 spike whenever request garbage triggers one).
-    Frozen objects are never walked. Run after each load (so the new version is frozen too) and
-    after each unload (unfreezing first, so the old version's cycles can be collected).
-    """
+    """Freezes the heap: a full collection over the millions of TensorFlow objects costs
+    150-200 ms (a p99 spike). Unfreezing first lets an unloaded version's cycles be collected."""
     gc.unfreeze()
     gc.collect()
     gc.freeze()

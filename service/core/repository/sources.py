@@ -1,10 +1,5 @@
-"""Version sources: where a model's versions come from, listed on demand (TF Serving's Source).
-
-A listing maps each version available now to a fingerprint that changes when the version
-does, and names the versions still changing. `DirectorySource` lists a model folder in TF
-Serving's layout; `RemoteSource` asks a remote gRPC backend which versions it has AVAILABLE.
-Each source names the loader of its versions. Listings block: callers run them in a thread.
-"""
+"""Version sources: a model folder or a remote backend, listed on demand with a fingerprint
+per version that changes when the version does. Listings block: callers run them in a thread."""
 
 from __future__ import annotations
 
@@ -44,9 +39,8 @@ class VersionSource(Protocol):
 
 
 class DirectorySource:
-    """The version folders of `<base_path>/<version>/`, fingerprinted by their files. A
-    version whose files changed since the listing before (a copy in progress) is `changing`;
-    on the first listing none is. A folder that cannot be listed repeats the last listing."""
+    """`<base_path>/<version>/` folders; a version whose files changed since the listing before
+    (a copy in progress) is `changing`. A folder that cannot be listed repeats the last listing."""
 
     where = "in its folder"
 
@@ -82,9 +76,8 @@ class DirectorySource:
 
 
 class RemoteSource:
-    """The versions a remote backend has AVAILABLE (loaded: never changing). A backend that
-    cannot be reached lists none (its versions stop serving); each outage bumps the
-    fingerprints, so a version that failed to load is tried again once the backend is back."""
+    """The versions a remote backend has AVAILABLE. An unreachable backend lists none; each
+    outage bumps the fingerprints, so a failed version is tried again once the backend is back."""
 
     def __init__(self, name: str, backend: RemoteBackend, loader: Loader) -> None:
         self.name = name
@@ -113,8 +106,7 @@ class RemoteSource:
 def source_for(
     config: ModelConfig, local: LocalLoader, follow_symlinks: bool, grpc_max_message_bytes: int
 ) -> VersionSource:
-    """A model's source and, with it, its loader: its remote backend's when it has one, else
-    its folder's, whose versions `local` loads."""
+    """A model's source, with its loader: its remote backend's, else its folder's (`local`)."""
     if config.backend is None:
         return DirectorySource(config, local, follow_symlinks)
     backend = RemoteBackend(config.name, config.backend, grpc_max_message_bytes)
@@ -122,9 +114,8 @@ def source_for(
 
 
 def fingerprint(version_dir: Path) -> Fingerprint:
-    """Name, size and change time of every file under the version, and a marker for each
-    folder or file it cannot read: changes while a copy progresses, when a version is replaced
-    in place, and when permissions change (a chmod sets the change time)."""
+    """Name, size and change time of every file (a chmod sets the change time too), and a
+    marker for each folder or file it cannot read."""
     parts: list[int] = []
     folders = [version_dir]
     while folders:
