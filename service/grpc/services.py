@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import grpc
@@ -61,23 +62,17 @@ PREDICTION_SERVICE: str = prediction_service_pb2.DESCRIPTOR.services_by_name[
 MODEL_SERVICE: str = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
-class CallRunner:
-    """What every servicer method shares: the inference core, decoders and metrics, and how a
-    call runs, fails (with its gRPC status) and is observed."""
+@dataclass(eq=False)
+class _Servicer:
+    """What every servicer shares: the parts a call uses, and how a call runs, fails (with its
+    gRPC status) and is observed."""
 
-    def __init__(
-        self,
-        core: InferenceCore,
-        metrics: Metrics,
-        decoder: Decoder,
-        splitter: MessageSplitter,
-        max_message_bytes: int,
-    ) -> None:
-        self.core = core
-        self.metrics = metrics
-        self.decoder = decoder
-        self.splitter = splitter
-        self.max_message_bytes = max_message_bytes
+    SERVICE: ClassVar[str]
+    core: InferenceCore
+    metrics: Metrics
+    decoder: Decoder
+    splitter: MessageSplitter
+    max_message_bytes: int
 
     def check_answer_size(self, size: int) -> None:
         """gRPC would fail a larger answer with no reason the client can act on."""
@@ -159,13 +154,11 @@ Work: TypeAlias = Callable[[Any, Any, Context, RequestRecord], Awaitable[T]]
 
 
 def _observed(work: Work[T]) -> Callable[[Any, Any, Context], Awaitable[T]]:
-    """A servicer method as one observed call (`CallRunner.run`), given the call's record."""
+    """A servicer method as one observed call (`_Servicer.run`), given the call's record."""
 
     async def method(self: _Servicer, request: Any, context: Context) -> T:
         route = f"/{self.SERVICE}/{work.__name__}"
-        return await self._calls.run(
-            context, route, lambda record: work(self, request, context, record)
-        )
+        return await self.run(context, route, lambda record: work(self, request, context, record))
 
     return method
 
@@ -199,13 +192,6 @@ def _timeout_ms(context: Context) -> float | None:
     return None if remaining is None else max(remaining, 0.0) * 1000
 
 
-class _Servicer:
-    SERVICE: ClassVar[str]
-
-    def __init__(self, calls: CallRunner) -> None:
-        self._calls = calls
-
-
 class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
     SERVICE = PREDICTION_SERVICE
 
@@ -213,10 +199,10 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
     async def Predict(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802 (the proto's method names)
         """Takes and returns serialized messages (see `add_services`): grpc.aio would parse and
         serialize them on the event loop."""
-        decoder = self._calls.decoder
-        request, split_strings = await self._calls.parse(predict_pb2.PredictRequest, raw)
+        decoder = self.decoder
+        request, split_strings = await self.parse(predict_pb2.PredictRequest, raw)
         message_split.check_predict(request)
-        async with self._calls.core.admit(_addressed(request.model_spec), record) as call:
+        async with self.core.admit(_addressed(request.model_spec), record) as call:
             signature = call.signature(request.model_spec.signature_name)
             call.check_rows(signature.name, grpc_codec.declared_rows(request.inputs))
             inputs = await decoder.run(
@@ -228,7 +214,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             _check_wanted(context)  # the model is the costliest stage: not for nobody
             outputs = await call.predict(signature.name, inputs, wanted, _timeout_ms(context))
         size = sum(array.nbytes for array in outputs.values())
-        self._calls.check_answer_size(size)  # before the work of encoding it
+        self.check_answer_size(size)  # before the work of encoding it
 
         def encode() -> bytes:
             spec = _answered_spec(call, signature.name)
@@ -239,7 +225,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             return answer
 
         answer = await decoder.run(size, encode)
-        self._calls.check_answer_size(len(answer))
+        self.check_answer_size(len(answer))
         return answer
 
     @_observed
@@ -254,7 +240,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             raise InvalidInputError(
                 f"metadata_field must be ['signature_def'], got {sorted(fields)}"
             )
-        servable = self._calls.core.resolve(_addressed(request.model_spec), record)
+        servable = self.core.resolve(_addressed(request.model_spec), record)
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in servable.signatures.items():
             signatures.signature_def[name].CopyFrom(signature.definition)
@@ -298,14 +284,14 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             if method == "classify"
             else regression_pb2.RegressionRequest
         )
-        request, split_strings = await self._calls.parse(kind, raw)
+        request, split_strings = await self.parse(kind, raw)
         ref = _addressed(request.model_spec)
-        async with self._calls.core.admit(ref, record, method=method) as call:
+        async with self.core.admit(ref, record, method=method) as call:
             target = call.example_signature(request.model_spec.signature_name, method)
             split_examples = split_strings.get(message_split.EXAMPLES)
             rows = classify_regress.example_count(request.input, split_examples)
             call.check_rows(target.signature.name, rows)
-            serialized = await self._calls.decoder.run(
+            serialized = await self.decoder.run(
                 len(raw),
                 lambda: classify_regress.serialized_from_proto(request.input, split_examples),
             )
@@ -327,7 +313,7 @@ class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
         context: Context,
         record: RequestRecord,
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        versions = self._calls.core.statuses(_addressed(request.model_spec), record)
+        versions = self.core.statuses(_addressed(request.model_spec), record)
         response = get_model_status_pb2.GetModelStatusResponse()
         for servable in versions:
             status = response.model_version_status.add(
@@ -356,8 +342,7 @@ def add_services(
     splitter: MessageSplitter,
     max_message_bytes: int,
 ) -> None:
-    calls = CallRunner(core, metrics, decoder, splitter, max_message_bytes)
-    prediction = PredictionServicer(calls)
+    prediction = PredictionServicer(core, metrics, decoder, splitter, max_message_bytes)
     # The methods whose requests grow with the data, without (de)serializers: their messages
     # are parsed and built off the event loop. gRPC asks the generic handlers first.
     raw = {
@@ -368,4 +353,6 @@ def add_services(
         (grpc.method_handlers_generic_handler(PREDICTION_SERVICE, raw),)
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(prediction, server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(calls), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(core, metrics, decoder, splitter, max_message_bytes), server
+    )
