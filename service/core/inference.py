@@ -1,14 +1,6 @@
-"""The inference core: the one path from a decoded request to a model's outputs, for every
-protocol (no HTTP or gRPC here). An adapter parses its wire format around it:
-
-    async with core.admit(ModelRef(model, version, label), record) as call:  # 404 / 503 / 429
-        signature = call.signature(name)                       # 400: unknown signature
-        inputs = decode(body, signature)                       # the protocol's codec
-        outputs = await call.predict(signature.name, inputs, wanted, timeout_ms)  # 400: invalid
-
-The version is resolved once, at admission, and held until the block ends (an unload waits).
-The deadline (`timeout_ms`, else the model's default) travels to the batcher that enforces it.
-"""
+"""The one path from a decoded request to a model's outputs, for every protocol: an adapter
+admits the request (`async with core.admit(ref, record) as call`), decodes its body against
+`call.signature(name)` and awaits `call.predict(...)` on the version it was admitted to."""
 
 from __future__ import annotations
 

@@ -34,11 +34,10 @@ _VALUE_FIELDS = {
 def decode_inputs(
     inputs: Mapping[str, tensor_pb2.TensorProto],
     signature: Signature,
-    split_strings: Mapping[str, Strings] | None = None,
+    split_strings: Mapping[str, Strings],
 ) -> dict[str, np.ndarray]:
     """The inputs as arrays; `split_strings` holds the `string_val` of inputs whose strings were
     taken out of a large message (`service.grpc.message_split`)."""
-    split_strings = split_strings or {}
     check_names(signature, inputs)
     return {
         name: _decode_tensor(inputs[name], spec, f"input {name!r}", split_strings.get(name))

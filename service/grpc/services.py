@@ -10,11 +10,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
 import grpc
 import numpy as np
-from google.protobuf import any_pb2, message
+from google.protobuf import message
 from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -137,13 +137,10 @@ DEADLINE_TRANSIT_SECONDS = 0.25  # see `_ended_by_client`
 
 
 def _ended_by_client(context: Context) -> grpc.StatusCode:
-    """Why gRPC cancelled a call: its deadline passed, or the client cancelled it.
-
-    The server counts the client's deadline (grpc-timeout) from when the headers arrive, so its
-    copy ends later by the request's transit (63 ms seen on a busy 2-core machine). A client
-    whose deadline passes resets the stream just as it would to cancel, so a cancellation with
-    less than DEADLINE_TRANSIT_SECONDS left is the deadline's; only one well before is the
-    client's own."""
+    """Why gRPC cancelled a call. The server counts the client's deadline from when the headers
+    arrive, so it ends later by the transit (63 ms on a busy 2-core machine); a client whose
+    deadline passes resets the stream as it would to cancel: a cancellation with less than
+    DEADLINE_TRANSIT_SECONDS left is the deadline's."""
     remaining = context.time_remaining()
     if remaining is not None and remaining < DEADLINE_TRANSIT_SECONDS:
         return grpc.StatusCode.DEADLINE_EXCEEDED
@@ -199,13 +196,12 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
     async def Predict(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802 (the proto's method names)
         """Takes and returns serialized messages (see `add_services`): grpc.aio would parse and
         serialize them on the event loop."""
-        decoder = self.decoder
         request, split_strings = await self.parse(predict_pb2.PredictRequest, raw)
         message_split.check_predict(request)
         async with self.core.admit(_addressed(request.model_spec), record) as call:
             signature = call.signature(request.model_spec.signature_name)
             call.check_rows(signature.name, grpc_codec.declared_rows(request.inputs))
-            inputs = await decoder.run(
+            inputs = await self.decoder.run(
                 len(raw),
                 lambda: grpc_codec.decode_inputs(request.inputs, signature, split_strings),
             )
@@ -221,10 +217,9 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             response = predict_pb2.PredictResponse(model_spec=spec)
             for name, proto in grpc_codec.encode_outputs(outputs).items():
                 response.outputs[name].CopyFrom(proto)
-            answer: bytes = response.SerializeToString()
-            return answer
+            return cast(bytes, response.SerializeToString())
 
-        answer = await decoder.run(size, encode)
+        answer = await self.decoder.run(size, encode)
         self.check_answer_size(len(answer))
         return answer
 
@@ -244,12 +239,10 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         signatures = get_model_metadata_pb2.SignatureDefMap()
         for name, signature in servable.signatures.items():
             signatures.signature_def[name].CopyFrom(signature.definition)
-        packed = any_pb2.Any()
-        packed.Pack(signatures)
         response = get_model_metadata_pb2.GetModelMetadataResponse(
             model_spec=_answered_spec(servable, "")
         )
-        response.metadata["signature_def"].CopyFrom(packed)
+        response.metadata["signature_def"].Pack(signatures)
         return response
 
     @_observed
@@ -262,8 +255,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             result = response.result.classifications.add()
             for label, score in classes:
                 result.classes.add(label=label, score=score)
-        answer: bytes = response.SerializeToString()
-        return answer
+        return cast(bytes, response.SerializeToString())
 
     @_observed
     async def Regress(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802
@@ -272,8 +264,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         response = regression_pb2.RegressionResponse(model_spec=_answered_spec(call, signature))
         for value in classify_regress.regressions(outputs, count):
             response.result.regressions.add(value=value)
-        answer: bytes = response.SerializeToString()
-        return answer
+        return cast(bytes, response.SerializeToString())
 
     async def _examples(
         self, raw: bytes, context: Context, method: classify_regress.Method, record: RequestRecord
