@@ -1,7 +1,6 @@
-"""JSON values <-> numpy arrays, validated against a signature's TensorInfo, for both REST
-protocols (the same 400 everywhere). Numbers go through `np.asarray` a chunk of rows at a time,
-never a per-element Python loop; nothing is silently altered (1.5 is not truncated into an int
-input, 1e39 does not become float32 infinity, `true` is not a number)."""
+"""JSON values <-> numpy arrays for both REST protocols, numbers through `np.asarray` (never a
+per-element loop), and nothing silently altered: 1.5 is not truncated into an int input, 1e39
+does not become float32 infinity, `true` is not a number."""
 
 from __future__ import annotations
 
@@ -17,6 +16,7 @@ from service.core.signatures import TensorInfo
 from service.errors import InvalidInputError
 
 MAX_DIMENSIONS = 64  # numpy's limit on an array's rank
+_TOO_DEEP = f"lists nested too deeply (a tensor has at most {MAX_DIMENSIONS} dimensions)"
 _KIND_NAMES = {"b": "booleans", "U": "strings", "S": "strings", "O": "objects or mixed types"}
 
 
@@ -24,9 +24,8 @@ def decode_tensor(
     value: Any, spec: TensorInfo, *, what: str, allow_b64: bool, booleans_possible: bool = True
 ) -> np.ndarray:
     """A JSON value (nested lists) as an array of `spec`'s dtype; `what` names it in errors.
-
-    numpy quietly turns `true` into 1 among numbers, so they are searched for booleans (a Python
-    walk) unless the caller knows the JSON text holds no `true`/`false` token."""
+    numpy turns `true` into 1 among numbers: they are searched for booleans (a Python walk)
+    unless the caller knows the JSON text holds no `true`/`false` token."""
     if spec.dtype.is_string:
         return _decode_strings(value, what=what, allow_b64=allow_b64)
     array = _decode_numbers(value, spec.dtype, what=what)
@@ -53,7 +52,7 @@ def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:
         ) from None
     except ValueError as exc:  # numpy 2 refuses ragged nesting, and more than 64 dimensions
         if _depth(value) > MAX_DIMENSIONS:
-            raise _too_deep(what) from None
+            raise InvalidInputError(f"{what}: {_TOO_DEEP}") from None
         raise InvalidInputError(
             f"{what}: ragged nested lists (rows of different lengths): {exc}"
         ) from None
@@ -100,9 +99,9 @@ def _decode_strings(value: Any, *, what: str, allow_b64: bool) -> np.ndarray:
     try:
         shape = _walk_strings(value, flat, what=what, allow_b64=allow_b64)
     except RecursionError:
-        raise _too_deep(what) from None
+        raise InvalidInputError(f"{what}: {_TOO_DEEP}") from None
     if len(shape) > MAX_DIMENSIONS:
-        raise _too_deep(what)
+        raise InvalidInputError(f"{what}: {_TOO_DEEP}")
     return object_array(flat).reshape(shape)
 
 
@@ -113,12 +112,6 @@ def _depth(value: Any) -> int:
         depth += 1
         value = value[0] if value else None
     return depth
-
-
-def _too_deep(what: str) -> InvalidInputError:
-    return InvalidInputError(
-        f"{what}: lists nested too deeply (a tensor has at most {MAX_DIMENSIONS} dimensions)"
-    )
 
 
 def _walk_strings(value: Any, flat: list[bytes], *, what: str, allow_b64: bool) -> tuple[int, ...]:
