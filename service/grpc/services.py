@@ -64,8 +64,7 @@ MODEL_SERVICE: str = model_service_pb2.DESCRIPTOR.services_by_name["ModelService
 
 @dataclass(eq=False)
 class _Servicer:
-    """What every servicer shares: the parts a call uses, and how a call runs, fails (with its
-    gRPC status) and is observed."""
+    """What every servicer's calls use."""
 
     SERVICE: ClassVar[str]
     core: InferenceCore
@@ -100,16 +99,36 @@ class _Servicer:
 
         return await self.decoder.run(len(raw), parse)
 
-    async def run(
-        self, context: Context, route: str, work: Callable[[RequestRecord], Awaitable[T]]
-    ) -> T:
-        """Runs one call's `work`; a failure aborts the call with its gRPC status."""
+
+DEADLINE_TRANSIT_SECONDS = 0.25  # see `_ended_by_client`
+
+
+def _ended_by_client(context: Context) -> grpc.StatusCode:
+    """Why gRPC cancelled a call. The server counts the client's deadline from when the headers
+    arrive, so it ends later by the transit (63 ms on a busy 2-core machine); a client whose
+    deadline passes resets the stream as it would to cancel: a cancellation with less than
+    DEADLINE_TRANSIT_SECONDS left is the deadline's."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining < DEADLINE_TRANSIT_SECONDS:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
+Work: TypeAlias = Callable[[Any, Any, Context, RequestRecord], Awaitable[T]]
+
+
+def _observed(work: Work[T]) -> Callable[[Any, Any, Context], Awaitable[T]]:
+    """A servicer method as one observed call, given its record; a failure aborts the call with
+    its gRPC status."""
+
+    async def method(self: _Servicer, request: Any, context: Context) -> T:
+        route = f"/{self.SERVICE}/{work.__name__}"
         started = time.perf_counter()
         request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "")
         record = RequestRecord(str(request_id)[:128] or "-")
         code, status = grpc.StatusCode.OK, 200
         try:
-            return await work(record)
+            return await work(self, request, context, record)
         except ServingError as exc:
             code, status = grpc.StatusCode[exc.code], exc.http_status
             log_failure(route, exc)
@@ -131,31 +150,6 @@ class _Servicer:
             seconds = time.perf_counter() - started
             finished = Finished("grpc", "grpc", route, route, code.name, status, seconds)
             observe(self.metrics, record, finished)
-
-
-DEADLINE_TRANSIT_SECONDS = 0.25  # see `_ended_by_client`
-
-
-def _ended_by_client(context: Context) -> grpc.StatusCode:
-    """Why gRPC cancelled a call. The server counts the client's deadline from when the headers
-    arrive, so it ends later by the transit (63 ms on a busy 2-core machine); a client whose
-    deadline passes resets the stream as it would to cancel: a cancellation with less than
-    DEADLINE_TRANSIT_SECONDS left is the deadline's."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining < DEADLINE_TRANSIT_SECONDS:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
-
-
-Work: TypeAlias = Callable[[Any, Any, Context, RequestRecord], Awaitable[T]]
-
-
-def _observed(work: Work[T]) -> Callable[[Any, Any, Context], Awaitable[T]]:
-    """A servicer method as one observed call (`_Servicer.run`), given the call's record."""
-
-    async def method(self: _Servicer, request: Any, context: Context) -> T:
-        route = f"/{self.SERVICE}/{work.__name__}"
-        return await self.run(context, route, lambda record: work(self, request, context, record))
 
     return method
 
