@@ -1,8 +1,6 @@
-"""One observer of finished requests, REST and gRPC alike: the request metrics (count and
-latency by model, protocol, route and code), the reason a request was turned away, and one
-access-log line (JSON: method, route, path, model, version, status (and a gRPC call's code),
-latency, batch size, request id). Rejections are read from the HTTP status every failure maps to
-(`service.errors`), whatever the protocol: one table, one rule."""
+"""One observer of finished requests, REST and gRPC alike: request metrics, the reason a request
+was turned away (read from the HTTP status every failure maps to, whatever the protocol), and
+one JSON access-log line."""
 
 from __future__ import annotations
 
@@ -62,8 +60,8 @@ def observe(metrics: Metrics, record: RequestRecord, finished: Finished) -> None
 
 
 def log_failure(where: str, exc: ServingError) -> None:
-    """The one rule for what a failure logs: overload and deadlines (503, 504) are expected and
-    warned about, other server errors are errors, client errors are the access log's."""
+    """Overload and deadlines (503, 504) are warnings, other server errors errors; client errors
+    are the access log's."""
     if exc.http_status in (503, 504):
         log.warning("%s: %s", where, exc.message)
     elif exc.http_status >= 500:

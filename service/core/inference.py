@@ -1,20 +1,6 @@
-"""The inference core: the one path from a decoded request to a model's outputs, for every
-protocol, with no HTTP or gRPC in it.
-
-An adapter (TF Serving REST and gRPC, V2, the task API) parses its wire format around it:
-
-    async with core.admit(ModelRef(model, version, label), record) as call:  # 404 / 503 / 429
-        ...read the body...                                    # only once admitted
-        signature = call.signature(name)                       # 400: unknown signature
-        inputs = decode(body, signature)                       # the protocol's codec
-        outputs = await call.predict(signature.name, inputs, wanted, timeout_ms)  # 400: invalid
-    ...encode outputs...
-
-The version is resolved once, at admission, and held until the block ends: an unload waits for
-the request, and the request runs on the version it was admitted to. Its deadline travels with
-the call (`timeout_ms`, else the model's default), to the batcher that enforces it. What the
-request resolved and the batch it ran in are written to the transport's `RequestRecord`.
-"""
+"""The one path from a decoded request to a model's outputs, for every protocol: an adapter
+admits the request (`async with core.admit(ref, record) as call`), decodes its body against
+`call.signature(name)` and awaits `call.predict(...)` on the version it was admitted to."""
 
 from __future__ import annotations
 
@@ -42,13 +28,12 @@ class ModelRef:
     label: str | None = None
 
 
+@dataclass(eq=False)
 class Call:
-    """One admitted request's model version: its signatures, and runs on it. An async context
-    manager that holds the version (an unload waits) while the request uses it."""
+    """One admitted request's model version, held (an unload waits) while the block runs."""
 
-    def __init__(self, servable: ServableVersion, record: RequestRecord) -> None:
-        self.servable = servable
-        self.record = record
+    servable: ServableVersion
+    record: RequestRecord
 
     async def __aenter__(self) -> Call:
         self.servable.enter()
@@ -70,8 +55,7 @@ class Call:
         return self.servable.signature(name or DEFAULT_SIGNATURE)
 
     def check_rows(self, signature: str, rows: int) -> None:
-        """400 when a request declares more rows than the signature's batcher admits, before
-        its values are decoded."""
+        """400 for more rows than the signature's batcher admits, before values are decoded."""
         self.servable.batcher(signature).check_rows(rows)
 
     async def predict(
@@ -81,8 +65,7 @@ class Call:
         outputs: Sequence[str] = (),
         timeout_ms: float | None = None,
     ) -> Arrays:
-        """The signature's `outputs` (all when empty) on inputs validated against it, through
-        its batcher; `timeout_ms` overrides the model's default deadline."""
+        """The signature's `outputs` (all when empty) on validated inputs, through its batcher."""
         check_call(self.signature(signature), inputs, outputs)
         deadline = deadline_from(timeout_ms, self.servable.config.batching.timeout_ms)
         batcher = self.servable.batcher(signature)
@@ -101,32 +84,24 @@ class Call:
         serialized: np.ndarray,
         timeout_ms: float | None = None,
     ) -> Arrays:
-        """Serialized tf.Examples through a Classify/Regress signature's batcher (queue room
-        checked first: 429)."""
+        """Serialized tf.Examples through a Classify/Regress signature's batcher (429: full)."""
         name = target.signature.name
         self.servable.batcher(name).check_capacity()
         return await self.predict(name, {target.input_name: serialized}, target.outputs, timeout_ms)
 
 
+@dataclass(eq=False)
 class InferenceCore:
-    """Admission and runs, over the model repository (one per server: `service.server`). The
-    only code that resolves what a request addresses."""
+    """The only code that resolves what a request addresses (one per server)."""
 
-    def __init__(self, repository: ModelRepository) -> None:
-        self.repository = repository
+    repository: ModelRepository
 
     def admit(
-        self,
-        ref: ModelRef,
-        record: RequestRecord,
-        *,
-        method: classify_regress.Method | None = None,
+        self, ref: ModelRef, record: RequestRecord, *, method: classify_regress.Method | None = None
     ) -> Call:
-        """Admits a request to the version it addresses, before its body is read: 404 for an
-        unknown model, version or label, 503 while it is not ready, 429 when its queue is full
-        (predict), 501 when the version serves no `method` (classify / regress, whose
-        signature's own queue is checked once it is known). Use as `async with`: the version
-        is held until the block ends."""
+        """Admits a request before its body is read: 404 for an unknown model, version or label,
+        503 while it is not ready, 429 when its queue is full (predict), 501 when the version
+        serves no `method` (whose signature's own queue is checked once it is known)."""
         servable = self.resolve(ref, record)
         if method is None:
             servable.check_capacity()

@@ -1,7 +1,5 @@
-"""What one request did, for its access-log line and metric labels: the transport starts a
-record and hands it to the inference core, which fills in the model and version it resolved
-(only names the server serves, so metric labels stay bounded) and the size of the batch that
-ran the request."""
+"""What one request did, for its access-log line and metric labels: the transport starts it, the
+inference core fills in the model (only served names: bounded labels), version and batch size."""
 
 from __future__ import annotations
 

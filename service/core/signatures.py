@@ -71,20 +71,16 @@ def signatures_from_defs(
 ) -> dict[str, Signature]:
     """Serving signatures from SignatureDefs (a SavedModel's, or a backend's metadata)."""
     return {
-        name: _signature(name, definition)
+        name: Signature(
+            name=name,
+            method_name=definition.method_name,
+            inputs={key: _tensor(key, info) for key, info in sorted(definition.inputs.items())},
+            outputs={key: _tensor(key, info) for key, info in sorted(definition.outputs.items())},
+            definition=definition,
+        )
         for name, definition in sorted(definitions.items())
         if name != INIT_OP_SIGNATURE
     }
-
-
-def _signature(name: str, definition: meta_graph_pb2.SignatureDef) -> Signature:
-    return Signature(
-        name=name,
-        method_name=definition.method_name,
-        inputs={key: _tensor(key, info) for key, info in sorted(definition.inputs.items())},
-        outputs={key: _tensor(key, info) for key, info in sorted(definition.outputs.items())},
-        definition=definition,
-    )
 
 
 def _tensor(key: str, info: meta_graph_pb2.TensorInfo) -> TensorInfo:

@@ -1,12 +1,6 @@
-"""JSON values <-> numpy arrays, validated against a signature's TensorInfo.
-
-Both REST protocols decode through here, so a float sent to an int input, a ragged list or a
-wrong shape gets the same 400 everywhere. Numeric data goes through `np.asarray` (C speed, a
-chunk of rows at a time: see service.core.decoding), never a per-element Python loop; only string
-tensors are walked element by element.
-Nothing is silently altered: 1.5 is not truncated into an int input, 1e39 does not become
-float32 infinity, `true` is not a number.
-"""
+"""JSON values <-> numpy arrays for both REST protocols, numbers through `np.asarray` (never a
+per-element loop), and nothing silently altered: 1.5 is not truncated into an int input, 1e39
+does not become float32 infinity, `true` is not a number."""
 
 from __future__ import annotations
 
@@ -22,17 +16,16 @@ from service.core.signatures import TensorInfo
 from service.errors import InvalidInputError
 
 MAX_DIMENSIONS = 64  # numpy's limit on an array's rank
+_TOO_DEEP = f"lists nested too deeply (a tensor has at most {MAX_DIMENSIONS} dimensions)"
+_KIND_NAMES = {"b": "booleans", "U": "strings", "S": "strings", "O": "objects or mixed types"}
 
 
 def decode_tensor(
     value: Any, spec: TensorInfo, *, what: str, allow_b64: bool, booleans_possible: bool = True
 ) -> np.ndarray:
     """A JSON value (nested lists) as an array of `spec`'s dtype; `what` names it in errors.
-
-    numpy quietly turns `true` into 1 inside a list of numbers, so numeric data is searched for
-    booleans, a Python-speed walk; callers that know the JSON text holds no `true`/`false`
-    token at all pass `booleans_possible=False` to skip it.
-    """
+    numpy turns `true` into 1 among numbers: they are searched for booleans (a Python walk)
+    unless the caller knows the JSON text holds no `true`/`false` token."""
     if spec.dtype.is_string:
         return _decode_strings(value, what=what, allow_b64=allow_b64)
     array = _decode_numbers(value, spec.dtype, what=what)
@@ -50,30 +43,24 @@ def _holds_boolean(value: Any) -> bool:
 
 
 def _decode_numbers(value: Any, dtype: DType, *, what: str) -> np.ndarray:
+    expected = "booleans" if dtype.is_bool else "numbers"
     try:
         array = asarray(value)
     except MixedKindsError:
-        expected = "booleans" if dtype.is_bool else "numbers"
         raise InvalidInputError(
             f"{what}: expected {expected} ({dtype.tf_name}), got objects or mixed types"
         ) from None
     except ValueError as exc:  # numpy 2 refuses ragged nesting, and more than 64 dimensions
         if _depth(value) > MAX_DIMENSIONS:
-            raise _too_deep(what) from None
+            raise InvalidInputError(f"{what}: {_TOO_DEEP}") from None
         raise InvalidInputError(
             f"{what}: ragged nested lists (rows of different lengths): {exc}"
         ) from None
-    kind = array.dtype.kind
+    if array.size and array.dtype.kind not in ("b" if dtype.is_bool else "iuf"):
+        got = _KIND_NAMES.get(array.dtype.kind, str(array.dtype))
+        raise InvalidInputError(f"{what}: expected {expected} ({dtype.tf_name}), got {got}")
     if dtype.is_bool:
-        if kind != "b" and array.size:
-            raise InvalidInputError(
-                f"{what}: expected booleans ({dtype.tf_name}), got {_kind_name(array)}"
-            )
         return array.astype(np.bool_)
-    if kind not in "iuf" and array.size:
-        raise InvalidInputError(
-            f"{what}: expected numbers ({dtype.tf_name}), got {_kind_name(array)}"
-        )
     if dtype.is_integer:
         return _to_integers(value, array, dtype, what=what)
     with np.errstate(over="ignore"):  # overflow is detected just below, and reported
@@ -107,23 +94,14 @@ def _to_integers(value: Any, array: np.ndarray, dtype: DType, *, what: str) -> n
     return array.astype(dtype.numpy)
 
 
-def _kind_name(array: np.ndarray) -> str:
-    kind = array.dtype.kind
-    if kind == "b":
-        return "booleans"
-    if kind in "US":
-        return "strings"
-    return "objects or mixed types" if kind == "O" else f"{array.dtype}"
-
-
 def _decode_strings(value: Any, *, what: str, allow_b64: bool) -> np.ndarray:
     flat: list[bytes] = []
     try:
         shape = _walk_strings(value, flat, what=what, allow_b64=allow_b64)
     except RecursionError:
-        raise _too_deep(what) from None
+        raise InvalidInputError(f"{what}: {_TOO_DEEP}") from None
     if len(shape) > MAX_DIMENSIONS:
-        raise _too_deep(what)
+        raise InvalidInputError(f"{what}: {_TOO_DEEP}")
     return object_array(flat).reshape(shape)
 
 
@@ -134,12 +112,6 @@ def _depth(value: Any) -> int:
         depth += 1
         value = value[0] if value else None
     return depth
-
-
-def _too_deep(what: str) -> InvalidInputError:
-    return InvalidInputError(
-        f"{what}: lists nested too deeply (a tensor has at most {MAX_DIMENSIONS} dimensions)"
-    )
 
 
 def _walk_strings(value: Any, flat: list[bytes], *, what: str, allow_b64: bool) -> tuple[int, ...]:
@@ -173,22 +145,15 @@ def string_value(value: Any, *, what: str, allow_b64: bool) -> bytes:
 
 
 def encode_strings(array: np.ndarray, *, as_b64: bool) -> Any:
-    """A string tensor as nested JSON lists: UTF-8 text, or {"b64": ...} for binary outputs.
-
-    Bytes that are not UTF-8 are sent as base64 rather than mangled.
-    """
-    return _encode_nested(array.tolist(), as_b64=as_b64)
+    """A string tensor as nested JSON lists: UTF-8 text, or {"b64": ...} for binary outputs and
+    for bytes that are not UTF-8 (rather than mangled)."""
+    return _string_json(array.tolist(), as_b64=as_b64)
 
 
-def _encode_nested(value: Any, *, as_b64: bool) -> Any:
+def _string_json(value: Any, *, as_b64: bool) -> Any:
     if isinstance(value, list):
-        return [_encode_nested(item, as_b64=as_b64) for item in value]
-    return _string_json(value, as_b64=as_b64)
-
-
-def _string_json(raw: bytes | str, *, as_b64: bool) -> Any:
-    if isinstance(raw, str):  # numpy unicode arrays
-        raw = raw.encode("utf-8")
+        return [_string_json(item, as_b64=as_b64) for item in value]
+    raw = value.encode("utf-8") if isinstance(value, str) else value  # numpy unicode arrays
     if not as_b64:
         try:
             return raw.decode("utf-8")

@@ -1,7 +1,6 @@
-"""The one check of a request against a signature, whatever the protocol: input names, dtypes
-and shapes, an empty batch, and the outputs it asks for. Codecs call `check_names` before
-decoding (they decode by the named input's dtype); `Call.predict` runs `check_call` on every
-request."""
+"""The one check of a request against a signature, whatever the protocol: input names, dtypes,
+shapes, an empty batch, and the outputs asked for. Codecs call `check_names` before decoding (by
+the named input's dtype); `Call.predict` runs `check_call`."""
 
 from __future__ import annotations
 
