@@ -257,7 +257,9 @@ class Batcher:
         wanted = tuple(outputs)
         if rows is None or not self.config.enabled:
             self.stats.requests += 1
-            return await self._run_alone(inputs, rows or 1, deadline, wanted, record)
+            results = await self._run_alone(inputs, rows or 1, deadline, wanted)
+            record.batch_size = rows or 1
+            return results
         self._admit(rows, deadline)
         self.stats.requests += 1
         chunks = self._enqueue(inputs, rows, deadline, wanted)
@@ -389,12 +391,7 @@ class Batcher:
         self._waiting_rows -= pending.rows
 
     async def _run_alone(
-        self,
-        inputs: Arrays,
-        rows: int,
-        deadline: float,
-        outputs: tuple[str, ...],
-        record: RequestRecord,
+        self, inputs: Arrays, rows: int, deadline: float, outputs: tuple[str, ...]
     ) -> Arrays:
         """Batching disabled, or inputs without a common batch dimension: one call."""
         loop = asyncio.get_running_loop()
@@ -417,7 +414,6 @@ class Batcher:
         finally:
             self.running_rows -= rows
             await self.pool.release(index)
-        record.batch_size = rows
         return results
 
     async def stop(self) -> None:

@@ -42,13 +42,9 @@ class ExampleSignature:
         return [name for name in names if name in self.signature.outputs]
 
 
-def method_name(method: Method) -> str:
-    return f"tensorflow/serving/{method}"
-
-
 def capable_signatures(servable: ServableVersion, method: Method) -> list[str]:
     """UNIMPLEMENTED when no signature of `servable` serves `method`."""
-    wanted = method_name(method)
+    wanted = f"tensorflow/serving/{method}"
     capable = sorted(s.name for s in servable.signatures.values() if s.method_name == wanted)
     if not capable:
         methods = sorted({s.method_name for s in servable.signatures.values()})
@@ -63,20 +59,15 @@ def example_signature(
     servable: ServableVersion, signature_name: str, method: Method
 ) -> ExampleSignature:
     """UNIMPLEMENTED when no signature of the model serves `method`, INVALID_ARGUMENT when
-    another one than `signature_name` would."""
+    another one than `signature_name` would; a malformed signature is a model bug."""
     capable = capable_signatures(servable, method)
     signature = servable.signature(signature_name)
     where = f"model {servable.model!r} version {servable.version}"
     if signature.name not in capable:
         raise InvalidInputError(
             f"signature {signature.name!r} of {where} has method {signature.method_name}, not "
-            f"{method_name(method)}; set signature_name to one of {capable}"
+            f"tensorflow/serving/{method}; set signature_name to one of {capable}"
         )
-    return ExampleSignature(signature, method, _checked_input(signature, method, where))
-
-
-def _checked_input(signature: Signature, method: Method, where: str) -> str:
-    """The one string input of the signature (a malformed one is a model bug)."""
     inputs = list(signature.inputs.values())
     if len(inputs) != 1 or not inputs[0].dtype.is_string:
         raise ModelFailureError(
@@ -89,7 +80,7 @@ def _checked_input(signature: Signature, method: Method, where: str) -> str:
             f"signature {signature.name!r} of {where} has outputs {sorted(signature.outputs)}; "
             f"TF Serving reads {sorted(expected)}"
         )
-    return inputs[0].name
+    return ExampleSignature(signature, method, inputs[0].name)
 
 
 def example_count(request_input: input_pb2.Input, split_examples: Strings | None = None) -> int:
@@ -109,15 +100,13 @@ def serialized_from_proto(
         if not len(split_examples):
             raise InvalidInputError("input has no examples")
         return split_examples.array()
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        examples = request_input.example_list.examples
-        context = b""
-    elif kind == "example_list_with_context":
-        examples = request_input.example_list_with_context.examples
-        context = request_input.example_list_with_context.context.SerializeToString()
-    else:
+    kind = request_input.WhichOneof("kind")  # example_list or example_list_with_context
+    if kind is None:
         raise InvalidInputError("input is empty: set input.example_list (or ..._with_context)")
+    examples = getattr(request_input, kind).examples
+    context = b""
+    if kind == "example_list_with_context":
+        context = request_input.example_list_with_context.context.SerializeToString()
     if not examples:
         raise InvalidInputError("input has no examples")
     # concatenated serializations parse as one merged message (map entries: the last wins)
@@ -210,16 +199,11 @@ def classifications(outputs: dict[str, np.ndarray], count: int) -> list[Classifi
         raise ModelFailureError(
             f"classification outputs must be [{count}, classes] each; the model gave {shapes}"
         )
-    width = present[0].shape[1]
+    labels = classes if classes is not None else np.full(present[0].shape, "")
+    values = scores if scores is not None else np.zeros(present[0].shape)
     return [
-        [
-            (
-                _label(classes[row, column]) if classes is not None else "",
-                float(scores[row, column]) if scores is not None else 0.0,
-            )
-            for column in range(width)
-        ]
-        for row in range(count)
+        [(_label(label), float(value)) for label, value in zip(label_row, value_row, strict=True)]
+        for label_row, value_row in zip(labels, values, strict=True)
     ]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -45,7 +44,6 @@ _ERRORS: dict[grpc.StatusCode, type[ServingError]] = {
 
 class RemoteBackend:
     def __init__(self, model: str, config: BackendConfig, max_message_bytes: int) -> None:
-        self.model = model
         self.remote_name = config.model_name or model
         self.address = config.grpc
         self.timeout_seconds = config.timeout_ms / 1000
@@ -90,11 +88,7 @@ class RemoteBackend:
         return [RemoteRunner(self, version, signatures) for _ in range(max(1, instances))]
 
     def predict(
-        self,
-        version: int,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        left: float | None = None,
+        self, version: int, signature_name: str, inputs: Arrays, left: float | None = None
     ) -> Arrays:
         """One call; `left`: the batch's own time left, capped by the configured timeout."""
         if left is not None and left <= 0:  # no request of the batch can use an answer

@@ -65,14 +65,8 @@ class LoadedModel:
 
     def _log_internal(self, signature_name: str, exc: Exception) -> None:
         """TensorFlow's own message is for the operator: the client's answer names no internals."""
-        log.warning(
-            "model %s v%d signature %s: %s: %s",
-            self.name,
-            self.version,
-            signature_name,
-            type(exc).__name__,
-            error_summary(exc),
-        )
+        where = f"model {self.name} v{self.version} signature {signature_name}"
+        log.warning("%s: %s: %s", where, type(exc).__name__, error_summary(exc))
 
     def call_tensors(
         self, signature_name: str, inputs: Mapping[str, np.ndarray]
