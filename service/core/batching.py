@@ -1,27 +1,12 @@
 """Dynamic batching: one bounded queue and one dispatcher per model version and signature.
 
-Work-conserving: as soon as an instance of the model is free, the dispatcher takes what is
-queued, up to `max_batch_size` rows, concatenates it (numpy, one copy), pads it to the next
-allowed batch size (so every call hits a shape traced and warmed at load), runs it on a worker
-thread, and hands each request its rows back (slices, no copies). At low load a request is
-dispatched the moment it arrives; under load, batches grow on their own while the instances
-are busy. `max_batch_delay_ms` optionally holds a batch that is not full a little longer,
-but closes it early enough for the model call (its recent average duration, with slack) to
-finish before the earliest deadline of a request in it.
-
-Admission is per request and in rows: a request is admitted whole or refused whole, before any
-of it is queued. One too large ever to be admitted gets 400 (split it); one that does not fit
-the queue's row bound now gets 429 at once, as does any request beyond `max_queue_size`; one
-whose last chunk could not start before its deadline, by the measured call time, gets 504 at
-once instead of running in part and then timing out. A request larger than `max_batch_size` is
-split into chunks that take turns with the other requests: each chunk joins the back of the
-queue when the one before it is taken, so small requests are batched in between.
-Requests past their deadline while still queued get 504 without touching the model; a request
-whose caller went away (task cancelled) leaves the queue.
-A batch that fails on one odd request (InvalidInputError, or ModelFailureError such as an op
-error on one value) is retried in halves, recursively, so only the requests that fail on their
-own get the error: one bad request costs O(log n) extra calls, not one call per request.
-This module knows nothing of HTTP: callers pass numpy arrays and a deadline.
+Work-conserving: when an instance is free the dispatcher takes what is queued (up to
+`max_batch_size` rows), pads it to an allowed size warmed at load, and runs it on a worker
+thread; `max_batch_delay_ms` may hold a batch that is not full, but never past the earliest
+deadline in it. Requests are admitted or refused whole, in rows (400 too large ever, 429 no room
+now, 504 could not start in time); larger than one batch, they run as chunks that take turns
+with other requests. A failing batch is retried in halves, so only requests that fail alone get
+the error. Callers pass numpy arrays and an event-loop deadline; nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -57,14 +42,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelCall:
-    """One call of a model instance: a signature on a batch."""
-
     signature: str
     inputs: Arrays
     outputs: tuple[str, ...] = ()  # the outputs to return (all when empty)
+    # time left to the batch's most patient request: the deadline of a remote call (a local
+    # TensorFlow call cannot be stopped once it runs)
     seconds_left: float | None = None
-    """The time the batch's most patient request has left: the deadline of a runner that
-    calls out (a remote backend; a local TensorFlow call cannot be stopped once it runs)."""
 
 
 class Runner(Protocol):
@@ -75,10 +58,8 @@ class Runner(Protocol):
     def run(self, call: ModelCall) -> Arrays: ...
 
 
-DEADLINE_SLACK = 1.5
-"""A held batch closes this many average model calls before its earliest deadline."""
-CALL_TIME_WEIGHT = 0.2
-"""Weight of the newest model call in the moving average of call durations."""
+DEADLINE_SLACK = 1.5  # a held batch closes this many average calls before its earliest deadline
+CALL_TIME_WEIGHT = 0.2  # of the newest call in the moving average of call durations
 
 
 class DispatchReason(Enum):
@@ -90,8 +71,7 @@ class DispatchReason(Enum):
 
 @dataclass
 class BatchStats:
-    """Counters since load, per batcher: shown in the model status (`as_json`) and exported
-    as metrics summed over a version's signatures (`total`)."""
+    """Counters since load, per batcher: in model status (`as_json`), and in metrics (`total`)."""
 
     batches: int = 0
     rows: int = 0  # real rows (instances) run
@@ -112,7 +92,6 @@ class BatchStats:
 
     @classmethod
     def total(cls, many: Iterable[BatchStats]) -> BatchStats:
-        """The counters of several batchers, summed."""
         total = cls()
         for stats in many:
             for name in (f.name for f in fields(cls)):
@@ -140,11 +119,9 @@ class BatchStats:
 class BatchObserver(Protocol):
     """Told of every model call, for latency histograms (service.metrics implements it)."""
 
-    def dispatched(self, queue_waits: Sequence[float]) -> None:
-        """A batch left the queue: how long each of its requests waited, in seconds."""
+    def dispatched(self, queue_waits: Sequence[float]) -> None: ...  # each request's wait, s
 
-    def ran(self, seconds: float) -> None:
-        """A model call (one batch) took this long."""
+    def ran(self, seconds: float) -> None: ...  # one model call's duration
 
 
 class _NoObserver:
@@ -167,10 +144,8 @@ class InstancePool:
     async def acquire(self) -> int:
         async with self._free:
             await self._free.wait_for(lambda: 0 in self.busy)
-            index = min(
-                (i for i, busy in enumerate(self.busy) if not busy),
-                key=self.batches_run.__getitem__,
-            )
+            free = [i for i, busy in enumerate(self.busy) if not busy]
+            index = min(free, key=self.batches_run.__getitem__)
             self.busy[index] += 1
             self.batches_run[index] += 1
             return index
@@ -240,16 +215,9 @@ class Batcher:
         return self._waiting_rows + self._waiting_alone
 
     @property
-    def capacity_rows(self) -> int:
-        """Rows the instances take at once: one full batch each."""
+    def capacity_rows(self) -> int:  # rows the instances take at once: one full batch each
         per_call = self.config.max_batch_size if self.sizes else 1
         return per_call * len(self.pool.runners)
-
-    @property
-    def max_request_rows(self) -> int:
-        """The most rows one request may ever be admitted with: one full batch, or half the
-        queue's row bound (a larger request must leave as many rows free as it takes)."""
-        return max(self.config.max_batch_size, self.config.queue_rows() // 2)
 
     def full(self) -> bool:
         return (
@@ -259,18 +227,14 @@ class Batcher:
 
     def check_capacity(self) -> None:
         """429 before the caller parses a body that could not be queued anyway."""
-        if self.queued >= self.config.max_queue_size:
-            self._refuse(
-                f"{self.queued} requests queued (max_queue_size {self.config.max_queue_size})"
-            )
-        if self.queued_rows >= self.config.queue_rows():
-            self._refuse(
-                f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()})"
-            )
+        config = self.config
+        if self.queued >= config.max_queue_size:
+            self._refuse(f"{self.queued} requests queued (max_queue_size {config.max_queue_size})")
+        if self.queued_rows >= config.queue_rows():
+            self._refuse(f"{self.queued_rows} rows queued (max_queue_rows {config.queue_rows()})")
 
     def check_rows(self, rows: int) -> None:
-        """400 for a request of more rows than one request may ever queue, from the rows it
-        declares, before its values are decoded (`submit` checks the decoded rows again)."""
+        """400 from the rows a request declares, before its values are decoded."""
         if self.config.enabled:
             self._check_size(rows)
 
@@ -285,26 +249,26 @@ class Batcher:
         outputs: Sequence[str] = (),
         record: RequestRecord | None = None,
     ) -> Arrays:
-        """Queues one request (any number of rows) and returns its own rows of the `outputs`
-        it names (all when empty; its batch may hold more, wanted by others). The size of the
-        batch that ran it goes in `record`."""
+        """Queues one request and returns its own rows of the `outputs` it names (all when
+        empty); the size of the batch that ran it goes in `record`."""
         record = record or RequestRecord("")
         self.check_capacity()
         rows = _batch_rows(inputs)
         wanted = tuple(outputs)
         if rows is None or not self.config.enabled:
             self.stats.requests += 1
-            return await self._run_alone(inputs, rows or 1, deadline, wanted, record)
+            results = await self._run_alone(inputs, rows or 1, deadline, wanted)
+            record.batch_size = rows or 1
+            return results
         self._admit(rows, deadline)
         self.stats.requests += 1
         chunks = self._enqueue(inputs, rows, deadline, wanted)
-        loop = asyncio.get_running_loop()
         if len(chunks) == 1:
-            return await self._wait(chunks[0], loop, record)
+            return await self._wait(chunks[0], record)
         # if a chunk fails, the others are cancelled rather than run for nobody
         try:
             async with asyncio.TaskGroup() as group:
-                waits = [group.create_task(self._wait(chunk, loop, record)) for chunk in chunks]
+                waits = [group.create_task(self._wait(chunk, record)) for chunk in chunks]
         except ExceptionGroup as failed:  # the first chunk's error is the request's error
             raise failed.exceptions[0] from None
         finally:  # chunks whose wait was cancelled before it began
@@ -314,39 +278,18 @@ class Batcher:
         parts = [wait.result() for wait in waits]
         return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
 
-    # -- admission: a request is admitted whole or refused whole, before any of it is queued --
-
     def _admit(self, rows: int, deadline: float) -> None:
+        """Admits a request whole or refuses it whole: 429 unless it fits now (one of more than a
+        batch must leave as many rows free, so small ones always find room); 504 at once rather
+        than after running its first chunks for nothing."""
         self._check_size(rows)
-        self._check_room(rows)
-        self._check_deadline(rows, deadline)
-
-    def _check_size(self, rows: int) -> None:
-        """400 for a request no retry could ever get admitted: it must be split."""
-        limit = self.max_request_rows
-        if rows > limit:
-            raise InvalidInputError(
-                f"model {self.name}: a request of {rows} rows is more than one request may "
-                f"queue, {_rows(limit)} (half of max_queue_rows {self.config.queue_rows()}, or "
-                f"max_batch_size {self.config.max_batch_size} if more); split it into "
-                f"requests of at most {_rows(limit)}"
-            )
-
-    def _check_room(self, rows: int) -> None:
-        """429 unless the request fits the queue's row bound now; a request of more than one
-        batch must also leave as many rows free as it takes, so small ones always find room."""
-        free = self.config.queue_rows() - self.queued_rows
         needed = rows if rows <= self.config.max_batch_size else 2 * rows
-        if needed > free:
+        if needed > self.config.queue_rows() - self.queued_rows:
             share = " (as many again left for others)" if needed > rows else ""
             self._refuse(
                 f"{self.queued_rows} rows queued (max_queue_rows {self.config.queue_rows()}): "
                 f"a request of {_rows(rows)} needs {needed} free{share}"
             )
-
-    def _check_deadline(self, rows: int, deadline: float) -> None:
-        """504 at once for a request whose last chunk could not start before its deadline
-        (it would get 504 anyway, after the model had run its first chunks for nothing)."""
         left = deadline - asyncio.get_running_loop().time()
         wait = self._least_wait(rows)
         if left > 0 and wait <= left:
@@ -362,11 +305,21 @@ class Batcher:
             f"send fewer rows or allow more time"
         )
 
+    def _check_size(self, rows: int) -> None:
+        """400 for a request no retry could ever get admitted: more than one full batch, or half
+        the queue's row bound (a larger request must leave as many rows free as it takes)."""
+        limit = max(self.config.max_batch_size, self.config.queue_rows() // 2)
+        if rows > limit:
+            raise InvalidInputError(
+                f"model {self.name}: a request of {rows} rows is more than one request may "
+                f"queue, {_rows(limit)} (half of max_queue_rows {self.config.queue_rows()}, or "
+                f"max_batch_size {self.config.max_batch_size} if more); split it into "
+                f"requests of at most {_rows(limit)}"
+            )
+
     def _least_wait(self, rows: int) -> float:
-        """A lower bound of the seconds before the last chunk of a request of `rows` rows can
-        start, once a model call has been timed: its chunks before the last, and what is queued
-        ahead of it. Requests take turns, so each one ahead of it runs at most as many rows
-        before it as it has turns (chunks) itself, one batch per turn."""
+        """Least seconds before the last chunk of a request of `rows` rows can start: its own
+        earlier chunks, and each request ahead for as many turns (batches) as it has chunks."""
         if not self.call_seconds:
             return 0.0
         limit = self.config.max_batch_size
@@ -378,15 +331,10 @@ class Batcher:
         return batches // len(self.pool.runners) * self.call_seconds
 
     def _enqueue(
-        self,
-        inputs: dict[str, np.ndarray],
-        rows: int,
-        deadline: float,
-        outputs: tuple[str, ...] = (),
+        self, inputs: Arrays, rows: int, deadline: float, outputs: tuple[str, ...]
     ) -> list[_Pending]:
-        """Splits an admitted request into chunks of at most max_batch_size rows, so every model
-        call stays within a traced size, and queues the first; each next one joins the back of
-        the queue when the one before it is taken (see _take)."""
+        """Queues the first chunk (of max_batch_size rows at most) of an admitted request; each
+        next one joins the back of the queue when the one before it is taken (see _take)."""
         loop = asyncio.get_running_loop()
         limit = self.config.max_batch_size
         queued_at = time.perf_counter()
@@ -409,12 +357,14 @@ class Batcher:
         self._waiting_rows += rows
         self._queue.append(chunks[0])
         self._arrived.set()
-        self._ensure_dispatcher()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(
+                self._dispatch_forever(), name=f"batcher-{self.name}-{self.signature_name}"
+            )
         return chunks
 
-    async def _wait(
-        self, pending: _Pending, loop: asyncio.AbstractEventLoop, record: RequestRecord
-    ) -> Arrays:
+    async def _wait(self, pending: _Pending, record: RequestRecord) -> Arrays:
+        loop = asyncio.get_running_loop()
         try:
             outputs = await asyncio.wait_for(
                 asyncio.shield(pending.future), max(0.0, pending.deadline - loop.time())
@@ -435,21 +385,15 @@ class Batcher:
         record.batch_size = pending.batch_rows
         return outputs
 
-    def _leave_queue(self, pending: _Pending) -> None:
-        """Frees the request's queue slot and rows at once; the dispatcher skips it later."""
+    def _leave_queue(self, pending: _Pending) -> None:  # the dispatcher skips it later
         pending.state = _State.GONE
         self._waiting -= pending.counted
         self._waiting_rows -= pending.rows
 
     async def _run_alone(
-        self,
-        inputs: dict[str, np.ndarray],
-        rows: int,
-        deadline: float,
-        outputs: tuple[str, ...],
-        record: RequestRecord,
+        self, inputs: Arrays, rows: int, deadline: float, outputs: tuple[str, ...]
     ) -> Arrays:
-        """No batching (disabled, or inputs without a common batch dimension): one call."""
+        """Batching disabled, or inputs without a common batch dimension: one call."""
         loop = asyncio.get_running_loop()
         queued_at = time.perf_counter()
         self._waiting_alone += 1  # counts against max_queue_size while waiting
@@ -463,26 +407,14 @@ class Batcher:
         finally:
             self._waiting_alone -= 1
         self.observer.dispatched([time.perf_counter() - queued_at])
+        self._count(rows, 0, DispatchReason.IDLE)
+        self.running_rows += rows
         try:
-            runner = self.pool.runners[index]
-            self._count(rows, 0, DispatchReason.IDLE)
-            self.running_rows += rows
-            try:
-                results = await self._execute(runner, inputs, deadline, outputs=outputs)
-            finally:
-                self.running_rows -= rows
+            results = await self._execute(self.pool.runners[index], inputs, deadline, outputs)
         finally:
+            self.running_rows -= rows
             await self.pool.release(index)
-        record.batch_size = rows
         return results
-
-    # -- dispatcher ------------------------------------------------------------------------
-
-    def _ensure_dispatcher(self) -> None:
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(
-                self._dispatch_forever(), name=f"batcher-{self.name}-{self.signature_name}"
-            )
 
     async def stop(self) -> None:
         tasks = [t for t in (self._dispatcher, *self._running) if t is not None]
@@ -492,7 +424,8 @@ class Batcher:
 
     async def _dispatch_forever(self) -> None:
         while True:
-            self._drop_gone()
+            while self._queue and self._queue[0].state is _State.GONE:
+                self._queue.popleft()
             if not self._queue:
                 self._arrived.clear()
                 await self._arrived.wait()
@@ -508,26 +441,19 @@ class Batcher:
             if not batch:
                 await self.pool.release(index)
                 continue
-            # running from now on (not only once the task starts), so the rows never vanish
-            # from saturation between the queue and the model call
+            # running from now on, so the rows never vanish from saturation before the call
             self.running_rows += sum(p.rows for p in batch)
             task = asyncio.create_task(self._run(index, batch, reason))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
-
-    def _drop_gone(self) -> None:
-        while self._queue and self._queue[0].state is _State.GONE:
-            self._queue.popleft()
 
     def _take(self, batch: list[_Pending], rows: int) -> int:
         """Moves queued requests into `batch` while they fit; returns the rows now in it."""
         loop_time = asyncio.get_running_loop().time()
         while self._queue:
             head = self._queue[0]
-            if head.state is _State.GONE:
-                self._queue.popleft()
-                continue
-            if head.deadline <= loop_time:  # expired: its waiter answers 504 (and frees the slot)
+            # an expired request's waiter answers 504 (and frees the slot)
+            if head.state is _State.GONE or head.deadline <= loop_time:
                 self._queue.popleft()
                 continue
             if rows + head.rows > self.config.max_batch_size:
@@ -558,11 +484,8 @@ class Batcher:
             # never so late that the model call would end past the deadline of a request in
             # the batch (including ones that joined): a gRPC client stops waiting right then
             close_by = min(p.deadline for p in batch) - DEADLINE_SLACK * self.call_seconds
-            if close_by < delay_end:
-                wait_until, reason = close_by, DispatchReason.DEADLINE
-            else:
-                wait_until, reason = delay_end, DispatchReason.DELAY
-            remaining = wait_until - loop.time()
+            reason = DispatchReason.DEADLINE if close_by < delay_end else DispatchReason.DELAY
+            remaining = min(close_by, delay_end) - loop.time()
             if remaining <= 0:
                 return batch, reason
             self.held_rows = rows
@@ -586,16 +509,16 @@ class Batcher:
             await self.pool.release(index)
 
     async def _run_group(self, runner: Runner, group: list[_Pending]) -> None:
-        """Runs requests as one model call and hands each its rows. If the call raises
-        InvalidInputError or ModelFailureError (one odd input can fail a whole batch), each
-        half is retried on its own, recursively, so only the requests failing alone get it."""
+        """One model call for the requests; when one odd input fails it, each half is retried
+        on its own, recursively, so only the requests failing alone get the error."""
         rows = sum(p.rows for p in group)
         for pending in group:
             pending.batch_rows = rows
+        size = self._padded_size(rows)
+        inputs = _assemble([p.inputs for p in group], rows, size)
+        deadline = max(p.deadline for p in group)  # the most patient request's
         try:
-            deadline = max(p.deadline for p in group)  # the most patient request's
-            wanted = _wanted_by(group)
-            outputs = await self._call(runner, [p.inputs for p in group], rows, deadline, wanted)
+            outputs = await self._execute(runner, inputs, deadline, _wanted_by(group), size)
         except (InvalidInputError, ModelFailureError) as exc:
             if len(group) == 1:
                 _fail(group, exc)
@@ -617,70 +540,41 @@ class Batcher:
             start = end
 
     def _expire(self, group: list[_Pending]) -> bool:
-        """Answers 504 to a group about to be retried when every request of it is past its
-        deadline (a retry is a new start, and nobody would wait for it); True if it did."""
+        """504 instead of a retry nobody would wait for; True if every request is late."""
         now = asyncio.get_running_loop().time()
         if any(p.deadline > now for p in group):
             return False
         self.stats.expired += len(group)
-        _fail(
-            group,
-            DeadlineExceededError(
-                f"model {self.name}: request deadline passed before its failed batch was retried"
-            ),
+        error = DeadlineExceededError(
+            f"model {self.name}: request deadline passed before its failed batch was retried"
         )
+        _fail(group, error)
         return True
-
-    async def _in_executor(
-        self,
-        runner: Runner,
-        inputs: dict[str, np.ndarray],
-        deadline: float,
-        outputs: tuple[str, ...],
-    ) -> Arrays:
-        """runner.run on a worker thread, given the time left until `deadline` (event-loop
-        time)."""
-        loop = asyncio.get_running_loop()
-        seconds_left = max(0.0, deadline - loop.time())
-        call = ModelCall(self.signature_name, inputs, outputs, seconds_left)
-        return await loop.run_in_executor(self.executor, runner.run, call)
-
-    def _note_call(self, seconds: float) -> None:
-        weight = CALL_TIME_WEIGHT if self.call_seconds else 1.0
-        self.call_seconds += weight * (seconds - self.call_seconds)
 
     def _padded_size(self, rows: int) -> int:
         return self.sizes[bisect.bisect_left(self.sizes, rows)]
 
-    async def _call(
-        self,
-        runner: Runner,
-        requests: list[dict[str, np.ndarray]],
-        rows: int,
-        deadline: float,
-        outputs: tuple[str, ...],
-    ) -> Arrays:
-        """One model call on the requests' rows, padded to an allowed size."""
-        size = self._padded_size(rows)
-        inputs = _assemble(requests, rows, size)
-        return await self._execute(runner, inputs, deadline, size, outputs)
-
     async def _execute(
         self,
         runner: Runner,
-        inputs: dict[str, np.ndarray],
+        inputs: Arrays,
         deadline: float,
+        outputs: tuple[str, ...],
         size: int = 0,
-        outputs: tuple[str, ...] = (),
     ) -> Arrays:
-        """One timed model call returning `outputs` (all when empty), checked for one output
-        row per input row of a batch of `size`, if given. Every failure becomes a
-        ServingError, counted by code, so no waiter is ever left without an answer."""
+        """One timed call on a worker thread, checked for one output row per input row of a
+        batch of `size`, if given. Every failure becomes a ServingError, counted by code."""
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        call = ModelCall(self.signature_name, inputs, outputs, max(0.0, deadline - loop.time()))
         try:
-            results = await self._in_executor(runner, inputs, deadline, outputs)
-            if size:
-                _check_rows(results, size)
+            results = await loop.run_in_executor(self.executor, runner.run, call)
+            for name, array in results.items():
+                if size and (array.ndim == 0 or array.shape[0] != size):
+                    raise ModelFailureError(
+                        f"output {name!r} has shape {list(array.shape)}: not one row per input "
+                        f"row ({size}); set batching.enabled: false for this model"
+                    )
             return results
         except ServingError as exc:
             self.stats.model_errors[exc.code] += 1
@@ -692,7 +586,8 @@ class Batcher:
         finally:
             seconds = time.perf_counter() - started
             self.observer.ran(seconds)
-            self._note_call(seconds)
+            weight = CALL_TIME_WEIGHT if self.call_seconds else 1.0
+            self.call_seconds += weight * (seconds - self.call_seconds)
 
     def _count(self, rows: int, padding: int, reason: DispatchReason) -> None:
         stats = self.stats
@@ -709,48 +604,34 @@ def _rows(count: int) -> str:
 
 
 def _batch_rows(inputs: dict[str, np.ndarray]) -> int | None:
-    """The common batch dimension of the inputs, or None when they have none."""
+    """The inputs' common batch dimension, if any."""
     sizes = {array.shape[0] if array.ndim else None for array in inputs.values()}
-    if len(sizes) != 1:
-        return None
-    (rows,) = sizes
-    return rows if rows else None
+    rows = sizes.pop() if len(sizes) == 1 else None
+    return rows or None
 
 
-def _assemble(requests: list[dict[str, np.ndarray]], rows: int, size: int) -> dict[str, np.ndarray]:
+def _assemble(requests: list[Arrays], rows: int, size: int) -> Arrays:
     """Concatenates the requests' inputs and pads to `size` by repeating the last row (a valid
     input, unlike zeros for, say, an image decoder)."""
     assembled = {}
     for name in requests[0]:
         parts = [request[name] for request in requests]
         if size > rows:
-            last = parts[-1][-1:]
-            parts.append(np.repeat(last, size - rows, axis=0))
+            parts.append(np.repeat(parts[-1][-1:], size - rows, axis=0))
         assembled[name] = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return assembled
 
 
 def _wanted_by(group: list[_Pending]) -> tuple[str, ...]:
-    """The outputs a batch must return: every output one of its requests names, or all of
-    them when one wants all (converting an output nobody wants costs time: millions of
-    strings become Python objects in one call holding the GIL)."""
+    """Every output one of the requests names, or all when one wants all (converting an unwanted
+    output costs time: millions of strings become Python objects holding the GIL)."""
     if any(not pending.outputs for pending in group):
         return ()
     return tuple(dict.fromkeys(name for pending in group for name in pending.outputs))
 
 
-def _check_rows(outputs: Arrays, size: int) -> None:
-    for name, array in outputs.items():
-        if array.ndim == 0 or array.shape[0] != size:
-            raise ModelFailureError(
-                f"output {name!r} has shape {list(array.shape)}: not one row per input row "
-                f"({size}); set batching.enabled: false for this model"
-            )
-
-
 def _quiet_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Arrays]:
-    """A future whose error nobody may read (its caller left while it ran) without asyncio
-    logging "exception was never retrieved"."""
+    """A future whose unread error (its caller left) asyncio does not log as never retrieved."""
     future: asyncio.Future[Arrays] = loop.create_future()
     future.add_done_callback(lambda f: f.cancelled() or f.exception())
     return future

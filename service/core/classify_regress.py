@@ -1,16 +1,10 @@
-"""TF Serving's Classify and Regress methods, shared by the REST (`:classify`, `:regress`) and
-gRPC APIs: tf.Example protos in, (label, score) lists or one value per example out.
-
-A signature serves them when its method name says so (`tensorflow/serving/classify` or
-`.../regress`, as estimators and `tf.compat.v1` exporters write it), it takes one string
-input (the serialized examples) and has the outputs TF Serving reads: `classes` and/or
-`scores` ([batch, classes]) for classification, `outputs` ([batch] or [batch, 1]) for
-regression. The examples run through the signature's batcher like any predict request.
-
-REST examples are JSON objects {feature: value | [values]}: whole numbers become an int64_list,
-any decimal a float_list, strings and {"b64": ...} a bytes_list (TF Serving's mapping);
-`context` features are added to every example and may not repeat in one.
-"""
+"""TF Serving's Classify and Regress (REST and gRPC): tf.Example protos in, (label, score) lists
+or one value per example out, through the signature's batcher like any predict. A signature
+serves them when its method name says so (`tensorflow/serving/classify` or `.../regress`), it
+takes one string input (serialized examples) and has TF Serving's outputs: `classes` and/or
+`scores` [batch, classes], or `outputs` [batch] or [batch, 1]. REST examples map as in TF
+Serving: whole numbers to int64_list, decimals to float_list, strings and {"b64": ...} to
+bytes_list; `context` features join every example and may not repeat in one."""
 
 from __future__ import annotations
 
@@ -38,8 +32,6 @@ Classification = list[tuple[str, float]]
 
 @dataclass(frozen=True)
 class ExampleSignature:
-    """A signature that serves Classify or Regress, and where its parts are."""
-
     signature: Signature
     method: Method
     input_name: str
@@ -50,13 +42,9 @@ class ExampleSignature:
         return [name for name in names if name in self.signature.outputs]
 
 
-def method_name(method: Method) -> str:
-    return f"tensorflow/serving/{method}"
-
-
 def capable_signatures(servable: ServableVersion, method: Method) -> list[str]:
-    """The signatures of `servable` that serve `method`; UNIMPLEMENTED when there is none."""
-    wanted = method_name(method)
+    """UNIMPLEMENTED when no signature of `servable` serves `method`."""
+    wanted = f"tensorflow/serving/{method}"
     capable = sorted(s.name for s in servable.signatures.values() if s.method_name == wanted)
     if not capable:
         methods = sorted({s.method_name for s in servable.signatures.values()})
@@ -70,22 +58,16 @@ def capable_signatures(servable: ServableVersion, method: Method) -> list[str]:
 def example_signature(
     servable: ServableVersion, signature_name: str, method: Method
 ) -> ExampleSignature:
-    """The signature `signature_name` of `servable`, checked to serve `method`: UNIMPLEMENTED
-    when no signature of the model does, INVALID_ARGUMENT when another one would."""
+    """UNIMPLEMENTED when no signature of the model serves `method`, INVALID_ARGUMENT when
+    another one than `signature_name` would; a malformed signature is a model bug."""
     capable = capable_signatures(servable, method)
     signature = servable.signature(signature_name)
     where = f"model {servable.model!r} version {servable.version}"
     if signature.name not in capable:
         raise InvalidInputError(
             f"signature {signature.name!r} of {where} has method {signature.method_name}, not "
-            f"{method_name(method)}; set signature_name to one of {capable}"
+            f"tensorflow/serving/{method}; set signature_name to one of {capable}"
         )
-    return ExampleSignature(signature, method, _checked_input(signature, method, where))
-
-
-def _checked_input(signature: Signature, method: Method, where: str) -> str:
-    """The one string input a classify/regress signature takes (a malformed one is a model
-    bug, reported as such)."""
     inputs = list(signature.inputs.values())
     if len(inputs) != 1 or not inputs[0].dtype.is_string:
         raise ModelFailureError(
@@ -98,15 +80,11 @@ def _checked_input(signature: Signature, method: Method, where: str) -> str:
             f"signature {signature.name!r} of {where} has outputs {sorted(signature.outputs)}; "
             f"TF Serving reads {sorted(expected)}"
         )
-    return inputs[0].name
-
-
-# -- requests ----------------------------------------------------------------------------------
+    return ExampleSignature(signature, method, inputs[0].name)
 
 
 def example_count(request_input: input_pb2.Input, split_examples: Strings | None = None) -> int:
-    """How many examples a gRPC `Input` holds (see `serialized_from_proto`), before they are
-    serialized for the model."""
+    """How many examples a gRPC `Input` holds (see `serialized_from_proto`)."""
     if split_examples is not None:
         return len(split_examples)
     kind = request_input.WhichOneof("kind")
@@ -116,22 +94,19 @@ def example_count(request_input: input_pb2.Input, split_examples: Strings | None
 def serialized_from_proto(
     request_input: input_pb2.Input, split_examples: Strings | None = None
 ) -> np.ndarray:
-    """The serialized examples of a gRPC `Input` (ExampleList, or ExampleListWithContext whose
-    context is merged into each example: a feature of the example wins), or of a large
-    request's examples, serialized so in the helper process (`split_examples`)."""
+    """The serialized examples of a gRPC `Input` (with its context merged into each: an
+    example's own feature wins), or `split_examples`, serialized by the helper process."""
     if split_examples is not None:
         if not len(split_examples):
             raise InvalidInputError("input has no examples")
         return split_examples.array()
-    kind = request_input.WhichOneof("kind")
-    if kind == "example_list":
-        examples = request_input.example_list.examples
-        context = b""
-    elif kind == "example_list_with_context":
-        examples = request_input.example_list_with_context.examples
-        context = request_input.example_list_with_context.context.SerializeToString()
-    else:
+    kind = request_input.WhichOneof("kind")  # example_list or example_list_with_context
+    if kind is None:
         raise InvalidInputError("input is empty: set input.example_list (or ..._with_context)")
+    examples = getattr(request_input, kind).examples
+    context = b""
+    if kind == "example_list_with_context":
+        context = request_input.example_list_with_context.context.SerializeToString()
     if not examples:
         raise InvalidInputError("input has no examples")
     # concatenated serializations parse as one merged message (map entries: the last wins)
@@ -139,7 +114,7 @@ def serialized_from_proto(
 
 
 def serialized_from_json(body: Any) -> tuple[str | None, np.ndarray]:
-    """(signature_name or None, serialized examples) from a REST classify/regress body."""
+    """(signature_name or None, serialized examples) of a REST body."""
     if not isinstance(body, dict):
         raise InvalidInputError("request body must be a JSON object with 'examples'")
     unknown = set(body) - {"signature_name", "context", "examples"}
@@ -212,12 +187,9 @@ def _kind(item: Any, where: str) -> str:
     )
 
 
-# -- results -----------------------------------------------------------------------------------
-
-
 def classifications(outputs: dict[str, np.ndarray], count: int) -> list[Classification]:
-    """Per example, (label, score) per class: labels "" when the model gives only scores,
-    scores 0 when it gives only classes (as TF Serving fills ClassificationResult)."""
+    """Per example, (label, score) per class: labels "" or scores 0 when the model gives only
+    the other (as TF Serving fills ClassificationResult)."""
     classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
     present = [a for a in (classes, scores) if a is not None]
     if any(a.ndim != 2 or a.shape[0] != count for a in present) or (
@@ -227,16 +199,11 @@ def classifications(outputs: dict[str, np.ndarray], count: int) -> list[Classifi
         raise ModelFailureError(
             f"classification outputs must be [{count}, classes] each; the model gave {shapes}"
         )
-    width = present[0].shape[1]
+    labels = classes if classes is not None else np.full(present[0].shape, "")
+    values = scores if scores is not None else np.zeros(present[0].shape)
     return [
-        [
-            (
-                _label(classes[row, column]) if classes is not None else "",
-                float(scores[row, column]) if scores is not None else 0.0,
-            )
-            for column in range(width)
-        ]
-        for row in range(count)
+        [(_label(label), float(value)) for label, value in zip(label_row, value_row, strict=True)]
+        for label_row, value_row in zip(labels, values, strict=True)
     ]
 
 

@@ -10,8 +10,7 @@ import numpy as np
 
 from service.errors import InvalidInputError
 
-Arrays = dict[str, np.ndarray]
-"""Named tensors: a request's inputs or a model's outputs."""
+Arrays = dict[str, np.ndarray]  # named tensors: a request's inputs or a model's outputs
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ BY_V2_NAME = {d.v2_name: d for d in DTYPES}
 
 
 def from_tf_name(name: str) -> DType:
-    """The entry for a SignatureDef dtype; a model using any other type cannot be served."""
+    """A model using any other SignatureDef dtype cannot be served."""
     try:
         return BY_TF_NAME[name]
     except KeyError:
@@ -66,7 +65,7 @@ def from_tf_name(name: str) -> DType:
 
 
 def from_v2_name(name: str) -> DType:
-    """The entry for a V2 request datatype (400 when it is not one of the protocol's names)."""
+    """400 for a V2 request datatype that is not one of the protocol's names."""
     try:
         return BY_V2_NAME[name]
     except KeyError:

@@ -1,22 +1,12 @@
-"""Models served by a remote TF Serving-compatible gRPC backend (`backend: {grpc: host:port}`
-in the serving config): a `tensorflow/serving` pod, or another modelserve.
-
-The repository's `RemoteSource` lists the versions the backend has AVAILABLE
-(`ModelService.GetModelStatus`), its `RemoteLoader` reads a version's signatures
-(`GetModelMetadata`), and the version's "instances" are `RemoteRunner`s whose `run` is one
-`PredictionService.Predict` per batch. Calls are blocking and run on the inference threads,
-like local model calls; one channel per backend is the connection pool: a connection to every
-address the target resolves to (HTTP/2 multiplexes concurrent calls on each), batches spread
-over them round-robin. Backend failures map to the statuses a client should see: unreachable ->
-503, deadline -> 504, bad input -> 400, full -> 429.
-"""
+"""Models served by a remote TF Serving-compatible gRPC backend (`backend: {grpc: host:port}`):
+a version's "instances" are `RemoteRunner`s, one `Predict` per batch, on the inference threads.
+One channel per backend reaches every address the target resolves to, batches round-robin."""
 
 from __future__ import annotations
 
 import logging
 
 import grpc
-import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -35,7 +25,6 @@ from service.errors import (
     DeadlineExceededError,
     InvalidInputError,
     ModelFailureError,
-    NotFoundError,
     QueueFullError,
     ServingError,
     UnavailableError,
@@ -49,13 +38,12 @@ _ERRORS: dict[grpc.StatusCode, type[ServingError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: QueueFullError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.NOT_FOUND: UnavailableError,  # the backend lost it: not the client's fault
 }
 
 
 class RemoteBackend:
     def __init__(self, model: str, config: BackendConfig, max_message_bytes: int) -> None:
-        self.model = model
         self.remote_name = config.model_name or model
         self.address = config.grpc
         self.timeout_seconds = config.timeout_ms / 1000
@@ -86,8 +74,7 @@ class RemoteBackend:
         available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
         return sorted(s.version for s in response.model_version_status if s.state == available)
 
-    def load(self, version: int, instances: int) -> list[RemoteRunner]:
-        """Runners for one version, with its signatures (blocking)."""
+    def load(self, version: int, instances: int) -> list[RemoteRunner]:  # blocking
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = self.remote_name
         request.model_spec.version.value = version
@@ -101,14 +88,10 @@ class RemoteBackend:
         return [RemoteRunner(self, version, signatures) for _ in range(max(1, instances))]
 
     def predict(
-        self,
-        version: int,
-        signature_name: str,
-        inputs: dict[str, np.ndarray],
-        left: float | None = None,
+        self, version: int, signature_name: str, inputs: Arrays, left: float | None = None
     ) -> Arrays:
         """One call; `left`: the batch's own time left, capped by the configured timeout."""
-        if left is not None and left <= 0:  # no request of the batch can still use an answer
+        if left is not None and left <= 0:  # no request of the batch can use an answer
             raise DeadlineExceededError(
                 f"backend {self.address} (Predict {self.remote_name!r}): DEADLINE_EXCEEDED: "
                 "the batch's deadline passed before the call"
@@ -130,14 +113,11 @@ class RemoteBackend:
         self._channel.close()
 
     def _error(self, exc: grpc.RpcError, call: str) -> ServingError:
-        """The backend's failure as the client may see it: its details only when they name no
-        internals of the model (a TF Serving backend's "Incompatible shapes: [64] vs.
-        [0,14,14,32]" is logged for the operator, not sent)."""
+        """The backend's failure as the client may see it: details naming the model's internals
+        are logged for the operator, not sent."""
         code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         kind = _ERRORS.get(code, ModelFailureError)
-        if kind is NotFoundError:  # the backend lost what we serve: not the client's fault
-            kind = UnavailableError
         where = f"backend {self.address} ({call} {self.remote_name!r}): {code.name}"
         shown = client_reason(details.strip().splitlines()[0] if details.strip() else "")
         if shown is None:
@@ -147,8 +127,6 @@ class RemoteBackend:
 
 
 class RemoteRunner:
-    """One "instance" of a remote version: what the batcher runs batches on."""
-
     def __init__(
         self, backend: RemoteBackend, version: int, signatures: dict[str, Signature]
     ) -> None:

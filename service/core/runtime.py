@@ -1,8 +1,5 @@
 """One SavedModel version in memory: load, warm up, run a signature on numpy arrays.
-
-Everything here is synchronous and blocking; callers run it in a thread pool, never on the
-event loop. This module knows TensorFlow and numpy, nothing of HTTP or JSON.
-"""
+Everything here blocks: callers run it on worker threads, never on the event loop."""
 
 from __future__ import annotations
 
@@ -52,7 +49,7 @@ class LoadedModel:
         try:
             results = self.call_tensors(signature_name, call.inputs)
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
-            reason = client_summary(exc)
+            reason = client_reason(error_summary(exc))
             if reason is None:
                 self._log_internal(signature_name, exc)
                 reason = "a value or a size the model cannot compute with"
@@ -67,21 +64,14 @@ class LoadedModel:
         return {key: results[key].numpy() for key in wanted}
 
     def _log_internal(self, signature_name: str, exc: Exception) -> None:
-        """TensorFlow's own message, for the operator (the client's answer names no internals)."""
-        log.warning(
-            "model %s v%d signature %s: %s: %s",
-            self.name,
-            self.version,
-            signature_name,
-            type(exc).__name__,
-            error_summary(exc),
-        )
+        """TensorFlow's own message is for the operator: the client's answer names no internals."""
+        where = f"model {self.name} v{self.version} signature {signature_name}"
+        log.warning("%s: %s: %s", where, type(exc).__name__, error_summary(exc))
 
     def call_tensors(
         self, signature_name: str, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, tf.Tensor]:
-        """The signature's raw output tensors, computed on this instance's device (their
-        `.device` says where they were computed)."""
+        """The signature's raw output tensors, computed on this instance's device."""
         if signature_name not in self._functions:
             raise NotFoundError(f"model {self.name} has no signature {signature_name!r}")
         function = self._functions[signature_name]
@@ -89,50 +79,41 @@ class LoadedModel:
             return dict(function(**{key: _tensor(value) for key, value in inputs.items()}))
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> float:
-        """Calls every signature at every batch size the batcher will use, on synthesized
-        inputs (zeros / empty strings), so no request pays for tracing or lazy initialisation.
-
-        A signature whose inputs include strings may legitimately reject empty strings (an image
-        decoder, say): that is logged, not fatal. A numeric signature that fails is a broken
-        model, and the error propagates so the version is reported as failed.
-        Returns the seconds spent.
-        """
+        """Calls every signature at every batch size the batcher will use, on zeros and empty
+        strings, so no request pays for tracing; returns the seconds spent. A numeric signature
+        that fails is a broken model (the error propagates); one taking strings may rightly
+        reject empty ones (an image decoder): logged, not fatal."""
         start = time.perf_counter()
         for signature in self.signatures.values():
             for size in batch_sizes:
-                if not self._warm_up_signature(signature, size):
+                sample = {
+                    key: _synthesize(info.shape, info.dtype.numpy, info.dtype.is_string, size)
+                    for key, info in signature.inputs.items()
+                }
+                try:
+                    self.run(ModelCall(signature.name, sample))
+                except InvalidInputError as exc:
+                    # the operator reads this: TensorFlow's whole summary, internals included
+                    detail = error_summary(exc.__cause__) if exc.__cause__ else exc.message
+                    if not any(info.dtype.is_string for info in signature.inputs.values()):
+                        raise ValueError(
+                            f"warm-up of signature {signature.name!r} on synthesized zeros "
+                            f"failed: {detail}"
+                        ) from exc
+                    log.info(
+                        "warm-up of %s v%d signature %s skipped: synthesized strings rejected (%s)",
+                        self.name,
+                        self.version,
+                        signature.name,
+                        detail,
+                    )
                     break
         return time.perf_counter() - start
 
-    def _warm_up_signature(self, signature: Signature, batch_size: int) -> bool:
-        sample = {
-            key: _synthesize(info.shape, info.dtype.numpy, info.dtype.is_string, batch_size)
-            for key, info in signature.inputs.items()
-        }
-        try:
-            self.run(ModelCall(signature.name, sample))
-        except InvalidInputError as exc:
-            # the operator reads this: TensorFlow's whole summary, internals included
-            detail = error_summary(exc.__cause__) if exc.__cause__ else exc.message
-            if not any(info.dtype.is_string for info in signature.inputs.values()):
-                raise ValueError(
-                    f"warm-up of signature {signature.name!r} on synthesized zeros failed: {detail}"
-                ) from exc
-            log.info(
-                "warm-up of %s v%d signature %s skipped: synthesized strings rejected (%s)",
-                self.name,
-                self.version,
-                signature.name,
-                detail,
-            )
-            return False
-        return True
-
 
 class EchoModel:
-    """Benchmark only (`MODELSERVE_ECHO=true`): answers zeros shaped like a model's outputs
-    without running it, so a benchmark can measure the HTTP/JSON path alone (the protocol
-    ceiling). Never used unless that setting is on; the server logs a warning when it is."""
+    """Benchmark only (`MODELSERVE_ECHO=true`): zeros shaped like the model's outputs, without
+    running it, to measure the HTTP/JSON path alone (the protocol ceiling)."""
 
     def __init__(self, signatures: dict[str, Signature]) -> None:
         self.device = "echo"
@@ -149,9 +130,8 @@ class EchoModel:
 
 
 def _tensor(array: np.ndarray) -> tf.Tensor:
-    """`tf.constant(array)`; an array of millions of strings is converted a chunk at a time,
-    handing the GIL over between chunks: TensorFlow converts Python strings in one call that
-    holds it (0.1-0.3 s for 5 M), while the event loop waits."""
+    """`tf.constant(array)`, millions of strings a chunk at a time: TensorFlow converts them in
+    one call holding the GIL (0.1-0.3 s for 5 M), which the event loop waits for."""
     if array.dtype != object or array.size <= CHUNK_ITEMS:
         return tf.constant(array)
     flat = array.reshape(-1)
@@ -163,20 +143,15 @@ def _tensor(array: np.ndarray) -> tf.Tensor:
 
 
 def _synthesize(shape: Shape, dtype: np.dtype, is_string: bool, batch_size: int) -> np.ndarray:
-    """An input of the signature's shape: batch_size rows (the first unknown dimension), 1 for
-    any other unknown dimension."""
-    concrete = (batch_size,) if shape is None else tuple(d for d in shape)
-    if shape is not None and concrete and concrete[0] is None:
-        concrete = (batch_size, *concrete[1:])
-    sized = tuple(1 if d is None else d for d in concrete)
-    if is_string:
-        return np.full(sized, b"", dtype=object)
-    return np.zeros(sized, dtype=dtype)
+    """An input of the signature's shape: batch_size rows (if unknown), 1 for other unknowns."""
+    dims = [batch_size] if shape is None else list(shape)
+    if dims and dims[0] is None:
+        dims[0] = batch_size
+    sized = tuple(1 if d is None else d for d in dims)
+    return np.full(sized, b"", dtype=object) if is_string else np.zeros(sized, dtype=dtype)
 
 
 _TF_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[")
-
-
 # What marks a TensorFlow message as about the model's internals rather than the request: a
 # shape ("[64] vs. [0,14,14,32]", "In[0]: [1,3]"), an op or node, tensors, dimensions, indices.
 _INTERNALS = re.compile(
@@ -187,16 +162,10 @@ _INTERNALS = re.compile(
 _ASSERTION = re.compile(r"assertion failed: \[([^\]]+)\]")
 
 
-def client_summary(exc: Exception) -> str | None:
-    """What a client may read of a model's refusal: a model's own assertion message ("x must
-    not be 13"), or TensorFlow's line when it speaks of the input alone ("Unknown image file
-    format"); None when it names internal shapes, ops or tensors, or values of the batch
-    (other requests' rows share it)."""
-    return client_reason(error_summary(exc))
-
-
 def client_reason(summary: str) -> str | None:
-    """`client_summary` of a TensorFlow message's one line (a remote backend's, say)."""
+    """What a client may read of a model's refusal (`error_summary`): a model's own assertion
+    message, or TensorFlow's line when it speaks of the input alone ("Unknown image file
+    format"); None when it names internal shapes, ops, tensors, or values of the batch."""
     if summary.startswith("assertion failed:"):
         message = _ASSERTION.match(summary)
         return f"assertion failed: {message[1]}" if message else None
@@ -204,8 +173,7 @@ def client_reason(summary: str) -> str | None:
 
 
 def error_summary(exc: BaseException) -> str:
-    """The line of a TensorFlow error that says what failed, without its graph context
-    ("Graph execution error:", "Detected at node ...", "[[{{node ...}}]]")."""
+    """The line of a TensorFlow error that says what failed, without its graph context."""
     lines = str(getattr(exc, "message", None) or exc).splitlines()
     useful = [
         line.strip() for line in lines if line.strip() and not line.strip().startswith(_TF_NOISE)

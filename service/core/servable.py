@@ -1,8 +1,5 @@
-"""One model version: its state, its signatures, its instances and a batcher per signature
-(which queues, coalesces and runs the work on the instances; `service.core.inference` calls
-them). It also counts the requests holding the version, so a version being unloaded finishes
-what it accepted first.
-"""
+"""One model version: its state, signatures, instances and a batcher per signature. It counts
+the requests holding it, so a version being unloaded finishes what it accepted first."""
 
 from __future__ import annotations
 
@@ -91,15 +88,13 @@ class ServableVersion:
             )
         return self._batchers[signature_name]
 
-    def batchers(self) -> list[Batcher]:
-        """The batchers created so far (one per signature called)."""
+    def batchers(self) -> list[Batcher]:  # one per signature called so far
         return list(self._batchers.values())
 
     def batches_in_flight(self) -> int:
         return sum(self._pool.busy) if self._pool else 0
 
-    def devices(self) -> list[str]:
-        """The device of each instance, by instance index."""
+    def devices(self) -> list[str]:  # by instance index
         return [runner.device for runner in self._pool.runners] if self._pool else []
 
     def check_capacity(self) -> None:
@@ -117,9 +112,8 @@ class ServableVersion:
 
     def serving_details(self) -> dict[str, Any]:
         """Placement and batching counters, shown in model status (a modelserve extension)."""
-        if self._pool is None:
+        if (pool := self._pool) is None:
             return {}
-        pool = self._pool
         return {
             "instances": [
                 {"instance": i, "device": runner.device, "batches": pool.batches_run[i]}
@@ -144,6 +138,5 @@ class ServableVersion:
         if self.in_flight == 0:
             self._idle.set()
 
-    async def drained(self) -> None:
-        """Returns once no request is using this version."""
+    async def drained(self) -> None:  # once no request is using this version
         await self._idle.wait()
