@@ -262,6 +262,28 @@ async def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back
     assert batcher.queued == 0
 
 
+@in_loop()
+async def test_requests_whose_rows_differ_in_shape_run_in_separate_batches(
+    executor: ThreadPoolExecutor, gate: threading.Event
+) -> None:
+    """A signature with an unknown inner dimension admits rows of any width: requests of
+    different widths cannot be one tensor, so each width runs in its own batch, in order."""
+    runner, batcher, blocker = await held_instance(executor, gate)
+    wide = {"x": np.array([[1, 2, 3]], dtype=np.float32)}
+    requests = [req(10), wide, req(20), req(30)]
+    tasks = [submit(batcher, r) for r in requests]
+    await until(lambda: batcher.queued == 4)
+
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    await blocker
+
+    for request, result in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(result["2x"], doubled(request))
+    assert [call["x"].shape[1] for call in runner.calls[1:]] == [2, 3, 2]
+    assert runner.seen(3) == [20, 30]
+
+
 @pytest.mark.parametrize(
     ("wanted", "asked"),
     [

@@ -458,6 +458,8 @@ class Batcher:
                 continue
             if rows + head.rows > self.config.max_batch_size:
                 break
+            if batch and _row_shapes(head.inputs) != _row_shapes(batch[0].inputs):
+                break  # one tensor per input: it goes first in the next batch
             self._queue.popleft()
             head.state = _State.RUNNING
             self._waiting -= head.counted
@@ -608,6 +610,12 @@ def _batch_rows(inputs: dict[str, np.ndarray]) -> int | None:
     sizes = {array.shape[0] if array.ndim else None for array in inputs.values()}
     rows = sizes.pop() if len(sizes) == 1 else None
     return rows or None
+
+
+def _row_shapes(inputs: Arrays) -> list[tuple[int, ...]]:
+    """The shape of one row of each input: only requests alike in it concatenate into a
+    batch (a signature with an unknown inner dimension admits rows of different widths)."""
+    return [array.shape[1:] for array in inputs.values()]
 
 
 def _assemble(requests: list[Arrays], rows: int, size: int) -> Arrays:
