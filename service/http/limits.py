@@ -1,19 +1,13 @@
 """Limits on HTTP connections, enforced in uvicorn's protocol before any request reaches the app.
 
-uvicorn's httptools protocol reads request headers of any size (a 100 MB header froze the event
-loop for seconds, before the API-key check could run), never times out a connection that sends
-nothing or trickles its headers or body, and caps connections only if asked. Here, per
-connection:
-
-- the request line and headers together may take `max_header_bytes` (431 beyond, counted on
-  the raw bytes before the parser sees them) and `max_header_count` headers (431 beyond);
-- the headers must be complete within `header_timeout` of the connection opening or of the
-  previous response (408 if some arrived, else the connection is closed);
-- a request body may pause for at most `body_timeout` between two reads (the connection is
-  closed: the app sees the client gone, a 499);
-- beyond `max_connections` open connections a request is answered 503.
-
-Each refusal counts in `modelserve_http_refused_total{reason}` and logs one INFO line.
+uvicorn's httptools protocol reads headers of any size (a 100 MB header froze the event loop for
+seconds), never times out a connection that sends nothing or trickles, and caps connections only
+if asked. Here, per connection: request line and headers within `max_header_bytes` (counted on
+the raw bytes, before the parser sees them) and `max_header_count` (431 beyond); headers complete
+within `header_timeout_seconds` of the connection opening or the previous response (408 if some
+arrived, else closed); a body pausing at most `body_timeout_seconds` between reads (closed: the
+app sees a 499); beyond `max_connections` open connections, 503. Each refusal counts in
+`modelserve_http_refused_total{reason}` and logs one INFO line.
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -35,9 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RefusalCounter = Callable[[str], None]
-"""Called with the reason of each refusal (see REFUSAL_REASONS)."""
-
 REFUSAL_REASONS = (
     "headers_too_large",
     "too_many_headers",
@@ -48,33 +39,18 @@ REFUSAL_REASONS = (
 )
 
 
-@dataclass(frozen=True)
-class HttpLimits:
-    max_header_bytes: int
-    max_header_count: int
-    header_timeout: float
-    body_timeout: float
-    max_connections: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpLimits:
-        return cls(
-            max_header_bytes=settings.max_header_bytes,
-            max_header_count=settings.max_header_count,
-            header_timeout=settings.header_timeout_seconds,
-            body_timeout=settings.body_timeout_seconds,
-            max_connections=settings.max_connections,
-        )
-
-
 def uvicorn_config(server: ModelServer, **options: Any) -> uvicorn.Config:
     """uvicorn's config for the server's REST app with the HTTP limits of its settings and
-    `options` (host, port, logging, TLS...): the command line and the tests' servers both
-    build it here."""
+    `options` (host, port, logging, TLS...)."""
     metrics = server.metrics
-    protocol = limited_protocol(
-        HttpLimits.from_settings(server.settings),
-        lambda reason: metrics.http_refused.labels(reason).inc(),
+    # uvicorn builds one protocol per connection, from the class alone
+    protocol = type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {
+            "limits": server.settings,
+            "count_refusal": staticmethod(lambda reason: metrics.http_refused.labels(reason).inc()),
+        },
     )
     return uvicorn.Config(server.app, http=protocol, **options)
 
@@ -89,18 +65,14 @@ class _RefusalError(Exception):
         self.message = message
 
 
-def limited_protocol(limits: HttpLimits, count_refusal: RefusalCounter) -> type[HttpToolsProtocol]:
-    """uvicorn's `http` protocol class enforcing `limits` (uvicorn builds one per connection)."""
-    return type(
-        "LimitedHttpToolsProtocol",
-        (LimitedHttpToolsProtocol,),
-        {"limits": limits, "count_refusal": staticmethod(count_refusal)},
-    )
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()  # a no-op once it has fired
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    limits: HttpLimits
-    count_refusal: RefusalCounter
+    limits: Settings
+    count_refusal: Callable[[str], None]  # called with each refusal's reason (REFUSAL_REASONS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,14 +85,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_body_read = 0.0
 
-    # -- connection ------------------------------------------------------------------------
-
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        _cancel(self._head_timer)
+        _cancel(self._body_timer)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -136,7 +107,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._feed(head)  # never more than the limit: the parser sees no oversized header
         if rest and not self._refused and not self.transport.is_closing():
             if self._in_head:  # the headers did not end within the limit
-                self._refuse(_RefusalError(431, "headers_too_large", self._too_large()))
+                message = (
+                    f"request line and headers exceed the {self.limits.max_header_bytes} byte limit"
+                )
+                self._refuse(_RefusalError(431, "headers_too_large", message))
             else:  # they ended: the rest is body, or the next request
                 self.data_received(rest)
 
@@ -164,8 +138,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning(message)
         self.send_400_response(message)
 
-    # -- parser callbacks ------------------------------------------------------------------
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
@@ -190,15 +162,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
         self._in_head = False
         self._requests += 1
-        self._cancel_head_timer()
+        _cancel(self._head_timer)
         self._last_body_read = self.loop.time()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        self._body_timer = self.loop.call_later(
+            self.limits.body_timeout_seconds, self._body_timed_out
+        )
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
-        self._cancel_body_timer()
+        _cancel(self._body_timer)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -206,14 +180,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():  # waiting for the next request: its headers too
             self._arm_head_timer()
 
-    # -- timeouts --------------------------------------------------------------------------
-
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        _cancel(self._head_timer)
+        timeout = self.limits.header_timeout_seconds
+        self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         busy = self.cycle is not None and not self.cycle.response_complete
         if not self._in_head or busy or self.transport.is_closing():
             return  # a request is running: the timer is armed again after its response
@@ -222,54 +194,31 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.count_refusal("idle_timeout")
             self.transport.close()
             return
-        seconds = f"{self.limits.header_timeout:g}"
+        seconds = f"{self.limits.header_timeout_seconds:g}"
         self._refuse(
             _RefusalError(408, "header_timeout", f"request headers not received within {seconds} s")
         )
 
     def _body_timed_out(self) -> None:
-        self._body_timer = None
         if self._in_head or self.transport.is_closing():
             return
         now = self.loop.time()
         if self.flow.read_paused:  # the app is not reading yet: not the client's fault
             self._last_body_read = now
+        timeout = self.limits.body_timeout_seconds
         idle = now - self._last_body_read
-        if idle < self.limits.body_timeout:  # data came meanwhile: wait for the rest
-            wait = self.limits.body_timeout - idle
-            self._body_timer = self.loop.call_later(wait, self._body_timed_out)
+        if idle < timeout:  # data came meanwhile: wait for the rest
+            self._body_timer = self.loop.call_later(timeout - idle, self._body_timed_out)
             return
         self.count_refusal("body_timeout")
-        log.info(
-            "%s: request body stalled for %g s: connection closed",
-            self._peer(),
-            self.limits.body_timeout,
-        )
+        log.info("%s: request body stalled for %g s: connection closed", self._peer(), timeout)
         self.transport.close()  # the app reads a disconnect: client_gone (499)
-
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _cancel_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-
-    def _cancel_timers(self) -> None:
-        self._cancel_head_timer()
-        self._cancel_body_timer()
-
-    # -- refusals --------------------------------------------------------------------------
-
-    def _too_large(self) -> str:
-        return f"request line and headers exceed the {self.limits.max_header_bytes} byte limit"
 
     def _refuse(self, refusal: _RefusalError) -> None:
         """Answer `refusal` (a JSON error body, as every modelserve error) and close."""
         self._refused = True
-        self._cancel_timers()
+        _cancel(self._head_timer)
+        _cancel(self._body_timer)
         self.count_refusal(refusal.reason)
         log.info("%s: %d %s", self._peer(), refusal.status, refusal.message)
         body = orjson.dumps({"error": refusal.message})
@@ -281,21 +230,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         ]
         if refusal.status == 503:
             headers.append((b"retry-after", b"1"))
-        lines = [_status_line(refusal.status)]
+        status = HTTPStatus(refusal.status)
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, status.phrase.encode())]
         lines += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join(lines) + b"\r\n" + body)
         self.transport.close()
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
-
-
-_REASONS = {
-    408: b"Request Timeout",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-}
-
-
-def _status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])

@@ -1,16 +1,11 @@
 """Image decoding for the task API: off the event loop, bounded, and memory given back.
 
-Decoding costs memory in proportion to pixels, not to file size: a 170 KB PNG of 40 million
-pixels takes ~480 MB while it is decoded and converted (about 12 bytes per pixel). So decodes
-run on their own pool, sized from the container's CPU limit (Python's default pool is sized
-from the node's CPUs), and hold a share of a pixel budget while they run: an image waits until
-its pixels fit, in arrival order, at most until its request's deadline (then 504). A single
-image never exceeds the budget: the budget is at least `max_image_pixels`, and larger images
-are refused (413) from their header before they get here.
-
-glibc keeps freed memory in its arenas instead of returning it to the kernel, so after a burst
-of large decodes the process would stay at its peak. When the last decode running ends and a
-large one ran since, `malloc_trim(0)` hands the free pages back (a no-op on other C libraries).
+Decoding costs ~12 bytes per pixel whatever the file size (a 170 KB PNG can take 480 MB), so
+decodes run on their own pool sized from the container's CPU limit, and hold a share of a pixel
+budget (at least `max_image_pixels`, larger images being refused from their header): an image
+waits in arrival order until its pixels fit, at most until its request's deadline (504). glibc
+keeps freed memory in its arenas, so at the end of a burst of large decodes `malloc_trim(0)`
+hands the free pages back.
 """
 
 from __future__ import annotations
@@ -32,9 +27,9 @@ from service.tasks.uploads import Upload, load_image, probe_image
 
 T = TypeVar("T")
 
+# A decode of fewer pixels (~50 MB of buffers) calls for no malloc_trim: glibc's own thresholds
+# return what matters and a trim would cost more than it gives.
 TRIM_MIN_PIXELS = 4_000_000
-"""Decodes of at least this many pixels (~50 MB of buffers) call for a malloc_trim; below,
-glibc's own thresholds return what matters and a trim would cost more than it gives."""
 
 
 class PixelBudget:
@@ -92,7 +87,6 @@ class ImageDecoder:
     """Decodes uploads on `threads` threads within a budget of `max_pixels` in flight."""
 
     def __init__(self, threads: int, max_pixels: int) -> None:
-        self.threads = threads
         self.budget = PixelBudget(max_pixels)
         self.running = 0  # decodes on a thread right now
         self._untrimmed = False  # a large decode ended since the last trim
@@ -133,9 +127,8 @@ class ImageDecoder:
                 release_free_memory()
 
     def _finished(self, *, large: bool) -> bool:
-        """Counts a decode out; True when it was the last one running and a large one ran
-        since the last trim: the end of a burst, when trimming once gives everything back (a
-        trim after every decode would make the next one fault its pages in again)."""
+        """Counts a decode out; True at the end of a burst with a large decode in it (trimming
+        after every decode would make the next one fault its pages in again)."""
         with self._lock:
             self.running -= 1
             self._untrimmed |= large

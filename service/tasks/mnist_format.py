@@ -1,21 +1,15 @@
-"""Turn any picture of a handwritten digit into MNIST's format, the way MNIST itself was made.
+"""Any picture of a handwritten digit into MNIST's format, the way MNIST itself was made: white on
+black, scaled (aspect ratio kept, anti-aliased) to fit 20x20, placed in 28x28 with its centre of
+mass at the centre (LeCun et al.). A photo is dark ink on light paper, off-centre, large, so:
 
-MNIST digits are white on black, scaled (keeping their aspect ratio, anti-aliased) to fit a
-20x20 box, then placed in a 28x28 field so that their centre of mass is at the field's centre
-(LeCun et al.). A photo of a digit is usually the opposite: dark ink on light paper, off-centre,
-on a much larger canvas. The steps below bridge the two:
-
-1. EXIF orientation applied (phone photos), first frame of an animation, large pictures
-   reduced to 560 pixels on the longer side.
-2. Grayscale; transparent pixels are composited onto the colour the ink is not, so a digit
-   drawn on a transparent canvas keeps its contrast whichever its ink colour.
-3. Inverted when the background (the median of the border pixels) is light.
-4. Background level subtracted and contrast stretched, noise cleared: faint ink, ink within the
-   paper's own grain (measured on the border), ink whose neighbourhood is paper on average
-   (grain spots far from any stroke) and lone specks (JPEG ringing, dust).
-5. Cropped to the ink's bounding box, scaled to fit 20x20 keeping the aspect ratio.
-6. Shifted (whole pixels, as MNIST) so the centre of mass lands at (14, 14) of 28x28: the
-   mean centre of mass of the MNIST test set in pixel-index coordinates.
+1. EXIF orientation applied, first frame, reduced to 560 pixels on the longer side.
+2. Grayscale; transparent pixels composited onto the colour the ink is not.
+3. Inverted when the background (median of the border pixels) is light.
+4. Background subtracted, contrast stretched, noise cleared: faint ink, ink within the paper's
+   grain (measured on the border), ink in a neighbourhood of paper on average, lone specks.
+5. Cropped to the ink's bounding box, scaled to fit 20x20.
+6. Shifted (whole pixels, as MNIST) so the centre of mass lands at (14, 14): the mean centre of
+   mass of the MNIST test set in pixel-index coordinates.
 """
 
 from __future__ import annotations
@@ -32,14 +26,12 @@ CENTRE = 14.0
 # box nor survives (paper texture, JPEG ringing). MNIST's own faintest strokes are far above it.
 NOISE_FLOOR = 0.08
 MIN_CONTRAST = 24.0  # grey levels between background and ink; below it the image is blank
-# Paper grain (photos): a pixel counts as ink only this many standard deviations of the grain
-# above the paper, and only where the mean over a window around it, in which the grain averages
-# down to a fifth of the noise floor, is ink too. Clean images have no grain and skip both.
+# Paper grain (photos): ink is this many standard deviations of the grain above the paper, and
+# so is the mean of a window around it, where the grain averages down to NOISE_FLOOR / 5.
 GRAIN_SIGMAS = 4.0
 WINDOW_SIGMAS = 5.0
-# Larger pictures are first reduced (area average, which keeps thin strokes as fainter ink) to
-# this many pixels on the longer side: the digit ends up 20 pixels tall, and a 40 MP photo
-# would otherwise cost gigabytes of float arrays.
+# Larger pictures are first reduced to this size (area average: thin strokes stay, fainter), as
+# the digit ends up 20 pixels tall and a 40 MP photo would cost gigabytes of float arrays.
 WORKING_SIZE = 560
 
 
@@ -54,7 +46,7 @@ def mnist_pixels(image: Image.Image) -> np.ndarray:
         image = image.convert("L" if image.mode == "1" else "RGBA")
     image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
     gray = _grayscale(image)
-    if _border_median(gray) > 127.5:
+    if np.median(_border(gray)) > 127.5:
         gray = 255.0 - gray
     ink = _ink(gray)
     rows, cols = np.nonzero(ink)
@@ -88,10 +80,6 @@ def _grayscale(image: Image.Image) -> np.ndarray:
 
 def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
-
-
-def _border_median(gray: np.ndarray) -> float:
-    return float(np.median(_border(gray)))
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:

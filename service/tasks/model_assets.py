@@ -1,9 +1,6 @@
-"""What a task endpoint needs to know about the version it calls, read from the version's own
-files: labels (`assets/labels.txt`), ImageNet class ids (`assets/imagenet_class_index.json`)
-and the model card (`assets.extra/model_card.json`: vote order, random weights).
-
-Read once per loaded version (keyed by path and file fingerprint, so a version rewritten in
-place is read again), never per request.
+"""What a task endpoint needs to know about the version it calls, from its own files: labels,
+ImageNet class ids and the model card (vote order, random weights). Read once per loaded version
+(keyed by path and fingerprint, so a version rewritten in place is read again), not per request.
 """
 
 from __future__ import annotations
