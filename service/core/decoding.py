@@ -1,13 +1,6 @@
-"""Decoding off the event loop: request bodies into arrays, large answers into bytes, in a small
-thread pool under a memory budget: `Decoder.run(size, work)`, with `checkpoint()` between chunks.
-
-REST, gRPC and the health probes share one event loop. Small payloads (`inline_bytes`) are
-decoded inline, a thread hop costing more. In the pool, a thread holding the GIL in one long C
-call (numpy converting 10 M nested floats) stalls the loop as surely, so the work is cut into
-chunks (`asarray`, `object_array`, `release`, `service.http.json_pieces`), each a `checkpoint`
-where work whose caller has gone stops. Decoding JSON takes up to ~32 times its size, so the
-pool admits work while its estimated memory fits `memory_bytes`; once as much again is
-waiting, more is refused (429).
+"""Decoding off the shared event loop, in a thread pool under a memory budget (`Decoder.run`),
+the work cut into chunks (`asarray`, `object_array`, `release`, `service.http.json_pieces`) with
+a `checkpoint()` between them: one long GIL-holding C call would stall the loop as surely.
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ from service.errors import QueueFullError
 
 T = TypeVar("T")
 
-EXPANSION = 32  # decoded memory per byte of JSON text (Python floats and list slots)
+EXPANSION = 32  # decoded memory per byte of JSON text at most (Python floats and list slots)
 CHUNK_ITEMS = 65536  # values converted or freed per GIL-holding call (a few ms)
 
 _abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
@@ -84,19 +77,17 @@ def checkpoint() -> None:
 
 
 class Decoder:
-    """The decode pool and its memory budget (one per server; see `service.http.app`)."""
+    """The decode pool, admitting work while its estimated memory fits `memory_bytes`; beyond,
+    work waits, and once as much again is waiting, is refused (429). Small payloads
+    (`inline_bytes`) are decoded inline: a thread hop would cost more."""
 
     def __init__(self, threads: int, memory_bytes: int, inline_bytes: int) -> None:
         self.inline_bytes = inline_bytes
         self.memory_bytes = memory_bytes
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="decode")
-        self._in_use = 0  # estimated bytes of the work in the pool
+        self.busy_bytes = 0  # estimated memory of the work in the pool
         self._waiting = 0  # ... and of the work waiting for its turn
         self._waiters: list[asyncio.Future[None]] = []
-
-    @property
-    def busy_bytes(self) -> int:
-        return self._in_use
 
     def runs_inline(self, size: int) -> bool:
         return size <= self.inline_bytes
@@ -122,23 +113,23 @@ class Decoder:
             raise
 
     async def _reserve(self, cost: int) -> None:
-        if self._in_use + cost > self.memory_bytes and self._waiting + cost > self.memory_bytes:
+        if self.busy_bytes + cost > self.memory_bytes and self._waiting + cost > self.memory_bytes:
             raise QueueFullError(
                 "the server is decoding as many large requests as its memory allows "
                 "(decode_memory_bytes); retry shortly"
             )
         self._waiting += cost
         try:
-            while self._in_use + cost > self.memory_bytes:
+            while self.busy_bytes + cost > self.memory_bytes:
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters.append(waiter)
                 await waiter
         finally:
             self._waiting -= cost
-        self._in_use += cost
+        self.busy_bytes += cost
 
     def _free(self, cost: int) -> None:
-        self._in_use -= cost
+        self.busy_bytes -= cost
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -149,8 +140,8 @@ class Decoder:
 
 
 def asarray(value: Any, dtype: np.dtype | None = None) -> np.ndarray:
-    """`np.asarray(value, dtype)` for nested lists, a chunk of rows at a time so that the GIL
-    is released between chunks; numpy's own errors (ragged rows) are raised as they are."""
+    """`np.asarray(value, dtype)` for nested lists, a chunk of rows at a time; numpy's own
+    errors (ragged rows) are raised as they are."""
     if not isinstance(value, list):
         return np.asarray(value, dtype=dtype)
     step = max(1, CHUNK_ITEMS // _row_size(value))

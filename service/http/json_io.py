@@ -1,6 +1,5 @@
-"""JSON in and out: orjson for bodies (large ones parsed by `json_pieces` and freed piece by
-piece, in the decode pool), numpy arrays written without `.tolist()`. The stdlib `json` is only
-for the `NaN`/`Infinity` tokens orjson refuses and TF Serving's REST API allows.
+"""JSON in and out: orjson for bodies (large ones in pieces, `json_pieces`) and numpy arrays;
+the stdlib `json` only for the `NaN`/`Infinity` tokens orjson refuses and TF Serving allows.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Parsing a large JSON document in pieces, so that no single call holds the GIL long (orjson
-keeps it for a whole flat list of numbers: 0.3-2 s for 60 MB). The structure is found with numpy
-(which lets the GIL go), then large containers are parsed by orjson in pieces of `PIECE_BYTES`.
-Only what orjson accepts is accepted: brackets must balance and each piece must hold exactly the
-elements its commas delimit (`[1,,2]` or a trailing comma is still an error).
-"""
+"""Parsing a large JSON document in pieces: orjson holds the GIL for a whole flat list of numbers
+(0.3-2 s for 60 MB). numpy finds the structure, orjson parses pieces of `PIECE_BYTES`; what orjson
+refuses stays refused (unbalanced brackets, `[1,,2]`, a trailing comma)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Limits on HTTP connections, enforced in uvicorn's protocol before any request reaches the app.
-
-uvicorn's httptools protocol reads headers of any size (a 100 MB header froze the event loop for
-seconds), never times out a connection that sends nothing or trickles, and caps connections only
-if asked. Here, per connection: request line and headers within `max_header_bytes` (counted on
-the raw bytes, before the parser sees them) and `max_header_count` (431 beyond); headers complete
-within `header_timeout_seconds` of the connection opening or the previous response (408 if some
-arrived, else closed); a body pausing at most `body_timeout_seconds` between reads (closed: the
-app sees a 499); beyond `max_connections` open connections, 503. Each refusal counts in
+"""Limits on HTTP connections (the settings' `max_header_*`, `*_timeout_seconds` and
+`max_connections`), enforced in uvicorn's protocol. Each refusal counts in
 `modelserve_http_refused_total{reason}` and logs one INFO line.
 """
 
@@ -56,13 +49,7 @@ def uvicorn_config(server: ModelServer, **options: Any) -> uvicorn.Config:
 
 
 class _RefusalError(Exception):
-    """Raised from a parser callback to stop parsing and answer `status` instead."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+    """Raised from a parser callback with the arguments of `_refuse`, to stop parsing."""
 
 
 def _cancel(timer: asyncio.TimerHandle | None) -> None:
@@ -71,6 +58,10 @@ def _cancel(timer: asyncio.TimerHandle | None) -> None:
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn reads headers of any size (a 100 MB header froze the event loop for seconds),
+    never times out a connection that sends nothing or trickles, and caps connections only if
+    asked: here it does all three, before a request reaches the app."""
+
     limits: Settings
     count_refusal: Callable[[str], None]  # called with each refusal's reason (REFUSAL_REASONS)
 
@@ -107,10 +98,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._feed(head)  # never more than the limit: the parser sees no oversized header
         if rest and not self._refused and not self.transport.is_closing():
             if self._in_head:  # the headers did not end within the limit
-                message = (
-                    f"request line and headers exceed the {self.limits.max_header_bytes} byte limit"
-                )
-                self._refuse(_RefusalError(431, "headers_too_large", message))
+                limit = self.limits.max_header_bytes
+                message = f"request line and headers exceed the {limit} byte limit"
+                self._refuse(431, "headers_too_large", message)
             else:  # they ended: the rest is body, or the next request
                 self.data_received(rest)
 
@@ -122,7 +112,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _RefusalError):
-                self._refuse(exc.__context__)
+                self._refuse(*exc.__context__.args)
             else:
                 self._invalid()
         except httptools.HttpParserUpgrade:
@@ -144,22 +134,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > self.limits.max_header_count:
-            raise _RefusalError(
-                431,
-                "too_many_headers",
-                f"more than {self.limits.max_header_count} request headers",
-            )
+        limit = self.limits.max_header_count
+        if self._header_count > limit:
+            raise _RefusalError(431, "too_many_headers", f"more than {limit} request headers")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if len(self.connections) > self.limits.max_connections:  # this one included
-            raise _RefusalError(
-                503,
-                "too_many_connections",
-                f"the server has too many open connections "
-                f"(limit {self.limits.max_connections}); retry shortly",
-            )
+        limit = self.limits.max_connections
+        if len(self.connections) > limit:  # this one included
+            message = f"the server has too many open connections (limit {limit}); retry shortly"
+            raise _RefusalError(503, "too_many_connections", message)
         self._in_head = False
         self._requests += 1
         _cancel(self._head_timer)
@@ -195,9 +179,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         seconds = f"{self.limits.header_timeout_seconds:g}"
-        self._refuse(
-            _RefusalError(408, "header_timeout", f"request headers not received within {seconds} s")
-        )
+        self._refuse(408, "header_timeout", f"request headers not received within {seconds} s")
 
     def _body_timed_out(self) -> None:
         if self._in_head or self.transport.is_closing():
@@ -214,24 +196,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         log.info("%s: request body stalled for %g s: connection closed", self._peer(), timeout)
         self.transport.close()  # the app reads a disconnect: client_gone (499)
 
-    def _refuse(self, refusal: _RefusalError) -> None:
-        """Answer `refusal` (a JSON error body, as every modelserve error) and close."""
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answer `status` with a JSON error body (as every modelserve error) and close."""
         self._refused = True
         _cancel(self._head_timer)
         _cancel(self._body_timer)
-        self.count_refusal(refusal.reason)
-        log.info("%s: %d %s", self._peer(), refusal.status, refusal.message)
-        body = orjson.dumps({"error": refusal.message})
+        self.count_refusal(reason)
+        log.info("%s: %d %s", self._peer(), status, message)
+        body = orjson.dumps({"error": message})
         headers = [
             *self.server_state.default_headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
-        if refusal.status == 503:
+        if status == 503:
             headers.append((b"retry-after", b"1"))
-        status = HTTPStatus(refusal.status)
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, status.phrase.encode())]
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         lines += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join(lines) + b"\r\n" + body)
         self.transport.close()

@@ -1,11 +1,5 @@
-"""Image decoding for the task API: off the event loop, bounded, and memory given back.
-
-Decoding costs ~12 bytes per pixel whatever the file size (a 170 KB PNG can take 480 MB), so
-decodes run on their own pool sized from the container's CPU limit, and hold a share of a pixel
-budget (at least `max_image_pixels`, larger images being refused from their header): an image
-waits in arrival order until its pixels fit, at most until its request's deadline (504). glibc
-keeps freed memory in its arenas, so at the end of a burst of large decodes `malloc_trim(0)`
-hands the free pages back.
+"""Image decoding for the task API: off the event loop, bounded by a pixel budget, and memory
+given back (glibc keeps freed memory in its arenas: `malloc_trim(0)` after a burst of decodes).
 """
 
 from __future__ import annotations
@@ -84,7 +78,9 @@ class PixelBudget:
 
 
 class ImageDecoder:
-    """Decodes uploads on `threads` threads within a budget of `max_pixels` in flight."""
+    """Decodes uploads on `threads` threads (sized from the container's CPU limit) within a
+    budget of `max_pixels` in flight: a decode takes ~12 bytes per pixel whatever the file size
+    (a 170 KB PNG can take 480 MB). Larger images are refused from their header before."""
 
     def __init__(self, threads: int, max_pixels: int) -> None:
         self.budget = PixelBudget(max_pixels)
@@ -103,52 +99,38 @@ class ImageDecoder:
     ) -> T:
         """`convert(image, file name)` of the decoded upload; 4xx for a bad file, 504 if the
         pixel budget has no room for it within `timeout` seconds."""
-        image = await self._run(probe_image, upload, max_pixels=max_pixels)  # header only
+        probe = functools.partial(probe_image, upload, max_pixels=max_pixels)  # header only
+        image = await asyncio.wrap_future(self._executor.submit(probe))
         pixels = image.width * image.height
         if not await self.budget.acquire(pixels, timeout):
             raise DeadlineExceededError(
                 f"file {upload.name!r}: the request's deadline passed while it waited to be "
                 f"decoded ({self.budget.in_use:,} pixels of other images were being decoded)"
             )
+        loop = asyncio.get_running_loop()
+        future = self._executor.submit(self._decode, image, upload.name, convert)
         # the budget is released when the decode ends, even if its request is cancelled first
-        return await self._run(
-            self._decode, image, upload.name, convert, release=lambda: self.budget.release(pixels)
-        )
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.budget.release, pixels))
+        return await asyncio.wrap_future(future)
 
     def _decode(self, image: Image.Image, name: str, convert: Callable[[Image.Image, str], T]) -> T:
-        pixels = image.width * image.height
+        large = image.width * image.height >= TRIM_MIN_PIXELS
         with self._lock:
             self.running += 1
         try:
             return convert(load_image(image, name), name)
         finally:
             image.close()  # frees the decoded pixels now, before a trim
-            if self._finished(large=pixels >= TRIM_MIN_PIXELS):
-                release_free_memory()
-
-    def _finished(self, *, large: bool) -> bool:
-        """Counts a decode out; True at the end of a burst with a large decode in it (trimming
-        after every decode would make the next one fault its pages in again)."""
-        with self._lock:
-            self.running -= 1
-            self._untrimmed |= large
-            if self.running or not self._untrimmed:
-                return False
-            self._untrimmed = False
-            return True
-
-    async def _run(
-        self,
-        function: Callable[..., T],
-        *args: object,
-        release: Callable[[], None] | None = None,
-        **kwargs: object,
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        future = self._executor.submit(functools.partial(function, *args, **kwargs))
-        if release is not None:
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
-        return await asyncio.wrap_future(future)
+            with self._lock:
+                self.running -= 1
+                self._untrimmed |= large
+                # trim at the end of a burst: after every decode, the next would fault its
+                # pages in again
+                end_of_burst = self.running == 0 and self._untrimmed
+                if end_of_burst:
+                    self._untrimmed = False
+            if end_of_burst and (trim := _malloc_trim()) is not None:
+                trim(0)  # the C heap's free pages back to the kernel
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -158,17 +140,7 @@ class ImageDecoder:
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
     name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
         return None
-    return trim
-
-
-def release_free_memory() -> None:
-    """Returns the C heap's free pages to the kernel (glibc only; elsewhere nothing)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

@@ -1,15 +1,6 @@
-"""Any picture of a handwritten digit into MNIST's format, the way MNIST itself was made: white on
-black, scaled (aspect ratio kept, anti-aliased) to fit 20x20, placed in 28x28 with its centre of
-mass at the centre (LeCun et al.). A photo is dark ink on light paper, off-centre, large, so:
-
-1. EXIF orientation applied, first frame, reduced to 560 pixels on the longer side.
-2. Grayscale; transparent pixels composited onto the colour the ink is not.
-3. Inverted when the background (median of the border pixels) is light.
-4. Background subtracted, contrast stretched, noise cleared: faint ink, ink within the paper's
-   grain (measured on the border), ink in a neighbourhood of paper on average, lone specks.
-5. Cropped to the ink's bounding box, scaled to fit 20x20.
-6. Shifted (whole pixels, as MNIST) so the centre of mass lands at (14, 14): the mean centre of
-   mass of the MNIST test set in pixel-index coordinates.
+"""Any picture of a handwritten digit into MNIST's format, the way MNIST was made (LeCun et al.):
+white on black, scaled to fit 20x20 keeping the aspect ratio, placed in 28x28 with its centre of
+mass at the centre. Photos are dark ink on light paper, off-centre, large: see `mnist_pixels`.
 """
 
 from __future__ import annotations
@@ -41,12 +32,12 @@ class BlankImageError(ValueError):
 
 def mnist_pixels(image: Image.Image) -> np.ndarray:
     """uint8 [28, 28]: white digit on black, centred by centre of mass, as in MNIST."""
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(image)  # phone photos
     if image.mode in ("1", "P", "PA"):  # their resizing would be nearest-neighbour
         image = image.convert("L" if image.mode == "1" else "RGBA")
     image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
     gray = _grayscale(image)
-    if np.median(_border(gray)) > 127.5:
+    if np.median(_border(gray)) > 127.5:  # light paper
         gray = 255.0 - gray
     ink = _ink(gray)
     rows, cols = np.nonzero(ink)
@@ -83,7 +74,9 @@ def _border(gray: np.ndarray) -> np.ndarray:
 
 
 def _ink(gray: np.ndarray) -> np.ndarray:
-    """Ink intensity 0..255 over a zero background, noise cleared (see the module's step 4)."""
+    """Ink intensity 0..255 over a zero background, contrast stretched, noise cleared: faint ink,
+    ink within the paper's grain (measured on the border), ink in a neighbourhood of paper on
+    average (grain far from any stroke), lone specks (JPEG ringing, dust)."""
     border = _border(gray)
     background = float(np.median(border))
     contrast = float(gray.max()) - background
@@ -131,6 +124,8 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Shifted by whole pixels (as MNIST) so the centre of mass is at CENTRE, the mean one of
+    MNIST's test set in pixel-index coordinates."""
     height, width = digit.shape
     rows, cols = np.indices(digit.shape)
     mass = float(digit.sum())
