@@ -20,6 +20,7 @@ from service.errors import DeadlineExceededError
 from service.tasks.uploads import Upload, load_image, probe_image
 
 T = TypeVar("T")
+Converter = Callable[[Image.Image, str], T]  # of a decoded image and its file's name
 
 # A decode of fewer pixels (~50 MB of buffers) calls for no malloc_trim: glibc's own thresholds
 # return what matters and a trim would cost more than it gives.
@@ -90,12 +91,7 @@ class ImageDecoder:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="image-decode")
 
     async def decode(
-        self,
-        upload: Upload,
-        convert: Callable[[Image.Image, str], T],
-        *,
-        max_pixels: int,
-        timeout: float,
+        self, upload: Upload, convert: Converter[T], *, max_pixels: int, timeout: float
     ) -> T:
         """`convert(image, file name)` of the decoded upload; 4xx for a bad file, 504 if the
         pixel budget has no room for it within `timeout` seconds."""
@@ -113,7 +109,7 @@ class ImageDecoder:
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.budget.release, pixels))
         return await asyncio.wrap_future(future)
 
-    def _decode(self, image: Image.Image, name: str, convert: Callable[[Image.Image, str], T]) -> T:
+    def _decode(self, image: Image.Image, name: str, convert: Converter[T]) -> T:
         large = image.width * image.height >= TRIM_MIN_PIXELS
         with self._lock:
             self.running += 1
@@ -124,8 +120,7 @@ class ImageDecoder:
             with self._lock:
                 self.running -= 1
                 self._untrimmed |= large
-                # trim at the end of a burst: after every decode, the next would fault its
-                # pages in again
+                # once per burst: after every decode, the next would fault its pages in again
                 end_of_burst = self.running == 0 and self._untrimmed
                 if end_of_burst:
                     self._untrimmed = False

@@ -184,11 +184,8 @@ def json_body_doc(model: type[BaseModel], **other_content: Any) -> dict[str, Any
     """OpenAPI `requestBody` for a route that parses its JSON body itself (orjson, size limit):
     the schema and examples `/docs` would show for a pydantic body parameter."""
     schema = model.model_json_schema()
-    examples = schema.pop("examples", [])
-    json_content = {
-        "schema": schema,
-        "examples": {f"example {i + 1}": {"value": e} for i, e in enumerate(examples)},
-    }
+    examples = {f"example {i + 1}": {"value": e} for i, e in enumerate(schema.pop("examples", []))}
+    json_content = {"schema": schema, "examples": examples}
     return {
         "requestBody": {
             "required": True,
@@ -197,19 +194,13 @@ def json_body_doc(model: type[BaseModel], **other_content: Any) -> dict[str, Any
     }
 
 
+_IMAGE_FILES = {
+    "type": "array",
+    "items": {"type": "string", "format": "binary"},
+    "description": "One or more images (JPEG, PNG, GIF, BMP or WebP), each in a `file` field.",
+}
 FILES_CONTENT = {
     "multipart/form-data": {
-        "schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "file": {
-                    "type": "array",
-                    "items": {"type": "string", "format": "binary"},
-                    "description": "One or more images (JPEG, PNG, GIF, BMP or WebP), each in "
-                    "a `file` field.",
-                }
-            },
-        }
+        "schema": {"type": "object", "required": ["file"], "properties": {"file": _IMAGE_FILES}}
     }
 }
