@@ -1,24 +1,12 @@
-"""Decoding off the event loop: request bodies (JSON, gRPC messages) are turned into arrays,
-and large answers into bytes, in a small thread pool under a memory budget. Any decoder can
-use it: `Decoder.run(size, work)`, with `checkpoint()` between the chunks of `work`.
-
-REST, gRPC and the health probes share one event loop, so work that grows with a request must
-not run on it. Small payloads (up to `inline_bytes`) are still decoded inline: a thread hop
-would cost more than the work. Larger ones run in the pool, which is not enough on its own:
-a thread holding the GIL in one long C call (numpy converting 10 M nested floats, freeing
-them) stalls the loop as surely as running on it. So the pool's work is cut into chunks
-(`asarray`, `object_array`, `release`, JSON in `service.http.json_pieces`) between which
-the GIL changes hands, and each chunk is a `checkpoint`
-where work whose caller has gone (client disconnected, gRPC call cancelled) stops.
-
-Decoding a JSON body takes up to ~32 times its size (every number a Python object), so the
-pool admits work while the estimated memory of what it decodes fits `memory_bytes`; beyond
-that, work waits for its turn, and once as much again is waiting, is refused (429).
+"""Decoding off the shared event loop, in a thread pool under a memory budget (`Decoder.run`),
+the work cut into chunks (`asarray`, `object_array`, `release`, `service.http.json_pieces`) with
+a `checkpoint()` between them: one long GIL-holding C call would stall the loop as surely.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import gc
 import threading
@@ -33,7 +21,7 @@ from service.errors import QueueFullError
 
 T = TypeVar("T")
 
-EXPANSION = 32  # decoded memory per byte of JSON text (Python floats and list slots)
+EXPANSION = 32  # decoded memory per byte of JSON text at most (Python floats and list slots)
 CHUNK_ITEMS = 65536  # values converted or freed per GIL-holding call (a few ms)
 
 _abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
@@ -42,23 +30,17 @@ _abandoned: contextvars.ContextVar[threading.Event | None] = contextvars.Context
 
 
 class MixedKindsError(TypeError):
-    """`asarray`: chunks of kinds numpy cannot join (numpy would make the whole an array of
-    objects or strings, which no numeric input takes)."""
+    """`asarray`: chunks of kinds numpy would join into objects or strings (no input takes)."""
 
 
 class DecodeAbandonedError(Exception):
     """Raised at a checkpoint of work whose caller no longer waits for it."""
 
 
-class CollectorPause:
-    """Python's automatic cyclic garbage collection, paused while any large decode runs.
-
-    A 60 MB JSON body becomes millions of lists; every few thousand allocations the collector
-    runs, and its full (generation 2) passes walk them all with the GIL held: 40-175 ms each
-    in a bare process, several hundred ms in the server beside TensorFlow's heap, which is what
-    still stalled the event loop. Decoded documents hold no reference cycles (JSON cannot make
-    one), and are freed by reference counting, so nothing is lost by pausing; the collector
-    resumes when the last large decode ends."""
+class CollectorPause(contextlib.ContextDecorator):
+    """Cyclic garbage collection, paused while any large decode runs: its full passes walk the
+    millions of lists of a 60 MB body with the GIL held (hundreds of ms beside TensorFlow's
+    heap). JSON makes no reference cycles, so nothing is lost by pausing."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -82,19 +64,10 @@ class CollectorPause:
 collector_pause = CollectorPause()
 
 
-def _with_collector_paused(work: Callable[[], T]) -> T:
-    with collector_pause:
-        return work()
-
-
 def checkpoint() -> None:
     """Between two chunks of pool work: stops it if its caller has gone, else hands the GIL
-    over; a no-op inline.
-
-    The hand-over is explicit because the interpreter's own switch did not happen between
-    orjson's pieces: the event loop waited 210 ms while 240 pieces of 1 ms each were parsed
-    (measured with a thread timing 1 ms sleeps); `time.sleep(0)` releases the GIL for a
-    syscall's time, and the stall was gone."""
+    over (the interpreter's own switch let 240 1-ms orjson pieces stall the loop 210 ms);
+    a no-op inline."""
     flag = _abandoned.get()
     if flag is None:
         return
@@ -104,23 +77,19 @@ def checkpoint() -> None:
 
 
 class Decoder:
-    """The decode pool and its memory budget (one per server; see `service.http.app`)."""
+    """The decode pool, admitting work while its estimated memory fits `memory_bytes`; beyond,
+    work waits, and once as much again is waiting, is refused (429). Small payloads
+    (`inline_bytes`) are decoded inline: a thread hop would cost more."""
 
     def __init__(self, threads: int, memory_bytes: int, inline_bytes: int) -> None:
         self.inline_bytes = inline_bytes
         self.memory_bytes = memory_bytes
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="decode")
-        self._in_use = 0  # estimated bytes of the work in the pool
+        self.busy_bytes = 0  # estimated memory of the work in the pool
         self._waiting = 0  # ... and of the work waiting for its turn
         self._waiters: list[asyncio.Future[None]] = []
 
-    @property
-    def busy_bytes(self) -> int:
-        """Estimated memory of the work in the pool now (0: idle)."""
-        return self._in_use
-
     def runs_inline(self, size: int) -> bool:
-        """Whether work on a payload of `size` bytes runs on the caller's thread (small)."""
         return size <= self.inline_bytes
 
     async def run(self, size: int, work: Callable[[], T]) -> T:
@@ -134,7 +103,7 @@ class Decoder:
         flag = threading.Event()
         context = contextvars.copy_context()
         context.run(_abandoned.set, flag)
-        future = self._executor.submit(context.run, _with_collector_paused, work)
+        future = self._executor.submit(context.run, collector_pause(work))
         # the memory is free once the work has ended, not when its caller stops waiting
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._free, cost))
         try:
@@ -144,23 +113,23 @@ class Decoder:
             raise
 
     async def _reserve(self, cost: int) -> None:
-        if self._in_use + cost > self.memory_bytes and self._waiting + cost > self.memory_bytes:
+        if self.busy_bytes + cost > self.memory_bytes and self._waiting + cost > self.memory_bytes:
             raise QueueFullError(
                 "the server is decoding as many large requests as its memory allows "
                 "(decode_memory_bytes); retry shortly"
             )
         self._waiting += cost
         try:
-            while self._in_use + cost > self.memory_bytes:
+            while self.busy_bytes + cost > self.memory_bytes:
                 waiter = asyncio.get_running_loop().create_future()
                 self._waiters.append(waiter)
                 await waiter
         finally:
             self._waiting -= cost
-        self._in_use += cost
+        self.busy_bytes += cost
 
     def _free(self, cost: int) -> None:
-        self._in_use -= cost
+        self.busy_bytes -= cost
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -171,8 +140,8 @@ class Decoder:
 
 
 def asarray(value: Any, dtype: np.dtype | None = None) -> np.ndarray:
-    """`np.asarray(value, dtype)` for nested lists, a chunk of rows at a time so that the GIL
-    is released between chunks; numpy's own errors (ragged rows) are raised as they are."""
+    """`np.asarray(value, dtype)` for nested lists, a chunk of rows at a time; numpy's own
+    errors (ragged rows) are raised as they are."""
     if not isinstance(value, list):
         return np.asarray(value, dtype=dtype)
     step = max(1, CHUNK_ITEMS // _row_size(value))
@@ -207,10 +176,9 @@ def _row_size(rows: list[Any]) -> int:
 def object_array(items: Sequence[Any]) -> np.ndarray:
     """A 1-D object array of `items` (strings), filled a chunk at a time."""
     array = np.empty(len(items), dtype=object)
-    step = CHUNK_ITEMS
-    for start in range(0, len(items), step):
+    for start in range(0, len(items), CHUNK_ITEMS):
         checkpoint()
-        array[start : start + step] = items[start : start + step]
+        array[start : start + CHUNK_ITEMS] = items[start : start + CHUNK_ITEMS]
     return array
 
 

@@ -1,10 +1,5 @@
-"""Fast JSON in and out: orjson for bodies, numpy arrays serialized without `.tolist()`.
-
-A 784-float `digits` body or a 150k-float image body is parsed by orjson (C) and turned into
-numpy once per request; outputs are written straight from numpy by orjson. The stdlib `json`
-module is only a fallback for what orjson refuses by design: the `NaN`/`Infinity` tokens that
-TF Serving's REST API allows, in both directions. Large bodies are parsed in pieces
-(`json_pieces`) and freed in pieces (`service.core.decoding.release`), in the decode pool.
+"""JSON in and out: orjson for bodies (large ones in pieces, `json_pieces`) and numpy arrays;
+the stdlib `json` only for the `NaN`/`Infinity` tokens orjson refuses and TF Serving allows.
 """
 
 from __future__ import annotations
@@ -45,13 +40,6 @@ class JSONDocument:
     booleans_possible: bool  # the text holds a `true` or `false` token (maybe inside a string)
 
 
-def parse_document(body: bytes, *, allow_non_finite: bool = False) -> JSONDocument:
-    """The body parsed as JSON; 400 with the parser's message when it is not JSON."""
-    data = parse_json(body, allow_non_finite=allow_non_finite)
-    booleans = _contains(body, b"true") or _contains(body, b"false")
-    return JSONDocument(data, booleans_possible=booleans)
-
-
 def _contains(body: bytes, token: bytes, window: int = 1024 * 1024) -> bool:
     """`token in body`, a window at a time: one search of 60 MB holds the GIL for 0.1 s."""
     if len(body) <= window:
@@ -67,7 +55,9 @@ def with_document(
 ) -> T:
     """`use(document)`, then the document emptied piece by piece (it may hold millions of
     objects; see service.core.decoding.release). What `use` returns must not share its lists."""
-    document = parse_document(body, allow_non_finite=allow_non_finite)
+    data = parse_json(body, allow_non_finite=allow_non_finite)
+    booleans = _contains(body, b"true") or _contains(body, b"false")
+    document = JSONDocument(data, booleans_possible=booleans)
     try:
         return use(document)
     finally:

@@ -1,14 +1,6 @@
-"""Parsing a large JSON document a piece at a time, so that no single call holds the GIL long.
-
-orjson parses a 60 MB document in one C call, and for a flat list of numbers it keeps the GIL
-the whole time (0.3-2 s on a busy machine): the event loop, in another thread, stops. Here the
-document's structure is found with numpy (vectorised, and numpy lets the GIL go), then its large
-arrays and objects are parsed by orjson in pieces of about `PIECE_BYTES`, and joined.
-
-Only what orjson itself accepts is accepted: every piece goes through orjson, brackets must
-balance, and each piece must hold exactly the elements its commas delimit (so `[1,,2]` or a
-trailing comma is still an error).
-"""
+"""Parsing a large JSON document in pieces: orjson holds the GIL for a whole flat list of numbers
+(0.3-2 s for 60 MB). numpy finds the structure, orjson parses pieces of `PIECE_BYTES`; what orjson
+refuses stays refused (unbalanced brackets, `[1,,2]`, a trailing comma)."""
 
 from __future__ import annotations
 
@@ -32,8 +24,7 @@ class _MalformedError(ValueError):
 
 
 def loads(body: bytes) -> Any:
-    """`orjson.loads(body)`, in pieces when the body is large; orjson.JSONDecodeError (a
-    ValueError) or ValueError when it is not JSON."""
+    """`orjson.loads(body)`, in pieces when large; a ValueError when it is not JSON."""
     if len(body) <= PIECE_BYTES:
         return orjson.loads(body)
     return _Document(body).value(0, len(body))
@@ -75,8 +66,8 @@ class _Document:
         return self._object(bounds, level)
 
     def _positions(self, marks: np.ndarray, level: int) -> np.ndarray:
-        """Where `marks` (commas or colons) are at `level`, in the whole document: found once
-        per level, so that nested containers cost no scan each."""
+        """Where `marks` (commas or colons) are at `level`, found once per level for the whole
+        document, so that nested containers cost no scan each."""
         key = (id(marks), level)
         if key not in self._found:
             parts = [np.zeros(0, dtype=np.int64)]

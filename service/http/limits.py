@@ -1,19 +1,6 @@
-"""Limits on HTTP connections, enforced in uvicorn's protocol before any request reaches the app.
-
-uvicorn's httptools protocol reads request headers of any size (a 100 MB header froze the event
-loop for seconds, before the API-key check could run), never times out a connection that sends
-nothing or trickles its headers or body, and caps connections only if asked. Here, per
-connection:
-
-- the request line and headers together may take `max_header_bytes` (431 beyond, counted on
-  the raw bytes before the parser sees them) and `max_header_count` headers (431 beyond);
-- the headers must be complete within `header_timeout` of the connection opening or of the
-  previous response (408 if some arrived, else the connection is closed);
-- a request body may pause for at most `body_timeout` between two reads (the connection is
-  closed: the app sees the client gone, a 499);
-- beyond `max_connections` open connections a request is answered 503.
-
-Each refusal counts in `modelserve_http_refused_total{reason}` and logs one INFO line.
+"""Limits on HTTP connections (the settings' `max_header_*`, `*_timeout_seconds` and
+`max_connections`), enforced in uvicorn's protocol. Each refusal counts in
+`modelserve_http_refused_total{reason}` and logs one INFO line.
 """
 
 from __future__ import annotations
@@ -21,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -35,9 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RefusalCounter = Callable[[str], None]
-"""Called with the reason of each refusal (see REFUSAL_REASONS)."""
-
 REFUSAL_REASONS = (
     "headers_too_large",
     "too_many_headers",
@@ -48,59 +32,38 @@ REFUSAL_REASONS = (
 )
 
 
-@dataclass(frozen=True)
-class HttpLimits:
-    max_header_bytes: int
-    max_header_count: int
-    header_timeout: float
-    body_timeout: float
-    max_connections: int
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> HttpLimits:
-        return cls(
-            max_header_bytes=settings.max_header_bytes,
-            max_header_count=settings.max_header_count,
-            header_timeout=settings.header_timeout_seconds,
-            body_timeout=settings.body_timeout_seconds,
-            max_connections=settings.max_connections,
-        )
-
-
 def uvicorn_config(server: ModelServer, **options: Any) -> uvicorn.Config:
     """uvicorn's config for the server's REST app with the HTTP limits of its settings and
-    `options` (host, port, logging, TLS...): the command line and the tests' servers both
-    build it here."""
+    `options` (host, port, logging, TLS...)."""
     metrics = server.metrics
-    protocol = limited_protocol(
-        HttpLimits.from_settings(server.settings),
-        lambda reason: metrics.http_refused.labels(reason).inc(),
+    # uvicorn builds one protocol per connection, from the class alone
+    protocol = type(
+        "LimitedHttpToolsProtocol",
+        (LimitedHttpToolsProtocol,),
+        {
+            "limits": server.settings,
+            "count_refusal": staticmethod(lambda reason: metrics.http_refused.labels(reason).inc()),
+        },
     )
     return uvicorn.Config(server.app, http=protocol, **options)
 
 
 class _RefusalError(Exception):
-    """Raised from a parser callback to stop parsing and answer `status` instead."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+    """Raised from a parser callback with the arguments of `_refuse`, to stop parsing."""
 
 
-def limited_protocol(limits: HttpLimits, count_refusal: RefusalCounter) -> type[HttpToolsProtocol]:
-    """uvicorn's `http` protocol class enforcing `limits` (uvicorn builds one per connection)."""
-    return type(
-        "LimitedHttpToolsProtocol",
-        (LimitedHttpToolsProtocol,),
-        {"limits": limits, "count_refusal": staticmethod(count_refusal)},
-    )
+def _cancel(timer: asyncio.TimerHandle | None) -> None:
+    if timer is not None:
+        timer.cancel()  # a no-op once it has fired
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    limits: HttpLimits
-    count_refusal: RefusalCounter
+    """uvicorn reads headers of any size (a 100 MB header froze the event loop for seconds),
+    never times out a connection that sends nothing or trickles, and caps connections only if
+    asked: here it does all three, before a request reaches the app."""
+
+    limits: Settings
+    count_refusal: Callable[[str], None]  # called with each refusal's reason (REFUSAL_REASONS)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,14 +76,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_body_read = 0.0
 
-    # -- connection ------------------------------------------------------------------------
-
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_timers()
+        _cancel(self._head_timer)
+        _cancel(self._body_timer)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -136,7 +98,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._feed(head)  # never more than the limit: the parser sees no oversized header
         if rest and not self._refused and not self.transport.is_closing():
             if self._in_head:  # the headers did not end within the limit
-                self._refuse(_RefusalError(431, "headers_too_large", self._too_large()))
+                limit = self.limits.max_header_bytes
+                message = f"request line and headers exceed the {limit} byte limit"
+                self._refuse(431, "headers_too_large", message)
             else:  # they ended: the rest is body, or the next request
                 self.data_received(rest)
 
@@ -148,7 +112,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             if isinstance(exc.__context__, _RefusalError):
-                self._refuse(exc.__context__)
+                self._refuse(*exc.__context__.args)
             else:
                 self._invalid()
         except httptools.HttpParserUpgrade:
@@ -164,41 +128,35 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning(message)
         self.send_400_response(message)
 
-    # -- parser callbacks ------------------------------------------------------------------
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > self.limits.max_header_count:
-            raise _RefusalError(
-                431,
-                "too_many_headers",
-                f"more than {self.limits.max_header_count} request headers",
-            )
+        limit = self.limits.max_header_count
+        if self._header_count > limit:
+            raise _RefusalError(431, "too_many_headers", f"more than {limit} request headers")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if len(self.connections) > self.limits.max_connections:  # this one included
-            raise _RefusalError(
-                503,
-                "too_many_connections",
-                f"the server has too many open connections "
-                f"(limit {self.limits.max_connections}); retry shortly",
-            )
+        limit = self.limits.max_connections
+        if len(self.connections) > limit:  # this one included
+            message = f"the server has too many open connections (limit {limit}); retry shortly"
+            raise _RefusalError(503, "too_many_connections", message)
         self._in_head = False
         self._requests += 1
-        self._cancel_head_timer()
+        _cancel(self._head_timer)
         self._last_body_read = self.loop.time()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
+        self._body_timer = self.loop.call_later(
+            self.limits.body_timeout_seconds, self._body_timed_out
+        )
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
-        self._cancel_body_timer()
+        _cancel(self._body_timer)
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
@@ -206,14 +164,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():  # waiting for the next request: its headers too
             self._arm_head_timer()
 
-    # -- timeouts --------------------------------------------------------------------------
-
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        _cancel(self._head_timer)
+        timeout = self.limits.header_timeout_seconds
+        self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
         busy = self.cycle is not None and not self.cycle.response_complete
         if not self._in_head or busy or self.transport.is_closing():
             return  # a request is running: the timer is armed again after its response
@@ -222,80 +178,44 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 self.count_refusal("idle_timeout")
             self.transport.close()
             return
-        seconds = f"{self.limits.header_timeout:g}"
-        self._refuse(
-            _RefusalError(408, "header_timeout", f"request headers not received within {seconds} s")
-        )
+        seconds = f"{self.limits.header_timeout_seconds:g}"
+        self._refuse(408, "header_timeout", f"request headers not received within {seconds} s")
 
     def _body_timed_out(self) -> None:
-        self._body_timer = None
         if self._in_head or self.transport.is_closing():
             return
         now = self.loop.time()
         if self.flow.read_paused:  # the app is not reading yet: not the client's fault
             self._last_body_read = now
+        timeout = self.limits.body_timeout_seconds
         idle = now - self._last_body_read
-        if idle < self.limits.body_timeout:  # data came meanwhile: wait for the rest
-            wait = self.limits.body_timeout - idle
-            self._body_timer = self.loop.call_later(wait, self._body_timed_out)
+        if idle < timeout:  # data came meanwhile: wait for the rest
+            self._body_timer = self.loop.call_later(timeout - idle, self._body_timed_out)
             return
         self.count_refusal("body_timeout")
-        log.info(
-            "%s: request body stalled for %g s: connection closed",
-            self._peer(),
-            self.limits.body_timeout,
-        )
+        log.info("%s: request body stalled for %g s: connection closed", self._peer(), timeout)
         self.transport.close()  # the app reads a disconnect: client_gone (499)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _cancel_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
-
-    def _cancel_timers(self) -> None:
-        self._cancel_head_timer()
-        self._cancel_body_timer()
-
-    # -- refusals --------------------------------------------------------------------------
-
-    def _too_large(self) -> str:
-        return f"request line and headers exceed the {self.limits.max_header_bytes} byte limit"
-
-    def _refuse(self, refusal: _RefusalError) -> None:
-        """Answer `refusal` (a JSON error body, as every modelserve error) and close."""
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answer `status` with a JSON error body (as every modelserve error) and close."""
         self._refused = True
-        self._cancel_timers()
-        self.count_refusal(refusal.reason)
-        log.info("%s: %d %s", self._peer(), refusal.status, refusal.message)
-        body = orjson.dumps({"error": refusal.message})
+        _cancel(self._head_timer)
+        _cancel(self._body_timer)
+        self.count_refusal(reason)
+        log.info("%s: %d %s", self._peer(), status, message)
+        body = orjson.dumps({"error": message})
         headers = [
             *self.server_state.default_headers,
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
         ]
-        if refusal.status == 503:
+        if status == 503:
             headers.append((b"retry-after", b"1"))
-        lines = [_status_line(refusal.status)]
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
         lines += [name + b": " + value + b"\r\n" for name, value in headers]
         self.transport.write(b"".join(lines) + b"\r\n" + body)
         self.transport.close()
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
-
-
-_REASONS = {
-    408: b"Request Timeout",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-}
-
-
-def _status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])

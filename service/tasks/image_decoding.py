@@ -1,16 +1,5 @@
-"""Image decoding for the task API: off the event loop, bounded, and memory given back.
-
-Decoding costs memory in proportion to pixels, not to file size: a 170 KB PNG of 40 million
-pixels takes ~480 MB while it is decoded and converted (about 12 bytes per pixel). So decodes
-run on their own pool, sized from the container's CPU limit (Python's default pool is sized
-from the node's CPUs), and hold a share of a pixel budget while they run: an image waits until
-its pixels fit, in arrival order, at most until its request's deadline (then 504). A single
-image never exceeds the budget: the budget is at least `max_image_pixels`, and larger images
-are refused (413) from their header before they get here.
-
-glibc keeps freed memory in its arenas instead of returning it to the kernel, so after a burst
-of large decodes the process would stay at its peak. When the last decode running ends and a
-large one ran since, `malloc_trim(0)` hands the free pages back (a no-op on other C libraries).
+"""Image decoding for the task API: off the event loop, bounded by a pixel budget, and memory
+given back (glibc keeps freed memory in its arenas: `malloc_trim(0)` after a burst of decodes).
 """
 
 from __future__ import annotations
@@ -31,10 +20,11 @@ from service.errors import DeadlineExceededError
 from service.tasks.uploads import Upload, load_image, probe_image
 
 T = TypeVar("T")
+Converter = Callable[[Image.Image, str], T]  # of a decoded image and its file's name
 
+# A decode of fewer pixels (~50 MB of buffers) calls for no malloc_trim: glibc's own thresholds
+# return what matters and a trim would cost more than it gives.
 TRIM_MIN_PIXELS = 4_000_000
-"""Decodes of at least this many pixels (~50 MB of buffers) call for a malloc_trim; below,
-glibc's own thresholds return what matters and a trim would cost more than it gives."""
 
 
 class PixelBudget:
@@ -89,10 +79,11 @@ class PixelBudget:
 
 
 class ImageDecoder:
-    """Decodes uploads on `threads` threads within a budget of `max_pixels` in flight."""
+    """Decodes uploads on `threads` threads (sized from the container's CPU limit) within a
+    budget of `max_pixels` in flight: a decode takes ~12 bytes per pixel whatever the file size
+    (a 170 KB PNG can take 480 MB). Larger images are refused from their header before."""
 
     def __init__(self, threads: int, max_pixels: int) -> None:
-        self.threads = threads
         self.budget = PixelBudget(max_pixels)
         self.running = 0  # decodes on a thread right now
         self._untrimmed = False  # a large decode ended since the last trim
@@ -100,62 +91,41 @@ class ImageDecoder:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="image-decode")
 
     async def decode(
-        self,
-        upload: Upload,
-        convert: Callable[[Image.Image, str], T],
-        *,
-        max_pixels: int,
-        timeout: float,
+        self, upload: Upload, convert: Converter[T], *, max_pixels: int, timeout: float
     ) -> T:
         """`convert(image, file name)` of the decoded upload; 4xx for a bad file, 504 if the
         pixel budget has no room for it within `timeout` seconds."""
-        image = await self._run(probe_image, upload, max_pixels=max_pixels)  # header only
+        probe = functools.partial(probe_image, upload, max_pixels=max_pixels)  # header only
+        image = await asyncio.wrap_future(self._executor.submit(probe))
         pixels = image.width * image.height
         if not await self.budget.acquire(pixels, timeout):
             raise DeadlineExceededError(
                 f"file {upload.name!r}: the request's deadline passed while it waited to be "
                 f"decoded ({self.budget.in_use:,} pixels of other images were being decoded)"
             )
+        loop = asyncio.get_running_loop()
+        future = self._executor.submit(self._decode, image, upload.name, convert)
         # the budget is released when the decode ends, even if its request is cancelled first
-        return await self._run(
-            self._decode, image, upload.name, convert, release=lambda: self.budget.release(pixels)
-        )
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self.budget.release, pixels))
+        return await asyncio.wrap_future(future)
 
-    def _decode(self, image: Image.Image, name: str, convert: Callable[[Image.Image, str], T]) -> T:
-        pixels = image.width * image.height
+    def _decode(self, image: Image.Image, name: str, convert: Converter[T]) -> T:
+        large = image.width * image.height >= TRIM_MIN_PIXELS
         with self._lock:
             self.running += 1
         try:
             return convert(load_image(image, name), name)
         finally:
             image.close()  # frees the decoded pixels now, before a trim
-            if self._finished(large=pixels >= TRIM_MIN_PIXELS):
-                release_free_memory()
-
-    def _finished(self, *, large: bool) -> bool:
-        """Counts a decode out; True when it was the last one running and a large one ran
-        since the last trim: the end of a burst, when trimming once gives everything back (a
-        trim after every decode would make the next one fault its pages in again)."""
-        with self._lock:
-            self.running -= 1
-            self._untrimmed |= large
-            if self.running or not self._untrimmed:
-                return False
-            self._untrimmed = False
-            return True
-
-    async def _run(
-        self,
-        function: Callable[..., T],
-        *args: object,
-        release: Callable[[], None] | None = None,
-        **kwargs: object,
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        future = self._executor.submit(functools.partial(function, *args, **kwargs))
-        if release is not None:
-            future.add_done_callback(lambda _: loop.call_soon_threadsafe(release))
-        return await asyncio.wrap_future(future)
+            with self._lock:
+                self.running -= 1
+                self._untrimmed |= large
+                # once per burst: after every decode, the next would fault its pages in again
+                end_of_burst = self.running == 0 and self._untrimmed
+                if end_of_burst:
+                    self._untrimmed = False
+            if end_of_burst and (trim := _malloc_trim()) is not None:
+                trim(0)  # the C heap's free pages back to the kernel
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -165,17 +135,7 @@ class ImageDecoder:
 def _malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
     name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
         return None
-    return trim
-
-
-def release_free_memory() -> None:
-    """Returns the C heap's free pages to the kernel (glibc only; elsewhere nothing)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

@@ -1,21 +1,6 @@
-"""Turn any picture of a handwritten digit into MNIST's format, the way MNIST itself was made.
-
-MNIST digits are white on black, scaled (keeping their aspect ratio, anti-aliased) to fit a
-20x20 box, then placed in a 28x28 field so that their centre of mass is at the field's centre
-(LeCun et al.). A photo of a digit is usually the opposite: dark ink on light paper, off-centre,
-on a much larger canvas. The steps below bridge the two:
-
-1. EXIF orientation applied (phone photos), first frame of an animation, large pictures
-   reduced to 560 pixels on the longer side.
-2. Grayscale; transparent pixels are composited onto the colour the ink is not, so a digit
-   drawn on a transparent canvas keeps its contrast whichever its ink colour.
-3. Inverted when the background (the median of the border pixels) is light.
-4. Background level subtracted and contrast stretched, noise cleared: faint ink, ink within the
-   paper's own grain (measured on the border), ink whose neighbourhood is paper on average
-   (grain spots far from any stroke) and lone specks (JPEG ringing, dust).
-5. Cropped to the ink's bounding box, scaled to fit 20x20 keeping the aspect ratio.
-6. Shifted (whole pixels, as MNIST) so the centre of mass lands at (14, 14) of 28x28: the
-   mean centre of mass of the MNIST test set in pixel-index coordinates.
+"""Any picture of a handwritten digit into MNIST's format, the way MNIST was made (LeCun et al.):
+white on black, scaled to fit 20x20 keeping the aspect ratio, placed in 28x28 with its centre of
+mass at the centre. Photos are dark ink on light paper, off-centre, large: see `mnist_pixels`.
 """
 
 from __future__ import annotations
@@ -32,14 +17,12 @@ CENTRE = 14.0
 # box nor survives (paper texture, JPEG ringing). MNIST's own faintest strokes are far above it.
 NOISE_FLOOR = 0.08
 MIN_CONTRAST = 24.0  # grey levels between background and ink; below it the image is blank
-# Paper grain (photos): a pixel counts as ink only this many standard deviations of the grain
-# above the paper, and only where the mean over a window around it, in which the grain averages
-# down to a fifth of the noise floor, is ink too. Clean images have no grain and skip both.
+# Paper grain (photos): ink is this many standard deviations of the grain above the paper, and
+# so is the mean of a window around it, where the grain averages down to NOISE_FLOOR / 5.
 GRAIN_SIGMAS = 4.0
 WINDOW_SIGMAS = 5.0
-# Larger pictures are first reduced (area average, which keeps thin strokes as fainter ink) to
-# this many pixels on the longer side: the digit ends up 20 pixels tall, and a 40 MP photo
-# would otherwise cost gigabytes of float arrays.
+# Larger pictures are first reduced to this size (area average: thin strokes stay, fainter), as
+# the digit ends up 20 pixels tall and a 40 MP photo would cost gigabytes of float arrays.
 WORKING_SIZE = 560
 
 
@@ -49,12 +32,12 @@ class BlankImageError(ValueError):
 
 def mnist_pixels(image: Image.Image) -> np.ndarray:
     """uint8 [28, 28]: white digit on black, centred by centre of mass, as in MNIST."""
-    image = ImageOps.exif_transpose(image)
+    image = ImageOps.exif_transpose(image)  # phone photos
     if image.mode in ("1", "P", "PA"):  # their resizing would be nearest-neighbour
         image = image.convert("L" if image.mode == "1" else "RGBA")
     image.thumbnail((WORKING_SIZE, WORKING_SIZE), Image.Resampling.BOX)
     gray = _grayscale(image)
-    if _border_median(gray) > 127.5:
+    if np.median(_border(gray)) > 127.5:  # light paper
         gray = 255.0 - gray
     ink = _ink(gray)
     rows, cols = np.nonzero(ink)
@@ -90,12 +73,10 @@ def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]])
 
 
-def _border_median(gray: np.ndarray) -> float:
-    return float(np.median(_border(gray)))
-
-
 def _ink(gray: np.ndarray) -> np.ndarray:
-    """Ink intensity 0..255 over a zero background, noise cleared (see the module's step 4)."""
+    """Ink intensity 0..255 over a zero background, contrast stretched, noise cleared: faint ink,
+    ink within the paper's grain (measured on the border), ink in a neighbourhood of paper on
+    average (grain far from any stroke), lone specks (JPEG ringing, dust)."""
     border = _border(gray)
     background = float(np.median(border))
     contrast = float(gray.max()) - background
@@ -143,6 +124,8 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Shifted by whole pixels (as MNIST) so the centre of mass is at CENTRE, the mean one of
+    MNIST's test set in pixel-index coordinates."""
     height, width = digit.shape
     rows, cols = np.indices(digit.shape)
     mass = float(digit.sum())

@@ -1,9 +1,5 @@
-"""What a task endpoint needs to know about the version it calls, read from the version's own
-files: labels (`assets/labels.txt`), ImageNet class ids (`assets/imagenet_class_index.json`)
-and the model card (`assets.extra/model_card.json`: vote order, random weights).
-
-Read once per loaded version (keyed by path and file fingerprint, so a version rewritten in
-place is read again), never per request.
+"""What a task endpoint needs to know about the version it calls, from its own files (labels,
+ImageNet class ids, model card), read once per loaded version, not per request.
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ def assets_of(servable: ServableVersion) -> ModelAssets:
     return _read_assets(servable.path, servable.fingerprint)
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=64)  # by fingerprint too: a version rewritten in place is read again
 def _read_assets(path: Path, fingerprint: tuple[int, ...]) -> ModelAssets:
     labels_path = path / LABELS_FILE
     labels = labels_path.read_text("utf-8").splitlines() if labels_path.is_file() else []

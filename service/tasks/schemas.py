@@ -1,8 +1,5 @@
 """Request and answer types of the task API (`/api/v1/...`), with the examples `/docs` shows.
-
-Every answer is `{"model", "version", "predictions"}`; each prediction carries a label and the
-probabilities behind it, never a bare argmax.
-"""
+Every prediction carries a label and the probabilities behind it, never a bare argmax."""
 
 from __future__ import annotations
 
@@ -28,6 +25,14 @@ def _example_seven() -> list[Any]:
     return seven
 
 
+def _examples(*examples: Any) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+def _answer_example(model: str, prediction: Any, **extra: Any) -> ConfigDict:
+    return _examples({"model": model, "version": 1, **extra, "predictions": [prediction]})
+
+
 class _Documented(BaseModel):
     model_config = ConfigDict(use_attribute_docstrings=True)
 
@@ -41,22 +46,18 @@ class DigitArrays(_Strict):
 
     images: list[DigitImage] = Field(min_length=1)
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"images": [_example_seven()]}]})
+    model_config = _examples({"images": [_example_seven()]})
 
 
 class SentimentRequest(_Strict):
     texts: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
     """Raw review texts (any length up to the server's limit; HTML tags are ignored)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "texts": [
-                        "A beautiful, moving film with superb acting. I loved every minute.",
-                        "Dull plot, wooden acting, and twenty minutes too long. Avoid.",
-                    ]
-                }
+    model_config = _examples(
+        {
+            "texts": [
+                "A beautiful, moving film with superb acting. I loved every minute.",
+                "Dull plot, wooden acting, and twenty minutes too long. Avoid.",
             ]
         }
     )
@@ -67,30 +68,26 @@ class PartyRequest(_Strict):
     """Per member of Congress, bill name -> "y" (yea), "n" (nay) or "?" (did not vote; the
     same as leaving the bill out). Names as in the UCI house-votes-84 file."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
+    model_config = _examples(
+        {
+            "votes": [
                 {
-                    "votes": [
-                        {
-                            "handicapped-infants": "y",
-                            "water-project-cost-sharing": "n",
-                            "adoption-of-the-budget-resolution": "y",
-                            "physician-fee-freeze": "n",
-                            "el-salvador-aid": "n",
-                            "religious-groups-in-schools": "n",
-                            "anti-satellite-test-ban": "y",
-                            "aid-to-nicaraguan-contras": "y",
-                            "mx-missile": "y",
-                            "immigration": "n",
-                            "synfuels-corporation-cutback": "y",
-                            "education-spending": "n",
-                            "superfund-right-to-sue": "n",
-                            "crime": "n",
-                            "duty-free-exports": "y",
-                            "export-administration-act-south-africa": "?",
-                        }
-                    ]
+                    "handicapped-infants": "y",
+                    "water-project-cost-sharing": "n",
+                    "adoption-of-the-budget-resolution": "y",
+                    "physician-fee-freeze": "n",
+                    "el-salvador-aid": "n",
+                    "religious-groups-in-schools": "n",
+                    "anti-satellite-test-ban": "y",
+                    "aid-to-nicaraguan-contras": "y",
+                    "mx-missile": "y",
+                    "immigration": "n",
+                    "synfuels-corporation-cutback": "y",
+                    "education-spending": "n",
+                    "superfund-right-to-sue": "n",
+                    "crime": "n",
+                    "duty-free-exports": "y",
+                    "export-administration-act-south-africa": "?",
                 }
             ]
         }
@@ -117,23 +114,14 @@ class DigitPrediction(_Documented):
 class DigitsAnswer(TaskAnswer):
     predictions: list[DigitPrediction]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "digits",
-                    "version": 1,
-                    "predictions": [
-                        {
-                            "file": "seven.png",
-                            "digit": 7,
-                            "confidence": 0.9991,
-                            "probabilities": [0, 0, 0.0004, 0.0001, 0, 0, 0, 0.9991, 0, 0.0004],
-                        }
-                    ],
-                }
-            ]
-        }
+    model_config = _answer_example(
+        "digits",
+        {
+            "file": "seven.png",
+            "digit": 7,
+            "confidence": 0.9991,
+            "probabilities": [0, 0, 0.0004, 0.0001, 0, 0, 0, 0.9991, 0, 0.0004],
+        },
     )
 
 
@@ -151,22 +139,13 @@ class ImagesAnswer(TaskAnswer):
     predictions: list[list[ImageClass]]
     """Per image, the `top_k` classes, most probable first."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "resnet50",
-                    "version": 1,
-                    "warning": None,
-                    "predictions": [
-                        [
-                            {"class_id": "n02123045", "label": "tabby", "score": 0.71},
-                            {"class_id": "n02123159", "label": "tiger_cat", "score": 0.19},
-                        ]
-                    ],
-                }
-            ]
-        }
+    model_config = _answer_example(
+        "resnet50",
+        [
+            {"class_id": "n02123045", "label": "tabby", "score": 0.71},
+            {"class_id": "n02123159", "label": "tiger_cat", "score": 0.19},
+        ],
+        warning=None,
     )
 
 
@@ -181,22 +160,9 @@ class SentimentPrediction(_Documented):
 class SentimentAnswer(TaskAnswer):
     predictions: list[SentimentPrediction]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "sentiment",
-                    "version": 1,
-                    "predictions": [
-                        {
-                            "label": "positive",
-                            "score": 0.97,
-                            "probabilities": {"negative": 0.03, "positive": 0.97},
-                        }
-                    ],
-                }
-            ]
-        }
+    model_config = _answer_example(
+        "sentiment",
+        {"label": "positive", "score": 0.97, "probabilities": {"negative": 0.03, "positive": 0.97}},
     )
 
 
@@ -209,21 +175,8 @@ class PartyPrediction(_Documented):
 class PartyAnswer(TaskAnswer):
     predictions: list[PartyPrediction]
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "votes",
-                    "version": 1,
-                    "predictions": [
-                        {
-                            "party": "republican",
-                            "probabilities": {"democrat": 0.02, "republican": 0.98},
-                        }
-                    ],
-                }
-            ]
-        }
+    model_config = _answer_example(
+        "votes", {"party": "republican", "probabilities": {"democrat": 0.02, "republican": 0.98}}
     )
 
 
@@ -231,11 +184,8 @@ def json_body_doc(model: type[BaseModel], **other_content: Any) -> dict[str, Any
     """OpenAPI `requestBody` for a route that parses its JSON body itself (orjson, size limit):
     the schema and examples `/docs` would show for a pydantic body parameter."""
     schema = model.model_json_schema()
-    examples = schema.pop("examples", [])
-    json_content = {
-        "schema": schema,
-        "examples": {f"example {i + 1}": {"value": e} for i, e in enumerate(examples)},
-    }
+    examples = {f"example {i + 1}": {"value": e} for i, e in enumerate(schema.pop("examples", []))}
+    json_content = {"schema": schema, "examples": examples}
     return {
         "requestBody": {
             "required": True,
@@ -244,19 +194,13 @@ def json_body_doc(model: type[BaseModel], **other_content: Any) -> dict[str, Any
     }
 
 
+_IMAGE_FILES = {
+    "type": "array",
+    "items": {"type": "string", "format": "binary"},
+    "description": "One or more images (JPEG, PNG, GIF, BMP or WebP), each in a `file` field.",
+}
 FILES_CONTENT = {
     "multipart/form-data": {
-        "schema": {
-            "type": "object",
-            "required": ["file"],
-            "properties": {
-                "file": {
-                    "type": "array",
-                    "items": {"type": "string", "format": "binary"},
-                    "description": "One or more images (JPEG, PNG, GIF, BMP or WebP), each in "
-                    "a `file` field.",
-                }
-            },
-        }
+        "schema": {"type": "object", "required": ["file"], "properties": {"file": _IMAGE_FILES}}
     }
 }

@@ -1,9 +1,6 @@
-"""Image uploads: multipart `file` fields read within the limits, then opened with Pillow.
-
-Limits come before work: the body size while it streams in, the file count while the multipart
-parser meets each part, the pixel count from the image header before anything is decoded. Every
-rejection names the file. Pillow is the gateway's one image decoder; only the formats every
-browser and phone produces are opened (a smaller attack surface than all of Pillow's plugins).
+"""Image uploads: multipart `file` fields read within the limits (body size as it streams, file
+count per part, pixels from the header before decoding), then opened with Pillow, only in the
+formats browsers and phones produce (a smaller attack surface). Every rejection names the file.
 """
 
 from __future__ import annotations
@@ -25,26 +22,16 @@ log = logging.getLogger(__name__)
 
 FILE_FIELD = "file"
 PILLOW_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP")
-IMAGE_TYPES = frozenset(
-    {
-        "image/jpeg",
-        "image/pjpeg",
-        "image/png",
-        "image/gif",
-        "image/bmp",
-        "image/x-bmp",
-        "image/x-ms-bmp",
-        "image/webp",
-    }
+_BMP_TYPES = {"image/bmp", "image/x-bmp", "image/x-ms-bmp"}
+# Besides the image types, what clients send when they do not know (curl -F without ;type=).
+ACCEPTED_TYPES = frozenset(
+    {"image/jpeg", "image/pjpeg", "image/png", "image/gif", "image/webp", *_BMP_TYPES}
+    | {"", "application/octet-stream"}
 )
-# What clients send when they do not know (curl -F without ;type=, some HTTP libraries).
-GENERIC_TYPES = frozenset({"", "application/octet-stream"})
 ACCEPTED = "JPEG, PNG, GIF, BMP or WebP"
 
-# The pixel limit is ours (max_image_pixels, checked from the header before anything is
-# decoded). Pillow's own check would stop at twice its fixed limit whatever the setting, and
-# below that warn: every distinct image size it warns about stays in the warnings registry for
-# good, memory any client could grow (and a line on stderr).
+# The pixel limit is ours (max_image_pixels). Pillow's own check would warn below twice its
+# fixed limit, and each distinct size warned about stays in the warnings registry for good.
 Image.MAX_IMAGE_PIXELS = None
 
 
@@ -130,7 +117,7 @@ def probe_image(upload: Upload, *, max_pixels: int) -> Image.Image:
     """The upload opened but not decoded (Pillow reads the header only), within the pixel
     limit, or a 4xx that names the file: its size says what decoding it will cost."""
     name = upload.name
-    if upload.content_type not in IMAGE_TYPES | GENERIC_TYPES:
+    if upload.content_type not in ACCEPTED_TYPES:
         raise UnsupportedMediaTypeError(
             f"file {name!r} is declared {upload.content_type!r}; send {ACCEPTED} images"
         )
@@ -142,7 +129,9 @@ def probe_image(upload: Upload, *, max_pixels: int) -> Image.Image:
         raise InvalidInputError(f"file {name!r} is not a {ACCEPTED} image") from None
     width, height = image.size
     if width * height > max_pixels:
-        raise _too_many_pixels(name, max_pixels, f"{width}x{height}")
+        raise PayloadTooLargeError(
+            f"image {name!r} ({width}x{height}) exceeds the {max_pixels:,} pixel limit"
+        )
     if width == 0 or height == 0:
         raise InvalidInputError(f"file {name!r} has no pixels ({width}x{height})")
     return image
@@ -158,7 +147,3 @@ def load_image(image: Image.Image, name: str) -> Image.Image:
             f"file {name!r} is a corrupt or truncated {image.format} image"
         ) from None
     return image
-
-
-def _too_many_pixels(name: str, max_pixels: int, size: str) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"image {name!r} ({size}) exceeds the {max_pixels:,} pixel limit")
