@@ -15,12 +15,10 @@ from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
 from service.core.repository import ModelRepository
 from service.errors import ClientGoneError, InvalidInputError
-from service.http.body import read_body
+from service.http.body import limited_stream
 from service.http.json_io import JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.settings import Settings
-from service.tasks.image_decoding import ImageDecoder
 
 if TYPE_CHECKING:
     from service.server import ModelServer
@@ -54,14 +52,6 @@ def lifecycle(request: Request) -> Lifecycle:
     return server(request).lifecycle
 
 
-def settings(request: Request) -> Settings:
-    return server(request).settings
-
-
-def image_decoder(request: Request) -> ImageDecoder:
-    return server(request).parts.image_decoder
-
-
 def metrics(request: Request) -> Metrics:
     return server(request).metrics
 
@@ -81,7 +71,10 @@ async def read_request_json(
     """`use(document)` on the body (within the size limit) parsed as JSON, both off the loop
     when large: `use` decodes and validates, and must return nothing sharing the document's
     lists."""
-    body = await read_body(request, settings(request).max_request_bytes)
+    chunks = bytearray()
+    async for chunk in limited_stream(request, server(request).settings.max_request_bytes):
+        chunks += chunk
+    body = bytes(chunks)
     return await off_loop(
         request, len(body), lambda: with_document(body, use, allow_non_finite=allow_non_finite)
     )

@@ -19,7 +19,6 @@ from starlette.responses import Response
 
 from service.core import classify_regress
 from service.core.inference import Call, ModelRef
-from service.core.servable import ServableVersion
 from service.errors import NotFoundError
 from service.http import tfserving_codec as codec
 from service.http.dependencies import (
@@ -55,20 +54,16 @@ register_url_convertor("tfs_target", _Target())
 
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
 
-_PREDICT_EXAMPLE = {
-    "row format (digits: one 28x28x1 image per instance)": {
-        "value": {"instances": [[[[0.0]] * 28] * 28]}
-    },
+_PREDICT_EXAMPLES = {
+    "row format (digits: one 28x28x1 image per instance)": {"instances": [[[[0.0]] * 28] * 28]},
     "columnar format (votes: 16 votes, y=1, n=-1, ?=0)": {
-        "value": {"inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}}
+        "inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}
     },
-    "strings (sentiment)": {"value": {"instances": ["A wonderful, moving film."]}},
+    "strings (sentiment)": {"instances": ["A wonderful, moving film."]},
     ":classify / :regress (tf.Example features; a signature with that method)": {
-        "value": {
-            "signature_name": "classify",
-            "context": {"country": "NZ"},
-            "examples": [{"age": 41, "income": 52.5}, {"age": 23, "tags": ["a", "b"]}],
-        }
+        "signature_name": "classify",
+        "context": {"country": "NZ"},
+        "examples": [{"age": 41, "income": 52.5}, {"age": 23, "tags": ["a", "b"]}],
     },
 }
 _PREDICT_DOC: dict[str, Any] = {
@@ -86,14 +81,10 @@ _PREDICT_DOC: dict[str, Any] = {
                         "context": {"type": "object", "description": ":classify and :regress"},
                     },
                     # one body schema for the three methods: what each of them requires
-                    "anyOf": [
-                        {"required": ["instances"]},
-                        {"required": ["inputs"]},
-                        {"required": ["examples"]},
-                    ],
+                    "anyOf": [{"required": [key]} for key in ("instances", "inputs", "examples")],
                     "additionalProperties": False,
                 },
-                "examples": _PREDICT_EXAMPLE,
+                "examples": {name: {"value": v} for name, v in _PREDICT_EXAMPLES.items()},
             }
         },
     }
@@ -128,16 +119,15 @@ async def label_status(model: str, label: str, request: Request, core: Core) -> 
 
 
 def _status(request: Request, core: Core, ref: ModelRef) -> JSONBody:
-    versions = core.statuses(ref, request_record(request))
-    return JSONBody({"model_version_status": [_version_status(v) for v in versions]})
-
-
-def _version_status(servable: ServableVersion) -> dict[str, Any]:
-    return {
-        "version": str(servable.version),
-        "state": servable.state.value,
-        "status": {"error_code": servable.error_code, "error_message": servable.error_message},
-    }
+    statuses = [
+        {
+            "version": str(servable.version),
+            "state": servable.state.value,
+            "status": {"error_code": servable.error_code, "error_message": servable.error_message},
+        }
+        for servable in core.statuses(ref, request_record(request))
+    ]
+    return JSONBody({"model_version_status": statuses})
 
 
 @_metadata_route("/{model}/metadata", summary="Signature defs of the newest available version")

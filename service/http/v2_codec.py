@@ -56,18 +56,14 @@ def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRe
             raise InvalidInputError(
                 f"inputs[{index}] must be an object with name, shape, datatype, data"
             )
-    outputs = _output_names(body.get("outputs"))
-    return InferRequest(request_id, signature_name, tensors, outputs, booleans_possible)
-
-
-def _output_names(outputs: Any) -> list[str]:
-    if outputs is None:
-        return []
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    outputs = body.get("outputs")
+    if outputs is not None and not (
+        isinstance(outputs, list)
+        and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     ):
         raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
-    return [o["name"] for o in outputs]
+    names = [o["name"] for o in outputs or []]
+    return InferRequest(request_id, signature_name, tensors, names, booleans_possible)
 
 
 def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.ndarray]:
