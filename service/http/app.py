@@ -4,8 +4,6 @@ handlers (every error body is {"error": "..."})."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Security
@@ -36,17 +34,11 @@ log = logging.getLogger(__name__)
 
 def create_app(server: ModelServer) -> FastAPI:
     """Its lifespan runs the server's parts (routes reach them via service.http.dependencies)."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with server.running():
-            yield
-
     app = FastAPI(
         title="modelserve",
         version=__version__,
         summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2), task API",
-        lifespan=lifespan,
+        lifespan=lambda app: server.running(),
         default_response_class=JSONBody,
         docs_url=None,  # service.http.docs serves them, from files in the package
         redoc_url=None,
