@@ -4,8 +4,6 @@ handlers (every error body is {"error": "..."})."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Security
@@ -35,35 +33,26 @@ log = logging.getLogger(__name__)
 
 
 def create_app(server: ModelServer) -> FastAPI:
-    """The REST app of `server`: routers, middleware and error handlers (its lifespan runs the
-    server's parts, which the routes reach through `service.http.dependencies`)."""
-    settings = server.settings
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with server.running():
-            yield
-
+    """Its lifespan runs the server's parts (routes reach them via service.http.dependencies)."""
     app = FastAPI(
         title="modelserve",
         version=__version__,
         summary="TensorFlow model serving: TF Serving REST, Open Inference Protocol (V2), task API",
-        lifespan=lifespan,
+        lifespan=lambda app: server.running(),
         default_response_class=JSONBody,
         docs_url=None,  # service.http.docs serves them, from files in the package
         redoc_url=None,
     )
     app.state.server = server
-    # the last added runs first: the observer sees (and counts) the drain gate's 503s
-    # ... and the access check's 401s; CORS answers preflights (which carry no key) and
-    # sets its headers on every answer, as the security headers do
+    # the last added runs first: the observer counts the drain gate's 503s and the access
+    # check's 401s; CORS answers preflights (which carry no key) and sets its headers on all
     app.add_middleware(DrainGate, lifecycle=server.lifecycle)
     app.add_middleware(AccessControl, policy=server.access)
     app.add_middleware(RequestObserver, metrics=server.metrics)
-    if settings.cors_origins:
+    if server.settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=server.settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=CORS_ALLOW_HEADERS,
             expose_headers=CORS_EXPOSE_HEADERS,
@@ -72,15 +61,12 @@ def create_app(server: ModelServer) -> FastAPI:
     # with keys, /docs shows an "Authorize" button (the middleware does the checking)
     key = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
     keyed = [key] if server.access.keys else []
-    app.include_router(health.router)
-    app.include_router(prometheus.router)
-    app.include_router(tfserving_rest.router, dependencies=keyed)
-    app.include_router(v2_rest.router, dependencies=keyed)
-    app.include_router(overview.router, dependencies=keyed)
-    app.include_router(task_routes.router, dependencies=keyed)
-    app.include_router(admin.router, dependencies=keyed)
-    app.include_router(web.router)
-    app.include_router(docs.router)
+    for module in (health, prometheus):
+        app.include_router(module.router)
+    for module in (tfserving_rest, v2_rest, overview, task_routes, admin):
+        app.include_router(module.router, dependencies=keyed)
+    for module in (web, docs):
+        app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
     _add_error_handlers(app)
@@ -127,8 +113,19 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
     """405 with `Allow` naming every method of every route at this path: the router names only
     the first route's, and a TF Serving path such as /v1/models/votes:bar has two (GET: model
-    status, POST: call)."""
-    allowed = _allowed_methods(request.app, request.scope)
+    status, POST: call). Each method is matched on a fresh scope (mounts take any method)."""
+    routes = [route for route in request.app.router.routes if not isinstance(route, Mount)]
+    allowed = []
+    for method in _METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
     if not allowed:  # not the router's 405 (static files'): keep what it said
         allowed = (exc.headers or {}).get("Allow", "").split(", ")
     listed = ", ".join(allowed)
@@ -137,21 +134,3 @@ def _method_not_allowed(request: Request, exc: HTTPException) -> Response:
         status_code=405,
         headers={**(exc.headers or {}), "Allow": listed},
     )
-
-
-def _allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
-    """The methods some route (not a mount: they take any method) answers at the request's
-    path, found by matching a fresh scope per method (no state of this request is touched)."""
-    allowed = []
-    for method in _METHODS:
-        probe: Scope = {
-            "type": "http",
-            "method": method,
-            "path": scope["path"],
-            "root_path": scope.get("root_path", ""),
-            "headers": [],
-        }
-        routes = (route for route in app.router.routes if not isinstance(route, Mount))
-        if any(route.matches(probe)[0] is Match.FULL for route in routes):
-            allowed.append(method)
-    return allowed

@@ -23,10 +23,3 @@ async def limited_stream(request: Request, max_bytes: int) -> AsyncGenerator[byt
         if received > max_bytes:
             raise PayloadTooLargeError(f"request body exceeds the {max_bytes} byte limit")
         yield chunk
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    body = bytearray()
-    async for chunk in limited_stream(request, max_bytes):
-        body += chunk
-    return bytes(body)

@@ -11,17 +11,14 @@ import numpy as np
 from fastapi import Depends, Request
 from starlette.responses import Response
 
-from service.core.decoding import Decoder
 from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
 from service.core.repository import ModelRepository
 from service.errors import ClientGoneError, InvalidInputError
-from service.http.body import read_body
+from service.http.body import limited_stream
 from service.http.json_io import JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
-from service.settings import Settings
-from service.tasks.image_decoding import ImageDecoder
 
 if TYPE_CHECKING:
     from service.server import ModelServer
@@ -41,8 +38,7 @@ async def _inference_core(request: Request) -> InferenceCore:
     return server(request).parts.core
 
 
-# What the protocol routes run requests on (an async dependency: a plain `def` one would cost
-# every request a hop to FastAPI's thread pool).
+# async: a plain `def` dependency would cost every request a hop to FastAPI's thread pool
 Core = Annotated[InferenceCore, Depends(_inference_core)]
 
 RECORD_KEY = "modelserve.record"  # where `service.http.middleware` puts the request's record
@@ -56,31 +52,14 @@ def lifecycle(request: Request) -> Lifecycle:
     return server(request).lifecycle
 
 
-def settings(request: Request) -> Settings:
-    return server(request).settings
-
-
-def decoder(request: Request) -> Decoder:
-    return server(request).parts.body_decoder
-
-
-def image_decoder(request: Request) -> ImageDecoder:
-    return server(request).parts.image_decoder
-
-
 def metrics(request: Request) -> Metrics:
     return server(request).metrics
 
 
-async def read_request_body(request: Request) -> bytes:
-    """The body, within the configured size limit."""
-    return await read_body(request, settings(request).max_request_bytes)
-
-
 async def off_loop(request: Request, size: int, work: Callable[[], T]) -> T:
-    """`work` on a payload of `size` bytes (decoding a body, encoding an answer): inline when
-    small, else in the decode pool, and abandoned if the client disconnects meanwhile."""
-    pool = decoder(request)
+    """`work` on a payload of `size` bytes: inline when small, else in the decode pool, and
+    abandoned if the client disconnects meanwhile."""
+    pool = server(request).parts.body_decoder
     if pool.runs_inline(size):  # no disconnect watch: nothing long to abandon
         return work()
     return await until_disconnected(request, pool.run(size, work))
@@ -89,20 +68,13 @@ async def off_loop(request: Request, size: int, work: Callable[[], T]) -> T:
 async def read_request_json(
     request: Request, use: Callable[[JSONDocument], T], *, allow_non_finite: bool = False
 ) -> T:
-    """`use(document)` on the body parsed as JSON: see `decode_json`."""
-    body = await read_request_body(request)
-    return await decode_json(request, body, use, allow_non_finite=allow_non_finite)
-
-
-async def decode_json(
-    request: Request,
-    body: bytes,
-    use: Callable[[JSONDocument], T],
-    *,
-    allow_non_finite: bool = False,
-) -> T:
-    """`use(document)` on `body` parsed as JSON, both off the event loop when it is large:
-    `use` decodes and validates, and must return nothing that shares the document's lists."""
+    """`use(document)` on the body (within the size limit) parsed as JSON, both off the loop
+    when large: `use` decodes and validates, and must return nothing sharing the document's
+    lists."""
+    chunks = bytearray()
+    async for chunk in limited_stream(request, server(request).settings.max_request_bytes):
+        chunks += chunk
+    body = bytes(chunks)
     return await off_loop(
         request, len(body), lambda: with_document(body, use, allow_non_finite=allow_non_finite)
     )
@@ -154,8 +126,8 @@ async def _disconnect(request: Request) -> None:
 
 
 def parse_version(text: str) -> int:
-    """A version from a URL segment: a positive integer. In ASCII digits, and not thousands of
-    them: int() refuses both "²" (a digit to str.isdigit) and over 4,300 digits."""
+    """A positive integer, in ASCII digits and not thousands of them: int() refuses both "²"
+    (a digit to str.isdigit) and over 4,300 digits."""
     if not (text.isascii() and text.isdigit() and len(text) <= 100) or int(text) < 1:
         raise InvalidInputError(f"version must be a positive integer, got {text[:100]!r}")
     return int(text)

@@ -64,15 +64,13 @@ class RequestObserver:
             # whatever the app made of the disconnect (a 400 for a cut-off body, say), nobody
             # read it: the client is gone (499), never a server error
             final = CLIENT_GONE if gone else status
-            self._record(scope, record, final, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, record: RequestRecord, status: int, seconds: float) -> None:
-        route = _CONVERTOR.sub(r"{\1}", getattr(scope.get("route"), "path", UNMATCHED_ROUTE))
-        protocol = next((p for prefix, p in _PROTOCOLS if route.startswith(prefix)), "other")
-        finished = Finished(
-            protocol, scope["method"], route, scope["path"], str(status), status, seconds
-        )
-        observe(self.metrics, record, finished)
+            seconds = time.perf_counter() - started
+            route = _CONVERTOR.sub(r"{\1}", getattr(scope.get("route"), "path", UNMATCHED_ROUTE))
+            protocol = next((p for prefix, p in _PROTOCOLS if route.startswith(prefix)), "other")
+            finished = Finished(
+                protocol, scope["method"], route, scope["path"], str(final), final, seconds
+            )
+            observe(self.metrics, record, finished)
 
 
 def _request_id(scope: Scope) -> str:

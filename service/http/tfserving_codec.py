@@ -1,15 +1,14 @@
-"""TF Serving's REST predict format <-> numpy, per https://www.tensorflow.org/tfx/serving/api_rest.
+"""TF Serving's REST predict format <-> numpy (https://www.tensorflow.org/tfx/serving/api_rest).
 
-Row format: `instances` is a list with one entry per example; with several named inputs each
-entry is an object {input: value}. Columnar format: `inputs` is one tensor, or an object
-{input: tensor}. Answers mirror the request: `predictions` (a row per example; objects when
-there are several outputs) or `outputs`. Binary strings travel as {"b64": "..."}, and string
-outputs whose name ends in `_bytes` are returned that way.
+Row format: `instances`, one entry per example (an {input: value} object when there are several
+inputs). Columnar: `inputs`, a tensor or an {input: tensor} object. Answers mirror the request
+(`predictions` rows, objects when there are several outputs; or `outputs`). Binary strings
+travel as {"b64": "..."}, as do string outputs whose name ends in `_bytes`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,15 +24,10 @@ from service.http.json_io import json_array
 class PredictRequest:
     signature_name: str
     body: dict[str, Any]
-    booleans_possible: bool = True
+    booleans_possible: bool
     # read from the body at once: answers are encoded after the body has been freed
-    row_format: bool = field(init=False)
-    rows: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        instances = self.body.get("instances")
-        object.__setattr__(self, "row_format", "instances" in self.body)
-        object.__setattr__(self, "rows", len(instances) if isinstance(instances, list) else 0)
+    row_format: bool
+    rows: int
 
 
 def parse_predict_request(body: Any, *, booleans_possible: bool = True) -> PredictRequest:
@@ -54,7 +48,9 @@ def parse_predict_request(body: Any, *, booleans_possible: bool = True) -> Predi
             f"unknown request keys {sorted(unknown)}; expected 'signature_name' and "
             "'instances' or 'inputs'"
         )
-    return PredictRequest(signature_name, body, booleans_possible)
+    instances = body.get("instances")
+    rows = len(instances) if isinstance(instances, list) else 0
+    return PredictRequest(signature_name, body, booleans_possible, "instances" in body, rows)
 
 
 def decode_inputs(request: PredictRequest, signature: Signature) -> dict[str, np.ndarray]:
@@ -80,19 +76,14 @@ def _rows_to_columns(instances: Any, signature: Signature) -> dict[str, Any]:
     names = list(signature.inputs)
     if len(names) == 1 and not all(_is_named_object(item) for item in instances):
         return {names[0]: instances}
-    return _columns_of_objects(instances, signature)
-
-
-def _columns_of_objects(instances: list[Any], signature: Signature) -> dict[str, list[Any]]:
-    expected = set(signature.inputs)
     for index, item in enumerate(instances):
         if not _is_named_object(item):
             raise InvalidInputError(
-                f"instances[{index}]: the signature has inputs {sorted(expected)}, so every "
+                f"instances[{index}]: the signature has inputs {sorted(names)}, so every "
                 "instance must be an object keyed by input name"
             )
         check_names(signature, item, where=f"instances[{index}]")
-    return {name: [item[name] for item in instances] for name in signature.inputs}
+    return {name: [item[name] for item in instances] for name in names}
 
 
 def _named_columns(inputs: Any, signature: Signature) -> dict[str, Any]:
@@ -122,7 +113,7 @@ def encode_outputs(
         name: json_array(array, binary=name.endswith("_bytes")) for name, array in outputs.items()
     }
     if not request.row_format:
-        return {"outputs": _single_or_named(values)}
+        return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != batch_size:
             raise InvalidInputError(
@@ -133,10 +124,6 @@ def encode_outputs(
         return {"predictions": next(iter(values.values()))}
     rows = [{name: value[i] for name, value in values.items()} for i in range(batch_size)]
     return {"predictions": rows}
-
-
-def _single_or_named(values: dict[str, Any]) -> Any:
-    return next(iter(values.values())) if len(values) == 1 else values
 
 
 def row_count(request: PredictRequest) -> int:

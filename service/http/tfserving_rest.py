@@ -1,34 +1,30 @@
-"""TF Serving's REST API: model status, metadata and predict, as TensorFlow Serving documents
-them (https://www.tensorflow.org/tfx/serving/api_rest), so existing clients work unchanged.
+"""TF Serving's REST API (https://www.tensorflow.org/tfx/serving/api_rest): status, metadata,
+predict/classify/regress, so existing clients work unchanged.
 
-`POST /v1/models/digits:predict` puts the method after a colon inside the last path segment;
-the routes take that segment whole and split it. GET and POST routes share path templates
-(`/v1/models/{model}` and `/v1/models/{model_method}`), so the last segment's convertor decides
-which route a path is: a known method there makes it a call (GET on it is a 405, not the status
-of a model named "votes:predict"), any other colon makes it either (model names have no colon;
-GET says so, POST names the known methods), no colon makes it a status (POST on it is a 405).
+The method follows a colon in the last path segment (`/v1/models/digits:predict`), and GET and
+POST routes share path templates, so that segment's convertor picks the route: a known method
+makes it a call (GET on it: 405), no colon a status (POST on it: 405), any other colon either
+(GET says model names have no colon, POST names the known methods).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Request
-from starlette.convertors import Convertor, register_url_convertor
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from service.core import classify_regress
 from service.core.inference import Call, ModelRef
-from service.core.servable import ServableVersion
 from service.errors import NotFoundError
 from service.http import tfserving_codec as codec
 from service.http.dependencies import (
     Core,
     answer_json,
-    decode_json,
     parse_version,
-    read_request_body,
     read_request_json,
     request_record,
     request_timeout_ms,
@@ -40,21 +36,14 @@ from service.http.json_io import JSONBody, JSONDocument
 METHODS = ("predict", "classify", "regress")
 
 
-class _Call(Convertor[str]):
-    """A last segment with a colon: `<model, version or label>:<method>`, any method (an
-    unknown one is a 404 that names the known ones)."""
+class _Call(StringConvertor):
+    """`<model, version or label>:<method>`, any method (an unknown one: a 404 naming them)."""
 
     regex = "[^/]*:[^/]*"
 
-    def convert(self, value: str) -> str:
-        return value
 
-    def to_string(self, value: str) -> str:
-        return value
-
-
-class _Target(_Call):
-    """A last segment that is not a call of a known method: a model, version or label."""
+class _Target(StringConvertor):
+    """A model, version or label: a last segment that is not a call of a known method."""
 
     regex = f"(?![^/]*:(?:{'|'.join(METHODS)})$)[^/]+"
 
@@ -65,20 +54,16 @@ register_url_convertor("tfs_target", _Target())
 
 router = APIRouter(prefix="/v1/models", tags=["TF Serving REST"], default_response_class=JSONBody)
 
-_PREDICT_EXAMPLE = {
-    "row format (digits: one 28x28x1 image per instance)": {
-        "value": {"instances": [[[[0.0]] * 28] * 28]}
-    },
+_PREDICT_EXAMPLES = {
+    "row format (digits: one 28x28x1 image per instance)": {"instances": [[[[0.0]] * 28] * 28]},
     "columnar format (votes: 16 votes, y=1, n=-1, ?=0)": {
-        "value": {"inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}}
+        "inputs": {"votes": [[1, -1, 1, -1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]]}
     },
-    "strings (sentiment)": {"value": {"instances": ["A wonderful, moving film."]}},
+    "strings (sentiment)": {"instances": ["A wonderful, moving film."]},
     ":classify / :regress (tf.Example features; a signature with that method)": {
-        "value": {
-            "signature_name": "classify",
-            "context": {"country": "NZ"},
-            "examples": [{"age": 41, "income": 52.5}, {"age": 23, "tags": ["a", "b"]}],
-        }
+        "signature_name": "classify",
+        "context": {"country": "NZ"},
+        "examples": [{"age": 41, "income": 52.5}, {"age": 23, "tags": ["a", "b"]}],
     },
 }
 _PREDICT_DOC: dict[str, Any] = {
@@ -96,26 +81,22 @@ _PREDICT_DOC: dict[str, Any] = {
                         "context": {"type": "object", "description": ":classify and :regress"},
                     },
                     # one body schema for the three methods: what each of them requires
-                    "anyOf": [
-                        {"required": ["instances"]},
-                        {"required": ["inputs"]},
-                        {"required": ["examples"]},
-                    ],
+                    "anyOf": [{"required": [key]} for key in ("instances", "inputs", "examples")],
                     "additionalProperties": False,
                 },
-                "examples": _PREDICT_EXAMPLE,
+                "examples": {name: {"value": v} for name, v in _PREDICT_EXAMPLES.items()},
             }
         },
     }
 }
 
 
-# -- status -----------------------------------------------------------------------------------
+_status_route = partial(router.get, responses=STATUS_ERRORS)
+_metadata_route = partial(router.get, responses=METADATA_ERRORS)
+_method_route = partial(router.post, responses=PREDICT_ERRORS, openapi_extra=_PREDICT_DOC)
 
 
-@router.get(
-    "/{model:tfs_target}", summary="Status of every version of a model", responses=STATUS_ERRORS
-)
+@_status_route("/{model:tfs_target}", summary="Status of every version of a model")
 async def model_status(model: str, request: Request, core: Core) -> JSONBody:
     if ":" in model:  # a method name mistyped, or a GET meant as a POST
         raise NotFoundError(
@@ -125,112 +106,74 @@ async def model_status(model: str, request: Request, core: Core) -> JSONBody:
     return _status(request, core, ModelRef(model))
 
 
-@router.get(
-    "/{model}/versions/{version:tfs_target}",
-    summary="Status of one version",
-    responses=STATUS_ERRORS,
-)
+@_status_route("/{model}/versions/{version:tfs_target}", summary="Status of one version")
 async def version_status(model: str, version: str, request: Request, core: Core) -> JSONBody:
     return _status(request, core, ModelRef(model, parse_version(version)))
 
 
-@router.get(
-    "/{model}/labels/{label:tfs_target}",
-    summary="Status of the version a label points to",
-    responses=STATUS_ERRORS,
+@_status_route(
+    "/{model}/labels/{label:tfs_target}", summary="Status of the version a label points to"
 )
 async def label_status(model: str, label: str, request: Request, core: Core) -> JSONBody:
     return _status(request, core, ModelRef(model, label=label))
 
 
 def _status(request: Request, core: Core, ref: ModelRef) -> JSONBody:
-    versions = core.statuses(ref, request_record(request))
-    return JSONBody({"model_version_status": [_version_status(v) for v in versions]})
-
-
-def _version_status(servable: ServableVersion) -> dict[str, Any]:
-    return {
-        "version": str(servable.version),
-        "state": servable.state.value,
-        "status": {"error_code": servable.error_code, "error_message": servable.error_message},
-    }
-
-
-# -- metadata ---------------------------------------------------------------------------------
-
-
-@router.get(
-    "/{model}/metadata",
-    summary="Signature defs of the newest available version",
-    responses=METADATA_ERRORS,
-)
-async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
-    return _metadata(core.resolve(ModelRef(model), request_record(request)))
-
-
-@router.get(
-    "/{model}/versions/{version}/metadata",
-    summary="Signature defs of one version",
-    responses=METADATA_ERRORS,
-)
-async def version_metadata(model: str, version: str, request: Request, core: Core) -> JSONBody:
-    ref = ModelRef(model, parse_version(version))
-    return _metadata(core.resolve(ref, request_record(request)))
-
-
-@router.get(
-    "/{model}/labels/{label}/metadata",
-    summary="Signature defs of a labelled version",
-    responses=METADATA_ERRORS,
-)
-async def label_metadata(model: str, label: str, request: Request, core: Core) -> JSONBody:
-    return _metadata(core.resolve(ModelRef(model, label=label), request_record(request)))
-
-
-def _metadata(servable: ServableVersion) -> JSONBody:
-    signature_defs = {name: sig.as_json() for name, sig in servable.signatures.items()}
-    return JSONBody(
+    statuses = [
         {
-            "model_spec": {
-                "name": servable.model,
-                "signature_name": "",
-                "version": str(servable.version),
-            },
-            "metadata": {"signature_def": {"signature_def": signature_defs}},
+            "version": str(servable.version),
+            "state": servable.state.value,
+            "status": {"error_code": servable.error_code, "error_message": servable.error_message},
         }
+        for servable in core.statuses(ref, request_record(request))
+    ]
+    return JSONBody({"model_version_status": statuses})
+
+
+@_metadata_route("/{model}/metadata", summary="Signature defs of the newest available version")
+async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
+    return _metadata(request, core, ModelRef(model))
+
+
+@_metadata_route("/{model}/versions/{version}/metadata", summary="Signature defs of one version")
+async def version_metadata(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    return _metadata(request, core, ModelRef(model, parse_version(version)))
+
+
+@_metadata_route("/{model}/labels/{label}/metadata", summary="Signature defs of a labelled version")
+async def label_metadata(model: str, label: str, request: Request, core: Core) -> JSONBody:
+    return _metadata(request, core, ModelRef(model, label=label))
+
+
+def _metadata(request: Request, core: Core, ref: ModelRef) -> JSONBody:
+    servable = core.resolve(ref, request_record(request))
+    signature_defs = {name: sig.as_json() for name, sig in servable.signatures.items()}
+    spec = {"name": servable.model, "signature_name": "", "version": str(servable.version)}
+    return JSONBody(
+        {"model_spec": spec, "metadata": {"signature_def": {"signature_def": signature_defs}}}
     )
 
 
-# -- predict / classify / regress ----------------------------------------------------------------
-
-
-@router.post(
-    "/{model_method:tfs_call}",
-    summary="model:predict | :classify | :regress (newest version)",
-    responses=PREDICT_ERRORS,
-    openapi_extra=_PREDICT_DOC,
+@_method_route(
+    "/{model_method:tfs_call}", summary="model:predict | :classify | :regress (newest version)"
 )
 async def model_method(model_method: str, request: Request, core: Core) -> Response:
     model, method = _split_method(model_method)
     return await _call(request, core, method, ModelRef(model))
 
 
-@router.post(
+@_method_route(
     "/{model}/versions/{version_method:tfs_call}",
     summary="model/versions/N:predict | :classify | :regress",
-    responses=PREDICT_ERRORS,
-    openapi_extra=_PREDICT_DOC,
 )
 async def version_method(model: str, version_method: str, request: Request, core: Core) -> Response:
     version, method = _split_method(version_method)
     return await _call(request, core, method, ModelRef(model, parse_version(version)))
 
 
-@router.post(
+@_method_route(
     "/{model}/labels/{label_method:tfs_call}",
     summary="model/labels/L:predict | :classify | :regress",
-    responses=PREDICT_ERRORS,
-    openapi_extra=_PREDICT_DOC,
 )
 async def label_method(model: str, label_method: str, request: Request, core: Core) -> Response:
     label, method = _split_method(label_method)
@@ -251,24 +194,21 @@ async def _call(request: Request, core: Core, method: str, ref: ModelRef) -> Res
         return await _call_examples(request, core, cast(classify_regress.Method, method), ref)
     timeout_ms = request_timeout_ms(request)
     async with core.admit(ref, request_record(request)) as call:  # before reading the body
-        body = await read_request_body(request)
-        predict, signature_name, inputs = await decode_json(
-            request, body, lambda document: _decode_predict(document, call), allow_non_finite=True
+        predict, signature_name, inputs = await read_request_json(
+            request, lambda document: _decode_predict(document, call), allow_non_finite=True
         )
         outputs = await until_disconnected(
             request, call.predict(signature_name, inputs, timeout_ms=timeout_ms)
         )
     return await answer_json(
-        request,
-        outputs,
-        lambda: codec.encode_outputs(predict, outputs, codec.row_count(predict)),
+        request, outputs, lambda: codec.encode_outputs(predict, outputs, predict.rows)
     )
 
 
 def _decode_predict(
     document: JSONDocument, call: Call
 ) -> tuple[codec.PredictRequest, str, dict[str, np.ndarray]]:
-    """The request's envelope, signature and input arrays (run where the body was parsed)."""
+    """The envelope, signature name and input arrays (run where the body was parsed)."""
     predict = codec.parse_predict_request(
         document.data, booleans_possible=document.booleans_possible
     )
@@ -281,8 +221,7 @@ async def _call_examples(
 ) -> Response:
     """:classify / :regress: tf.Example features in JSON, TF Serving's `result` out."""
     timeout_ms = request_timeout_ms(request)
-    record = request_record(request)
-    async with core.admit(ref, record, method=method) as call:  # 501 before the body
+    async with core.admit(ref, request_record(request), method=method) as call:  # 501 first
         signature_name, serialized = await read_request_json(
             request,
             lambda document: classify_regress.serialized_from_json(document.data),
@@ -295,5 +234,6 @@ async def _call_examples(
     results = (
         classify_regress.classifications if method == "classify" else classify_regress.regressions
     )
-    count = len(serialized)
-    return await answer_json(request, outputs, lambda: {"result": results(outputs, count)})
+    return await answer_json(
+        request, outputs, lambda: {"result": results(outputs, len(serialized))}
+    )

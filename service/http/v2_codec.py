@@ -1,20 +1,16 @@
-"""Open Inference Protocol (KServe V2) JSON tensors <-> numpy.
-
-A request tensor is {"name", "shape", "datatype", "data"}: `data` may be flat (row-major) or
-nested, and must hold exactly prod(shape) elements. The datatype must be the model input's
-own (no silent casts: FP64 sent to an FP32 input is a 400 naming both). BYTES tensors carry
-JSON strings. Answers are flat row-major `data` with their shape.
-"""
+"""Open Inference Protocol (KServe V2) JSON tensors <-> numpy. A request tensor's `data` is
+flat (row-major) or nested, holds exactly prod(shape) elements and has the input's own datatype
+(no silent casts: FP64 for an FP32 input is a 400 naming both). Answers are flat row-major."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from service.core.dtypes import BY_TF_NAME, from_v2_name
+from service.core.dtypes import DTYPES, from_v2_name
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
 from service.core.tensors import decode_tensor
 from service.core.validation import check_names
@@ -23,6 +19,7 @@ from service.http.json_io import json_array
 
 _REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
 _TENSOR_KEYS = {"name", "shape", "datatype", "data", "parameters"}
+_V2_DATATYPES = {entry.numpy: entry.v2_name for entry in DTYPES}
 
 
 @dataclass(frozen=True)
@@ -30,8 +27,8 @@ class InferRequest:
     id: str | None
     signature_name: str
     tensors: list[dict[str, Any]]
-    output_names: list[str] = field(default_factory=list)
-    booleans_possible: bool = True
+    output_names: list[str]
+    booleans_possible: bool
 
 
 def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRequest:
@@ -59,18 +56,14 @@ def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRe
             raise InvalidInputError(
                 f"inputs[{index}] must be an object with name, shape, datatype, data"
             )
-    outputs = _output_names(body.get("outputs"))
-    return InferRequest(request_id, signature_name, tensors, outputs, booleans_possible)
-
-
-def _output_names(outputs: Any) -> list[str]:
-    if outputs is None:
-        return []
-    if not isinstance(outputs, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    outputs = body.get("outputs")
+    if outputs is not None and not (
+        isinstance(outputs, list)
+        and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
     ):
         raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
-    return [o["name"] for o in outputs]
+    names = [o["name"] for o in outputs or []]
+    return InferRequest(request_id, signature_name, tensors, names, booleans_possible)
 
 
 def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.ndarray]:
@@ -110,7 +103,13 @@ def _decode_tensor(
         raise InvalidInputError(
             f"{what}: datatype {datatype} does not match the model's {spec.dtype.v2_name}"
         )
-    shape = _shape(tensor.get("shape"), what)
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise InvalidInputError(
+            f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"
+        )
     if "data" not in tensor:
         raise InvalidInputError(f"{what}: 'data' is missing")
     flat = decode_tensor(
@@ -126,40 +125,26 @@ def _decode_tensor(
         raise InvalidInputError(f"{what}: shape {shape} cannot be used: {exc}") from None
 
 
-def _shape(shape: Any, what: str) -> list[int]:
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
-        raise InvalidInputError(
-            f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"
-        )
-    return shape
-
-
 def encode_outputs(
     request: InferRequest, outputs: dict[str, np.ndarray], model: str, version: int
 ) -> dict[str, Any]:
     answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request.id is not None:
         answer["id"] = request.id
-    answer["outputs"] = [_tensor_json(name, array) for name, array in outputs.items()]
+    answer["outputs"] = [
+        {
+            "name": name,
+            "datatype": _v2_datatype(array),
+            "shape": list(array.shape),
+            "data": json_array(array.reshape(-1)),
+        }
+        for name, array in outputs.items()
+    ]
     return answer
 
 
-def _tensor_json(name: str, array: np.ndarray) -> dict[str, Any]:
-    datatype = _v2_datatype(array)
-    return {
-        "name": name,
-        "datatype": datatype,
-        "shape": list(array.shape),
-        "data": json_array(array.reshape(-1)),
-    }
-
-
 def _v2_datatype(array: np.ndarray) -> str:
-    if array.dtype == object:
-        return "BYTES"
-    for entry in BY_TF_NAME.values():
-        if entry.numpy == array.dtype:
-            return entry.v2_name
-    raise ModelFailureError(f"output dtype {array.dtype} has no V2 datatype")
+    datatype = _V2_DATATYPES.get(array.dtype)
+    if datatype is None:
+        raise ModelFailureError(f"output dtype {array.dtype} has no V2 datatype")
+    return datatype

@@ -1,11 +1,10 @@
 """Open Inference Protocol (KServe V2) REST: server and model metadata, readiness, infer.
-
-Model metadata and `infer` use the `serving_default` signature; `parameters.signature_name`
-in an infer request picks another one (a modelserve extension).
-"""
+These use the `serving_default` signature; an infer request's `parameters.signature_name`
+picks another one (a modelserve extension)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,9 +21,8 @@ from service.http import v2_codec as codec
 from service.http.dependencies import (
     Core,
     answer_json,
-    decode_json,
     parse_version,
-    read_request_body,
+    read_request_json,
     request_record,
     request_timeout_ms,
     until_disconnected,
@@ -88,16 +86,17 @@ _INFER_DOC: dict[str, Any] = {
 }
 
 
+_metadata_route = partial(router.get, responses=METADATA_ERRORS)
+_ready_route = partial(router.get, responses=STATUS_ERRORS)
+_infer_route = partial(router.post, responses=INFER_ERRORS, openapi_extra=_INFER_DOC)
+
+
 @router.get("", summary="Server metadata")
 async def server_metadata() -> JSONBody:
     return JSONBody({"name": "modelserve", "version": __version__, "extensions": []})
 
 
-@router.get(
-    "/models/{model}",
-    summary="Model metadata (newest available version)",
-    responses=METADATA_ERRORS,
-)
+@_metadata_route("/models/{model}", summary="Model metadata (newest available version)")
 async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
     record = request_record(request)
     servable = core.resolve(ModelRef(model), record)
@@ -106,11 +105,7 @@ async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
     return _metadata(servable, versions)
 
 
-@router.get(
-    "/models/{model}/versions/{version}",
-    summary="Model metadata of one version",
-    responses=METADATA_ERRORS,
-)
+@_metadata_route("/models/{model}/versions/{version}", summary="Model metadata of one version")
 async def version_metadata(model: str, version: str, request: Request, core: Core) -> JSONBody:
     ref = ModelRef(model, parse_version(version))
     servable = core.resolve(ref, request_record(request))
@@ -134,20 +129,12 @@ def _tensor_metadata(tensor: TensorInfo) -> dict[str, Any]:
     return {"name": tensor.name, "datatype": tensor.dtype.v2_name, "shape": tensor.v2_shape()}
 
 
-@router.get(
-    "/models/{model}/ready",
-    summary="Is the model ready (200) or not (503)?",
-    responses=STATUS_ERRORS,
-)
+@_ready_route("/models/{model}/ready", summary="Is the model ready (200) or not (503)?")
 async def model_ready(model: str, request: Request, core: Core) -> JSONBody:
     return _readiness(request, core, ModelRef(model))
 
 
-@router.get(
-    "/models/{model}/versions/{version}/ready",
-    summary="Is this version ready?",
-    responses=STATUS_ERRORS,
-)
+@_ready_route("/models/{model}/versions/{version}/ready", summary="Is this version ready?")
 async def version_ready(model: str, version: str, request: Request, core: Core) -> JSONBody:
     return _readiness(request, core, ModelRef(model, parse_version(version)))
 
@@ -160,22 +147,12 @@ def _readiness(request: Request, core: Core, ref: ModelRef) -> JSONBody:
     return JSONBody({"name": ref.model, "ready": True})
 
 
-@router.post(
-    "/models/{model}/infer",
-    summary="Inference (newest version)",
-    responses=INFER_ERRORS,
-    openapi_extra=_INFER_DOC,
-)
+@_infer_route("/models/{model}/infer", summary="Inference (newest version)")
 async def model_infer(model: str, request: Request, core: Core) -> Response:
     return await _infer(request, core, ModelRef(model))
 
 
-@router.post(
-    "/models/{model}/versions/{version}/infer",
-    summary="Inference on one version",
-    responses=INFER_ERRORS,
-    openapi_extra=_INFER_DOC,
-)
+@_infer_route("/models/{model}/versions/{version}/infer", summary="Inference on one version")
 async def version_infer(model: str, version: str, request: Request, core: Core) -> Response:
     return await _infer(request, core, ModelRef(model, parse_version(version)))
 
@@ -183,24 +160,21 @@ async def version_infer(model: str, version: str, request: Request, core: Core) 
 async def _infer(request: Request, core: Core, ref: ModelRef) -> Response:
     timeout_ms = request_timeout_ms(request)
     async with core.admit(ref, request_record(request)) as call:
-        body = await read_request_body(request)
-        infer, signature_name, inputs = await decode_json(
-            request, body, lambda document: _decode_infer(document, call)
+        infer, signature_name, inputs = await read_request_json(
+            request, lambda document: _decode_infer(document, call)
         )
         outputs = await until_disconnected(
             request, call.predict(signature_name, inputs, infer.output_names, timeout_ms)
         )
     return await answer_json(
-        request,
-        outputs,
-        lambda: codec.encode_outputs(infer, outputs, call.model, call.version),
+        request, outputs, lambda: codec.encode_outputs(infer, outputs, call.model, call.version)
     )
 
 
 def _decode_infer(
     document: JSONDocument, call: Call
 ) -> tuple[codec.InferRequest, str, dict[str, np.ndarray]]:
-    """The request's envelope, signature and input arrays (run where the body was parsed)."""
+    """The envelope, signature name and input arrays (run where the body was parsed)."""
     infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
     signature = call.signature(infer.signature_name)
     return infer, signature.name, codec.decode_inputs(infer, signature)

@@ -1,12 +1,6 @@
-"""The task API: `POST /api/v1/digits`, `/images`, `/sentiment` and `/party`.
-
-Each endpoint checks the addressed model can serve it (interface, labels, real weights) and has
-queue room before reading the body, parses and validates the body within the configured limits,
-turns it into the model's input (images decoded on the bounded decode pool of
-`service.tasks.image_decoding`, never on the event loop),
-and calls the model through the same inference core (`service.core.inference`) as the raw
-protocols, so task requests share batches with TF Serving and V2 requests.
-"""
+"""The task API: `POST /api/v1/digits`, `/images`, `/sentiment` and `/party`. Each checks the
+model fits the task and has queue room before reading the body, and calls it through the same
+inference core as the raw protocols (so task requests share their batches)."""
 
 from __future__ import annotations
 
@@ -34,11 +28,10 @@ from service.errors import (
 )
 from service.http.dependencies import (
     Core,
-    image_decoder,
     read_request_json,
     request_record,
     request_timeout_ms,
-    settings,
+    server,
     until_disconnected,
 )
 from service.http.error_docs import QUEUE_FULL, error_responses
@@ -48,7 +41,7 @@ from service.tasks import schemas
 from service.tasks.imagenet_format import imagenet_pixels
 from service.tasks.mnist_format import BlankImageError, mnist_pixels
 from service.tasks.model_assets import assets_of, require_interface, require_labels
-from service.tasks.uploads import Upload, is_multipart, read_uploads, require_files
+from service.tasks.uploads import is_multipart, read_uploads, require_files
 
 router = APIRouter(prefix="/api/v1", tags=["task API"], default_response_class=JSONBody)
 
@@ -82,14 +75,14 @@ class Task:
     needs_trained_weights: bool = False
     how_to_serve: str = ""  # said when the model is not in the repository
 
-    def check(self, servable: ServableVersion, server: Settings) -> tuple[str, ...]:
+    def check(self, servable: ServableVersion, settings: Settings) -> tuple[str, ...]:
         """The version's labels, once it is known to fit this task (else 409)."""
         require_interface(servable, self.signature, self.input, self.output)
         labels = require_labels(servable, self.classes)
         if (
             self.needs_trained_weights
             and assets_of(servable).random_weights
-            and not server.allow_random_weights
+            and not settings.allow_random_weights
         ):
             raise ConflictError(
                 f"model {servable.model!r} version {servable.version} has random weights "
@@ -116,16 +109,6 @@ PARTY = Task("votes", DEFAULT_SIGNATURE, "votes", classes=2)
 VOTE_VALUES = {"y": 1.0, "n": -1.0, "?": 0.0}
 
 
-@dataclass(frozen=True)
-class Answered:
-    servable: ServableVersion
-    labels: tuple[str, ...]
-    probabilities: np.ndarray  # [items, classes]
-
-
-# -- endpoints ----------------------------------------------------------------------------------
-
-
 @router.post(
     "/digits",
     summary="Recognise handwritten digits (image uploads or 28x28 arrays)",
@@ -138,33 +121,32 @@ async def digits(request: Request, core: Core, version: VersionQuery = None) -> 
     as `file` fields; each is converted to MNIST's format (grayscale, ink white on black, fit to
     20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format."""
     async with _admitted(request, core, DIGITS, version) as admitted:
-        if not (is_multipart(request) or _is_json(request)):
+        if is_multipart(request):
+            names, pixels = await _uploaded_images(request, admitted, _mnist_digit)
+        elif _is_json(request):
+            arrays = await _read_json(request, schemas.DigitArrays)
+            _check_items(len(arrays.images), admitted.limits)
+            pixels = np.asarray(arrays.images, dtype=np.uint8)
+            names = [None] * len(pixels)
+        else:
             sent = request.headers.get("content-type")
             raise UnsupportedMediaTypeError(
                 "expected multipart/form-data with images in `file` fields, or an "
                 f"application/json body of 28x28 arrays; got {sent!r}"
             )
-        if is_multipart(request):
-            uploads = await _read_uploads(request, admitted.limits)
-            pixels = await _decode_uploads(request, admitted, uploads, _mnist_digit)
-            names: list[str | None] = [upload.name for upload in uploads]
-        else:
-            arrays = await _read_json(request, schemas.DigitArrays)
-            _check_items(len(arrays.images), admitted.limits)
-            pixels = np.asarray(arrays.images, dtype=np.uint8)
-            names = [None] * len(pixels)
         batch = (pixels.astype(np.float32) / 255.0)[..., np.newaxis]
-        answered = await _predict(request, admitted, batch)
+        probabilities = await admitted.predict(request, batch)
+    labels = admitted.labels
     return schemas.DigitsAnswer(
-        **_identity(answered),
+        **admitted.identity(),
         predictions=[
             schemas.DigitPrediction(
                 file=name,
-                digit=int(answered.labels[int(row.argmax())]),
+                digit=int(labels[int(row.argmax())]),
                 confidence=_float(row.max()),
                 probabilities=_floats(row),
             )
-            for name, row in zip(names, answered.probabilities, strict=True)
+            for name, row in zip(names, probabilities, strict=True)
         ],
     )
 
@@ -185,23 +167,23 @@ async def images(
     """Upload photos (JPEG, PNG, GIF, BMP or WebP, any size) as `file` fields; each answer lists
     the `top_k` most probable classes."""
     async with _admitted(request, core, IMAGES, version) as admitted:
-        uploads = await _read_uploads(request, admitted.limits)
-        batch = await _decode_uploads(request, admitted, uploads, _imagenet_image)
-        answered = await _predict(request, admitted, batch)
-    assets = assets_of(answered.servable)
-    class_ids = assets.class_ids or answered.labels  # WordNet ids when the model ships them
-    ranked = np.argsort(-answered.probabilities, axis=1, kind="stable")[:, :top_k]
+        _, batch = await _uploaded_images(
+            request, admitted, lambda image, _: imagenet_pixels(image)
+        )
+        probabilities = await admitted.predict(request, batch)
+    labels = admitted.labels
+    assets = assets_of(admitted.call.servable)
+    class_ids = assets.class_ids or labels  # WordNet ids when the model ships them
+    ranked = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
     return schemas.ImagesAnswer(
-        **_identity(answered),
+        **admitted.identity(),
         warning=assets.card.get("warning") if assets.random_weights else None,
         predictions=[
             [
-                schemas.ImageClass(
-                    class_id=class_ids[k], label=answered.labels[k], score=_float(row[k])
-                )
+                schemas.ImageClass(class_id=class_ids[k], label=labels[k], score=_float(row[k]))
                 for k in top
             ]
-            for row, top in zip(answered.probabilities, ranked, strict=True)
+            for row, top in zip(probabilities, ranked, strict=True)
         ],
     )
 
@@ -226,17 +208,18 @@ async def sentiment(request: Request, core: Core, version: VersionQuery = None) 
                     f"{limits.max_text_chars:,}"
                 )
         batch = np.array([text.encode("utf-8") for text in body.texts], dtype=object)
-        answered = await _predict(request, admitted, batch)
-    positive = answered.labels.index("positive") if "positive" in answered.labels else 1
+        probabilities = await admitted.predict(request, batch)
+    labels = admitted.labels
+    positive = labels.index("positive") if "positive" in labels else 1
     return schemas.SentimentAnswer(
-        **_identity(answered),
+        **admitted.identity(),
         predictions=[
             schemas.SentimentPrediction(
-                label=answered.labels[int(row.argmax())],
+                label=labels[int(row.argmax())],
                 score=_float(row[positive]),
-                probabilities=_by_label(answered.labels, row),
+                probabilities=_by_label(labels, row),
             )
-            for row in answered.probabilities
+            for row in probabilities
         ],
     )
 
@@ -256,21 +239,17 @@ async def party(request: Request, core: Core, version: VersionQuery = None) -> A
         _check_items(len(body.votes), admitted.limits)
         bills = _vote_columns(admitted.call.servable)
         encoded = [_encode_votes(record, bills, i) for i, record in enumerate(body.votes)]
-        batch = np.array(encoded, dtype=np.float32)
-        answered = await _predict(request, admitted, batch)
+        probabilities = await admitted.predict(request, np.array(encoded, dtype=np.float32))
+    labels = admitted.labels
     return schemas.PartyAnswer(
-        **_identity(answered),
+        **admitted.identity(),
         predictions=[
             schemas.PartyPrediction(
-                party=answered.labels[int(row.argmax())],
-                probabilities=_by_label(answered.labels, row),
+                party=labels[int(row.argmax())], probabilities=_by_label(labels, row)
             )
-            for row in answered.probabilities
+            for row in probabilities
         ],
     )
-
-
-# -- the steps every endpoint shares --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -283,6 +262,18 @@ class Admitted:
     limits: Settings
     timeout_ms: float | None  # the client's deadline (X-Request-Timeout), if given
 
+    async def predict(self, request: Request, batch: np.ndarray) -> np.ndarray:
+        """The task's output for `batch`: [items, classes] probabilities."""
+        task = self.task
+        outputs = await until_disconnected(
+            request,
+            self.call.predict(task.signature, {task.input: batch}, (task.output,), self.timeout_ms),
+        )
+        return outputs[task.output]
+
+    def identity(self) -> dict[str, Any]:
+        return {"model": self.call.model, "version": self.call.version}
+
 
 @contextlib.asynccontextmanager
 async def _admitted(
@@ -293,20 +284,9 @@ async def _admitted(
     if task.how_to_serve and task.model not in core.repository.model_names():
         raise NotFoundError(f"model {task.model!r} is not served: {task.how_to_serve}")
     timeout_ms = request_timeout_ms(request)
-    limits = settings(request)
+    limits = server(request).settings
     async with core.admit(ModelRef(task.model, version), request_record(request)) as call:
         yield Admitted(task, call, task.check(call.servable, limits), limits, timeout_ms)
-
-
-async def _predict(request: Request, admitted: Admitted, batch: np.ndarray) -> Answered:
-    task = admitted.task
-    outputs = await until_disconnected(
-        request,
-        admitted.call.predict(
-            task.signature, {task.input: batch}, (task.output,), admitted.timeout_ms
-        ),
-    )
-    return Answered(admitted.call.servable, admitted.labels, outputs[task.output])
 
 
 def _is_json(request: Request) -> bool:
@@ -330,24 +310,12 @@ def _validated(document: JSONDocument, model: type[Body]) -> Body:
     try:
         return model.model_validate(document.data)
     except ValidationError as exc:
-        raise InvalidInputError(_validation_message(exc)) from None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-        for error in exc.errors(include_url=False)
-    ]
-    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-    return "invalid request: " + "; ".join(problems[:5]) + more
-
-
-async def _read_uploads(request: Request, limits: Settings) -> list[Upload]:
-    uploads = await read_uploads(
-        request, max_bytes=limits.max_request_bytes, max_files=limits.max_upload_files
-    )
-    require_files(uploads)
-    return uploads
+        problems = [
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors(include_url=False)
+        ]
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise InvalidInputError("invalid request: " + "; ".join(problems[:5]) + more) from None
 
 
 def _check_items(count: int, limits: Settings) -> None:
@@ -355,25 +323,28 @@ def _check_items(count: int, limits: Settings) -> None:
         raise PayloadTooLargeError(f"{count} items in one request; the limit is {limits.max_items}")
 
 
-async def _decode_uploads(
-    request: Request,
-    admitted: Admitted,
-    uploads: Sequence[Upload],
-    convert: Callable[[Image.Image, str], np.ndarray],
-) -> np.ndarray:
-    """`convert(image, file name)` of each upload, stacked. One image at a time, so a request
-    of large photos never holds them all at once; each waits for room in the decode pool's
-    pixel budget until the request's deadline (the model's own deadline by default)."""
-    decoder = image_decoder(request)
+async def _uploaded_images(
+    request: Request, admitted: Admitted, convert: Callable[[Image.Image, str], np.ndarray]
+) -> tuple[list[str | None], np.ndarray]:
+    """The uploads' names and `convert(image, file name)` of each, stacked. One image at a
+    time, so a request of large photos never holds them all at once; each waits for room in the
+    decode pool's pixel budget until the request's deadline (the model's own by default)."""
+    limits = admitted.limits
+    uploads = await read_uploads(
+        request, max_bytes=limits.max_request_bytes, max_files=limits.max_upload_files
+    )
+    require_files(uploads)
+    decoder = server(request).parts.image_decoder
     default_ms = admitted.call.servable.config.batching.timeout_ms
     deadline = deadline_from(admitted.timeout_ms, default_ms)
-    limit = settings(request).max_image_pixels
     loop = asyncio.get_running_loop()
-    rows = []
-    for upload in uploads:
-        timeout = deadline - loop.time()
-        rows.append(await decoder.decode(upload, convert, max_pixels=limit, timeout=timeout))
-    return np.stack(rows)
+    rows = [  # one at a time
+        await decoder.decode(
+            upload, convert, max_pixels=limits.max_image_pixels, timeout=deadline - loop.time()
+        )
+        for upload in uploads
+    ]
+    return [upload.name for upload in uploads], np.stack(rows)
 
 
 def _mnist_digit(image: Image.Image, name: str) -> np.ndarray:
@@ -381,10 +352,6 @@ def _mnist_digit(image: Image.Image, name: str) -> np.ndarray:
         return mnist_pixels(image)
     except BlankImageError as exc:
         raise InvalidInputError(f"file {name!r}: {exc}") from None
-
-
-def _imagenet_image(image: Image.Image, name: str) -> np.ndarray:
-    return imagenet_pixels(image)
 
 
 def _vote_columns(servable: ServableVersion) -> list[str]:
@@ -405,10 +372,6 @@ def _encode_votes(record: Mapping[str, str], bills: list[str], index: int) -> li
             f"names: {', '.join(bills)}"
         )
     return [VOTE_VALUES[record.get(bill, "?")] for bill in bills]
-
-
-def _identity(answered: Answered) -> dict[str, Any]:
-    return {"model": answered.servable.model, "version": answered.servable.version}
 
 
 def _floats(row: np.ndarray) -> list[float]:
