@@ -115,24 +115,11 @@ class MessageSplitter:
         shared memory has no room for it. A dead helper (OOM) is replaced, the call refused."""
         if not _shared_memory_fits(2 * len(raw)):
             return None
+        executor = self._executor
         inbox = SharedMemory(create=True, size=max(len(raw), 1))
         try:
             _copy_in_chunks(memoryview(raw), _view(inbox))
-            layout = self._run(message_name, inbox.name, len(raw))
-        finally:
-            inbox.close()
-            inbox.unlink()
-        outbox = SharedMemory(name=layout.outbox)
-        try:
-            return _read(_view(outbox), layout)
-        finally:
-            outbox.close()
-            outbox.unlink()
-
-    def _run(self, message_name: str, inbox: str, size: int) -> _Layout:
-        executor = self._executor
-        try:
-            layout: _Layout = executor.submit(_split, message_name, inbox, size).result()
+            layout: _Layout = executor.submit(_split, message_name, inbox.name, len(raw)).result()
         except BrokenProcessPool:
             with self._lock:
                 if self._executor is executor:
@@ -142,7 +129,15 @@ class MessageSplitter:
                 "the server could not parse this request (its parsing process ended, most "
                 "likely out of memory); retry, or send smaller requests"
             ) from None
-        return layout
+        finally:
+            inbox.close()
+            inbox.unlink()
+        outbox = SharedMemory(name=layout.outbox)
+        try:
+            return _read(_view(outbox), layout)
+        finally:
+            outbox.close()
+            outbox.unlink()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
