@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -33,7 +34,7 @@ class DrainingServer(uvicorn.Server):
         self.lifecycle = server.lifecycle
         self.drain_seconds = server.settings.drain_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._drain: asyncio.Task[None] | None = None
+        self._drain: Future[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -64,11 +65,7 @@ class DrainingServer(uvicorn.Server):
         )
         self.server.begin_drain()  # REST and gRPC at the same time
         # a signal handler runs between two steps of the event loop: schedule, don't await
-        self._loop.call_soon_threadsafe(self._start_drain, sig)
-
-    def _start_drain(self, sig: int) -> None:
-        assert self._loop is not None
-        self._drain = self._loop.create_task(self._drain_then_stop(sig))
+        self._drain = asyncio.run_coroutine_threadsafe(self._drain_then_stop(sig), self._loop)
 
     async def _drain_then_stop(self, sig: int) -> None:
         if not await self.lifecycle.wait_idle(self.drain_seconds):
