@@ -4,15 +4,13 @@ The public services (reflection, and health unless `auth_health`) need no key.""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import grpc
 
 from service.auth import MISSING_KEY, WRONG_KEY, ApiKeys, presented_key
-from service.grpc.limits import behavior_field
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+from service.grpc.limits import Continuation, behavior_field
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

@@ -17,6 +17,7 @@ import grpc
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL_SECONDS = 10.0
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
 def core_queue_options(limit: int) -> list[tuple[str, int]]:
@@ -38,11 +39,9 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._logged_at = float("-inf")
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED
             return handler
         # the decision is made when the call starts, on the event loop: no race with others
@@ -84,13 +83,6 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.active += 1
             return
         self._count_refusal()
-        self._log_refusal()
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the server is handling its limit of {self.limit} calls at once; retry shortly",
-        )
-
-    def _log_refusal(self) -> None:
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= LOG_INTERVAL_SECONDS:
@@ -101,6 +93,10 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             self._unlogged = 0
             self._logged_at = now
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the server is handling its limit of {self.limit} calls at once; retry shortly",
+        )
 
 
 def behavior_field(handler: grpc.RpcMethodHandler) -> str:

@@ -26,14 +26,9 @@ EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'/%
 router = APIRouter(include_in_schema=False)
 
 
-def _root(request: Request) -> str:
-    root: str = request.scope.get("root_path", "")
-    return root.rstrip("/")
-
-
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    app, root = request.app, _root(request)
+    app, root = request.app, request.scope.get("root_path", "").rstrip("/")
     return get_swagger_ui_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} - Swagger UI",
@@ -53,7 +48,7 @@ async def swagger_ui_redirect() -> HTMLResponse:
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    app, root = request.app, _root(request)
+    app, root = request.app, request.scope.get("root_path", "").rstrip("/")
     return get_redoc_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} - ReDoc",
