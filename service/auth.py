@@ -1,15 +1,7 @@
-"""API keys: loading them, checking a presented key, and the REST middleware that asks for one.
-
-Keys are off by default. With keys, every REST route needs `Authorization: Bearer <key>` or
-`X-API-Key: <key>` except the public ones: the web page and its static files, the API docs
-(they hold no data, and the page asks for a key before it calls the API), and, unless
-`auth_health` / `auth_metrics` say otherwise, the probes (`/healthz`, `/readyz`,
-`/v2/health/*`) and `/metrics`. Anything else, unknown paths included, is refused with 401, so
-a new route is protected without anyone remembering to protect it.
-
-Admin routes (`/admin/...`) always need a key when keys are on, and are refused with 403 when
-they are off unless `admin_without_keys` allows them: they are never open by accident.
-"""
+"""API keys (off by default) and the REST middleware that asks for one: with keys, every path
+needs one except the page, its files and the API docs, and (unless `auth_health`/`auth_metrics`)
+the probes and /metrics; unknown paths too, so a new route is protected by default. Admin routes
+always need a key with keys on, and answer 403 without keys unless `admin_without_keys`."""
 
 from __future__ import annotations
 
@@ -22,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -31,9 +24,8 @@ if TYPE_CHECKING:
 MIN_KEY_LENGTH = 16
 _KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: travels unchanged in headers and metadata
 ADMIN_PREFIX = "/admin"
+# set on an admitted admin request: service.http.admin refuses without it (no middleware)
 ADMIN_GRANTED = "modelserve.admin_granted"
-"""Scope key the middleware sets on an admitted admin request (service.http.admin checks
-it, so the admin routes refuse when the middleware is not there)."""
 
 PUBLIC_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 PUBLIC_PREFIXES = ("/static/", "/static-offline-docs/")
@@ -53,9 +45,8 @@ class ApiKeyError(ValueError):
 
 
 class ApiKeys:
-    """The accepted keys, kept only as SHA-256 digests. A presented key is hashed and compared
-    with every digest by `hmac.compare_digest`, without stopping at a match: the time taken
-    says neither how much of a key was right, nor its length, nor which key matched."""
+    """The keys' SHA-256 digests. A presented key's digest is compared with each by
+    `hmac.compare_digest`, never stopping at a match: the time taken says nothing of the key."""
 
     def __init__(self, keys: Iterable[str]) -> None:
         self._digests = tuple(_digest(key) for key in keys)
@@ -80,8 +71,8 @@ def _digest(key: str) -> bytes:
 
 
 def presented_key(authorization: str | None, api_key: str | None) -> str | None:
-    """The key a caller sent: the token of `Authorization: Bearer <token>` (the scheme in any
-    case), else `X-API-Key`. Another Authorization scheme (a proxy's Basic) is ignored."""
+    """The token of `Authorization: Bearer <token>` (any case), else `X-API-Key`; another
+    scheme (a proxy's Basic) is ignored."""
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
@@ -92,9 +83,8 @@ def presented_key(authorization: str | None, api_key: str | None) -> str | None:
 
 
 def load_api_keys(api_keys: SecretStr | None, api_keys_file: Path | None) -> ApiKeys | None:
-    """The keys of MODELSERVE_API_KEYS (comma-separated) and of the keys file (one a line,
-    blank lines and `#` comments ignored); None when neither is set (keys off). A setting that
-    is given but holds no key is an error, not "keys off": it fails closed."""
+    """Keys from MODELSERVE_API_KEYS (comma-separated) and the file (one a line, `#` comments);
+    None when neither is set. A setting given without a key fails closed (an error)."""
     keys: list[str] = []
     if api_keys is not None:
         given = [k.strip() for k in api_keys.get_secret_value().split(",")]
@@ -123,7 +113,7 @@ def _read_key_file(path: Path) -> list[tuple[str, str]]:
 
 
 def _checked(keys: Iterable[tuple[str, str]]) -> list[str]:
-    """The keys, each checked; an error names where the key is, never the key."""
+    """An error names where the key is, never the key."""
     checked = []
     for where, key in keys:
         if not _KEY.fullmatch(key):
@@ -143,7 +133,6 @@ class AccessPolicy:
 
     keys: ApiKeys | None
     public_paths: frozenset[str] = PUBLIC_PATHS | HEALTH_PATHS | METRICS_PATHS
-    public_prefixes: tuple[str, ...] = PUBLIC_PREFIXES
     admin_without_keys: bool = False
 
     @classmethod
@@ -160,12 +149,12 @@ class AccessPolicy:
         )
 
     def is_public(self, path: str) -> bool:
-        return path in self.public_paths or path.startswith(self.public_prefixes)
+        return path in self.public_paths or path.startswith(PUBLIC_PREFIXES)
 
 
 class AccessControl:
-    """Pure ASGI middleware applying an AccessPolicy: 401 with `WWW-Authenticate: Bearer` for
-    a missing or wrong key, 403 for admin routes while they are disabled."""
+    """ASGI middleware: 401 with `WWW-Authenticate: Bearer` for a missing or wrong key, 403 for
+    disabled admin routes."""
 
     def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
         self.app = app
@@ -176,64 +165,44 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        keys = self.policy.keys
         admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
-        if admin and keys is None and not self.policy.admin_without_keys:
-            await _refuse(scope, receive, send, 403, ADMIN_DISABLED)
+        refusal = self._refusal(scope, path, admin)
+        if refusal is None:
+            if admin:
+                scope[ADMIN_GRANTED] = True
+            await self.app(scope, receive, send)
             return
-        if (
-            keys is not None
-            and (admin or not self.policy.is_public(path))
-            and not await self._admitted(scope, receive, send, keys)
-        ):
+        status, message, headers = refusal
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
-        if admin:
-            scope[ADMIN_GRANTED] = True
-        await self.app(scope, receive, send)
+        response = JSONResponse({"error": message}, status_code=status, headers=headers)
+        await response(scope, receive, send)
 
-    @staticmethod
-    async def _admitted(scope: Scope, receive: Receive, send: Send, keys: ApiKeys) -> bool:
-        """Is the request's key accepted? Answers 401 when not."""
-        headers = _headers(scope)
-        presented = presented_key(headers.get(b"authorization"), headers.get(b"x-api-key"))
+    def _refusal(
+        self, scope: Scope, path: str, admin: bool
+    ) -> tuple[int, str, dict[str, str]] | None:
+        """The status, message and headers refusing the request; None to let it through."""
+        keys = self.policy.keys
+        if keys is None:
+            disabled = admin and not self.policy.admin_without_keys
+            return (403, ADMIN_DISABLED, {}) if disabled else None
+        if not admin and self.policy.is_public(path):
+            return None
+        headers = Headers(scope=scope)  # the first of each name, as latin-1 text
+        presented = presented_key(headers.get("authorization"), headers.get("x-api-key"))
         if keys.accepts(presented):
-            return True
-        challenge = 'Bearer realm="modelserve"'
-        if presented is not None:
-            challenge += ', error="invalid_token"'
-        message = WRONG_KEY if presented is not None else MISSING_KEY
-        await _refuse(scope, receive, send, 401, message, {"WWW-Authenticate": challenge})
-        return False
-
-
-def _headers(scope: Scope) -> dict[bytes, str]:
-    """The request's headers (the first of each name), as latin-1 text like Starlette's."""
-    headers: dict[bytes, str] = {}
-    for name, value in scope["headers"]:
-        headers.setdefault(name, value.decode("latin-1"))
-    return headers
+            return None
+        if presented is None:
+            return 401, MISSING_KEY, {"WWW-Authenticate": 'Bearer realm="modelserve"'}
+        challenge = 'Bearer realm="modelserve", error="invalid_token"'
+        return 401, WRONG_KEY, {"WWW-Authenticate": challenge}
 
 
 def route_path(scope: Scope) -> str:
-    """The path the router matches: without the app's root_path (as Starlette routes)."""
+    """The path without the app's root_path, as Starlette's router matches it."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
         return path[len(root) :] or "/"
     return path
-
-
-async def _refuse(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    message: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
-    await JSONResponse({"error": message}, status_code=status, headers=headers)(
-        scope, receive, send
-    )

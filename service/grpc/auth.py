@@ -1,22 +1,16 @@
-"""API keys on gRPC: a `grpc.aio` server interceptor taking the same keys as REST from the call's
-metadata (`authorization: Bearer <key>` or `x-api-key: <key>`); a call without an accepted key
-ends with UNAUTHENTICATED before it reaches a servicer.
-
-Public services (named by the caller, see service.grpc.server) need no key: server reflection
-always (it describes the protos, as /openapi.json does), grpc.health.v1 unless `auth_health`
-(probes, as /healthz and /readyz).
-"""
+"""API keys on gRPC: the REST keys, from the metadata (`authorization: Bearer <key>` or
+`x-api-key: <key>`); a call without an accepted key ends UNAUTHENTICATED before any servicer.
+The public services (reflection, and health unless `auth_health`) need no key."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import Any
 
 import grpc
 
 from service.auth import MISSING_KEY, WRONG_KEY, ApiKeys, presented_key
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+from service.grpc.limits import Continuation, behavior_field
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -37,24 +31,10 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or self._keys.accepts(presented):
             return handler  # None: an unknown method, UNIMPLEMENTED as without keys
-        return _refusal(handler, WRONG_KEY if presented is not None else MISSING_KEY)
+        message = WRONG_KEY if presented is not None else MISSING_KEY
 
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind (unary or streaming, each way) that ends the call with
-    UNAUTHENTICATED without reading the request."""
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    codecs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **codecs)
-    if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **codecs)
-    if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **codecs)
-    return grpc.unary_unary_rpc_method_handler(refuse, **codecs)
+        # the same kind of handler (unary or streaming, each way), never reading the request
+        return handler._replace(**{behavior_field(handler): refuse})

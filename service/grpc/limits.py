@@ -1,12 +1,8 @@
-"""A bound on the gRPC calls handled at once, answered RESOURCE_EXHAUSTED with a detail.
+"""A bound on the gRPC calls handled at once, refused RESOURCE_EXHAUSTED with a reason.
 
-Without it, a burst of calls waits in gRPC core's queue of calls the application has not
-picked up yet, which sheds calls at random past 1,000 (CANCELLED, no detail, nothing logged):
-1,500 concurrent calls on one channel lost 70-169 that way. The server now takes calls off
-that queue at once (its limits are raised, see `core_queue_options`) and refuses those beyond
-`limit` itself: counted in modelserve_grpc_refused_total{reason="concurrency"} and logged
-(one line per LOG_INTERVAL_SECONDS at most, with the count).
-"""
+gRPC core's own queue sheds calls at random past 1,000 (CANCELLED, no detail, nothing logged),
+so its limits are raised (`core_queue_options`) and calls beyond `limit` are refused here:
+counted in modelserve_grpc_refused_total{reason="concurrency"} and logged (throttled)."""
 
 from __future__ import annotations
 
@@ -21,11 +17,12 @@ import grpc
 log = logging.getLogger(__name__)
 
 LOG_INTERVAL_SECONDS = 10.0
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
 def core_queue_options(limit: int) -> list[tuple[str, int]]:
-    """gRPC core's queue of calls not yet picked up: well above the calls handled at once, so
-    calls are refused here, with a reason, and not dropped at random there."""
+    """gRPC core's queue of calls not yet picked up: well above `limit`, so calls are refused
+    here with a reason, not dropped there."""
     pending = max(4 * limit, 10_000)
     return [
         ("grpc.server.max_pending_requests", pending),
@@ -42,18 +39,15 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._logged_at = float("-inf")
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
         if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED
             return handler
         # the decision is made when the call starts, on the event loop: no race with others
-        if handler.request_streaming or handler.response_streaming:
-            kind = _kind(handler)
-            return handler._replace(**{kind: self._streaming(getattr(handler, kind))})
-        return handler._replace(unary_unary=self._unary(handler.unary_unary))
+        field = behavior_field(handler)
+        limited = self._unary if field == "unary_unary" else self._streaming
+        return handler._replace(**{field: limited(getattr(handler, field))})
 
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -89,13 +83,6 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self.active += 1
             return
         self._count_refusal()
-        self._log_refusal()
-        await context.abort(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-            f"the server is handling its limit of {self.limit} calls at once; retry shortly",
-        )
-
-    def _log_refusal(self) -> None:
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= LOG_INTERVAL_SECONDS:
@@ -106,9 +93,14 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
             self._unlogged = 0
             self._logged_at = now
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the server is handling its limit of {self.limit} calls at once; retry shortly",
+        )
 
 
-def _kind(handler: grpc.RpcMethodHandler) -> str:
-    if handler.request_streaming and handler.response_streaming:
-        return "stream_stream"
-    return "stream_unary" if handler.request_streaming else "unary_stream"
+def behavior_field(handler: grpc.RpcMethodHandler) -> str:
+    """The handler's field holding its behavior: unary_unary, unary_stream, stream_unary..."""
+    request = "stream" if handler.request_streaming else "unary"
+    response = "stream" if handler.response_streaming else "unary"
+    return f"{request}_{response}"

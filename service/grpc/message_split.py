@@ -1,25 +1,9 @@
-"""Large gRPC requests are parsed first in a helper process, and handed back in pieces.
-
-Parsing a protobuf message is one C call that holds the GIL for as long as the message has
-entries: 0.5 s for a 64 MiB PredictRequest of 32 M empty strings, while REST, gRPC and the
-health probes wait. Messages up to `INLINE_BYTES` (a few ms of parsing at most) are parsed in
-the server's decode pool; larger ones go to a helper process that knows only protobuf (no
-TensorFlow: it starts in a fraction of a second and stays small). It parses the message,
-refuses what is never valid and would be costly to parse again (thousands of inputs or output
-names, shapes past TensorFlow's 254 dimensions, values of the dtypes nothing serves), and sends
-back the message without its bulk (numbers re-serialized packed: one copy to parse) and the bulk
-in pieces of `CHUNK_ITEMS` byte strings:
-- Predict: each input's `string_val`;
-- Classify/Regress: the examples, serialized, and their context, which the server puts before
-  each once it has admitted their number (a context repeated a million times is not sent).
-The server parses the rest (small now), checks the rows it declares against the model's bound,
-and turns the pieces into arrays one at a time, with a `checkpoint` between them. Both ways the
-bytes cross in shared memory (/dev/shm); when it has no room, the server parses the message
-itself.
-
-This module imports no TensorFlow: the helper builds the message classes from the serialized
-proto files the server hands it.
-"""
+"""Large gRPC requests are parsed in a helper process (protobuf only, no TensorFlow), which
+hands them back without their bulk plus the bulk in pieces of `CHUNK_ITEMS` strings (Predict:
+each input's `string_val`; Classify/Regress: the serialized examples and their context), so the
+server turns them into arrays between `checkpoint`s: parsing a 64 MiB PredictRequest of 32 M
+empty strings is one 0.5 s call holding the GIL. The helper also refuses what is never valid
+and costly to parse twice. Bytes cross in shared memory; without room, the server parses."""
 
 from __future__ import annotations
 
@@ -58,9 +42,8 @@ REGRESS = "tensorflow.serving.RegressionRequest"
 EXAMPLES = "examples"  # the key of a Classify/Regress request's examples in `Split.strings`
 
 
+# strings joined in one buffer, and the length of each (in the smallest unsigned dtype)
 Piece = tuple[bytes, np.ndarray]
-"""Strings joined in one buffer, and the length of each (the smallest unsigned dtype that
-holds them: one byte each for strings shorter than 256)."""
 
 
 @dataclass(frozen=True)
@@ -99,8 +82,8 @@ class Split:
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the helper wrote a Split in shared memory: the rest first, then each piece as
-    its buffer followed by its lengths. Small: it is what crosses the pipe."""
+    """Where the helper wrote a Split in shared memory (what crosses the pipe): the rest
+    first, then each piece as its buffer followed by its lengths."""
 
     outbox: str
     rest_size: int
@@ -109,11 +92,8 @@ class _Layout:
 
 
 class MessageSplitter:
-    """The helper process (one per server; see `service.http.app`).
-
-    Messages and their pieces cross in shared memory, copied in chunks between checkpoints:
-    sent through the pipe, they were pickled and unpickled in single calls holding the GIL
-    (620 ms for the pieces of 32 M strings)."""
+    """The helper process, one per server. Bytes cross in shared memory, copied in chunks
+    between checkpoints: pickled through the pipe, 32 M strings held the GIL for 620 ms."""
 
     def __init__(self) -> None:
         self._files = _file_protos(_message_file(name) for name in (PREDICT, CLASSIFY, REGRESS))
@@ -131,16 +111,24 @@ class MessageSplitter:
         return executor
 
     def split(self, message_name: str, raw: bytes) -> Split | None:
-        """`raw` parsed in the helper: waits for it (call from a decode-pool thread). Its
-        errors (InvalidInputError) cross the process boundary as they are. When the helper
-        dies (the kernel's OOM killer), the call is refused and a new helper started.
-        None when shared memory has no room for the message and its pieces (parse it here)."""
+        """`raw` parsed in the helper (blocks: call from a decode-pool thread); None when
+        shared memory has no room for it. A dead helper (OOM) is replaced, the call refused."""
         if not _shared_memory_fits(2 * len(raw)):
             return None
+        executor = self._executor
         inbox = SharedMemory(create=True, size=max(len(raw), 1))
         try:
             _copy_in_chunks(memoryview(raw), _view(inbox))
-            layout = self._run(message_name, inbox.name, len(raw))
+            layout: _Layout = executor.submit(_split, message_name, inbox.name, len(raw)).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._executor is executor:
+                    log.error("the message parsing helper process ended; starting a new one")
+                    self._executor = self._start()
+            raise UnavailableError(
+                "the server could not parse this request (its parsing process ended, most "
+                "likely out of memory); retry, or send smaller requests"
+            ) from None
         finally:
             inbox.close()
             inbox.unlink()
@@ -151,28 +139,13 @@ class MessageSplitter:
             outbox.close()
             outbox.unlink()
 
-    def _run(self, message_name: str, inbox: str, size: int) -> _Layout:
-        executor = self._executor
-        try:
-            layout: _Layout = executor.submit(_split, message_name, inbox, size).result()
-        except BrokenProcessPool:
-            with self._lock:
-                if self._executor is executor:
-                    log.error("the message parsing helper process ended; starting a new one")
-                    self._executor = self._start()
-            raise UnavailableError(
-                "the server could not parse this request (its parsing process ended, most "
-                "likely out of memory); retry, or send smaller requests"
-            ) from None
-        return layout
-
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _shared_memory_fits(size: int) -> bool:
-    """Whether `size` bytes fit in shared memory now. Writing past what /dev/shm holds kills
-    the process (SIGBUS), and containers get 64 MB unless given more (see k8s/base)."""
+    """Writing past what /dev/shm holds kills the process (SIGBUS); containers get 64 MB
+    unless given more (see k8s/base)."""
     if not SHARED_MEMORY.is_dir():
         return True  # not Linux: shared memory is not a size-limited file system
     free = shutil.disk_usage(SHARED_MEMORY).free
@@ -208,7 +181,6 @@ def _copy_in_chunks(source: memoryview, target: memoryview) -> None:
 
 
 def _read(outbox: memoryview, layout: _Layout) -> Split:
-    """The Split the helper wrote, copied out a piece at a time."""
     rest = bytes(outbox[: layout.rest_size])
     pieces: dict[str, list[Piece]] = {key: [] for key in layout.prefixes}
     for key, offset, size, count, dtype in layout.pieces:
@@ -221,8 +193,7 @@ def _read(outbox: memoryview, layout: _Layout) -> Split:
 
 
 def check_predict(request: Any) -> None:
-    """Refuses a PredictRequest with more inputs, output names or dimensions than any model
-    takes, or values of dtypes no model takes: the same rules for every message size."""
+    """The same limits for every message size: inputs, output names, dimensions, dtypes."""
     if len(request.inputs) > MAX_INPUTS or len(request.output_filter) > MAX_INPUTS:
         raise InvalidInputError(
             f"the request names {len(request.inputs)} inputs and {len(request.output_filter)} "
@@ -246,7 +217,7 @@ def _message_file(name: str) -> FileDescriptor:
 
 
 def _file_protos(files: Iterable[FileDescriptor]) -> list[bytes]:
-    """The serialized proto files, each after the files it imports."""
+    """The serialized files, each after those it imports."""
     ordered: dict[str, bytes] = {}
 
     def visit(file: FileDescriptor) -> None:
@@ -288,7 +259,7 @@ def _split(message_name: str, inbox_name: str, size: int) -> _Layout:
     del raw
     request.DiscardUnknownFields()  # ignored by the server; each would be parsed again
     split = _split_inputs if message_name == PREDICT else _split_examples
-    strings = split(request)
+    strings = split(request)  # first: it takes the bulk out of the request
     return _write(request.SerializeToString(), strings)
 
 
@@ -332,7 +303,7 @@ def _split_examples(request: Any) -> dict[str, Strings]:
         context = container.example_list_with_context.context.SerializeToString()
     else:  # the server says what is missing
         return {}
-    # the context is prepended by the server, once it has admitted as many examples
+    # the server prepends the context once it has admitted as many examples
     serialized = [example.SerializeToString() for example in examples]
     container.ClearField(kind)
     return {EXAMPLES: _pieces(serialized, context)}

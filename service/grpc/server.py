@@ -1,12 +1,5 @@
-"""The gRPC server: TF Serving's services, the standard health service and server reflection,
-on `grpc.aio` in the same process and event loop as the REST server.
-
-Health answers from the repository at each call: the server ("") is SERVING when every model
-is ready, a model name (or TF Serving's service names) when that model / every model is.
-
-With API keys, calls need one in their metadata (service.grpc.auth), except reflection and,
-unless `auth_health`, health; with `tls_cert_file` the server speaks TLS only.
-"""
+"""The gRPC server (TF Serving's services, health and reflection) on `grpc.aio`, in the REST
+server's event loop. API keys: service.grpc.auth; with `tls_cert_file` it speaks TLS only."""
 
 from __future__ import annotations
 
@@ -48,17 +41,17 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         self.draining = asyncio.Event()  # set on shutdown: every status is NOT_SERVING
 
     def status(self, service: str) -> int | None:
-        """SERVING / NOT_SERVING, or None for a service name nobody serves."""
+        """The server ("", or TF Serving's services) is SERVING when every model is ready, a
+        model name when that model is; None for a service name nobody serves."""
         readiness = self._repository.readiness()
-        if self.draining.is_set():
-            readiness = dict.fromkeys(readiness, False)
         if service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
-            ready = self._repository.is_ready() and not self.draining.is_set()
+            ready = self._repository.is_ready()
         elif service in readiness:
             ready = readiness[service]
         else:
             return None
-        status: int = Status.SERVING if ready else Status.NOT_SERVING
+        serving = ready and not self.draining.is_set()
+        status: int = Status.SERVING if serving else Status.NOT_SERVING
         return status
 
     async def Check(  # noqa: N802 (the proto's method names)
@@ -87,8 +80,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
 
 @dataclass(frozen=True)
 class GrpcSecurity:
-    """Who may call the gRPC server, and over what: API keys (None: no keys), the services
-    open without a key, TLS credentials (None: plaintext)."""
+    """API keys (None: none), the services open without a key, TLS (None: plaintext)."""
 
     keys: ApiKeys | None = None
     public_services: frozenset[str] = frozenset({HEALTH_SERVICE, reflection.SERVICE_NAME})
@@ -96,7 +88,6 @@ class GrpcSecurity:
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: ApiKeys | None) -> GrpcSecurity:
-        """`keys`: those REST takes (read once, see service.http.app)."""
         health = () if settings.auth_health else (HEALTH_SERVICE,)
         return cls(
             keys=keys,
@@ -118,8 +109,7 @@ async def start_grpc_server(
     security: GrpcSecurity | None = None,
     max_concurrent_rpcs: int = 1000,
 ) -> tuple[GrpcDrain, int]:
-    """Starts serving; returns its drain (how it stops) and the port it listens on (`port` 0:
-    a free one). At most `max_concurrent_rpcs` calls run at once (service.grpc.limits)."""
+    """Starts serving; returns its drain and the port it listens on (`port` 0: a free one)."""
     security = security or GrpcSecurity()
     keys = security.keys
     limit = ConcurrencyLimit(
@@ -160,9 +150,8 @@ async def start_grpc_server(
 
 
 class GrpcDrain:
-    """Stops the gRPC server once: health turns NOT_SERVING (Watch streams end), new calls are
-    refused, calls in flight get `grace` seconds. `begin` may be called from a signal handler,
-    so the REST and gRPC drains overlap within one drain time."""
+    """Stops the server once: health turns NOT_SERVING (Watch streams end), new calls are
+    refused, calls in flight get `grace` seconds. `begin` is safe from a signal handler."""
 
     def __init__(self, server: grpc.aio.Server, health: HealthServicer, grace: float) -> None:
         self._server = server
@@ -172,7 +161,7 @@ class GrpcDrain:
         self._stopping: asyncio.Future[None] | None = None
 
     def begin(self) -> None:
-        self._loop.call_soon_threadsafe(self._start)  # safe from a signal handler
+        self._loop.call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
         if self._stopping is None:

@@ -1,11 +1,6 @@
-"""The API docs: Swagger UI at /docs and ReDoc at /redoc, from the copies of their scripts that
-fastapi-offline ships (no CDN), so they work offline and under the docs' Content-Security-Policy
-(service.http.security_headers).
-
-ReDoc's sidebar credit ("API docs by Redocly") shows Redocly's logo from their CDN: the policy
-blocks it, which the browser logs as an error, and an offline server could not load it anyway.
-The script is served with that image replaced by an empty inline one (`data:` is allowed).
-"""
+"""API docs (Swagger UI at /docs, ReDoc at /redoc) from fastapi-offline's copies of their
+scripts: no CDN, so they work offline and under their CSP (service.http.security_headers). ReDoc's
+script is served with the CDN logo of its sidebar credit replaced by an empty `data:` image."""
 
 from __future__ import annotations
 
@@ -31,14 +26,9 @@ EMPTY_IMAGE = b"data:image/svg+xml,%3Csvg%20xmlns='http://www.w3.org/2000/svg'/%
 router = APIRouter(include_in_schema=False)
 
 
-def _root(request: Request) -> str:
-    root: str = request.scope.get("root_path", "")
-    return root.rstrip("/")
-
-
 @router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
-    app, root = request.app, _root(request)
+    app, root = request.app, request.scope.get("root_path", "").rstrip("/")
     return get_swagger_ui_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} - Swagger UI",
@@ -58,7 +48,7 @@ async def swagger_ui_redirect() -> HTMLResponse:
 
 @router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
-    app, root = request.app, _root(request)
+    app, root = request.app, request.scope.get("root_path", "").rstrip("/")
     return get_redoc_html(
         openapi_url=f"{root}{app.openapi_url}",
         title=f"{app.title} - ReDoc",
@@ -68,8 +58,7 @@ async def redoc(request: Request) -> HTMLResponse:
     )
 
 
-# matched before the assets' mount (see service.http.app), which serves the original; HEAD as the
-# mount's other files take it
+# matched before the assets' mount (service.http.app) which serves the original; HEAD as it does
 @router.api_route(f"{ASSETS_URL}/{REDOC_JS}", methods=["GET", "HEAD"])
 async def redoc_script() -> Response:
     return Response(redoc_without_cdn(), media_type="text/javascript")
@@ -77,10 +66,9 @@ async def redoc_script() -> Response:
 
 @cache
 def redoc_without_cdn() -> bytes:
-    """ReDoc's script without its one request elsewhere (about 1 MB, read once)."""
+    """About 1 MB, read once."""
     return (ASSETS_DIR / REDOC_JS).read_bytes().replace(REDOC_CDN_LOGO, EMPTY_IMAGE)
 
 
 def assets() -> StaticFiles:
-    """Swagger UI's script and stylesheet, and the docs' favicon."""
     return StaticFiles(directory=ASSETS_DIR)

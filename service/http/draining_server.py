@@ -1,11 +1,7 @@
-"""uvicorn's server with modelserve's shutdown: on SIGTERM (or Ctrl-C) drain first, then stop.
-
-uvicorn alone closes its listening socket at the first signal and answers requests still
-running when its timeout is up with a plain-text 500. Here the first signal starts the drain
-of `service.http.lifecycle` (readiness 503, new requests refused with 503, admitted ones finish)
-and begins the gRPC server's drain alongside; uvicorn's own shutdown starts only once no
-request is left or the drain time is up. A second signal stops at once.
-"""
+"""uvicorn's server, draining on SIGTERM/Ctrl-C before it stops (uvicorn alone closes its socket
+at once and answers requests still running at its timeout with a plain-text 500). The first
+signal starts the REST drain (service.http.lifecycle) and the gRPC one; uvicorn shuts down once
+no request is left or the drain time is up. A second signal stops at once."""
 
 from __future__ import annotations
 
@@ -16,6 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -26,8 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# uvicorn's own grace (its timeout_graceful_shutdown) once the drain is over: only requests past
-# the drain time are left, and they are cancelled (and answered 503) after it
+# uvicorn's timeout_graceful_shutdown after the drain: requests still left are cancelled (503)
 CLOSE_GRACE_SECONDS = 1
 
 
@@ -38,7 +34,7 @@ class DrainingServer(uvicorn.Server):
         self.lifecycle = server.lifecycle
         self.drain_seconds = server.settings.drain_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._drain: asyncio.Task[None] | None = None
+        self._drain: Future[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -46,8 +42,7 @@ class DrainingServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        """uvicorn re-raises the signal once its shutdown is done, so the process would end
-        as killed by it; a completed drain is a clean exit (status 0)."""
+        """Not uvicorn's, which re-raises the signal after shutdown: a drain exits with 0."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -70,11 +65,7 @@ class DrainingServer(uvicorn.Server):
         )
         self.server.begin_drain()  # REST and gRPC at the same time
         # a signal handler runs between two steps of the event loop: schedule, don't await
-        self._loop.call_soon_threadsafe(self._start_drain, sig)
-
-    def _start_drain(self, sig: int) -> None:
-        assert self._loop is not None
-        self._drain = self._loop.create_task(self._drain_then_stop(sig))
+        self._drain = asyncio.run_coroutine_threadsafe(self._drain_then_stop(sig), self._loop)
 
     async def _drain_then_stop(self, sig: int) -> None:
         if not await self.lifecycle.wait_idle(self.drain_seconds):

@@ -1,6 +1,5 @@
-"""The error answers in OpenAPI: every REST route documents its failures as the one body the
-app's exception handlers write, `{"error": "..."}`, so clients (and schema-driven tests) can
-rely on it."""
+"""Every REST route documents its failures as the one body the exception handlers write,
+`{"error": "..."}`, so clients (and schema-driven tests) can rely on it."""
 
 from __future__ import annotations
 
@@ -18,9 +17,8 @@ class ErrorAnswer(BaseModel):
 
 
 def error_responses(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
-    """A route's `responses=`: each status with its description, plus `4XX` for any other
-    client error. Declaring `4XX` also keeps FastAPI from documenting a 422 body that this
-    server never sends (its validation errors are 400s with the same ErrorAnswer)."""
+    """A route's `responses=`, plus `4XX`: it also keeps FastAPI from documenting a 422 that
+    this server never sends (its validation errors are 400s with an ErrorAnswer)."""
     responses: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorAnswer, "description": description}
         for status, description in descriptions.items()
@@ -37,7 +35,6 @@ LOADING = "The model has no version able to answer yet (loading, or the server i
 DEADLINE = "The request's deadline (`X-Request-Timeout`) passed before the model ran."
 
 STATUS_ERRORS = error_responses({400: INVALID, 404: NOT_FOUND})
-"""Status and metadata routes: a malformed or unknown model, version or label."""
 METADATA_ERRORS = error_responses({400: INVALID, 404: NOT_FOUND, 503: LOADING})
 PREDICT_ERRORS = error_responses(
     {

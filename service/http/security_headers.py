@@ -1,12 +1,6 @@
-"""Security headers on every response: nosniff, no referrer, no framing, and a
-Content-Security-Policy. A response that sets its own CSP keeps it (the web page, see
-service.http.web); API answers get one that allows nothing, as they are never pages.
-
-FastAPI's /docs and /redoc pages are generated with inline code: their CSP allows exactly
-their own inline scripts by hash (computed from the page as sent, so no other inline script
-runs), and inline styles, which Swagger UI and ReDoc set at run time. On HTTPS, browsers are
-also told to keep to HTTPS (HSTS).
-"""
+"""Security headers on every response: nosniff, no referrer, no framing, HSTS on HTTPS, and a
+CSP: a page's own (service.http.web) is kept; API answers, never pages, get one allowing nothing;
+/docs and /redoc allow their inline scripts by hash, and inline styles (set at run time)."""
 
 from __future__ import annotations
 
@@ -26,7 +20,7 @@ COMMON_HEADERS = (
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 HSTS = "max-age=31536000"
-# what a browser page on an allowed origin may send and read (with CORS on)
+# what a page on an allowed origin may send and read (with CORS on)
 CORS_ALLOW_HEADERS = [
     "Authorization",
     "X-API-Key",
@@ -40,7 +34,7 @@ _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
 def docs_csp(page: bytes) -> str:
-    """The CSP of a generated docs page: its own scripts and inline scripts (by hash) only."""
+    """Scripts from the server and the page's own inline scripts (by hash) only."""
     hashes = "".join(
         f" 'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
         for script in _INLINE_SCRIPT.findall(page)
@@ -83,8 +77,8 @@ def _add_headers(message: Message, csp: str, https: bool) -> None:
 
 
 class _DocsPage:
-    """A `send` holding a docs page's start until its body is complete (a few KB), to put the
-    hashes of its inline scripts into its CSP."""
+    """A `send` holding a docs page's start until its body (a few KB) is complete: its CSP
+    holds the hashes of its inline scripts."""
 
     def __init__(self, scope: Scope, send: Send) -> None:
         self._send = send

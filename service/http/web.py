@@ -1,10 +1,6 @@
-"""`GET /`: a page to try every model from a browser (service/web/, no build step, no CDN).
-
-Scripts and styles are separate files under /static/, so the page runs under a strict
-Content-Security-Policy with no inline code (the other security headers come from
-service.http.security_headers, on every response). With API keys on, the page and its files stay
-public and the page asks for a key before it calls the API (kept in the tab's sessionStorage).
-"""
+"""`GET /`: a page to try every model from a browser (service/web/, no build step, no CDN). Its
+scripts and styles are files under /static/, so it runs under a strict CSP with no inline code.
+With API keys on, the page asks for one before it calls the API (kept in sessionStorage)."""
 
 from __future__ import annotations
 
@@ -30,5 +26,4 @@ async def index() -> FileResponse:
 
 
 def static_files() -> StaticFiles:
-    """/static/: the page's script, stylesheet and icons."""
     return StaticFiles(directory=WEB_DIR / "static")
