@@ -2,8 +2,9 @@
 
 Targets:
 - `json`: bodies through orjson/stdlib parsing, the TF Serving codec (row and columnar), the
-  V2 codec and the :classify/:regress example builder, against signatures of every dtype;
-- `grpc`: TensorProto bytes through the gRPC codec;
+  V2 codec and the :classify/:regress example builder, against signatures of every dtype, then
+  the inference core's check of the decoded inputs;
+- `grpc`: TensorProto bytes through the gRPC codec and the same check;
 - `image`: upload bytes through Pillow and the digits/ImageNet preprocessing.
 
 Bad input must end in a ServingError (a 4xx, or INVALID_ARGUMENT); any other exception is a
@@ -37,6 +38,7 @@ with atheris.instrument_imports(include=["service"]):
     from service.core import classify_regress
     from service.core.dtypes import BY_TF_NAME
     from service.core.signatures import Signature, TensorInfo
+    from service.core.validation import check_call
     from service.errors import ServingError
     from service.grpc import codec as grpc_codec
     from service.http import tfserving_codec as tfs
@@ -75,8 +77,8 @@ def fuzz_json(data: bytes) -> None:
 
 
 def _decode_json(body: Any) -> None:
-    _each(lambda s: tfs.decode_inputs(tfs.parse_predict_request(body), s))
-    _each(lambda s: v2.decode_inputs(v2.parse_infer_request(body), s))
+    _each(lambda s: check_call(s, tfs.decode_inputs(tfs.parse_predict_request(body), s)))
+    _each(lambda s: check_call(s, v2.decode_inputs(v2.parse_infer_request(body), s)))
     _each(lambda _: classify_regress.serialized_from_json(body))
 
 
@@ -90,7 +92,10 @@ def fuzz_grpc(data: bytes) -> None:
         typed.CopyFrom(proto)  # as sent, and with the input's dtype to get past that check
         typed.dtype = types_pb2.DataType.Value(candidate.inputs["x"].dtype.tf_name)
         for sent in (proto, typed):
-            _each(lambda s, p=sent: grpc_codec.decode_inputs({"x": p}, s), [candidate])
+            _each(
+                lambda s, p=sent: check_call(s, grpc_codec.decode_inputs({"x": p}, s, {})),
+                [candidate],
+            )
 
 
 def fuzz_image(data: bytes) -> None:
