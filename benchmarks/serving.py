@@ -89,25 +89,32 @@ def request_body(model: str) -> dict[str, Any]:
     raise ValueError(model)
 
 
-def in_process_ceiling(
-    model: str, sizes: list[int], seconds: float
-) -> list[tuple[int, float, float]]:
-    """(batch size, samples/s, ms per call) calling the signature directly, no server."""
+def in_process_model(model: str) -> tuple[Any, dict[str, np.ndarray]]:
+    """The model's newest version loaded in this process, and the benchmark's instance as its
+    `serving_default` input, decoded as the gateway decodes it."""
     from service.core.runtime import LoadedModel
     from service.core.tensors import decode_tensor
 
     version = max(int(p.name) for p in (MODELS / model).iterdir() if p.name.isdigit())
     loaded = LoadedModel(model, version, MODELS / model / str(version))
-    signature = loaded.signatures["serving_default"]
-    (spec,) = signature.inputs.values()
+    (spec,) = loaded.signatures["serving_default"].inputs.values()
     one = decode_tensor(request_body(model)["instances"], spec, what="x", allow_b64=True)
+    return loaded, {spec.name: one}
+
+
+def in_process_ceiling(
+    model: str, sizes: list[int], seconds: float
+) -> list[tuple[int, float, float]]:
+    """(batch size, samples/s, ms per call) calling the signature directly, no server."""
+    loaded, one = in_process_model(model)
+    (name,) = one
     rows = []
     for size in sizes:
-        batch = {spec.name: np.repeat(one, size, axis=0)}
-        loaded.run(signature.name, batch)  # trace and warm this size
+        batch = {name: np.repeat(one[name], size, axis=0)}
+        loaded.call_tensors("serving_default", batch)  # trace and warm this size
         calls, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            loaded.run(signature.name, batch)
+            loaded.call_tensors("serving_default", batch)
             calls += 1
         elapsed = time.perf_counter() - start
         rows.append((size, calls * size / elapsed, elapsed / calls * 1000))
