@@ -8,16 +8,24 @@ For each model (default digits, votes, sentiment; add resnet50 when exported):
    - `naive`:   `batching.enabled: false`, one model call per request (the floor);
    - `echo`:    the same JSON parsing, validation and batching, answers without inference
                 (the HTTP/JSON ceiling; `MODELSERVE_ECHO=true`);
-3. prints one table (req/s, p50, p99, mean batch size), writes it as markdown and a PNG plot.
+3. Triton as a peer, in the same run: the same SavedModels behind PyTriton's bundled Triton
+   server (CPU, its dynamic batcher on; benchmarks/triton_peer.py, its own process), driven by
+   `wrk` with the same instance as a V2 request, `POST /v2/models/{m}/infer`, at the same
+   connection counts; its answer is checked against the model called in-process first;
+4. prints one table (req/s, p50, p99, mean batch size) and the modelserve/Triton req/s ratios,
+   writes them as markdown and a PNG plot.
 
 Run from the repository root:  python benchmarks/serving.py [--duration 10] [--models digits votes]
-Needs `wrk` (Debian: apt install wrk).
+Needs `wrk` (Debian: apt install wrk). The Triton peer needs `pip install -e '.[bench]'`
+(nvidia-pytriton); without it, Triton is skipped with a message. `--no-triton` skips it on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib.metadata
+import importlib.util
 import json
 import os
 import shutil
@@ -27,9 +35,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +55,15 @@ REVIEW = (
 )
 REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 MODES = ("batched", "naive", "echo")
+TRITON = "triton"  # the mode of the Triton peer's runs
+TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  wrk.headers[name] = value
+end
 local file = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.body = file:read("*a")
 file:close()
@@ -129,6 +144,48 @@ def free_port() -> int:
 
 
 @contextmanager
+def server_process(
+    name: str,
+    command: Sequence[str],
+    env: Mapping[str, str],
+    ready_urls: Sequence[str],
+    workdir: Path,
+) -> Iterator[None]:
+    """Runs `command` (in its own process group) until every URL in `ready_urls` answers 200,
+    in order; stops the group on exit."""
+    log = (workdir / f"{name}.log").open("w")
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        for url in ready_urls:
+            while not answers_200(url):
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} server exited; see {log.name}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} server not ready in 300 s; see {log.name}")
+                time.sleep(0.5)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        with suppress(ProcessLookupError):  # children left behind (Triton's server and stubs)
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def answers_200(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@contextmanager
 def gateway(
     mode: str,
     models: list[str],
@@ -160,30 +217,39 @@ def gateway(
         "warning",
         *extra_args,
     ]
-    log = (workdir / f"{mode}.log").open("w")
-    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{mode} server exited; see {log.name}")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"{mode} server not ready in 300 s; see {log.name}")
+    with server_process(mode, command, env, [f"{url}/readyz"], workdir):
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+
+
+@contextmanager
+def triton(models: list[str], workdir: Path) -> Iterator[str]:
+    """The Triton peer (benchmarks/triton_peer.py) serving `models`; yields its base URL once
+    the server and every model are ready."""
+    port = free_port()
+    command = [sys.executable, str(TRITON_PEER), "--port", str(port), "--models", *models]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    url = f"http://127.0.0.1:{port}"
+    ready = [f"{url}/v2/health/ready", *(f"{url}/v2/models/{m}/ready" for m in models)]
+    with server_process(TRITON, command, env, ready, workdir):
+        yield url
+
+
+def triton_unavailable() -> str | None:
+    """Why the Triton peer cannot run in this environment, or None."""
+    from packaging.requirements import Requirement
+
+    if importlib.util.find_spec("pytriton") is None:
+        return "nvidia-pytriton is not installed (pip install -e '.[bench]')"
+    # Its bundled Python backend stub misreads arrays of a numpy it was not built for (numpy 2
+    # under nvidia-pytriton 0.7: garbled string lengths, wrong output sizes).
+    for line in importlib.metadata.requires("nvidia-pytriton") or []:
+        requirement = Requirement(line)
+        if requirement.name == "numpy" and requirement.marker is None:
+            installed = importlib.metadata.version("numpy")
+            if installed not in requirement.specifier:
+                return f"nvidia-pytriton needs {requirement}, numpy {installed} is installed"
+    return None
 
 
 def batch_counters(url: str, model: str) -> tuple[int, int]:
@@ -199,11 +265,68 @@ def batch_counters(url: str, model: str) -> tuple[int, int]:
     return rows, batches
 
 
+def triton_batch_counters(url: str, model: str) -> tuple[int, int]:
+    """(rows, batches) Triton ran for the model so far."""
+    stats = httpx.get(f"{url}/v2/models/{model}/stats", timeout=10).json()["model_stats"]
+    return (
+        sum(s["inference_count"] for s in stats),
+        sum(s["execution_count"] for s in stats),
+    )
+
+
+def v2_request(url: str, model: str) -> tuple[bytes, dict[str, str]]:
+    """The benchmark's instance as one V2 inference request (body, extra headers), shaped as
+    Triton declares the model's input. Strings travel as JSON text; bytes that are not UTF-8
+    (resnet50's JPEG) in the binary tensor extension."""
+    instances = request_body(model)["instances"]
+    (declared,) = httpx.get(f"{url}/v2/models/{model}", timeout=10).json()["inputs"]
+    tensor: dict[str, Any] = {"name": declared["name"], "datatype": declared["datatype"]}
+    if declared["datatype"] != "BYTES":
+        values = np.asarray(instances)  # the JSON values modelserve parses, unchanged
+        tensor |= {"shape": padded_shape(values.shape, declared), "data": values.ravel().tolist()}
+        return json.dumps({"inputs": [tensor]}).encode(), {}
+    strings = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode() for v in instances]
+    tensor["shape"] = padded_shape((len(strings),), declared)
+    try:
+        tensor["data"] = [s.decode() for s in strings]
+        return json.dumps({"inputs": [tensor]}).encode(), {}
+    except UnicodeDecodeError:
+        raw = b"".join(len(s).to_bytes(4, "little") + s for s in strings)
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        header = json.dumps({"inputs": [tensor]}).encode()
+        return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def padded_shape(shape: tuple[int, ...], declared: dict[str, Any]) -> list[int]:
+    """`shape` with trailing 1s up to the declared rank (a scalar per row is declared [1])."""
+    return [*shape, *[1] * (len(declared["shape"]) - len(shape))]
+
+
+def check_triton(url: str, model: str, body: bytes, headers: dict[str, str]) -> None:
+    """Triton's answer to the benchmark's request must match the model called in-process."""
+    response = httpx.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
+    if response.status_code != 200:
+        raise RuntimeError(f"Triton {model}: {response.status_code} {response.text[:300]}")
+    loaded, inputs = in_process_model(model)
+    expected = loaded.call_tensors("serving_default", inputs)
+    for output in response.json()["outputs"]:
+        got = np.asarray(output["data"], dtype=np.float64)
+        want = expected[output["name"]].numpy().astype(np.float64).ravel()
+        if not (np.allclose(got, want, rtol=1e-3, atol=1e-4) and got.argmax() == want.argmax()):
+            raise RuntimeError(f"Triton {model} {output['name']}: {got[:8]} != {want[:8]}")
+
+
 def drive(
-    url: str, model: str, connections: int, seconds: float, workdir: Path
+    url: str,
+    body: bytes,
+    connections: int,
+    seconds: float,
+    workdir: Path,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    body_file = workdir / f"{model}.json"
-    body_file.write_text(json.dumps(request_body(model)))
+    """`wrk` POSTing `body` to `url` for `seconds` over `connections` connections."""
+    body_file = workdir / "body"
+    body_file.write_bytes(body)
     script = workdir / "post.lua"
     script.write_text(WRK_SCRIPT)
     command = [
@@ -215,14 +338,15 @@ def drive(
         "10s",
         "-s",
         str(script),
-        f"{url}/v1/models/{model}:predict",
+        url,
     ]
+    header_lines = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
     output = subprocess.run(
         command,
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "BENCH_BODY": str(body_file)},
+        env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_HEADERS": header_lines},
     ).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT"))
     requests, duration_us, errors, non2xx, p50_us, p99_us = map(int, line.split()[1:])
@@ -234,6 +358,47 @@ def drive(
     }
 
 
+@dataclass
+class Endpoint:
+    """What `wrk` drives for one model on one server, and the server's batch counters."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    counters: Callable[[], tuple[int, int]]  # (rows, batches) run so far
+
+
+def measure(
+    model: str, mode: str, connections: int, endpoint: Endpoint, seconds: float, workdir: Path
+) -> Run:
+    """One timed `wrk` run after a 1 s warm-up, with the mean batch size the server ran."""
+
+    def run_wrk(duration: float) -> dict[str, float]:
+        return drive(endpoint.url, endpoint.body, connections, duration, workdir, endpoint.headers)
+
+    run_wrk(1)  # warm the connection path
+    rows0, batches0 = endpoint.counters()
+    result = run_wrk(seconds)
+    rows1, batches1 = endpoint.counters()
+    run = Run(
+        model,
+        mode,
+        connections,
+        result["rps"],
+        result["p50"],
+        result["p99"],
+        int(result["errors"]),
+        (rows1 - rows0) / max(1, batches1 - batches0),
+    )
+    print(
+        f"  {mode:8} {model:10} c={connections:<3} {run.requests_per_second:8.0f} req/s  "
+        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  "
+        f"batch {run.mean_batch:5.2f}  errors {run.errors}",
+        flush=True,
+    )
+    return run
+
+
 def run_gateway(
     models: list[str], modes: list[str], connections: list[int], seconds: float, workdir: Path
 ) -> list[Run]:
@@ -241,30 +406,31 @@ def run_gateway(
     for mode in modes:
         with gateway(mode, models, workdir) as url:
             for model in models:
-                for conns in connections:
-                    drive(url, model, conns, 1, workdir)  # warm the connection path
-                    rows0, batches0 = batch_counters(url, model)
-                    result = drive(url, model, conns, seconds, workdir)
-                    rows1, batches1 = batch_counters(url, model)
-                    mean = (rows1 - rows0) / max(1, batches1 - batches0)
-                    runs.append(
-                        Run(
-                            model,
-                            mode,
-                            conns,
-                            result["rps"],
-                            result["p50"],
-                            result["p99"],
-                            int(result["errors"]),
-                            mean,
-                        )
-                    )
-                    print(
-                        f"  {mode:8} {model:10} c={conns:<3} {result['rps']:8.0f} req/s  "
-                        f"p50 {result['p50']:7.2f} ms  p99 {result['p99']:7.2f} ms  "
-                        f"batch {mean:5.2f}  errors {int(result['errors'])}",
-                        flush=True,
-                    )
+                endpoint = Endpoint(
+                    f"{url}/v1/models/{model}:predict",
+                    json.dumps(request_body(model)).encode(),
+                    {},
+                    partial(batch_counters, url, model),
+                )
+                runs += [measure(model, mode, c, endpoint, seconds, workdir) for c in connections]
+    return runs
+
+
+def run_triton(
+    models: list[str], connections: list[int], seconds: float, workdir: Path
+) -> list[Run]:
+    runs = []
+    with triton(models, workdir) as url:
+        for model in models:
+            body, headers = v2_request(url, model)
+            check_triton(url, model, body, headers)
+            endpoint = Endpoint(
+                f"{url}/v2/models/{model}/infer",
+                body,
+                headers,
+                partial(triton_batch_counters, url, model),
+            )
+            runs += [measure(model, TRITON, c, endpoint, seconds, workdir) for c in connections]
     return runs
 
 
@@ -298,6 +464,7 @@ def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]
             f"{b.requests_per_second / e.requests_per_second:.0%} | "
             f"{b.p99_ms:.1f} vs {n.p99_ms:.1f} |"
         )
+    lines += triton_ratios(runs)
     lines += ["", "## At 1 connection: p50 batched - naive", ""]
     low = min(r.connections for r in runs)
     for model in dict.fromkeys(r.model for r in runs):
@@ -318,6 +485,36 @@ def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]
     return "\n".join(lines) + "\n"
 
 
+def triton_ratios(runs: list[Run]) -> list[str]:
+    """A table of modelserve req/s over Triton's, per model and connection count (the modes
+    measured), or nothing when Triton was not measured."""
+    triton_runs = {(r.model, r.connections): r for r in runs if r.mode == TRITON}
+    if not triton_runs:
+        return []
+    modes = [m for m in MODES if any(r.mode == m for r in runs)]
+    lines = [
+        "",
+        "## modelserve / Triton (req/s, same run)",
+        "",
+        "| "
+        + " | ".join(["model", "connections", "Triton req/s", *(f"{m} / Triton" for m in modes)])
+        + " |",
+        "| --- | ---: | ---: |" + " ---: |" * len(modes),
+    ]
+    for (model, conns), t in triton_runs.items():
+        by_mode = {r.mode: r for r in runs if r.model == model and r.connections == conns}
+        ratios = [
+            f"{by_mode[m].requests_per_second / t.requests_per_second:.2f}x"
+            if m in by_mode
+            else "-"
+            for m in modes
+        ]
+        lines.append(
+            f"| {model} | {conns} | {t.requests_per_second:,.0f} | " + " | ".join(ratios) + " |"
+        )
+    return lines
+
+
 def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
     import matplotlib
 
@@ -327,20 +524,22 @@ def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], p
     models = list(dict.fromkeys(r.model for r in runs))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for mode, style in zip(MODES, ("o-", "s--", "^:"), strict=True):
+        for mode, style in zip((*MODES, TRITON), ("o-", "s--", "^:", "d-."), strict=True):
             points = sorted(
                 (r.connections, r.requests_per_second)
                 for r in runs
                 if r.model == model and r.mode == mode
             )
-            ax.plot(*zip(*points, strict=True), style, label=mode)
+            if points:
+                label = "Triton (PyTriton, dynamic batching)" if mode == TRITON else mode
+                ax.plot(*zip(*points, strict=True), style, label=label)
         best = max((rate for _, rate, _ in ceilings.get(model, [])), default=0.0)
         if best:
             ax.axhline(best, color="grey", lw=0.8, label="in-process ceiling")
         ax.set(title=model, xlabel="connections", ylabel="requests/s", xscale="log", yscale="log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("modelserve: dynamic batching vs naive and the echo ceiling")
+    fig.suptitle("modelserve: dynamic batching vs naive, the echo ceiling and Triton")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -352,6 +551,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["digits", "votes", "sentiment"])
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
+    parser.add_argument("--no-triton", action="store_true", help="skip the Triton peer")
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
@@ -383,6 +583,12 @@ def main() -> None:
     print("gateway ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_gateway(args.models, args.modes, args.connections, args.duration, Path(tmp))
+        skip = "--no-triton" if args.no_triton else triton_unavailable()
+        if skip:
+            print(f"Triton peer skipped: {skip}", flush=True)
+        else:
+            print("Triton peer ...", flush=True)
+            runs += run_triton(args.models, args.connections, args.duration, Path(tmp))
     saved = {"runs": [vars(run) for run in runs], "ceilings": ceilings}
     (args.output / "serving.json").write_text(json.dumps(saved, indent=1))
     write_results(runs, ceilings, args.output)
