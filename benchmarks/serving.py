@@ -9,23 +9,29 @@ For each model (default digits, votes, sentiment; add resnet50 when exported):
    - `echo`:    the same JSON parsing, validation and batching, answers without inference
                 (the HTTP/JSON ceiling; `MODELSERVE_ECHO=true`);
 3. Triton as a peer, in the same run: the same SavedModels behind PyTriton's bundled Triton
-   server (CPU, its dynamic batcher on; benchmarks/triton_peer.py, its own process), driven by
-   `wrk` with the same instance as a V2 request, `POST /v2/models/{m}/infer`, at the same
-   connection counts; its answer is checked against the model called in-process first;
+   server (CPU, its dynamic batcher on; benchmarks/triton_peer.py, its own process under its
+   own interpreter, see below), driven by `wrk` with the same instance as a V2 request,
+   `POST /v2/models/{m}/infer`, at the same connection counts; its answer is checked against
+   the model called in-process first;
 4. prints one table (req/s, p50, p99, mean batch size) and the modelserve/Triton req/s ratios,
    writes them as markdown and a PNG plot.
 
-Run from the repository root:  python benchmarks/serving.py [--duration 10] [--models digits votes]
-Needs `wrk` (Debian: apt install wrk). The Triton peer needs `pip install -e '.[bench]'`
-(nvidia-pytriton); without it, Triton is skipped with a message. `--no-triton` skips it on purpose.
+Run from the repository root, with modelserve's venv:
+    python benchmarks/serving.py [--duration 10] [--models digits votes]
+Needs `wrk` (Debian: apt install wrk).
+
+The Triton peer runs in a venv of its own, never modelserve's: nvidia-pytriton 0.7 requires
+numpy<2 (its Triton stub is built against numpy 1) while modelserve runs on numpy 2. Create it
+once with `scripts/triton-venv.sh` (.venv-triton in the repository root: tensorflow-cpu,
+nvidia-pytriton, numpy 1.26); the peer is started with `--triton-python PATH`, by default
+.venv-triton/bin/python. Without that interpreter Triton is skipped with a line saying how to
+create it; `--no-triton` skips it on purpose.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
@@ -57,6 +63,7 @@ REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 MODES = ("batched", "naive", "echo")
 TRITON = "triton"  # the mode of the Triton peer's runs
 TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
+TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"  # made by scripts/triton-venv.sh
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -223,32 +230,59 @@ def gateway(
 
 
 @contextmanager
-def triton(models: list[str], workdir: Path) -> Iterator[str]:
-    """The Triton peer (benchmarks/triton_peer.py) serving `models`; yields its base URL once
-    the server and every model are ready."""
+def triton(python: Path, models: list[str], workdir: Path) -> Iterator[str]:
+    """The Triton peer (benchmarks/triton_peer.py) serving `models`, run by the interpreter
+    `python` (the Triton venv's); yields its base URL once the server and every model are
+    ready."""
     port = free_port()
-    command = [sys.executable, str(TRITON_PEER), "--port", str(port), "--models", *models]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [str(python), str(TRITON_PEER), "--port", str(port), "--models", *models]
+    # Triton's Python backend stub links libpython: the loader must find the peer's
+    # interpreter's (the peer sets it too, when started by hand), not this one's.
+    libdir = interpreter_libdir(python)
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "LD_LIBRARY_PATH": os.pathsep.join(
+            p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p
+        ),
+    }
     url = f"http://127.0.0.1:{port}"
     ready = [f"{url}/v2/health/ready", *(f"{url}/v2/models/{m}/ready" for m in models)]
     with server_process(TRITON, command, env, ready, workdir):
         yield url
 
 
-def triton_unavailable() -> str | None:
-    """Why the Triton peer cannot run in this environment, or None."""
-    from packaging.requirements import Requirement
+def interpreter_libdir(python: Path) -> str:
+    """The LIBDIR (where its libpython lies) of the interpreter `python`."""
+    code = "import sysconfig; print(sysconfig.get_config_var('LIBDIR') or '')"
+    return subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
-    if importlib.util.find_spec("pytriton") is None:
-        return "nvidia-pytriton is not installed (pip install -e '.[bench]')"
-    # Its bundled Python backend stub misreads arrays of a numpy it was not built for (numpy 2
-    # under nvidia-pytriton 0.7: garbled string lengths, wrong output sizes).
-    for line in importlib.metadata.requires("nvidia-pytriton") or []:
-        requirement = Requirement(line)
-        if requirement.name == "numpy" and requirement.marker is None:
-            installed = importlib.metadata.version("numpy")
-            if installed not in requirement.specifier:
-                return f"nvidia-pytriton needs {requirement}, numpy {installed} is installed"
+
+def triton_unavailable(python: Path | None) -> str | None:
+    """Why the Triton peer cannot run with the interpreter `python` (None: the default,
+    .venv-triton/bin/python, does not exist), or None."""
+    if python is None:
+        return (
+            f"no Triton venv ({TRITON_PYTHON.relative_to(ROOT)} not found): create it with "
+            "scripts/triton-venv.sh, or pass --triton-python PATH"
+        )
+    if not os.access(python, os.X_OK):
+        venv = python.parent.parent if python.parent.name == "bin" else Path("DIR")
+        return (
+            f"--triton-python {python} is not an executable: create the venv with "
+            f"scripts/triton-venv.sh {venv}"
+        )
+    check = subprocess.run(
+        [str(python), "-c", "import pytriton.triton, tensorflow"], capture_output=True, text=True
+    )
+    if check.returncode != 0:  # e.g. modelserve's own venv: never install PyTriton there
+        error = (check.stderr.strip().splitlines() or ["?"])[-1]
+        return (
+            f"--triton-python {python} cannot run the peer ({error}): pass the python of a "
+            "venv of its own, made by scripts/triton-venv.sh"
+        )
     return None
 
 
@@ -417,10 +451,10 @@ def run_gateway(
 
 
 def run_triton(
-    models: list[str], connections: list[int], seconds: float, workdir: Path
+    python: Path, models: list[str], connections: list[int], seconds: float, workdir: Path
 ) -> list[Run]:
     runs = []
-    with triton(models, workdir) as url:
+    with triton(python, models, workdir) as url:
         for model in models:
             body, headers = v2_request(url, model)
             check_triton(url, model, body, headers)
@@ -552,6 +586,14 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
     parser.add_argument("--no-triton", action="store_true", help="skip the Triton peer")
+    parser.add_argument(
+        "--triton-python",
+        type=Path,
+        default=TRITON_PYTHON if TRITON_PYTHON.exists() else None,
+        metavar="PATH",
+        help="the interpreter of the Triton peer's venv (scripts/triton-venv.sh; default: "
+        f"{TRITON_PYTHON.relative_to(ROOT)} when it exists)",
+    )
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
@@ -575,6 +617,9 @@ def main() -> None:
         sys.exit(f"not in models/: {missing} (resnet50: modelserve train resnet50 --weights none)")
     args.output.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    skip_triton = "--no-triton" if args.no_triton else triton_unavailable(args.triton_python)
+    if skip_triton:
+        print(f"Triton peer skipped: {skip_triton}", flush=True)
     print("in-process ceiling ...", flush=True)
     sizes = [] if args.no_ceiling else [1, 2, 4, 8, 16, 32, 64]
     ceilings = {m: in_process_ceiling(m, sizes, 1.0) for m in args.models}
@@ -583,12 +628,11 @@ def main() -> None:
     print("gateway ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         runs = run_gateway(args.models, args.modes, args.connections, args.duration, Path(tmp))
-        skip = "--no-triton" if args.no_triton else triton_unavailable()
-        if skip:
-            print(f"Triton peer skipped: {skip}", flush=True)
-        else:
-            print("Triton peer ...", flush=True)
-            runs += run_triton(args.models, args.connections, args.duration, Path(tmp))
+        if not skip_triton:
+            print(f"Triton peer ({args.triton_python}) ...", flush=True)
+            runs += run_triton(
+                args.triton_python, args.models, args.connections, args.duration, Path(tmp)
+            )
     saved = {"runs": [vars(run) for run in runs], "ceilings": ceilings}
     (args.output / "serving.json").write_text(json.dumps(saved, indent=1))
     write_results(runs, ceilings, args.output)

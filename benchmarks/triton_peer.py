@@ -6,9 +6,12 @@ Each model's `serving_default` signature is a Python callable that PyTriton bind
 Inference Protocol: `POST /v2/models/<m>/infer`), on 127.0.0.1; its statistics endpoint is
 open, for the mean batch size.
 
-Started by benchmarks/serving.py as its own process; by hand, from the repository root:
-    python benchmarks/triton_peer.py --port 8000 --models digits votes
-Needs `pip install -e '.[bench]'` (nvidia-pytriton). SIGTERM or SIGINT stops it.
+Runs in the Triton venv made by scripts/triton-venv.sh (tensorflow-cpu, nvidia-pytriton, numpy<2:
+nvidia-pytriton 0.7 requires numpy 1), not modelserve's (numpy 2): it imports nothing from
+modelserve. Started by benchmarks/serving.py as its own process with that venv's interpreter
+(--triton-python); by hand, from the repository root:
+    .venv-triton/bin/python benchmarks/triton_peer.py --port 8000 --models digits votes
+SIGTERM or SIGINT stops it.
 """
 
 from __future__ import annotations
@@ -110,11 +113,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (V2 protocol)")
     parser.add_argument("--models", nargs="+", default=["digits", "votes", "sentiment"])
     args = parser.parse_args()
-    # Triton's Python backend stub links libpython: point the loader at this interpreter's.
+    # Triton's Python backend stub links libpython: point the loader at this interpreter's
+    # (benchmarks/serving.py has done so already when it started the peer).
     libdir = sysconfig.get_config_var("LIBDIR")
-    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p
-    )
+    paths = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    if libdir and libdir not in paths:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *paths])
     logging.basicConfig(level=logging.WARNING)
     from pytriton.triton import (
         DEFAULT_PROTECTED_ENDPOINTS,
