@@ -150,6 +150,11 @@ def free_port() -> int:
         return port
 
 
+def _tail(path: str, lines: int = 30) -> str:
+    """The end of a server's log (its folder is temporary: gone once the benchmark stops)."""
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
 @contextmanager
 def server_process(
     name: str,
@@ -169,9 +174,9 @@ def server_process(
         for url in ready_urls:
             while not answers_200(url):
                 if process.poll() is not None:
-                    raise RuntimeError(f"{name} server exited; see {log.name}")
+                    raise RuntimeError(f"{name} server exited:\n{_tail(log.name)}")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} server not ready in 300 s; see {log.name}")
+                    raise RuntimeError(f"{name} server not ready in 300 s:\n{_tail(log.name)}")
                 time.sleep(0.5)
         yield
     finally:
@@ -480,43 +485,52 @@ def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]
             f"| {r.model} | {r.connections} | {r.mode} | {r.requests_per_second:,.0f} | "
             f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.mean_batch:.2f} | {r.errors} |"
         )
-    lines += [
-        "",
-        "## Ratios at the highest concurrency",
-        "",
-        "| model | batched / naive | batched / echo | p99 batched vs naive (ms) |",
-        "| --- | ---: | ---: | --- |",
-    ]
+    ratios = []
     top = max(r.connections for r in runs)
     for model in dict.fromkeys(r.model for r in runs):
         by_mode = {r.mode: r for r in runs if r.model == model and r.connections == top}
-        if set(by_mode) != set(MODES):
+        if not set(MODES) <= set(by_mode):
             continue
         b, n, e = by_mode["batched"], by_mode["naive"], by_mode["echo"]
-        lines.append(
+        ratios.append(
             f"| {model} | {b.requests_per_second / n.requests_per_second:.2f}x | "
             f"{b.requests_per_second / e.requests_per_second:.0%} | "
             f"{b.p99_ms:.1f} vs {n.p99_ms:.1f} |"
         )
+    lines += _section(
+        "Ratios at the highest concurrency",
+        ["| model | batched / naive | batched / echo | p99 batched vs naive (ms) |"],
+        "| --- | ---: | ---: | --- |",
+        ratios,
+    )
     lines += triton_ratios(runs)
-    lines += ["", "## At 1 connection: p50 batched - naive", ""]
     low = min(r.connections for r in runs)
+    differences = []
     for model in dict.fromkeys(r.model for r in runs):
         by_mode = {r.mode: r for r in runs if r.model == model and r.connections == low}
         if {"batched", "naive"} <= set(by_mode):
             difference = by_mode["batched"].p50_ms - by_mode["naive"].p50_ms
-            lines.append(f"- {model}: {difference:+.2f} ms")
-    lines += [
-        "",
-        "## In-process ceiling (signature called directly)",
-        "",
-        "| model | batch | samples/s | ms per call |",
-        "| --- | ---: | ---: | ---: |",
+            differences.append(f"- {model}: {difference:+.2f} ms")
+    lines += _section(f"At {low} connection(s): p50 batched - naive", [], None, differences)
+    ceiling_rows = [
+        f"| {model} | {size} | {rate:,.0f} | {ms:.2f} |"
+        for model, rows in ceilings.items()
+        for size, rate, ms in rows
     ]
-    for model, rows in ceilings.items():
-        for size, rate, ms in rows:
-            lines.append(f"| {model} | {size} | {rate:,.0f} | {ms:.2f} |")
+    lines += _section(
+        "In-process ceiling (signature called directly)",
+        ["| model | batch | samples/s | ms per call |"],
+        "| --- | ---: | ---: | ---: |",
+        ceiling_rows,
+    )
     return "\n".join(lines) + "\n"
+
+
+def _section(title: str, header: list[str], rule: str | None, rows: list[str]) -> list[str]:
+    """A markdown section, or nothing when it has no rows (a mode or the ceiling not run)."""
+    if not rows:
+        return []
+    return ["", f"## {title}", "", *header, *([rule] if rule else []), *rows]
 
 
 def triton_ratios(runs: list[Run]) -> list[str]:
@@ -620,9 +634,10 @@ def main() -> None:
     skip_triton = "--no-triton" if args.no_triton else triton_unavailable(args.triton_python)
     if skip_triton:
         print(f"Triton peer skipped: {skip_triton}", flush=True)
-    print("in-process ceiling ...", flush=True)
-    sizes = [] if args.no_ceiling else [1, 2, 4, 8, 16, 32, 64]
-    ceilings = {m: in_process_ceiling(m, sizes, 1.0) for m in args.models}
+    ceilings: dict[str, list[tuple[int, float, float]]] = {}
+    if not args.no_ceiling:
+        print("in-process ceiling ...", flush=True)
+        ceilings = {m: in_process_ceiling(m, [1, 2, 4, 8, 16, 32, 64], 1.0) for m in args.models}
     for model, rows in ceilings.items():
         print(f"  {model:10} " + "  ".join(f"b{s}: {r:,.0f}/s" for s, r, _ in rows), flush=True)
     print("gateway ...", flush=True)
