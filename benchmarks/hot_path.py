@@ -1,0 +1,165 @@
+"""Where a request's time goes before any model runs: modelserve in echo mode (the whole HTTP,
+JSON, validation and batching path, answers without inference) against a bare FastAPI route
+parsing the same body (`benchmarks/bare_fastapi.py`), side by side in one run, and optionally
+a profile of the echo server under that load.
+
+Each round starts both servers fresh, in alternating order, and drives each with `wrk` at
+`--connections` for `--duration` seconds (votes, one instance per request). Prints req/s, the
+time per request (1 / req/s: the machine's two cores are shared by wrk and the server) and
+echo / bare.
+
+`--profile` samples the echo server's event-loop thread with py-spy (`pip install py-spy`)
+during one more run and prints the functions that hold the most of it (inclusive share).
+
+Run from the repository root:  python benchmarks/hot_path.py [--rounds 3] [--profile]
+Needs `wrk` (Debian: apt install wrk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import serving
+
+MODEL = "votes"
+ROUTE = f"/v1/models/{MODEL}:predict"
+
+
+@contextmanager
+def bare_server(workdir: Path) -> Iterator[str]:
+    port = serving.free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bare_fastapi:app",
+        "--app-dir",
+        str(Path(__file__).parent),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with serving.server_process("bare", command, dict(os.environ), [f"{url}/docs"], workdir):
+        yield url
+
+
+def drive(url: str, connections: int, seconds: float, workdir: Path) -> float:
+    """Requests per second over one timed run, after a 1 s warm-up."""
+    body = json.dumps(serving.request_body(MODEL)).encode()
+    serving.drive(url + ROUTE, body, connections, 1, workdir)
+    result = serving.drive(url + ROUTE, body, connections, seconds, workdir)
+    if result["errors"]:
+        raise RuntimeError(f"{url}: {result['errors']} errors")
+    return result["rps"]
+
+
+def server_pid(url: str) -> int:
+    port = url.rsplit(":", 1)[1]
+    found = subprocess.run(
+        ["pgrep", "-f", f"serve --host 127.0.0.1 --port {port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(found.stdout.split()[0])
+
+
+def profile(url: str, connections: int, seconds: float, workdir: Path, top: int) -> None:
+    """py-spy samples of the echo server's event loop while wrk drives it."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        print("profile skipped: py-spy not found (pip install py-spy)")
+        return
+    raw = workdir / "profile.txt"
+    load = threading.Thread(target=drive, args=(url, connections, seconds + 2, workdir))
+    load.start()
+    subprocess.run(
+        [py_spy, "record", "--pid", str(server_pid(url)), "--duration", str(round(seconds)),
+         "--rate", "500", "--format", "raw", "--output", str(raw), "--nonblocking"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    load.join()
+    shares, samples = loop_shares(raw)
+    print(f"\nevent-loop thread, {samples} samples: share of them inside each function")
+    for function, count in shares.most_common(top):
+        print(f"  {count / samples:6.1%}  {function}")
+
+
+def loop_shares(raw: Path) -> tuple[collections.Counter[str], int]:
+    """Inclusive sample counts per function (line numbers dropped) on the event-loop thread:
+    the stacks that pass through asyncio's runner."""
+    shares: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = {re.sub(r":\d+\)$", ")", frame) for frame in stack.split(";")}
+        if not stack or not any("asyncio/runners.py" in frame for frame in frames):
+            continue
+        samples += int(count)
+        for frame in frames:
+            shares[frame] += int(count)
+    return shares, samples
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--profile", action="store_true", help="py-spy the echo server")
+    parser.add_argument("--top", type=int, default=40, help="functions the profile lists")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt install wrk")
+    rates: dict[str, list[float]] = {"bare": [], "echo": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for round_number in range(args.rounds):
+            order = ("bare", "echo") if round_number % 2 == 0 else ("echo", "bare")
+            for name in order:
+                with _server(name, workdir) as url:
+                    rate = drive(url, args.connections, args.duration, workdir)
+                rates[name].append(rate)
+                print(f"  round {round_number + 1} {name:5} {rate:8,.0f} req/s", flush=True)
+        if args.profile:
+            with _server("echo", workdir) as url:
+                profile(url, args.connections, args.duration, workdir, args.top)
+    bare, echo = (statistics.median(rates[name]) for name in ("bare", "echo"))
+    print(f"\n| server | req/s (median of {args.rounds}) | µs per request |")
+    print("| --- | ---: | ---: |")
+    for name, rate in (("bare FastAPI route", bare), ("modelserve echo mode", echo)):
+        print(f"| {name} | {rate:,.0f} | {1e6 / rate:,.0f} |")
+    print(f"\necho / bare: {echo / bare:.2f} ({1e6 / echo - 1e6 / bare:,.0f} µs more per request)")
+
+
+@contextmanager
+def _server(name: str, workdir: Path) -> Iterator[str]:
+    if name == "bare":
+        with bare_server(workdir) as url:
+            yield url
+    else:
+        with serving.gateway("echo", [MODEL], workdir) as url:
+            yield url
+
+
+if __name__ == "__main__":
+    main()
