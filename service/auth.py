@@ -1,7 +1,8 @@
-"""API keys (off by default) and the REST middleware that asks for one: with keys, every path
-needs one except the page, its files and the API docs, and (unless `auth_health`/`auth_metrics`)
-the probes and /metrics; unknown paths too, so a new route is protected by default. Admin routes
-always need a key with keys on, and answer 403 without keys unless `admin_without_keys`."""
+"""API keys (off by default) and who needs one for which REST path (the REST middleware,
+service.http.middleware, asks `AccessPolicy.admit`): with keys, every path needs one except the
+page, its files and the API docs, and (unless `auth_health`/`auth_metrics`) the probes and
+/metrics; unknown paths too, so a new route is protected by default. Admin routes always need a
+key with keys on, and answer 403 without keys unless `admin_without_keys`."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import SecretStr
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -151,52 +152,49 @@ class AccessPolicy:
     def is_public(self, path: str) -> bool:
         return path in self.public_paths or path.startswith(PUBLIC_PREFIXES)
 
-
-class AccessControl:
-    """ASGI middleware: 401 with `WWW-Authenticate: Bearer` for a missing or wrong key, 403 for
-    disabled admin routes."""
-
-    def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
-        self.app = app
-        self.policy = policy
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    def admit(self, scope: Scope) -> Refusal | None:
+        """None lets an HTTP or websocket request through (an admin one marked as granted, for
+        service.http.admin); else what refuses it (`service.http.middleware` answers it)."""
         path = route_path(scope)
         admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
         refusal = self._refusal(scope, path, admin)
-        if refusal is None:
-            if admin:
-                scope[ADMIN_GRANTED] = True
-            await self.app(scope, receive, send)
-            return
-        status, message, headers = refusal
-        if scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-            return
-        response = JSONResponse({"error": message}, status_code=status, headers=headers)
-        await response(scope, receive, send)
+        if refusal is None and admin:
+            scope[ADMIN_GRANTED] = True
+        return refusal
 
-    def _refusal(
-        self, scope: Scope, path: str, admin: bool
-    ) -> tuple[int, str, dict[str, str]] | None:
-        """The status, message and headers refusing the request; None to let it through."""
-        keys = self.policy.keys
+    def _refusal(self, scope: Scope, path: str, admin: bool) -> Refusal | None:
+        keys = self.keys
         if keys is None:
-            disabled = admin and not self.policy.admin_without_keys
-            return (403, ADMIN_DISABLED, {}) if disabled else None
-        if not admin and self.policy.is_public(path):
+            disabled = admin and not self.admin_without_keys
+            return Refusal(403, ADMIN_DISABLED, {}) if disabled else None
+        if not admin and self.is_public(path):
             return None
         headers = Headers(scope=scope)  # the first of each name, as latin-1 text
         presented = presented_key(headers.get("authorization"), headers.get("x-api-key"))
         if keys.accepts(presented):
             return None
         if presented is None:
-            return 401, MISSING_KEY, {"WWW-Authenticate": 'Bearer realm="modelserve"'}
+            return Refusal(401, MISSING_KEY, {"WWW-Authenticate": 'Bearer realm="modelserve"'})
         challenge = 'Bearer realm="modelserve", error="invalid_token"'
-        return 401, WRONG_KEY, {"WWW-Authenticate": challenge}
+        return Refusal(401, WRONG_KEY, {"WWW-Authenticate": challenge})
+
+
+class Refusal(NamedTuple):
+    """A request `AccessPolicy.admit` turns away: 401 with `WWW-Authenticate: Bearer` for a
+    missing or wrong key, 403 for disabled admin routes."""
+
+    status: int
+    message: str
+    headers: dict[str, str]
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": self.message[:120]})
+            return
+        response = JSONResponse(
+            {"error": self.message}, status_code=self.status, headers=self.headers
+        )
+        await response(scope, receive, send)
 
 
 def route_path(scope: Scope) -> str:

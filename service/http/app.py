@@ -16,12 +16,10 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from service import __version__
-from service.auth import AccessControl
 from service.errors import QueueFullError, ServingError
 from service.http import admin, docs, health, overview, prometheus, tfserving_rest, v2_rest, web
 from service.http.json_io import JSONBody
-from service.http.lifecycle import DrainGate
-from service.http.middleware import RequestObserver
+from service.http.middleware import RequestGate
 from service.http.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
 from service.observer import log_failure
 from service.tasks import routes as task_routes
@@ -44,12 +42,20 @@ def create_app(server: ModelServer) -> FastAPI:
         redoc_url=None,
     )
     app.state.server = server
-    # the last added runs first: the observer counts the drain gate's 503s and the access
-    # check's 401s; CORS answers preflights (which carry no key) and sets its headers on all
-    app.add_middleware(DrainGate, lifecycle=server.lifecycle)
-    app.add_middleware(AccessControl, policy=server.access)
-    app.add_middleware(RequestObserver, metrics=server.metrics)
-    if server.settings.cors_origins:
+    # the REST middleware: security headers, then the request's bookkeeping (which counts the
+    # access check's 401s and the drain gate's 503s), the access check and the drain gate.
+    # CORS, when on, answers preflights (which carry no key) and sets its headers on all: it
+    # sits between the security headers (their own layer then, as the last added runs first)
+    # and the rest
+    cors = bool(server.settings.cors_origins)
+    app.add_middleware(
+        RequestGate,
+        lifecycle=server.lifecycle,
+        policy=server.access,
+        metrics=server.metrics,
+        security_headers=not cors,
+    )
+    if cors:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=server.settings.cors_origins,
@@ -57,7 +63,7 @@ def create_app(server: ModelServer) -> FastAPI:
             allow_headers=CORS_ALLOW_HEADERS,
             expose_headers=CORS_EXPOSE_HEADERS,
         )
-    app.add_middleware(SecurityHeaders)
+        app.add_middleware(SecurityHeaders)
     # with keys, /docs shows an "Authorize" button (the middleware does the checking)
     key = Security(APIKeyHeader(name="X-API-Key", auto_error=False))
     keyed = [key] if server.access.keys else []

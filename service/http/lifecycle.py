@@ -1,6 +1,7 @@
 """Graceful shutdown of the REST side: while draining, readiness answers 503, new requests get
 503 with `Retry-After` and `Connection: close`, and admitted ones finish; the socket stays open
-until then, so clients can tell a restart from a crash (a reset or "connection refused")."""
+until then, so clients can tell a restart from a crash (a reset or "connection refused").
+The REST middleware (service.http.middleware) applies these: it counts the requests in flight."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Scope, Send
 
 # Answered while draining: liveness must hold (a failing liveness probe means SIGKILL) and the
 # readiness routes say "draining" themselves; metrics are scraped until the end.
@@ -37,45 +38,22 @@ class Lifecycle:
         return True
 
 
-class DrainGate:
-    """ASGI middleware: counts requests in flight; while draining refuses new ones (503) and
-    tells every client to close its connection."""
-
-    def __init__(self, app: ASGIApp, lifecycle: Lifecycle) -> None:
-        self.app = app
-        self.lifecycle = lifecycle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        lifecycle = self.lifecycle
-        if lifecycle.draining and scope["path"] not in ANSWERED_WHILE_DRAINING:
-            await _send_unavailable(send, "the server is shutting down; retry on another replica")
-            return
-        response_started = False
-
-        async def send_closing(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                if lifecycle.draining:  # the client should reconnect, to another replica
-                    MutableHeaders(scope=message)["connection"] = "close"
-            await send(message)
-
-        lifecycle.in_flight += 1
-        try:
-            await self.app(scope, receive, send_closing)
-        except asyncio.CancelledError:
-            # uvicorn cancels what is still running once the drain time is up: answer it
-            if not (lifecycle.draining and not response_started):
-                raise
-            await _send_unavailable(send, "the server shut down before this request finished")
-        finally:
-            lifecycle.in_flight -= 1
+SHUTTING_DOWN = "the server is shutting down; retry on another replica"
+SHUT_DOWN_MID_REQUEST = "the server shut down before this request finished"
 
 
-async def _send_unavailable(send: Send, message: str) -> None:
+def turns_away(lifecycle: Lifecycle, scope: Scope) -> bool:
+    """Whether a new request is refused (503, `send_unavailable`) rather than admitted."""
+    return lifecycle.draining and scope["path"] not in ANSWERED_WHILE_DRAINING
+
+
+def close_connection(start: Message) -> None:
+    """Tells the client of an admitted request to reconnect (to another replica) while
+    draining: `Connection: close` on its response's start."""
+    MutableHeaders(scope=start)["connection"] = "close"
+
+
+async def send_unavailable(send: Send, message: str) -> None:
     body = orjson.dumps({"error": message})
     headers = [
         (b"content-type", b"application/json"),

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import re
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import route_path
@@ -30,6 +29,8 @@ CORS_ALLOW_HEADERS = [
 ]
 CORS_EXPOSE_HEADERS = ["X-Request-ID", "Retry-After"]
 DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+_COMMON_RAW = tuple((name.lower().encode(), value.encode()) for name, value in COMMON_HEADERS)
+_HSTS_RAW = (b"strict-transport-security", HSTS.encode())
 _INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -46,7 +47,35 @@ def docs_csp(page: bytes) -> str:
     )
 
 
+def docs_page(scope: Scope, send: Send) -> Send | None:
+    """For /docs and /redoc, a `send` adding the page's headers (its CSP has the hashes of its
+    inline scripts); None for any other path, whose answers get `add_headers(..., API_CSP)`."""
+    return _DocsPage(scope, send) if route_path(scope) in DOCS_PATHS else None
+
+
+def add_headers(start: Message, csp: str, https: bool) -> None:
+    """To a response's start, each of the headers it does not set itself (a page keeps its
+    own CSP), in this order after its own."""
+    headers = response_headers(start)
+    present = {name for name, _ in headers}
+    added = [*_COMMON_RAW, (b"content-security-policy", csp.encode("latin-1"))]
+    if https:
+        added.append(_HSTS_RAW)
+    headers.extend(header for header in added if header[0] not in present)
+
+
+def response_headers(start: Message) -> list[tuple[bytes, bytes]]:
+    """The start's raw headers as a list to add to (an app may send any iterable)."""
+    headers = start["headers"]
+    if not isinstance(headers, list):
+        headers = start["headers"] = list(headers)
+    return headers
+
+
 class SecurityHeaders:
+    """ASGI middleware adding them, for when CORS sits between it and the REST middleware
+    (service.http.app); without CORS, service.http.middleware adds them itself."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -54,26 +83,18 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if route_path(scope) in DOCS_PATHS:
-            await self.app(scope, receive, _DocsPage(scope, send))
+        docs = docs_page(scope, send)
+        if docs is not None:
+            await self.app(scope, receive, docs)
             return
         https = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _add_headers(message, API_CSP, https)
+                add_headers(message, API_CSP, https)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-def _add_headers(message: Message, csp: str, https: bool) -> None:
-    headers = MutableHeaders(scope=message)
-    for name, value in COMMON_HEADERS:
-        headers.setdefault(name, value)
-    headers.setdefault("content-security-policy", csp)
-    if https:
-        headers.setdefault("strict-transport-security", HSTS)
 
 
 class _DocsPage:
@@ -96,6 +117,6 @@ class _DocsPage:
         self._body += message.get("body", b"")
         if message.get("more_body", False):
             return
-        _add_headers(self._start, docs_csp(bytes(self._body)), self._https)
+        add_headers(self._start, docs_csp(bytes(self._body)), self._https)
         await self._send(self._start)
         await self._send({"type": "http.response.body", "body": bytes(self._body)})
