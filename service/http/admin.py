@@ -1,5 +1,6 @@
-"""Admin routes: rescan, unload and load a model, show the config. AccessControl decides who
-may call them; `_admitted` refuses them (403) too should that middleware be missing."""
+"""Admin routes: rescan, unload and load a model, show the config. The access policy
+(`service.auth`, applied by `service.http.middleware.RequestGate`) decides who may call them;
+`_admitted` refuses them (403) too should that middleware be missing."""
 
 from __future__ import annotations
 
