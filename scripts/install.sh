@@ -15,16 +15,9 @@ if [[ $editable != [01] ]]; then
 fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-python=${PYTHON:-}
-if [[ -z $python ]]; then
-    for candidate in python3.11 python3; do
-        if command -v "$candidate" >/dev/null; then python=$candidate; break; fi
-    done
-fi
-if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-    echo "error: modelserve needs Python 3.11 (found: $("$python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
-    exit 1
-fi
+needs=modelserve
+# shellcheck source=scripts/python311.sh
+source "$root/scripts/python311.sh"
 
 if [[ ! -x $venv/bin/python ]]; then
     echo "creating virtual environment $venv"

@@ -18,23 +18,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${1:-$root/.venv-triton}
 
-python=${PYTHON:-}
-if [[ -z $python ]]; then
-    for candidate in python3.11 python3; do
-        if command -v "$candidate" >/dev/null; then
-            python=$candidate
-            break
-        fi
-    done
-fi
-if [[ -z $python ]]; then
-    echo "error: no python3.11 or python3 found; set PYTHON=/path/to/python3.11" >&2
-    exit 1
-fi
-if ! "$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-    echo "error: the Triton peer is set up for Python 3.11 (found: $("$python" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
-    exit 1
-fi
+needs="the Triton peer"
+# shellcheck source=scripts/python311.sh
+source "$root/scripts/python311.sh"
 
 if [[ ! -x $venv/bin/python ]]; then
     echo "creating virtual environment $venv"
