@@ -17,6 +17,7 @@ from service.core.repository import ModelRepository
 from service.core.servable import ServableVersion
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
 from service.core.validation import check_call
+from service.errors import ServingError
 
 
 @dataclass(frozen=True)
@@ -113,18 +114,24 @@ class InferenceCore:
         """The AVAILABLE version `ref` addresses (metadata), noted on the request's record."""
         try:
             servable = self.repository.resolve(ref.model, ref.version, ref.label)
-        finally:
-            self._note_model(ref.model, record)
-        record.version = servable.version
+        except ServingError:
+            self._note_served(ref.model, record)
+            raise
+        record.model, record.version = servable.model, servable.version
         return servable
 
     def statuses(self, ref: ModelRef, record: RequestRecord) -> list[ServableVersion]:
         """Every version of the model, or the one `ref` addresses (status routes)."""
         try:
-            return self.repository.statuses(ref.model, ref.version, ref.label)
-        finally:
-            self._note_model(ref.model, record)
+            versions = self.repository.statuses(ref.model, ref.version, ref.label)
+        except ServingError:
+            self._note_served(ref.model, record)
+            raise
+        record.model = ref.model  # a served model: statuses 404s otherwise
+        return versions
 
-    def _note_model(self, model: str, record: RequestRecord) -> None:
-        if model in self.repository.model_names():  # bounded metric labels: served names only
+    def _note_served(self, model: str, record: RequestRecord) -> None:
+        """A refused request's model, if served (e.g. an unknown version): only served names
+        become metric labels, so their number stays bounded."""
+        if model in self.repository.model_names():
             record.model = model
