@@ -272,7 +272,7 @@ def test_the_view_is_a_snapshot_of_versions_failures_and_admin_unloads(
         with pytest.raises(dataclasses.FrozenInstanceError):
             good.ready = False  # type: ignore[misc]
 
-        unloaded = repository.unload_model("good")
+        unloaded = await repository.unload_model("good")
         assert unloaded.unloaded_by_admin and not good.unloaded_by_admin, "a snapshot"
         assert (await settled_states(repository))["good"] == {1: VersionState.END}
         assert not repository.models()[0].ready
@@ -280,7 +280,7 @@ def test_the_view_is_a_snapshot_of_versions_failures_and_admin_unloads(
         with pytest.raises(UnavailableError, match="unloaded by an admin"):
             repository.resolve("good")
 
-        assert not repository.load_model("good").unloaded_by_admin
+        assert not (await repository.load_model("good")).unloaded_by_admin
         assert (await settled_states(repository))["good"] == {1: VersionState.AVAILABLE}
         assert repository.resolve("good").version == 1
         await repository.stop()

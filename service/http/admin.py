@@ -51,7 +51,7 @@ async def unload(request: Request, model: str) -> JSONBody:
     """Frees the model's memory: each version unloads once the requests holding it finish
     (state UNLOADING, then END), and the model stays unloaded whatever appears on disk. Its
     requests get 503 meanwhile; readiness ignores it, so the replica stays in rotation."""
-    listing = _listing(repository(request).unload_model(model))
+    listing = _listing(await repository(request).unload_model(model))
     request_record(request).model = model  # a served model: unload_model 404s otherwise
     return JSONBody(listing)
 
@@ -61,7 +61,7 @@ async def unload(request: Request, model: str) -> JSONBody:
 )
 async def load(request: Request, model: str) -> JSONBody:
     """The model's versions (per its version policy) load again; their state says how far."""
-    listing = _listing(repository(request).load_model(model))
+    listing = _listing(await repository(request).load_model(model))
     request_record(request).model = model
     return JSONBody(listing)
 

@@ -8,39 +8,24 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.core import routing
 from service.core.batching import BatchObserver
 from service.core.placement import DeviceSetup
 from service.core.repository.loaders import LocalLoader, load_failure
 from service.core.repository.sources import Fingerprint, Listing, VersionSource, source_for
+from service.core.routing import SETTLING, ModelSnapshot, ModelView, VersionSnapshot
 from service.core.servable import ServableVersion, VersionState
 from service.core.serving_config import ModelConfig, ServingConfig
-from service.errors import NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 1.0  # a settled rescan lists again after this long while a version changes
 SETTLE_LISTINGS = 5  # at most this many listings per settled rescan (then the poller goes on)
-
-_SETTLING = (VersionState.START, VersionState.LOADING)
-
-
-@dataclass(frozen=True)
-class ModelView:
-    """A snapshot of one model; its versions are the live ones."""
-
-    name: str
-    config: ModelConfig
-    versions: tuple[ServableVersion, ...]  # every version known, ascending
-    ready: bool  # has an AVAILABLE version
-    load_failures: int  # versions that failed to load since the server started
-    versions_found: tuple[int, ...]  # by the last listing (kept while a folder is unreadable)
-    ignored_folders: Mapping[str, str]  # folder -> why it is no version
-    unloaded_by_admin: bool
 
 
 @dataclass
@@ -65,6 +50,35 @@ class _Model:
             return []
         found = self.listing.versions
         return [v for v in sorted(self.wanted()) if _should_load(self.versions.get(v), found[v])]
+
+    def why_unavailable(self) -> str:
+        loading = [v for v, s in self.versions.items() if s.state in SETTLING]
+        failed = [
+            f"version {v}: {s.error_message}" for v, s in self.versions.items() if s.error_message
+        ]
+        if loading:
+            return f" (loading version {', '.join(map(str, loading))})"
+        if failed:
+            return " (" + "; ".join(failed) + ")"
+        if self.listing.error:
+            return f" ({self.listing.error})"
+        if not self.listing.versions:
+            return f" (no version {self.source.where})"
+        return ""
+
+    def snapshot(self) -> ModelSnapshot:
+        """This model's data for a front-end worker (`service.processes`)."""
+        return ModelSnapshot(
+            name=self.name,
+            config=self.config,
+            versions={v: _version_snapshot(s) for v, s in self.versions.items()},
+            serving_versions=tuple(sorted(self.serving)),
+            load_failures=self.load_failures,
+            versions_found=tuple(sorted(self.listing.versions)),
+            ignored_folders=dict(self.listing.ignored),
+            unloaded_by_admin=self.unloaded_by_admin,
+            unavailable_reason=self.why_unavailable(),
+        )
 
     def view(self) -> ModelView:
         return ModelView(
@@ -158,78 +172,37 @@ class ModelRepository:
     def models(self) -> list[ModelView]:
         return [model.view() for model in self._models.values()]
 
-    def _model(self, name: str) -> _Model:
-        """A served model (404 otherwise)."""
-        try:
-            model = self._models[name]
-        except KeyError:
-            served = ", ".join(self._models) or "none"
-            raise NotFoundError(f"model {name!r} is not served; models: {served}") from None
-        return model
+    def snapshot(self) -> tuple[ModelSnapshot, ...]:
+        return tuple(model.snapshot() for model in self._models.values())
 
     def statuses(
         self, model: str, version: int | None = None, label: str | None = None
     ) -> list[ServableVersion]:
         """Every version known (in any state), ascending, or the one addressed (404 if none)."""
-        if label is not None:
-            version = self.label_version(model, label)
-        versions = self._model(model).versions
-        if version is None:
-            return [v for _, v in sorted(versions.items())]
-        if version not in versions:
-            raise NotFoundError(f"model {model!r} has no version {version}")
-        return [versions[version]]
-
-    def label_version(self, model: str, label: str) -> int:
-        labels = self._model(model).config.version_labels
-        if label not in labels:
-            known = ", ".join(labels) or "none"
-            raise NotFoundError(f"model {model!r} has no version label {label!r}; labels: {known}")
-        return labels[label]
+        return routing.statuses(self._models, model, version, label)
 
     def resolve(
         self, model: str, version: int | None = None, label: str | None = None
     ) -> ServableVersion:
         """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
-        entry = self._model(model)
-        if entry.unloaded_by_admin:
-            raise UnavailableError(
-                f"model {model!r} is unloaded by an admin (POST /admin/models/{model}/load "
-                "serves it again)"
-            )
-        if label is not None:
-            version = self.label_version(model, label)
-        if version is None:
-            if not entry.serving:
-                raise UnavailableError(f"model {model!r} has no available version yet{_why(entry)}")
-            version = max(entry.serving)
-        if version in entry.serving:
-            return entry.serving[version]
-        known = entry.versions.get(version)
-        if known is not None and known.state in _SETTLING:
-            raise UnavailableError(f"model {model!r} version {version} is still loading")
-        if known is not None and known.error_message:
-            raise NotFoundError(
-                f"model {model!r} version {version} failed to load: {known.error_message}"
-            )
-        raise NotFoundError(f"model {model!r} has no servable version {version}")
+        return routing.resolve(self._models, model, version, label)
 
     def readiness(self) -> dict[str, bool]:
-        return {name: bool(model.serving) for name, model in self._models.items()}
+        return routing.readiness(self._models)
 
     def is_ready(self) -> bool:
-        """Admin-unloaded models are left out: a deliberate unload keeps the replica in rotation."""
-        return all(bool(m.serving) for m in self._models.values() if not m.unloaded_by_admin)
+        return routing.is_ready(self._models)
 
-    def unload_model(self, name: str) -> ModelView:
+    async def unload_model(self, name: str) -> ModelView:
         """Keeps the model unloaded, whatever its source lists, until `load_model`."""
         return self._set_unloaded(name, True)
 
-    def load_model(self, name: str) -> ModelView:
+    async def load_model(self, name: str) -> ModelView:
         return self._set_unloaded(name, False)
 
     def _set_unloaded(self, name: str, unloaded: bool) -> ModelView:
-        model = self._model(name)
+        model = routing.find(self._models, name)
+        assert isinstance(model, _Model)
         model.unloaded_by_admin = unloaded
         self._reconcile(model)
         return model.view()
@@ -246,7 +219,7 @@ class ModelRepository:
             if version not in model.listing.versions and known.state == VersionState.END:
                 del model.versions[version]  # gone from the source and from memory: forget it
         wanted = model.wanted()
-        if any(model.versions[v].state in _SETTLING for v in wanted if v in model.versions):
+        if any(model.versions[v].state in SETTLING for v in wanted if v in model.versions):
             return  # unload only once the replacements have settled
         replacement_ready = any(v in model.serving for v in wanted)
         for version in list(model.serving):
@@ -331,17 +304,18 @@ def _refreeze_heap() -> None:
     gc.freeze()
 
 
-def _why(model: _Model) -> str:
-    loading = [v for v, s in model.versions.items() if s.state in _SETTLING]
-    failed = [
-        f"version {v}: {s.error_message}" for v, s in model.versions.items() if s.error_message
-    ]
-    if loading:
-        return f" (loading version {', '.join(map(str, loading))})"
-    if failed:
-        return " (" + "; ".join(failed) + ")"
-    if model.listing.error:
-        return f" ({model.listing.error})"
-    if not model.listing.versions:
-        return f" (no version {model.source.where})"
-    return ""
+def _version_snapshot(servable: ServableVersion) -> VersionSnapshot:
+    return VersionSnapshot(
+        model=servable.model,
+        version=servable.version,
+        path=servable.path,
+        config=servable.config,
+        state=servable.state,
+        error_code=servable.error_code,
+        error_message=servable.error_message,
+        fingerprint=servable.fingerprint,
+        load_seconds=servable.load_seconds,
+        warmup_seconds=servable.warmup_seconds,
+        signatures=servable.signatures,
+        details=servable.serving_details(),
+    )

@@ -1,0 +1,185 @@
+"""What a request addresses, resolved the same way wherever the models are: in this process
+(`ModelRepository`) or in the model process, seen from a front-end worker through the catalog
+it sends (`ModelSnapshot`s). TensorFlow-free."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from service.core.servable import VersionState
+from service.core.serving_config import ModelConfig
+from service.core.signatures import Signature
+from service.errors import NotFoundError, UnavailableError
+
+SETTLING = (VersionState.START, VersionState.LOADING)
+
+
+class KnownVersion(Protocol):
+    @property
+    def state(self) -> VersionState: ...
+    @property
+    def error_message(self) -> str: ...
+
+
+V = TypeVar("V", bound=KnownVersion, covariant=True)
+
+
+class Entry(Protocol[V]):
+    """One served model, as routing needs it."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+    @property
+    def versions(self) -> Mapping[int, V]: ...  # every version known
+    @property
+    def serving(self) -> Mapping[int, V]: ...  # AVAILABLE
+    @property
+    def unloaded_by_admin(self) -> bool: ...
+    def why_unavailable(self) -> str: ...  # " (loading version 2)", or ""
+
+
+def find(entries: Mapping[str, Entry[V]], name: str) -> Entry[V]:
+    """A served model (404 otherwise)."""
+    try:
+        return entries[name]
+    except KeyError:
+        served = ", ".join(entries) or "none"
+        raise NotFoundError(f"model {name!r} is not served; models: {served}") from None
+
+
+def label_version(entries: Mapping[str, Entry[V]], model: str, label: str) -> int:
+    labels = find(entries, model).config.version_labels
+    if label not in labels:
+        known = ", ".join(labels) or "none"
+        raise NotFoundError(f"model {model!r} has no version label {label!r}; labels: {known}")
+    return labels[label]
+
+
+def statuses(
+    entries: Mapping[str, Entry[V]], model: str, version: int | None, label: str | None
+) -> list[V]:
+    """Every version known (in any state), ascending, or the one addressed (404 if none)."""
+    if label is not None:
+        version = label_version(entries, model, label)
+    versions = find(entries, model).versions
+    if version is None:
+        return [v for _, v in sorted(versions.items())]
+    if version not in versions:
+        raise NotFoundError(f"model {model!r} has no version {version}")
+    return [versions[version]]
+
+
+def resolve(
+    entries: Mapping[str, Entry[V]], model: str, version: int | None, label: str | None
+) -> V:
+    """The AVAILABLE version a request addresses: explicit, labelled, or the newest."""
+    entry = find(entries, model)
+    if entry.unloaded_by_admin:
+        raise UnavailableError(
+            f"model {model!r} is unloaded by an admin (POST /admin/models/{model}/load "
+            "serves it again)"
+        )
+    if label is not None:
+        version = label_version(entries, model, label)
+    if version is None:
+        if not entry.serving:
+            raise UnavailableError(
+                f"model {model!r} has no available version yet{entry.why_unavailable()}"
+            )
+        version = max(entry.serving)
+    if version in entry.serving:
+        return entry.serving[version]
+    known = entry.versions.get(version)
+    if known is not None and known.state in SETTLING:
+        raise UnavailableError(f"model {model!r} version {version} is still loading")
+    if known is not None and known.error_message:
+        raise NotFoundError(
+            f"model {model!r} version {version} failed to load: {known.error_message}"
+        )
+    raise NotFoundError(f"model {model!r} has no servable version {version}")
+
+
+def readiness(entries: Mapping[str, Entry[V]]) -> dict[str, bool]:
+    return {name: bool(entry.serving) for name, entry in entries.items()}
+
+
+def is_ready(entries: Mapping[str, Entry[V]]) -> bool:
+    """Admin-unloaded models are left out: a deliberate unload keeps the replica in rotation."""
+    return all(bool(e.serving) for e in entries.values() if not e.unloaded_by_admin)
+
+
+@dataclass
+class VersionSnapshot:
+    """One model version as the model process last reported it (`ServableVersion`'s data)."""
+
+    model: str
+    version: int
+    path: Path
+    config: ModelConfig
+    state: VersionState
+    error_code: str
+    error_message: str
+    fingerprint: tuple[int, ...]
+    load_seconds: float
+    warmup_seconds: float
+    signatures: dict[str, Signature]
+    details: dict[str, Any]  # serving_details() when the snapshot was taken
+
+    def serving_details(self) -> dict[str, Any]:
+        return self.details
+
+
+@dataclass(frozen=True)
+class ModelView:
+    """A snapshot of one model (admin, overview, metrics); its versions are live ones in the
+    model process and the last reported ones in a front-end worker."""
+
+    name: str
+    config: ModelConfig
+    versions: tuple[Any, ...]  # ServableVersion or VersionSnapshot, ascending
+    ready: bool  # has an AVAILABLE version
+    load_failures: int  # versions that failed to load since the server started
+    versions_found: tuple[int, ...]  # by the last listing (kept while a folder is unreadable)
+    ignored_folders: Mapping[str, str]  # folder -> why it is no version
+    unloaded_by_admin: bool
+
+
+@dataclass
+class ModelSnapshot:
+    """One model as the model process last reported it (`ModelView`'s data, and routing's)."""
+
+    name: str
+    config: ModelConfig
+    versions: dict[int, VersionSnapshot]
+    serving_versions: tuple[int, ...]
+    load_failures: int
+    versions_found: tuple[int, ...]
+    ignored_folders: dict[str, str]
+    unloaded_by_admin: bool
+    unavailable_reason: str
+    serving: dict[int, VersionSnapshot] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.serving = {v: self.versions[v] for v in self.serving_versions}
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.serving_versions)
+
+    def why_unavailable(self) -> str:
+        return self.unavailable_reason
+
+    def view(self) -> ModelView:
+        return ModelView(
+            name=self.name,
+            config=self.config,
+            versions=tuple(v for _, v in sorted(self.versions.items())),
+            ready=self.ready,
+            load_failures=self.load_failures,
+            versions_found=self.versions_found,
+            ignored_folders=self.ignored_folders,
+            unloaded_by_admin=self.unloaded_by_admin,
+        )
