@@ -22,7 +22,6 @@ from training.jobs import JOBS, train_function
 
 if TYPE_CHECKING:
     from service.core.serving_config import ServingConfig
-    from service.server import ModelServer
 
 # TensorFlow's C++ start-up chatter hides the output people came for (the user's value wins).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -235,7 +234,14 @@ def serve(**options: Any) -> None:
     except ServingConfigError as exc:
         _fail(str(exc))
     _print_serving_plan(serving_config, settings)
-    _run_server(ModelServer(settings, serving_config))
+    if settings.front_end_workers():
+        from service.processes.supervisor import Supervisor
+
+        Supervisor(settings, serving_config).run()
+    else:
+        from service.http.draining_server import run_server
+
+        run_server(ModelServer(settings, serving_config))
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -259,28 +265,6 @@ def _print_serving_plan(serving_config: ServingConfig, settings: Settings) -> No
         f"gRPC (TF Serving PredictionService, ModelService, health) on {shown_host}:"
         f"{settings.grpc_port} ({'TLS' if tls else 'plaintext'})"
     )
-
-
-def _run_server(server: ModelServer) -> None:
-    from service.http.draining_server import CLOSE_GRACE_SECONDS, DrainingServer
-    from service.http.limits import uvicorn_config
-    from service.logs import configure_logging
-    from service.tls import uvicorn_tls_options
-
-    settings = server.settings
-    configure_logging(settings.log_level, settings.log_format)
-    config = uvicorn_config(  # with the header, timeout and connection limits
-        server,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # configure_logging's handler and format
-        access_log=False,  # modelserve writes its own (service.observer)
-        timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,  # after DrainingServer's own drain
-        server_header=False,  # no software and version for scanners
-        **uvicorn_tls_options(settings),  # HTTPS with tls_cert_file / tls_key_file
-    )
-    DrainingServer(config, server).run()
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:

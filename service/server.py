@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from service.auth import AccessPolicy
 from service.core.decoding import Decoder
 from service.core.inference import InferenceCore
-from service.core.placement import DeviceSetup, configure_devices
-from service.core.repository import ModelRepository
 from service.core.serving_config import (
     ServingConfig,
     discover_serving_config,
@@ -26,6 +24,11 @@ from service.grpc.server import GrpcDrain, GrpcSecurity, start_grpc_server
 from service.http.app import create_app
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
+from service.processes.link import ModelProcessLink, RepositoryMirror
+
+if TYPE_CHECKING:
+    from service.core.local_models import LocalModels
+    from service.core.repository import ModelRepository
 from service.settings import Settings
 from service.tasks.image_decoding import ImageDecoder
 
@@ -43,12 +46,11 @@ def serving_config_for(settings: Settings) -> ServingConfig:
 
 @dataclass(frozen=True)
 class Parts:
-    repository: ModelRepository
+    repository: ModelRepository | RepositoryMirror
     core: InferenceCore
     body_decoder: Decoder
     image_decoder: ImageDecoder
     splitter: MessageSplitter
-    inference: ThreadPoolExecutor
     grpc_drain: GrpcDrain
     grpc_port: int
 
@@ -59,12 +61,22 @@ class ModelServer:
         settings: Settings,
         serving_config: ServingConfig | None = None,
         metrics: Metrics | None = None,
+        models: ModelProcessLink | None = None,
     ) -> None:
+        """The models are in this process, or in the model process `models` links to (a
+        front-end worker, `service.processes.worker`)."""
         self.settings = settings
-        self.serving_config = serving_config or serving_config_for(settings)
         self.metrics = metrics or Metrics()
         self.access = AccessPolicy.from_settings(settings)  # the keys file: REST and gRPC
         self.lifecycle = Lifecycle()
+        self.models: LocalModels | ModelProcessLink
+        if models is None:
+            from service.core.local_models import LocalModels  # TensorFlow: not in a worker
+
+            config = serving_config or serving_config_for(settings)
+            self.models = LocalModels(settings, config, self.metrics)
+        else:
+            self.models = models
         self._parts: Parts | None = None
         self.app = create_app(self)
 
@@ -95,33 +107,10 @@ class ModelServer:
 
     async def _start(self) -> None:
         settings, metrics = self.settings, self.metrics
-        device_setup = DeviceSetup(
-            virtual_cpus=settings.virtual_devices,
-            gpu_memory_limit_mb=settings.gpu_memory_limit_mb,
-            auto_gpu_min_mb=settings.auto_gpu_min_mb,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-        )
-        devices = configure_devices(device_setup)
-        if settings.echo:
-            log.warning("ECHO MODE: models are not run; answers are zeros (benchmarks only)")
-        inference = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="inference")
-        repository = ModelRepository(
-            self.serving_config,
-            poll_interval=settings.poll_interval_seconds,
-            inference_executor=inference,
-            load_threads=settings.load_threads,
-            devices=devices,
-            device_setup=device_setup,
-            echo=settings.echo,
-            batch_observer=metrics.batch_observer,
-            grpc_max_message_bytes=settings.grpc_max_message_bytes,
-            follow_symlinks=settings.follow_version_symlinks,
-        )
-        metrics.watch(repository)
+        await self.models.start()
+        repository = self.models.repository
         image_decoder = ImageDecoder(settings.image_decode_threads, settings.decode_pixel_budget)
         metrics.watch_image_decoder(image_decoder)
-        await repository.start()
         core = InferenceCore(repository)
         decoder = Decoder(
             settings.decode_threads, settings.decode_memory_bytes, settings.decode_inline_bytes
@@ -140,16 +129,13 @@ class ModelServer:
             max_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
         )
         self._parts = Parts(
-            repository, core, decoder, image_decoder, splitter, inference, grpc_drain, grpc_port
+            repository, core, decoder, image_decoder, splitter, grpc_drain, grpc_port
         )
-        names = ", ".join(repository.model_names())
-        log.info("serving %s from %s", names, self.serving_config.source)
 
     async def _stop(self) -> None:
         parts = self.parts
         await parts.grpc_drain.finish()
-        await parts.repository.stop()
-        parts.inference.shutdown(wait=True, cancel_futures=True)
+        await self.models.stop()
         parts.body_decoder.close()
         parts.splitter.close()
         parts.image_decoder.close()

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     """`device: auto` puts models whose variables are at least this large on GPUs."""
     echo: bool = False
     """Benchmark only: answer zeros shaped like the outputs without running the model."""
+    workers: int | None = Field(None, ge=0, le=64)
+    """Front-end worker processes (HTTP and gRPC on the same ports) around one model process
+    that runs TensorFlow and batches every worker's requests together; 0: one process does
+    everything. Default: one per CPU of the container's limit (0 with a single CPU)."""
+    arena_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
+    """Shared memory per worker and direction for the tensors between a worker and the model
+    process (sparse: only what is used is resident); a tensor finding no room is copied."""
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 beyond); a 224x224x3 float batch of 32 is ~30 MB."""
 
@@ -174,6 +181,13 @@ class Settings(BaseSettings):
                 "never be decoded"
             )
         return budget
+
+    def front_end_workers(self) -> int:
+        """Worker processes to start (0: one process does everything)."""
+        if self.workers is not None:
+            return self.workers
+        cpus = available_cpus()
+        return cpus if cpus >= 2 else 0
 
     @property
     def decode_pixel_budget(self) -> int:

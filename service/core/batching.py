@@ -236,7 +236,7 @@ class Batcher:
     def check_rows(self, rows: int) -> None:
         """400 from the rows a request declares, before its values are decoded."""
         if self.config.enabled:
-            self._check_size(rows)
+            check_request_rows(self.name, self.config, rows)
 
     def _refuse(self, why: str) -> None:
         self.stats.rejected += 1
@@ -282,7 +282,7 @@ class Batcher:
         """Admits a request whole or refuses it whole: 429 unless it fits now (one of more than a
         batch must leave as many rows free, so small ones always find room); 504 at once rather
         than after running its first chunks for nothing."""
-        self._check_size(rows)
+        check_request_rows(self.name, self.config, rows)
         needed = rows if rows <= self.config.max_batch_size else 2 * rows
         if needed > self.config.queue_rows() - self.queued_rows:
             share = " (as many again left for others)" if needed > rows else ""
@@ -304,18 +304,6 @@ class Batcher:
             f"requests queued ahead take turns with it); refused without running. Retry later, "
             f"send fewer rows or allow more time"
         )
-
-    def _check_size(self, rows: int) -> None:
-        """400 for a request no retry could ever get admitted: more than one full batch, or half
-        the queue's row bound (a larger request must leave as many rows free as it takes)."""
-        limit = max(self.config.max_batch_size, self.config.queue_rows() // 2)
-        if rows > limit:
-            raise InvalidInputError(
-                f"model {self.name}: a request of {rows} rows is more than one request may "
-                f"queue, {_rows(limit)} (half of max_queue_rows {self.config.queue_rows()}, or "
-                f"max_batch_size {self.config.max_batch_size} if more); split it into "
-                f"requests of at most {_rows(limit)}"
-            )
 
     def _least_wait(self, rows: int) -> float:
         """Least seconds before the last chunk of a request of `rows` rows can start: its own
@@ -599,6 +587,19 @@ class Batcher:
         stats.reasons[reason.value] += 1
         stats.batch_sizes[rows + padding] += 1
         stats.rows_per_batch[rows] += 1
+
+
+def check_request_rows(name: str, config: BatchingConfig, rows: int) -> None:
+    """400 for a request no retry could ever get admitted: more than one full batch, or half
+    the queue's row bound (a larger request must leave as many rows free as it takes)."""
+    limit = max(config.max_batch_size, config.queue_rows() // 2)
+    if rows > limit:
+        raise InvalidInputError(
+            f"model {name}: a request of {rows} rows is more than one request may "
+            f"queue, {_rows(limit)} (half of max_queue_rows {config.queue_rows()}, or "
+            f"max_batch_size {config.max_batch_size} if more); split it into "
+            f"requests of at most {_rows(limit)}"
+        )
 
 
 def _rows(count: int) -> str:

@@ -17,7 +17,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow_serving.apis import input_pb2
 
 from service.core.decoding import object_array
-from service.core.servable import ServableVersion
+from service.core.routing import Servable
 from service.core.signatures import Signature
 from service.core.tensors import string_value
 from service.errors import InvalidInputError, ModelFailureError, UnimplementedError
@@ -42,7 +42,7 @@ class ExampleSignature:
         return [name for name in names if name in self.signature.outputs]
 
 
-def capable_signatures(servable: ServableVersion, method: Method) -> list[str]:
+def capable_signatures(servable: Servable, method: Method) -> list[str]:
     """UNIMPLEMENTED when no signature of `servable` serves `method`."""
     wanted = f"tensorflow/serving/{method}"
     capable = sorted(s.name for s in servable.signatures.values() if s.method_name == wanted)
@@ -55,9 +55,7 @@ def capable_signatures(servable: ServableVersion, method: Method) -> list[str]:
     return capable
 
 
-def example_signature(
-    servable: ServableVersion, signature_name: str, method: Method
-) -> ExampleSignature:
+def example_signature(servable: Servable, signature_name: str, method: Method) -> ExampleSignature:
     """UNIMPLEMENTED when no signature of the model serves `method`, INVALID_ARGUMENT when
     another one than `signature_name` would; a malformed signature is a model bug."""
     capable = capable_signatures(servable, method)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -13,8 +14,7 @@ from service.core import classify_regress
 from service.core.batching import deadline_from
 from service.core.dtypes import Arrays
 from service.core.record import RequestRecord
-from service.core.repository import ModelRepository
-from service.core.servable import ServableVersion
+from service.core.routing import Servable
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
 from service.core.validation import check_call
 from service.errors import ServingError
@@ -29,11 +29,26 @@ class ModelRef:
     label: str | None = None
 
 
+class Repository(Protocol):
+    """The models as routing sees them: `ModelRepository` in the process that holds them,
+    `service.processes.link.RepositoryMirror` in a front-end worker."""
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> Servable: ...
+    def statuses(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> Sequence[Servable]: ...
+    def model_names(self) -> list[str]: ...
+    def readiness(self) -> dict[str, bool]: ...
+    def is_ready(self) -> bool: ...
+
+
 @dataclass(eq=False)
 class Call:
     """One admitted request's model version, held (an unload waits) while the block runs."""
 
-    servable: ServableVersion
+    servable: Servable
     record: RequestRecord
 
     async def __aenter__(self) -> Call:
@@ -95,7 +110,7 @@ class Call:
 class InferenceCore:
     """The only code that resolves what a request addresses (one per server)."""
 
-    repository: ModelRepository
+    repository: Repository
 
     def admit(
         self, ref: ModelRef, record: RequestRecord, *, method: classify_regress.Method | None = None
@@ -110,7 +125,7 @@ class InferenceCore:
             classify_regress.capable_signatures(servable, method)
         return Call(servable, record)
 
-    def resolve(self, ref: ModelRef, record: RequestRecord) -> ServableVersion:
+    def resolve(self, ref: ModelRef, record: RequestRecord) -> Servable:
         """The AVAILABLE version `ref` addresses (metadata), noted on the request's record."""
         try:
             servable = self.repository.resolve(ref.model, ref.version, ref.label)
@@ -120,7 +135,7 @@ class InferenceCore:
         record.model, record.version = servable.model, servable.version
         return servable
 
-    def statuses(self, ref: ModelRef, record: RequestRecord) -> list[ServableVersion]:
+    def statuses(self, ref: ModelRef, record: RequestRecord) -> Sequence[Servable]:
         """Every version of the model, or the one `ref` addresses (status routes)."""
         try:
             versions = self.repository.statuses(ref.model, ref.version, ref.label)

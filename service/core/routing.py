@@ -4,14 +4,14 @@ it sends (`ModelSnapshot`s). TensorFlow-free."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from service.core.servable import VersionState
+from service.core.servable import ServableVersion, VersionState
 from service.core.serving_config import ModelConfig
-from service.core.signatures import Signature
+from service.core.signatures import DEFAULT_SIGNATURE, Signature, named_signature
 from service.errors import NotFoundError, UnavailableError
 
 SETTLING = (VersionState.START, VersionState.LOADING)
@@ -127,9 +127,34 @@ class VersionSnapshot:
     warmup_seconds: float
     signatures: dict[str, Signature]
     details: dict[str, Any]  # serving_details() when the snapshot was taken
+    # set by the worker that received it: makes the signature's remote batcher
+    batcher_factory: Callable[[VersionSnapshot, str], Any] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     def serving_details(self) -> dict[str, Any]:
         return self.details
+
+    def signature(self, name: str) -> Signature:
+        return named_signature(self.signatures, name, self.model, self.version)
+
+    def batcher(self, signature_name: str = DEFAULT_SIGNATURE) -> Any:
+        self.signature(signature_name)  # 400 for an unknown signature
+        if self.batcher_factory is None:
+            raise UnavailableError(f"model {self.model} version {self.version} is not loaded")
+        return self.batcher_factory(self, signature_name)
+
+    def check_capacity(self) -> None:
+        """The model process's queue refuses what it cannot take (one bound for all workers)."""
+
+    def enter(self) -> None:
+        """The model process holds the version while it runs the request."""
+
+    def leave(self) -> None:
+        pass
+
+
+Servable = ServableVersion | VersionSnapshot  # a version in this process, or in the model process
 
 
 @dataclass(frozen=True)

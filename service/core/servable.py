@@ -13,8 +13,8 @@ from typing import Any
 
 from service.core.batching import Batcher, BatchObserver, InstancePool, Runner
 from service.core.serving_config import ModelConfig
-from service.core.signatures import DEFAULT_SIGNATURE, Signature
-from service.errors import InvalidInputError, UnavailableError
+from service.core.signatures import DEFAULT_SIGNATURE, Signature, named_signature
+from service.errors import UnavailableError
 
 
 class VersionState(StrEnum):
@@ -64,14 +64,7 @@ class ServableVersion:
         self._observer = observer
 
     def signature(self, name: str) -> Signature:
-        try:
-            return self.signatures[name]
-        except KeyError:
-            known = ", ".join(self.signatures) or "none"
-            raise InvalidInputError(
-                f"model {self.model} version {self.version} has no signature {name!r}; "
-                f"signatures: {known}"
-            ) from None
+        return named_signature(self.signatures, name, self.model, self.version)
 
     def batcher(self, signature_name: str = DEFAULT_SIGNATURE) -> Batcher:
         if self._pool is None or self._executor is None:

@@ -13,6 +13,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from service.core.dtypes import DType, from_tf_name
+from service.errors import InvalidInputError
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -54,6 +55,19 @@ class Signature:
             always_print_fields_with_no_presence=True,
         )
         return as_dict
+
+
+def named_signature(
+    signatures: Mapping[str, Signature], name: str, model: str, version: int
+) -> Signature:
+    """`signatures[name]`; 400 naming the others when there is none."""
+    try:
+        return signatures[name]
+    except KeyError:
+        known = ", ".join(signatures) or "none"
+        raise InvalidInputError(
+            f"model {model} version {version} has no signature {name!r}; signatures: {known}"
+        ) from None
 
 
 def read_signatures(version_dir: Path) -> dict[str, Signature]:

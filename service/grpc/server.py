@@ -16,8 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.auth import ApiKeys
 from service.core.decoding import Decoder
-from service.core.inference import InferenceCore
-from service.core.repository import ModelRepository
+from service.core.inference import InferenceCore, Repository
 from service.grpc.auth import ApiKeyInterceptor
 from service.grpc.limits import ConcurrencyLimit, core_queue_options
 from service.grpc.message_split import MessageSplitter
@@ -36,7 +35,7 @@ Status = health_pb2.HealthCheckResponse.ServingStatus
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
-    def __init__(self, repository: ModelRepository) -> None:
+    def __init__(self, repository: Repository) -> None:
         self._repository = repository
         self.draining = asyncio.Event()  # set on shutdown: every status is NOT_SERVING
 

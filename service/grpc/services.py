@@ -33,7 +33,7 @@ from service.core import classify_regress
 from service.core.decoding import Decoder
 from service.core.inference import Call, InferenceCore, ModelRef
 from service.core.record import RequestRecord
-from service.core.servable import ServableVersion
+from service.core.routing import Servable
 from service.core.validation import check_outputs
 from service.errors import (
     DeadlineExceededError,
@@ -162,7 +162,7 @@ def _addressed(spec: model_pb2.ModelSpec) -> ModelRef:
     return ModelRef(spec.name, version, label)
 
 
-def _answered_spec(servable: ServableVersion | Call, signature_name: str) -> model_pb2.ModelSpec:
+def _answered_spec(servable: Servable | Call, signature_name: str) -> model_pb2.ModelSpec:
     spec = model_pb2.ModelSpec(name=servable.model, signature_name=signature_name)
     spec.version.value = servable.version
     return spec

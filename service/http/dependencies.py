@@ -13,7 +13,6 @@ from starlette.responses import Response
 
 from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
-from service.core.repository import ModelRepository
 from service.errors import ClientGoneError, InvalidInputError
 from service.http.body import limited_stream
 from service.http.json_io import JSONDocument, respond, with_document
@@ -21,6 +20,8 @@ from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
+    from service.core.repository import ModelRepository
+    from service.processes.link import RepositoryMirror
     from service.server import ModelServer
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ def server(request: Request) -> ModelServer:
     return cast("ModelServer", request.app.state.server)
 
 
-def repository(request: Request) -> ModelRepository:
+def repository(request: Request) -> ModelRepository | RepositoryMirror:
     return server(request).parts.repository
 
 

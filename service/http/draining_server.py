@@ -27,6 +27,28 @@ log = logging.getLogger(__name__)
 CLOSE_GRACE_SECONDS = 1
 
 
+def run_server(server: ModelServer, sockets: list[socket.socket] | None = None) -> None:
+    """Serves `server` (REST on its settings' host and port, or on `sockets`) until SIGTERM."""
+    from service.http.limits import uvicorn_config
+    from service.logs import configure_logging
+    from service.tls import uvicorn_tls_options
+
+    settings = server.settings
+    configure_logging(settings.log_level, settings.log_format)
+    config = uvicorn_config(  # with the header, timeout and connection limits
+        server,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # configure_logging's handler and format
+        access_log=False,  # modelserve writes its own (service.observer)
+        timeout_graceful_shutdown=CLOSE_GRACE_SECONDS,  # after DrainingServer's own drain
+        server_header=False,  # no software and version for scanners
+        **uvicorn_tls_options(settings),  # HTTPS with tls_cert_file / tls_key_file
+    )
+    DrainingServer(config, server).run(sockets=sockets)
+
+
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, server: ModelServer) -> None:
         super().__init__(config)

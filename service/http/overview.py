@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from service.core.servable import ServableVersion
+from service.core.routing import Servable
 from service.http.dependencies import repository
 from service.http.json_io import JSONBody
 
@@ -34,7 +34,7 @@ async def models_overview(request: Request) -> JSONBody:
     )
 
 
-def _version(servable: ServableVersion) -> dict[str, Any]:
+def _version(servable: Servable) -> dict[str, Any]:
     return {
         "version": servable.version,
         "state": servable.state.value,

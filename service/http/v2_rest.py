@@ -14,7 +14,8 @@ from starlette.responses import Response
 from service import __version__
 from service.core.dtypes import BY_V2_NAME
 from service.core.inference import Call, ModelRef
-from service.core.servable import ServableVersion, VersionState
+from service.core.routing import Servable
+from service.core.servable import VersionState
 from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
 from service.errors import UnavailableError
 from service.http import v2_codec as codec
@@ -112,7 +113,7 @@ async def version_metadata(model: str, version: str, request: Request, core: Cor
     return _metadata(servable, [str(servable.version)])
 
 
-def _metadata(servable: ServableVersion, versions: list[str]) -> JSONBody:
+def _metadata(servable: Servable, versions: list[str]) -> JSONBody:
     signature = servable.signature(DEFAULT_SIGNATURE)
     return JSONBody(
         {

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.layout import read_model_card
-from service.core.servable import ServableVersion
+from service.core.routing import Servable
 from service.core.signatures import Signature
 from service.errors import ConflictError
 
@@ -30,7 +30,7 @@ class ModelAssets:
         return self.card.get("weights") == "random"
 
 
-def assets_of(servable: ServableVersion) -> ModelAssets:
+def assets_of(servable: Servable) -> ModelAssets:
     """The version's own files; for a model on a remote backend, its configured `assets`."""
     backend = servable.config.backend
     if backend is not None:
@@ -53,7 +53,7 @@ def _class_ids(path: Path) -> tuple[str, ...]:
     return tuple(index[str(i)][0] for i in range(len(index)))
 
 
-def require_labels(servable: ServableVersion, count: int) -> tuple[str, ...]:
+def require_labels(servable: Servable, count: int) -> tuple[str, ...]:
     """The version's labels, which must number `count` (one per output column)."""
     labels = assets_of(servable).labels
     if not labels and servable.config.backend is not None:
@@ -72,7 +72,7 @@ def require_labels(servable: ServableVersion, count: int) -> tuple[str, ...]:
 
 
 def require_interface(
-    servable: ServableVersion, signature_name: str, input_name: str, output_name: str
+    servable: Servable, signature_name: str, input_name: str, output_name: str
 ) -> Signature:
     """The signature a task endpoint calls, which must have the input and output it feeds and
     reads; a model of another shape served under the task's name is a 409, not a 500."""

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from service.core.batching import deadline_from
 from service.core.inference import Call, ModelRef
-from service.core.servable import ServableVersion
+from service.core.routing import Servable
 from service.core.signatures import DEFAULT_SIGNATURE
 from service.errors import (
     ConflictError,
@@ -75,7 +75,7 @@ class Task:
     needs_trained_weights: bool = False
     how_to_serve: str = ""  # said when the model is not in the repository
 
-    def check(self, servable: ServableVersion, settings: Settings) -> tuple[str, ...]:
+    def check(self, servable: Servable, settings: Settings) -> tuple[str, ...]:
         """The version's labels, once it is known to fit this task (else 409)."""
         require_interface(servable, self.signature, self.input, self.output)
         labels = require_labels(servable, self.classes)
@@ -354,7 +354,7 @@ def _mnist_digit(image: Image.Image, name: str) -> np.ndarray:
         raise InvalidInputError(f"file {name!r}: {exc}") from None
 
 
-def _vote_columns(servable: ServableVersion) -> list[str]:
+def _vote_columns(servable: Servable) -> list[str]:
     columns = assets_of(servable).card.get("vote_columns")
     if not isinstance(columns, list) or len(columns) != 16:
         raise ConflictError(

@@ -1,0 +1,1 @@
+"""Front-end worker processes around one model process (docs/architecture.md, "Processes")."""

@@ -1,0 +1,192 @@
+"""Tensors between processes without pickled copies: each side owns one shared-memory arena
+per connection and writes the tensors it sends into it; the message carries only where they
+are (`TensorRef`). An arena is a ring: blocks are taken at its head and given back in any
+order, its tail moving past the ones given back. A tensor that finds no room travels inside
+the message instead (slower, never refused)."""
+
+from __future__ import annotations
+
+import collections
+import mmap
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.core.dtypes import Arrays
+
+ALIGN = 64  # cache-line aligned blocks: numpy views on them are aligned for every dtype
+HEADER_BYTES = ALIGN  # the first line holds the reader's acknowledgement counter
+_SHM_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+class Arena:
+    """A shared-memory region: created by its writer, attached by its reader by name. The
+    file is unlinked once both sides have it mapped (`unlink`), so nothing outlives them."""
+
+    def __init__(self, size: int, name: str | None = None) -> None:
+        self.name = name or f"modelserve-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        path = _SHM_DIR / self.name
+        flags = os.O_RDWR if name else os.O_RDWR | os.O_CREAT | os.O_EXCL
+        fd = os.open(path, flags, 0o600)
+        try:
+            if not name:
+                os.ftruncate(fd, size)  # sparse: pages exist once written
+            self.size = os.fstat(fd).st_size
+            self.memory = mmap.mmap(fd, self.size)
+        finally:
+            os.close(fd)
+        self.buffer = memoryview(self.memory)
+        self._counter = self.buffer[:8].cast("Q")
+
+    def unlink(self) -> None:
+        (_SHM_DIR / self.name).unlink(missing_ok=True)
+
+    @property
+    def acknowledged(self) -> int:
+        """The highest message number the reader is done with (written by the reader)."""
+        return int(self._counter[0])
+
+    def acknowledge(self, number: int) -> None:
+        self._counter[0] = number
+
+    def close(self) -> None:
+        self._counter.release()
+        self.buffer.release()
+        self.memory.close()
+
+
+@dataclass(frozen=True, slots=True)
+class TensorRef:
+    """One tensor of a message: its bytes at `offset` in the sender's arena, or `inline`.
+    Strings (numpy object arrays of bytes) travel as 4-byte little-endian lengths followed by
+    the bytes, as in the Open Inference Protocol's binary extension."""
+
+    name: str
+    dtype: str  # numpy dtype string; "object" for strings
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+    inline: bytes | None = None
+
+
+class Ring:
+    """The allocator of the writer's side of an arena: first free space after the head."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.head = start
+        self._blocks: collections.deque[list[int]] = collections.deque()  # [offset, end, freed]
+        self._by_offset: dict[int, list[int]] = {}
+
+    def allocate(self, nbytes: int) -> int | None:
+        size = -(-max(nbytes, 1) // ALIGN) * ALIGN
+        if not self._blocks:
+            self.head = self.start
+        tail = self._blocks[0][0] if self._blocks else self.start
+        if self.head >= tail:  # free: [head, end) and [start, tail)
+            if self.head + size <= self.end:
+                offset = self.head
+            elif self.start + size <= tail:
+                offset = self.start
+            else:
+                return None
+        elif self.head + size <= tail:  # wrapped: free is [head, tail)
+            offset = self.head
+        else:
+            return None
+        block = [offset, offset + size, 0]
+        self._blocks.append(block)
+        self._by_offset[offset] = block
+        self.head = offset + size
+        return offset
+
+    def free(self, offset: int) -> None:
+        self._by_offset.pop(offset)[2] = 1
+        while self._blocks and self._blocks[0][2]:
+            self._blocks.popleft()
+
+    @property
+    def used(self) -> int:
+        return len(self._blocks)
+
+
+class Writer:
+    """Writes tensors into its arena (the sending side's)."""
+
+    def __init__(self, arena: Arena) -> None:
+        self.arena = arena
+        self.ring = Ring(HEADER_BYTES, arena.size)
+
+    def put(self, arrays: Arrays) -> tuple[list[TensorRef], list[int]]:
+        """The arrays as references, and the blocks they took (to `free` once read)."""
+        refs, blocks = [], []
+        for name, array in arrays.items():
+            data = _strings_bytes(array) if array.dtype == object else None
+            nbytes = len(data) if data is not None else array.nbytes
+            dtype = "object" if data is not None else array.dtype.str
+            offset = self.ring.allocate(nbytes)
+            if offset is None:  # no room now: in the message itself
+                inline = data if data is not None else np.ascontiguousarray(array).tobytes()
+                refs.append(TensorRef(name, dtype, array.shape, -1, nbytes, inline))
+                continue
+            target = self.arena.buffer[offset : offset + nbytes]
+            if data is not None:
+                target[:] = data
+            else:
+                np.copyto(np.frombuffer(target, array.dtype).reshape(array.shape), array)
+            refs.append(TensorRef(name, dtype, array.shape, offset, nbytes))
+            blocks.append(offset)
+        return refs, blocks
+
+    def free(self, blocks: list[int]) -> None:
+        for offset in blocks:
+            self.ring.free(offset)
+
+
+def read(arena: Arena, refs: list[TensorRef] | tuple[TensorRef, ...], *, copy: bool) -> Arrays:
+    """The tensors `refs` describe in the peer's arena: views (valid until the peer frees the
+    blocks) or, with `copy`, arrays of their own."""
+    arrays = {}
+    for ref in refs:
+        data = (
+            memoryview(ref.inline)
+            if ref.inline is not None
+            else (arena.buffer[ref.offset : ref.offset + ref.nbytes])
+        )
+        if ref.dtype == "object":
+            arrays[ref.name] = _strings_array(data, ref.shape)
+        else:
+            array = np.frombuffer(data, np.dtype(ref.dtype)).reshape(ref.shape)
+            arrays[ref.name] = array.copy() if copy and ref.inline is None else array
+    return arrays
+
+
+def _strings_bytes(array: np.ndarray) -> bytes:
+    items = [_as_bytes(item) for item in array.flat]
+    lengths = np.fromiter((len(item) for item in items), "<u4", len(items))
+    return b"".join(length.tobytes() + item for length, item in zip(lengths, items, strict=True))
+
+
+def _as_bytes(item: object) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    raise TypeError(f"a string tensor holds a {type(item).__name__}, not bytes")
+
+
+def _strings_array(data: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    count = int(np.prod(shape)) if shape else 1
+    items = np.empty(count, dtype=object)
+    position = 0
+    raw = data.tobytes()
+    for index in range(count):
+        length = int.from_bytes(raw[position : position + 4], "little")
+        position += 4
+        items[index] = raw[position : position + length]
+        position += length
+    return items.reshape(shape)

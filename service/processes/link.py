@@ -1,0 +1,299 @@
+"""A front-end worker's side of the model process: one connection (reconnected when the model
+process restarts), and a mirror of its models built from the catalogs it sends. The mirror
+stands where the repository stands in a single process, so the inference core, the routes
+and the gRPC services are the same code in both shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.core import routing
+from service.core.batching import check_request_rows
+from service.core.dtypes import Arrays
+from service.core.record import RequestRecord
+from service.core.routing import ModelSnapshot, ModelView, VersionSnapshot
+from service.errors import UnavailableError
+from service.processes import arena
+from service.processes.protocol import (
+    Answer,
+    Cancel,
+    Catalog,
+    Command,
+    Failure,
+    Hello,
+    Message,
+    Predict,
+    Reply,
+    Welcome,
+    encode,
+    receive,
+)
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)  # backoff while the model process (re)starts
+MODEL_PROCESS_DOWN = "the model process is not running (restarting); retry shortly"
+
+
+@dataclass(eq=False)
+class _Connection:
+    writer: asyncio.StreamWriter
+    inputs: arena.Writer  # our arena: the tensors we send
+    answers: arena.Arena  # the model process's arena for us
+    calls: dict[int, tuple[asyncio.Future[Any], list[int]]] = field(default_factory=dict)
+
+    def send(self, message: Message) -> None:
+        self.writer.write(encode(message))
+
+    def settle(self, call: int, result: Any = None, error: BaseException | None = None) -> None:
+        future, blocks = self.calls.pop(call, (None, []))
+        self.inputs.free(blocks)  # the model process is done with them
+        if future is None or future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class ModelProcessLink:
+    """What a worker's `ModelServer` holds instead of `LocalModels`."""
+
+    def __init__(
+        self,
+        socket_path: Path,
+        worker: int,
+        arena_bytes: int,
+        peers_ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.socket_path = socket_path
+        self.worker = worker
+        self.arena_bytes = arena_bytes
+        self.repository = RepositoryMirror(self, peers_ready)
+        self._connection: _Connection | None = None
+        self._numbers = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever(), name="model-process-link")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _connect_forever(self) -> None:
+        for attempt in itertools.count():
+            try:
+                await self._connect_once()
+                attempt = 0
+            except (OSError, asyncio.IncompleteReadError) as error:
+                if attempt == 0:
+                    log.warning("model process connection lost or refused: %s", error)
+            delay = RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)]
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        inputs = arena.Arena(self.arena_bytes)
+        answers: arena.Arena | None = None
+        connection: _Connection | None = None
+        try:
+            writer.write(encode(Hello(self.worker, inputs.name)))
+            welcome = await receive(reader)
+            assert isinstance(welcome, Welcome), welcome
+            answers = arena.Arena(0, welcome.arena)
+            inputs.unlink()  # both sides have both mapped: nothing to leave behind
+            answers.unlink()
+            connection = _Connection(writer, arena.Writer(inputs), answers)
+            self._connection = connection
+            while True:
+                self._handle(connection, await receive(reader))
+        finally:
+            inputs.unlink()
+            self._connection = None
+            self.repository.disconnected()
+            if connection is not None:
+                for call in list(connection.calls):
+                    connection.settle(call, error=UnavailableError(MODEL_PROCESS_DOWN))
+            writer.close()
+
+    def _handle(self, connection: _Connection, message: Message) -> None:
+        if isinstance(message, Answer):
+            outputs = arena.read(connection.answers, message.outputs, copy=True)
+            connection.answers.acknowledge(message.number)  # its blocks may be reused now
+            connection.settle(message.call, (outputs, message.batch_size))
+        elif isinstance(message, Failure):
+            connection.settle(message.call, error=message.error())
+        elif isinstance(message, Reply):
+            error = message.failure.error() if message.failure is not None else None
+            connection.settle(message.call, message.value, error)
+        elif isinstance(message, Catalog):
+            self.repository.update(message.models)
+
+    def _connected(self) -> _Connection:
+        if self._connection is None:
+            raise UnavailableError(MODEL_PROCESS_DOWN)
+        return self._connection
+
+    async def predict(
+        self,
+        version: VersionSnapshot,
+        signature: str,
+        inputs: Arrays,
+        seconds_left: float,
+        outputs: Sequence[str],
+        record: RequestRecord,
+    ) -> Arrays:
+        connection = self._connected()
+        refs, blocks = connection.inputs.put(inputs)
+        call = next(self._numbers)
+        future: asyncio.Future[tuple[Arrays, int | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        connection.calls[call] = (future, blocks)
+        connection.send(
+            Predict(
+                call,
+                version.model,
+                version.version,
+                signature,
+                tuple(refs),
+                tuple(outputs),
+                seconds_left,
+                record.request_id,
+            )
+        )
+        try:
+            results, record.batch_size = await future
+        except asyncio.CancelledError:  # the client left: the inputs stay ours until told
+            connection.send(Cancel(call))
+            raise
+        return results
+
+    async def command(self, name: str, argument: str = "") -> Any:
+        connection = self._connected()
+        call = next(self._numbers)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        connection.calls[call] = (future, [])
+        connection.send(Command(call, name, argument))
+        return await future
+
+
+@dataclass(eq=False)
+class RemoteBatcher:
+    """A model version's batcher as a worker sees it: the rows check is local, the queue (and
+    its bound, one for the whole server) is the model process's."""
+
+    link: ModelProcessLink
+    version: VersionSnapshot
+    signature_name: str
+
+    def check_rows(self, rows: int) -> None:
+        config = self.version.config.batching
+        if config.enabled:
+            name = f"{self.version.model}/{self.version.version}"
+            check_request_rows(name, config, rows)
+
+    def check_capacity(self) -> None:
+        """Nothing to check here: the model process refuses (429) what its queue cannot take."""
+
+    async def submit(
+        self,
+        inputs: dict[str, np.ndarray],
+        deadline: float,
+        outputs: Sequence[str] = (),
+        record: RequestRecord | None = None,
+    ) -> Arrays:
+        seconds_left = deadline - asyncio.get_running_loop().time()
+        return await self.link.predict(
+            self.version,
+            self.signature_name,
+            inputs,
+            seconds_left,
+            outputs,
+            record or RequestRecord(""),
+        )
+
+
+class RepositoryMirror:
+    """The model process's models as of its last catalog: routing is local (no round trip per
+    request); admin changes are sent to the model process."""
+
+    def __init__(self, link: ModelProcessLink, peers_ready: Callable[[], bool]) -> None:
+        self._link = link
+        self._peers_ready = peers_ready
+        self._models: dict[str, ModelSnapshot] = {}
+        self.connected = False
+
+    def update(self, models: tuple[ModelSnapshot, ...]) -> None:
+        for model in models:
+            for version in model.versions.values():
+                version.batcher_factory = self._batcher
+        self._models = {model.name: model for model in models}
+        self.connected = True
+
+    def disconnected(self) -> None:
+        self.connected = False
+
+    def _batcher(self, version: VersionSnapshot, signature: str) -> RemoteBatcher:
+        return RemoteBatcher(self._link, version, signature)
+
+    def _entries(self) -> dict[str, ModelSnapshot]:
+        if not self.connected:
+            raise UnavailableError(MODEL_PROCESS_DOWN)
+        return self._models
+
+    def model_names(self) -> list[str]:
+        return list(self._models)
+
+    def models(self) -> list[ModelView]:
+        return [model.view() for model in self._models.values()]
+
+    def statuses(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionSnapshot]:
+        return routing.statuses(self._entries(), model, version, label)
+
+    def resolve(
+        self, model: str, version: int | None = None, label: str | None = None
+    ) -> VersionSnapshot:
+        return routing.resolve(self._entries(), model, version, label)
+
+    def readiness(self) -> dict[str, bool]:
+        return (
+            routing.readiness(self._models)
+            if self.connected
+            else dict.fromkeys(self._models, False)
+        )
+
+    def is_ready(self) -> bool:
+        return self.connected and self._peers_ready() and routing.is_ready(self._models)
+
+    async def rescan(self, *, settled: bool = False) -> None:
+        await self._link.command("rescan")
+
+    async def unload_model(self, name: str) -> ModelView:
+        routing.find(self._entries(), name)  # 404 here
+        await self._link.command("unload", name)
+        return self._models[name].view()
+
+    async def load_model(self, name: str) -> ModelView:
+        routing.find(self._entries(), name)
+        await self._link.command("load", name)
+        return self._models[name].view()
+
+    async def metrics(self) -> bytes:
+        """The model process's metrics (its batchers, versions and process)."""
+        exposition: bytes = await self._link.command("metrics")
+        return exposition

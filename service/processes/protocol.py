@@ -1,0 +1,115 @@
+"""The messages between a front-end worker and the model process, over one Unix socket per
+worker: each is a 4-byte little-endian length and a pickled message below (small: tensors stay
+in the shared-memory arenas, `service.processes.arena`). Both sides only unpickle what the
+other, started by the same server, wrote.
+
+worker -> model process: `Hello` once, then `Predict`, `Cancel` and `Command` (admin, metrics)
+model process -> worker: `Welcome` once, then `Answer` or `Failure` exactly once per `Predict`
+(a cancelled one too: then the worker frees its input blocks), `Reply` per `Command`, and a
+`Catalog` whenever the models' state changes (and at once after `Welcome`)."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from service.core.routing import ModelSnapshot
+from service.errors import ServingError
+from service.processes.arena import TensorRef
+
+_LENGTH = struct.Struct("<I")
+MAX_MESSAGE_BYTES = 1 << 31  # a tensor that found no room in an arena travels inline
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    worker: int
+    arena: str  # the worker's arena (its requests' tensors)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    arena: str  # the model process's arena for this worker (answers' tensors)
+
+
+@dataclass(frozen=True, slots=True)
+class Predict:
+    call: int  # the worker's number for this call
+    model: str
+    version: int
+    signature: str
+    inputs: tuple[TensorRef, ...]
+    outputs: tuple[str, ...]  # wanted (all when empty)
+    seconds_left: float  # to the request's deadline
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    call: int  # the client left: the model process drops the call if it has not run yet
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    call: int
+    number: int  # of this answer: the worker acknowledges it in the arena once read
+    outputs: tuple[TensorRef, ...]
+    batch_size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    call: int
+    kind: str  # the ServingError subclass
+    message: str
+
+    @classmethod
+    def of(cls, call: int, error: ServingError) -> Failure:
+        return cls(call, type(error).__name__, error.message)
+
+    def error(self) -> ServingError:
+        return _ERROR_CLASSES.get(self.kind, ServingError)(self.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    call: int
+    name: str  # one of service.processes.model_process.COMMANDS
+    argument: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    call: int
+    value: Any = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    models: tuple[ModelSnapshot, ...]
+
+
+Message = Hello | Welcome | Predict | Cancel | Answer | Failure | Command | Reply | Catalog
+
+
+def _subclasses(cls: type[ServingError]) -> list[type[ServingError]]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
+
+
+_ERROR_CLASSES = {cls.__name__: cls for cls in _subclasses(ServingError)}
+
+
+def encode(message: Message) -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(payload)) + payload
+
+
+async def receive(reader: asyncio.StreamReader) -> Message:
+    """The next message (asyncio.IncompleteReadError once the peer has gone)."""
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    message: Message = pickle.loads(await reader.readexactly(length))
+    return message

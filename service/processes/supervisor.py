@@ -1,0 +1,147 @@
+"""`modelserve serve` with workers: this process starts the model process and the front-end
+workers, restarts any that dies, and on SIGTERM drains the workers (each finishes what it
+accepted) before it stops the model process. It imports no TensorFlow itself."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from multiprocessing.connection import wait
+from multiprocessing.context import SpawnProcess
+from pathlib import Path
+from types import FrameType
+
+from service.core.serving_config import ServingConfig
+from service.logs import configure_logging
+from service.processes import model_process, worker
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODEL_PROCESS_START_SECONDS = 600.0  # TensorFlow's import and the models' load take a while
+RESTART_PAUSE_SECONDS = 0.5  # between restarts of a process that keeps dying
+STOP_GRACE_SECONDS = 10.0  # beyond the drain time, before a worker is killed
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def free_port(host: str) -> int:
+    """A port nothing listens on now (for a setting of 0: every worker must bind the same)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.bind(address)
+        return int(sock.getsockname()[1])
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, serving_config: ServingConfig) -> None:
+        self.count = settings.front_end_workers()
+        self.settings = settings.model_copy(
+            update={
+                "port": settings.port or free_port(settings.host),
+                "grpc_port": settings.grpc_port or free_port(settings.host),
+            }
+        )
+        self.serving_config = serving_config
+        self._context = multiprocessing.get_context("spawn")  # no forked threads or TF state
+        self._ready = self._context.Array("b", self.count, lock=False)
+        self._run_dir = Path(tempfile.mkdtemp(prefix="modelserve-"))
+        self._socket_path = self._run_dir / "model-process.sock"
+        self._metrics_dir = self._run_dir / "metrics"
+        self._metrics_dir.mkdir()
+        self._model_process: SpawnProcess | None = None
+        self._workers: dict[int, SpawnProcess] = {}
+        self._stopping = False
+
+    def run(self) -> None:
+        configure_logging(self.settings.log_level, self.settings.log_format)
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            log.info(
+                "starting the model process and %d worker(s): REST on port %d, gRPC on port %d",
+                self.count,
+                self.settings.port,
+                self.settings.grpc_port,
+            )
+            self._start_model_process()
+            for number in range(self.count):
+                self._start_worker(number)
+            self._watch()
+        finally:
+            self._shut_down()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping:  # a second signal: stop at once
+            for process in self._processes():
+                process.kill()
+            return
+        log.info("%s: draining the workers", signal.Signals(sig).name)
+        self._stopping = True
+        for process in self._workers.values():
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    def _processes(self) -> list[SpawnProcess]:
+        model = [self._model_process] if self._model_process is not None else []
+        return [*self._workers.values(), *model]
+
+    def _start_model_process(self) -> None:
+        os.environ.pop(MULTIPROC_ENV, None)  # its metrics are its own, served on request
+        process = self._context.Process(
+            target=model_process.run,
+            args=(self.settings, self.serving_config, self._socket_path),
+            name="modelserve-models",
+        )
+        process.start()
+        self._model_process = process
+
+    def _start_worker(self, number: int) -> None:
+        os.environ[MULTIPROC_ENV] = str(self._metrics_dir)  # counters summed over workers
+        plan = worker.WorkerPlan(number, self.settings, self._socket_path, self._ready)
+        process = self._context.Process(
+            target=worker.run, args=(plan,), name=f"modelserve-worker-{number}"
+        )
+        process.start()
+        self._workers[number] = process
+
+    def _watch(self) -> None:
+        """Restarts what dies until SIGTERM, then waits for the workers to drain."""
+        while not self._stopping or any(p.is_alive() for p in self._workers.values()):
+            sentinels = [p.sentinel for p in self._processes()]
+            wait(sentinels, timeout=0.5)
+            if self._stopping:
+                continue
+            model = self._model_process
+            if model is not None and not model.is_alive():
+                log.error("the model process exited (code %s): restarting it", model.exitcode)
+                time.sleep(RESTART_PAUSE_SECONDS)
+                self._start_model_process()
+            for number, process in list(self._workers.items()):
+                if not process.is_alive():
+                    self._ready[number] = 0
+                    log.error("worker %d exited (code %s): restarting it", number, process.exitcode)
+                    time.sleep(RESTART_PAUSE_SECONDS)
+                    self._start_worker(number)
+
+    def _shut_down(self) -> None:
+        deadline = time.monotonic() + self.settings.drain_seconds + STOP_GRACE_SECONDS
+        for process in self._workers.values():
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+        model = self._model_process
+        if model is not None and model.is_alive():
+            model.terminate()
+            model.join(STOP_GRACE_SECONDS)
+            if model.is_alive():
+                model.kill()

@@ -1,0 +1,63 @@
+"""A front-end worker process: REST and gRPC on the ports every worker shares (SO_REUSEPORT:
+the kernel spreads connections over them), parsing, validating and encoding, with the models
+in the model process (`ModelProcessLink`). It never imports TensorFlow's runtime."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import SynchronizedArray
+from pathlib import Path
+
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What the supervisor tells worker `number` (settings with the ports fixed)."""
+
+    number: int
+    settings: Settings
+    socket_path: Path  # the model process's
+    ready: SynchronizedArray  # type: ignore[type-arg]  # one flag per worker: serving
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket that other workers may bind too (SO_REUSEPORT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    return sock
+
+
+def run(plan: WorkerPlan) -> None:
+    """The worker's main (a spawned process): serves until SIGTERM, draining first."""
+    from service.protos import use_proto_only_tensorflow
+
+    use_proto_only_tensorflow()  # before anything imports a TensorFlow protobuf module
+
+    from service.http.draining_server import run_server
+    from service.processes.link import ModelProcessLink
+    from service.server import ModelServer
+
+    settings = plan.settings
+    flags = plan.ready
+
+    def peers_ready() -> bool:
+        return all(flags[:])
+
+    link = ModelProcessLink(
+        plan.socket_path, plan.number, settings.arena_bytes, peers_ready=peers_ready
+    )
+    server = ModelServer(settings, models=link)
+    sock = listening_socket(settings.host, settings.port)
+    flags[plan.number] = 1
+    try:
+        run_server(server, sockets=[sock])
+    finally:
+        flags[plan.number] = 0
