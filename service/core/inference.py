@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,11 +14,13 @@ from service.core import classify_regress
 from service.core.batching import deadline_from
 from service.core.dtypes import Arrays
 from service.core.record import RequestRecord
-from service.core.repository import ModelRepository
 from service.core.servable import ServableVersion
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
 from service.core.validation import check_call
 from service.errors import ServingError
+
+if TYPE_CHECKING:  # the repository imports TensorFlow: front-end workers must not
+    from service.core.repository import ModelRepository
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from grpc_reflection.v1alpha import reflection
 from service.auth import ApiKeys
 from service.core.decoding import Decoder
 from service.core.inference import InferenceCore
-from service.core.repository import ModelRepository
 from service.grpc.auth import ApiKeyInterceptor
 from service.grpc.limits import ConcurrencyLimit, core_queue_options
 from service.grpc.message_split import MessageSplitter
@@ -25,7 +24,8 @@ from service.grpc.services import MODEL_SERVICE, PREDICTION_SERVICE, add_service
 from service.metrics import Metrics
 from service.tls import grpc_server_credentials
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the repository imports TensorFlow: front-end workers must not
+    from service.core.repository import ModelRepository
     from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,14 +13,14 @@ from starlette.responses import Response
 
 from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
-from service.core.repository import ModelRepository
 from service.errors import ClientGoneError, InvalidInputError
 from service.http.body import limited_stream
 from service.http.json_io import JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the repository imports TensorFlow: front-end workers must not
+    from service.core.repository import ModelRepository
     from service.server import ModelServer
 
 T = TypeVar("T")
