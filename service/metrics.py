@@ -5,13 +5,13 @@ route templates, status codes)."""
 from __future__ import annotations
 
 import collections
+import importlib.metadata
 import platform
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import TYPE_CHECKING
 
-import tensorflow as tf
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -35,6 +35,7 @@ from service.core.batching import Batcher, BatchObserver, BatchStats
 from service.core.servable import VersionState
 from service.errors import InvalidInputError, ModelFailureError
 from service.http.limits import REFUSAL_REASONS as HTTP_REFUSAL_REASONS
+from service.protos import tensorflow_runtime_loaded
 
 if TYPE_CHECKING:
     from service.core.repository import ModelRepository, ModelView
@@ -112,7 +113,7 @@ class Metrics:
             ["version", "tensorflow", "python"],
             registry=r,
         )
-        build.labels(__version__, tf.__version__, platform.python_version()).set(1)
+        build.labels(__version__, tensorflow_version(), platform.python_version()).set(1)
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
@@ -320,9 +321,21 @@ class _ImageDecoderCollector(Collector):
         )
 
 
+@cache
+def tensorflow_version() -> str:
+    """The installed TensorFlow distribution's version ("" if none), read without importing
+    TensorFlow: front-end workers have only its protobuf modules (`service.protos`)."""
+    for distribution in ("tensorflow", "tensorflow-cpu", "tensorflow-gpu"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ""
+
+
 class _GPUMemoryCollector(Collector):
     """Memory TensorFlow holds per GPU (tf.config.experimental.get_memory_info); nothing on
-    machines without GPUs."""
+    machines without GPUs, nor in a process without TensorFlow's runtime (a front-end worker)."""
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -330,8 +343,11 @@ class _GPUMemoryCollector(Collector):
             "GPU memory TensorFlow holds: current and peak, per device.",
             labels=["device", "kind"],
         )
-        for device in tf.config.list_logical_devices("GPU"):
-            info = tf.config.experimental.get_memory_info(device.name)
-            family.add_metric([device.name, "current"], info["current"])
-            family.add_metric([device.name, "peak"], info["peak"])
+        if tensorflow_runtime_loaded():  # never imports it: only the model process has it
+            import tensorflow as tf
+
+            for device in tf.config.list_logical_devices("GPU"):
+                info = tf.config.experimental.get_memory_info(device.name)
+                family.add_metric([device.name, "current"], info["current"])
+                family.add_metric([device.name, "peak"], info["peak"])
         yield family

@@ -1,6 +1,8 @@
-"""TensorProto <-> numpy for the gRPC API, converted by TensorFlow as TF Serving does. Checked
-first without allocating: the input's dtype, a known non-negative shape, and exactly its element
-count of values (TensorFlow would quietly repeat the last value of a short list)."""
+"""TensorProto <-> numpy for the gRPC API, converted as TensorFlow's `tf.make_ndarray` and
+`tf.make_tensor_proto` do (byte for byte), in numpy alone: front-end workers have TensorFlow's
+protobuf modules but not its runtime (`service.protos`). Checked first without allocating: the
+input's dtype, a known non-negative shape, and exactly its element count of values (TensorFlow
+would quietly repeat the last value of a short list)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 
 from service.core.decoding import object_array
+from service.core.dtypes import DTYPES
 from service.core.signatures import Signature, TensorInfo
 from service.core.validation import check_names
 from service.errors import InvalidInputError
@@ -29,6 +31,14 @@ _VALUE_FIELDS = {
     "DT_BOOL": "bool_val",
     "DT_STRING": "string_val",
 }
+_HALF_TYPES = ("DT_HALF", "DT_BFLOAT16")  # half_val holds their bits (uint16), not their values
+# The DataType name of each numpy dtype served; numpy's other string kinds are DT_STRING too.
+_TF_NAMES = {d.numpy: d.tf_name for d in DTYPES}
+_STRING_KINDS = "OSU"
+# tf.make_tensor_proto writes these (of more than one element) as raw bytes in tensor_content;
+# every other dtype, and tensors of 0 or 1 elements, in the typed value field.
+_CONTENT_TYPES = frozenset(_TF_NAMES) - {np.dtype(np.bool_), np.dtype(np.uint16), np.dtype(object)}
+_CONTENT_LIMIT = 1 << 31
 
 
 def decode_inputs(
@@ -94,7 +104,7 @@ def _decode_tensor(
             return object_array(proto.string_val).reshape(shape)
         return split_strings.array().reshape(shape)
     try:
-        array: np.ndarray = tf.make_ndarray(proto)
+        array = _values(proto, spec.dtype.numpy, shape)
     except OverflowError:  # int_val / half_val are int32 on the wire, wider than int8 or half
         raise InvalidInputError(f"{what}: a value is out of range for {dtype}") from None
     except (ValueError, TypeError) as exc:
@@ -102,5 +112,54 @@ def _decode_tensor(
     return array
 
 
+def _values(proto: tensor_pb2.TensorProto, dtype: np.dtype, shape: list[int]) -> np.ndarray:
+    """A checked numeric or bool TensorProto's array, as `tf.make_ndarray` reads it (an int
+    out of range for a narrow dtype raises OverflowError)."""
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype).copy().reshape(shape)
+    name = types_pb2.DataType.Name(proto.dtype)
+    field = getattr(proto, _VALUE_FIELDS[name])
+    if name in _HALF_TYPES:
+        return np.fromiter(field, dtype=np.uint16).view(dtype).reshape(shape)
+    return np.fromiter(field, dtype=dtype).reshape(shape)
+
+
 def encode_outputs(outputs: Mapping[str, np.ndarray]) -> dict[str, tensor_pb2.TensorProto]:
-    return {name: tf.make_tensor_proto(array) for name, array in outputs.items()}
+    return {name: encode_tensor(array) for name, array in outputs.items()}
+
+
+def encode_tensor(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """The TensorProto `tf.make_tensor_proto(array)` makes, for the dtypes served."""
+    if not array.dtype.isnative:  # TensorFlow would copy big-endian bytes as they are
+        array = array.astype(array.dtype.newbyteorder("="))
+    name = "DT_STRING" if array.dtype.kind in _STRING_KINDS else _TF_NAMES.get(array.dtype)
+    if name is None:
+        raise TypeError(f"Element type not supported in TensorProto: {array.dtype}")
+    proto = tensor_pb2.TensorProto(
+        dtype=types_pb2.DataType.Value(name),
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in array.shape]
+        ),
+    )
+    if array.dtype in _CONTENT_TYPES and array.size > 1:
+        if array.nbytes >= _CONTENT_LIMIT:
+            raise ValueError("Cannot create a tensor proto whose content is larger than 2GB.")
+        proto.tensor_content = array.tobytes()
+    elif name == "DT_STRING":
+        proto.string_val.extend([_as_bytes(value) for value in array.ravel()])
+    elif name in _HALF_TYPES:
+        proto.half_val.extend(array.ravel().view(np.uint16).tolist())
+    else:
+        getattr(proto, _VALUE_FIELDS[name]).extend(array.ravel().tolist())
+    return proto
+
+
+def _as_bytes(value: object) -> bytes:
+    """TensorFlow's `compat.as_bytes`: text as UTF-8, bytes as they are, nothing else."""
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"Expected binary or unicode string, got {value!r}")

@@ -24,7 +24,7 @@ from service.grpc.services import MODEL_SERVICE, PREDICTION_SERVICE, add_service
 from service.metrics import Metrics
 from service.tls import grpc_server_credentials
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the repository imports TensorFlow: front-end workers must not
     from service.settings import Settings
 
 log = logging.getLogger(__name__)

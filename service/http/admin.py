@@ -4,17 +4,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.exceptions import HTTPException
 
 from service.auth import ADMIN_DISABLED, ADMIN_GRANTED
-from service.core.repository import ModelView
 from service.core.serving_config import ModelConfig
 from service.http.dependencies import repository, request_record
 from service.http.error_docs import NOT_FOUND, error_responses
 from service.http.json_io import JSONBody
+
+if TYPE_CHECKING:  # the repository imports TensorFlow: front-end workers must not
+    from service.core.repository import ModelView
 
 
 def _admitted(request: Request) -> None:

@@ -19,7 +19,7 @@ from service.http.json_io import JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the repository imports TensorFlow: front-end workers must not
     from service.core.repository import ModelRepository
     from service.processes.link import RepositoryMirror
     from service.server import ModelServer
