@@ -43,7 +43,7 @@ JobName = StrEnum("JobName", {name: name for name in (*JOBS, "all")})  # type: i
 SERVE_OPTIONS = (
     *("host", "port", "grpc_port", "model_base_path", "config", "model_config_file"),
     *("log_level", "log_format", "poll_interval_seconds", "allow_random_weights"),
-    *("api_keys_file", "tls_cert_file", "tls_key_file", "tls_ca_file"),
+    *("api_keys_file", "tls_cert_file", "tls_key_file", "tls_ca_file", "workers"),
 )
 FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag names
 

@@ -23,6 +23,7 @@ from service.core.record import RequestRecord
 from service.core.routing import ModelSnapshot, ModelView, VersionSnapshot
 from service.errors import UnavailableError
 from service.processes import arena
+from service.processes.channel import Channel
 from service.processes.protocol import (
     Answer,
     Cancel,
@@ -34,8 +35,6 @@ from service.processes.protocol import (
     Predict,
     Reply,
     Welcome,
-    encode,
-    receive,
 )
 
 log = logging.getLogger(__name__)
@@ -46,13 +45,10 @@ MODEL_PROCESS_DOWN = "the model process is not running (restarting); retry short
 
 @dataclass(eq=False)
 class _Connection:
-    writer: asyncio.StreamWriter
+    channel: Channel
     inputs: arena.Writer  # our arena: the tensors we send
-    answers: arena.Arena  # the model process's arena for us
+    answers: arena.Arena | None = None  # the model process's arena for us, once welcomed
     calls: dict[int, tuple[asyncio.Future[Any], list[int]]] = field(default_factory=dict)
-
-    def send(self, message: Message) -> None:
-        self.writer.write(encode(message))
 
     def settle(self, call: int, result: Any = None, error: BaseException | None = None) -> None:
         future, blocks = self.calls.pop(call, (None, []))
@@ -82,6 +78,7 @@ class ModelProcessLink:
         self._connection: _Connection | None = None
         self._numbers = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
+        self._was_connected = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="model-process-link")
@@ -93,43 +90,52 @@ class ModelProcessLink:
                 await self._task
 
     async def _connect_forever(self) -> None:
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             try:
                 await self._connect_once()
-                attempt = 0
             except (OSError, asyncio.IncompleteReadError) as error:
-                if attempt == 0:
-                    log.warning("model process connection lost or refused: %s", error)
-            delay = RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)]
-            await asyncio.sleep(delay)
+                if self._was_connected:
+                    log.warning("lost the model process (%s): reconnecting", error)
+                    self._was_connected, attempt = False, 0
+            await asyncio.sleep(RECONNECT_SECONDS[min(attempt, len(RECONNECT_SECONDS) - 1)])
+            attempt += 1
 
     async def _connect_once(self) -> None:
-        reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[Exception | None] = loop.create_future()
+        welcomed: asyncio.Future[None] = loop.create_future()
         inputs = arena.Arena(self.arena_bytes)
-        answers: arena.Arena | None = None
-        connection: _Connection | None = None
+        connection = _Connection(
+            Channel(
+                lambda message: self._received(connection, message, welcomed),
+                lambda exc: _settle_once(lost, exc),
+            ),
+            arena.Writer(inputs),
+        )
         try:
-            writer.write(encode(Hello(self.worker, inputs.name)))
-            welcome = await receive(reader)
-            assert isinstance(welcome, Welcome), welcome
-            answers = arena.Arena(0, welcome.arena)
-            inputs.unlink()  # both sides have both mapped: nothing to leave behind
-            answers.unlink()
-            connection = _Connection(writer, arena.Writer(inputs), answers)
-            self._connection = connection
-            while True:
-                self._handle(connection, await receive(reader))
+            await loop.create_unix_connection(lambda: connection.channel, str(self.socket_path))
+            connection.channel.send(Hello(self.worker, inputs.name))
+            await asyncio.wait((welcomed, lost), return_when=asyncio.FIRST_COMPLETED)
+            if welcomed.done():
+                self._connection = connection
+                self._was_connected = True
+                log.info("worker %d connected to the model process", self.worker)
+            error = await lost
+            raise ConnectionResetError(str(error or "the model process closed the connection"))
         finally:
             inputs.unlink()
             self._connection = None
             self.repository.disconnected()
-            if connection is not None:
-                for call in list(connection.calls):
-                    connection.settle(call, error=UnavailableError(MODEL_PROCESS_DOWN))
-            writer.close()
+            for call in list(connection.calls):
+                connection.settle(call, error=UnavailableError(MODEL_PROCESS_DOWN))
+            connection.channel.close()
 
-    def _handle(self, connection: _Connection, message: Message) -> None:
+    def _received(
+        self, connection: _Connection, message: Message, welcomed: asyncio.Future[None]
+    ) -> None:
         if isinstance(message, Answer):
+            assert connection.answers is not None
             outputs = arena.read(connection.answers, message.outputs, copy=True)
             connection.answers.acknowledge(message.number)  # its blocks may be reused now
             connection.settle(message.call, (outputs, message.batch_size))
@@ -140,6 +146,11 @@ class ModelProcessLink:
             connection.settle(message.call, message.value, error)
         elif isinstance(message, Catalog):
             self.repository.update(message.models)
+        elif isinstance(message, Welcome):
+            connection.answers = arena.Arena(0, message.arena)
+            connection.answers.unlink()  # both sides have both mapped: nothing to leave behind
+            connection.inputs.arena.unlink()
+            welcomed.set_result(None)
 
     def _connected(self) -> _Connection:
         if self._connection is None:
@@ -162,7 +173,7 @@ class ModelProcessLink:
             asyncio.get_running_loop().create_future()
         )
         connection.calls[call] = (future, blocks)
-        connection.send(
+        connection.channel.send(
             Predict(
                 call,
                 version.model,
@@ -177,7 +188,7 @@ class ModelProcessLink:
         try:
             results, record.batch_size = await future
         except asyncio.CancelledError:  # the client left: the inputs stay ours until told
-            connection.send(Cancel(call))
+            connection.channel.send(Cancel(call))
             raise
         return results
 
@@ -186,7 +197,7 @@ class ModelProcessLink:
         call = next(self._numbers)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.calls[call] = (future, [])
-        connection.send(Command(call, name, argument))
+        connection.channel.send(Command(call, name, argument))
         return await future
 
 
@@ -297,3 +308,8 @@ class RepositoryMirror:
         """The model process's metrics (its batchers, versions and process)."""
         exposition: bytes = await self._link.command("metrics")
         return exposition
+
+
+def _settle_once(future: asyncio.Future[Exception | None], exc: Exception | None) -> None:
+    if not future.done():
+        future.set_result(exc)

@@ -11,9 +11,10 @@ import contextlib
 import logging
 import signal
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import uvloop
 
 from service.core.dtypes import Arrays
 from service.core.local_models import LocalModels
@@ -21,8 +22,11 @@ from service.core.record import RequestRecord
 from service.core.routing import ModelSnapshot
 from service.core.serving_config import ServingConfig
 from service.errors import ClientGoneError, ModelFailureError, ServingError
+from service.logs import configure_logging
 from service.metrics import Metrics
 from service.processes import arena
+from service.processes.channel import Channel
+from service.processes.orphans import die_with_parent
 from service.processes.protocol import (
     Answer,
     Cancel,
@@ -34,8 +38,6 @@ from service.processes.protocol import (
     Predict,
     Reply,
     Welcome,
-    encode,
-    receive,
 )
 from service.settings import Settings
 
@@ -44,32 +46,57 @@ log = logging.getLogger(__name__)
 CATALOG_SECONDS = 0.2  # how often the models' state is compared with what workers last got
 
 
-@dataclass(eq=False)
 class _Worker:
     """One connected worker: its arena (read), ours for it (written), its calls running."""
 
-    number: int
-    writer: asyncio.StreamWriter
-    inputs: arena.Arena
-    answers: arena.Writer
-    calls: dict[int, asyncio.Task[None]] = field(default_factory=dict)
-    sent: collections.deque[tuple[int, list[int]]] = field(default_factory=collections.deque)
-    answered: int = 0
+    def __init__(self, host: ModelProcess) -> None:
+        self.host = host
+        self.channel = Channel(self._received, self._lost)
+        self.number = -1
+        self.inputs: arena.Arena | None = None
+        self.answers: arena.Writer | None = None
+        self.calls: dict[int, asyncio.Task[None]] = {}
+        self.sent: collections.deque[tuple[int, list[int]]] = collections.deque()
+        self.answered = 0
 
-    def send(self, message: Message) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(encode(message))
+    def _received(self, message: Message) -> None:
+        if isinstance(message, Predict):
+            self._start(message.call, self.host.predict(self, message))
+        elif isinstance(message, Cancel):
+            if (task := self.calls.get(message.call)) is not None:
+                task.cancel()
+        elif isinstance(message, Command):
+            self._start(message.call, self.host.command(self, message))
+        elif isinstance(message, Hello):
+            self.number = message.worker
+            self.inputs = arena.Arena(0, message.arena)
+            self.answers = arena.Writer(arena.Arena(self.host.settings.arena_bytes))
+            self.channel.send(Welcome(self.answers.arena.name))
+            self.host.joined(self)
+
+    def _start(self, call: int, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.calls[call] = task
+        task.add_done_callback(lambda _: self.calls.pop(call, None))
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.host.left(self)
+        for task in self.calls.values():
+            task.cancel()
+        if self.answers is not None:
+            self.answers.arena.unlink()
 
     def answer(self, call: int, outputs: Arrays, batch_size: int | None) -> None:
         """Sends `outputs` in our arena, first taking back the blocks of the answers the
         worker has acknowledged reading."""
+        assert self.answers is not None
         acknowledged = self.answers.arena.acknowledged
         while self.sent and self.sent[0][0] <= acknowledged:
             self.answers.free(self.sent.popleft()[1])
         self.answered += 1
         refs, blocks = self.answers.put(outputs)
         self.sent.append((self.answered, blocks))
-        self.send(Answer(call, self.answered, tuple(refs), batch_size))
+        self.channel.send(Answer(call, self.answered, tuple(refs), batch_size))
 
 
 class ModelProcess:
@@ -84,7 +111,10 @@ class ModelProcess:
     async def run(self, stop: asyncio.Event) -> None:
         await self.models.start()
         self.socket_path.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(self._serve, path=str(self.socket_path))
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(
+            lambda: _Worker(self).channel, path=str(self.socket_path)
+        )
         watcher = asyncio.create_task(self._watch_catalog())
         log.info("model process listening on %s", self.socket_path)
         try:
@@ -93,12 +123,19 @@ class ModelProcess:
             watcher.cancel()
             server.close()
             for worker in list(self._workers):
-                worker.writer.close()
+                worker.channel.close()
             await self.models.stop()
             self.socket_path.unlink(missing_ok=True)
 
-    def _catalog_message(self) -> Catalog:
-        return Catalog(self.models.repository.snapshot())
+    def joined(self, worker: _Worker) -> None:
+        self._workers.add(worker)
+        worker.channel.send(Catalog(self.models.repository.snapshot()))
+        log.info("worker %d connected", worker.number)
+
+    def left(self, worker: _Worker) -> None:
+        if worker in self._workers:
+            self._workers.discard(worker)
+            log.info("worker %d disconnected", worker.number)
 
     async def _watch_catalog(self) -> None:
         while True:
@@ -110,47 +147,12 @@ class ModelProcess:
         if catalog != self._catalog:
             self._catalog = catalog
             for worker in self._workers:
-                worker.send(Catalog(catalog))
+                worker.channel.send(Catalog(catalog))
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = await receive(reader)
-        if not isinstance(hello, Hello):
-            writer.close()
-            return
-        answers = arena.Arena(self.settings.arena_bytes)
-        worker = _Worker(hello.worker, writer, arena.Arena(0, hello.arena), arena.Writer(answers))
-        worker.send(Welcome(answers.name))
-        worker.send(Catalog(self.models.repository.snapshot()))
-        self._workers.add(worker)
-        log.info("worker %d connected", worker.number)
-        try:
-            while True:
-                message = await receive(reader)
-                if isinstance(message, Predict):
-                    self._start(worker, message.call, self._predict(worker, message))
-                elif isinstance(message, Cancel):
-                    if (task := worker.calls.get(message.call)) is not None:
-                        task.cancel()
-                elif isinstance(message, Command):
-                    self._start(worker, message.call, self._command(worker, message))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            log.info("worker %d disconnected", worker.number)
-        finally:
-            self._workers.discard(worker)
-            for task in worker.calls.values():
-                task.cancel()
-            writer.close()
-            answers.unlink()
-            worker.inputs.close()
-
-    def _start(self, worker: _Worker, call: int, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        worker.calls[call] = task
-        task.add_done_callback(lambda _: worker.calls.pop(call, None))
-
-    async def _predict(self, worker: _Worker, message: Predict) -> None:
+    async def predict(self, worker: _Worker, message: Predict) -> None:
         try:
             servable = self.models.repository.resolve(message.model, message.version)
+            assert worker.inputs is not None
             inputs = arena.read(worker.inputs, message.inputs, copy=False)
             record = RequestRecord(message.request_id)
             deadline = asyncio.get_running_loop().time() + message.seconds_left
@@ -162,15 +164,17 @@ class ModelProcess:
                 servable.leave()
             worker.answer(message.call, outputs, record.batch_size)
         except ServingError as error:
-            worker.send(Failure.of(message.call, error))
+            worker.channel.send(Failure.of(message.call, error))
         except asyncio.CancelledError:  # the worker frees the inputs once told
-            worker.send(Failure.of(message.call, ClientGoneError("cancelled by the client")))
+            worker.channel.send(
+                Failure.of(message.call, ClientGoneError("cancelled by the client"))
+            )
         except Exception:
             log.exception("model call of %s failed", message.model)
             failure = ModelFailureError(f"model {message.model!r} failed on this request")
-            worker.send(Failure.of(message.call, failure))
+            worker.channel.send(Failure.of(message.call, failure))
 
-    async def _command(self, worker: _Worker, message: Command) -> None:
+    async def command(self, worker: _Worker, message: Command) -> None:
         repository = self.models.repository
         try:
             value: object = None
@@ -185,13 +189,16 @@ class ModelProcess:
             else:
                 raise ValueError(f"unknown command {message.name!r}")
             self._publish()  # the worker's mirror is current when the reply arrives
-            worker.send(Reply(message.call, value))
+            worker.channel.send(Reply(message.call, value))
         except ServingError as error:
-            worker.send(Reply(message.call, failure=Failure.of(message.call, error)))
+            worker.channel.send(Reply(message.call, failure=Failure.of(message.call, error)))
 
 
-def run(settings: Settings, serving_config: ServingConfig, socket_path: Path) -> None:
-    """The model process's main: serves until SIGTERM or SIGINT."""
+def run(settings: Settings, serving_config: ServingConfig, socket_path: Path, parent: int) -> None:
+    """The model process's main: serves until SIGTERM or SIGINT (or its parent's death)."""
+    die_with_parent(parent)
+
+    configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -201,4 +208,4 @@ def run(settings: Settings, serving_config: ServingConfig, socket_path: Path) ->
         await ModelProcess(settings, serving_config, socket_path).run(stop)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        uvloop.run(main())  # as uvicorn runs the workers' loops

@@ -10,7 +10,6 @@ model process -> worker: `Welcome` once, then `Answer` or `Failure` exactly once
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 import struct
 from dataclasses import dataclass
@@ -20,8 +19,7 @@ from service.core.routing import ModelSnapshot
 from service.errors import ServingError
 from service.processes.arena import TensorRef
 
-_LENGTH = struct.Struct("<I")
-MAX_MESSAGE_BYTES = 1 << 31  # a tensor that found no room in an arena travels inline
+LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +103,4 @@ _ERROR_CLASSES = {cls.__name__: cls for cls in _subclasses(ServingError)}
 
 def encode(message: Message) -> bytes:
     payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(payload)) + payload
-
-
-async def receive(reader: asyncio.StreamReader) -> Message:
-    """The next message (asyncio.IncompleteReadError once the peer has gone)."""
-    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    message: Message = pickle.loads(await reader.readexactly(length))
-    return message
+    return LENGTH.pack(len(payload)) + payload

@@ -99,7 +99,7 @@ class Supervisor:
         os.environ.pop(MULTIPROC_ENV, None)  # its metrics are its own, served on request
         process = self._context.Process(
             target=model_process.run,
-            args=(self.settings, self.serving_config, self._socket_path),
+            args=(self.settings, self.serving_config, self._socket_path, os.getpid()),
             name="modelserve-models",
         )
         process.start()
@@ -107,7 +107,7 @@ class Supervisor:
 
     def _start_worker(self, number: int) -> None:
         os.environ[MULTIPROC_ENV] = str(self._metrics_dir)  # counters summed over workers
-        plan = worker.WorkerPlan(number, self.settings, self._socket_path, self._ready)
+        plan = worker.WorkerPlan(number, os.getpid(), self.settings, self._socket_path, self._ready)
         process = self._context.Process(
             target=worker.run, args=(plan,), name=f"modelserve-worker-{number}"
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
 from pathlib import Path
 
+from service.processes.orphans import die_with_parent
 from service.settings import Settings
 
 
@@ -17,6 +18,7 @@ class WorkerPlan:
     """What the supervisor tells worker `number` (settings with the ports fixed)."""
 
     number: int
+    parent: int  # the supervisor's pid: the worker stops when it is gone
     settings: Settings
     socket_path: Path  # the model process's
     ready: SynchronizedArray  # type: ignore[type-arg]  # one flag per worker: serving
@@ -40,6 +42,7 @@ def run(plan: WorkerPlan) -> None:
     from service.protos import use_proto_only_tensorflow
 
     use_proto_only_tensorflow()  # before anything imports a TensorFlow protobuf module
+    die_with_parent(plan.parent)
 
     from service.http.draining_server import run_server
     from service.processes.link import ModelProcessLink
