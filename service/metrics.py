@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import collections
 import importlib.metadata
+import os
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -62,8 +64,20 @@ def rejection_reason(status: int) -> str | None:
 class Metrics:
     """Every metric of one app, in its own registry (tests build as many apps as they like)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = r = registry or CollectorRegistry()
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        requests: bool = True,
+        models: bool = True,
+    ) -> None:
+        """`requests`: the request counters (a front-end worker's part; with
+        PROMETHEUS_MULTIPROC_DIR set they are shared files, summed over the workers at a
+        scrape); `models`: the models' and the process's (the model process's part)."""
+        self.registry = registry or CollectorRegistry()
+        # collectors read at a scrape, apart from the shared files in a worker
+        self._live = CollectorRegistry() if multiprocess_directory() else self.registry
+        r = self.registry if requests else CollectorRegistry()  # not exposed: unused
         counter = partial(Counter, registry=r)
         histogram = partial(Histogram, buckets=LATENCY_BUCKETS, registry=r)
         self.requests = counter(
@@ -97,6 +111,8 @@ class Metrics:
             ["reason"],
         )
         self.grpc_refused.labels("concurrency")
+        r = self.registry if models else CollectorRegistry()
+        histogram = partial(Histogram, buckets=LATENCY_BUCKETS, registry=r)
         self.queue_wait_seconds = histogram(
             "modelserve_queue_wait_seconds",
             "Time a request waited in its model's batch queue before its batch ran.",
@@ -107,16 +123,17 @@ class Metrics:
             "Model execution time of one batch.",
             ["model", "version"],
         )
-        build = Gauge(
-            "modelserve_build_info",
-            "Versions of modelserve, TensorFlow and Python (always 1).",
-            ["version", "tensorflow", "python"],
-            registry=r,
-        )
-        build.labels(__version__, tensorflow_version(), platform.python_version()).set(1)
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
-        GCCollector(registry=r)
+        if models:  # in a worker, a gauge set here would be a shared file, once per worker
+            build = Gauge(
+                "modelserve_build_info",
+                "Versions of modelserve, TensorFlow and Python (always 1).",
+                ["version", "tensorflow", "python"],
+                registry=r,
+            )
+            build.labels(__version__, tensorflow_version(), platform.python_version()).set(1)
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self._repository_collector: _RepositoryCollector | None = None
         self._gpu_collector: _GPUMemoryCollector | None = None
         self._decoder_collector: _ImageDecoderCollector | None = None
@@ -127,21 +144,26 @@ class Metrics:
             self.registry.unregister(self._repository_collector)
         self._repository_collector = _RepositoryCollector(repository)
         self.registry.register(self._repository_collector)
-        for model in repository.model_names():  # at 0, so rate() sees the first rejection
-            for reason in REJECTION_REASONS:
-                self.rejected.labels(model, reason)
+        self.count_rejections(repository.model_names())
         if self._gpu_collector is None:  # once: a second one would expose the family twice
             # registered here, not in __init__: it lists TensorFlow's devices, which must not
             # happen before the app has configured them
             self._gpu_collector = _GPUMemoryCollector()
             self.registry.register(self._gpu_collector)
 
+    def count_rejections(self, models: Iterable[str]) -> None:
+        """At 0, so rate() sees the first rejection of each model."""
+        for model in models:
+            for reason in REJECTION_REASONS:
+                self.rejected.labels(model, reason)
+
     def watch_image_decoder(self, decoder: ImageDecoder) -> None:
-        """Exports the task API's image decodes in flight (and their pixels) at every scrape."""
+        """Exports the task API's image decodes in flight (and their pixels) at every scrape
+        (in a worker: its own)."""
         if self._decoder_collector is not None:
-            self.registry.unregister(self._decoder_collector)
+            self._live.unregister(self._decoder_collector)
         self._decoder_collector = _ImageDecoderCollector(decoder)
-        self.registry.register(self._decoder_collector)
+        self._live.register(self._decoder_collector)
 
     def batch_observer(self, model: str, version: int) -> BatchObserver:
         return _VersionObserver(
@@ -150,7 +172,18 @@ class Metrics:
         )
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """This process's metrics; in a worker, every worker's request metrics summed."""
+        directory = multiprocess_directory()
+        if directory is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged) + generate_latest(self._live)
+
+
+def multiprocess_directory() -> str | None:
+    """Where the workers' request metrics live (set by `service.processes.supervisor`)."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class ModelServer:
         settings: Settings,
         serving_config: ServingConfig | None = None,
         metrics: Metrics | None = None,
+        *,
         models: ModelProcessLink | None = None,
     ) -> None:
         """The models are in this process, or in the model process `models` links to (a
@@ -99,6 +100,14 @@ class ModelServer:
         finally:
             await self._stop()
 
+    async def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format: with workers, theirs and the model
+        process's, one family each."""
+        own = self.metrics.exposition()
+        if isinstance(self.models, ModelProcessLink):
+            return own + await self.models.repository.metrics()
+        return own
+
     def begin_drain(self) -> None:
         """REST and gRPC stop taking requests and finish theirs (both in one drain time)."""
         self.lifecycle.draining = True
@@ -107,6 +116,8 @@ class ModelServer:
 
     async def _start(self) -> None:
         settings, metrics = self.settings, self.metrics
+        if isinstance(self.models, ModelProcessLink):
+            self.models.repository.on_catalog = metrics.count_rejections
         await self.models.start()
         repository = self.models.repository
         image_decoder = ImageDecoder(settings.image_decode_threads, settings.decode_pixel_budget)

@@ -13,4 +13,4 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    return Response(state.metrics(request).exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(await state.server(request).exposition(), media_type=CONTENT_TYPE_LATEST)

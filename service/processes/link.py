@@ -70,7 +70,10 @@ class ModelProcessLink:
         worker: int,
         arena_bytes: int,
         peers_ready: Callable[[], bool] = lambda: True,
+        on_connected: Callable[[bool], None] = lambda connected: None,
     ) -> None:
+        """`peers_ready`: whether every worker is connected (readiness needs all of them);
+        `on_connected`: told when this one connects and disconnects."""
         self.socket_path = socket_path
         self.worker = worker
         self.arena_bytes = arena_bytes
@@ -79,6 +82,7 @@ class ModelProcessLink:
         self._numbers = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self._was_connected = False
+        self._on_connected = on_connected
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="model-process-link")
@@ -120,12 +124,14 @@ class ModelProcessLink:
             if welcomed.done():
                 self._connection = connection
                 self._was_connected = True
+                self._on_connected(True)
                 log.info("worker %d connected to the model process", self.worker)
             error = await lost
             raise ConnectionResetError(str(error or "the model process closed the connection"))
         finally:
             inputs.unlink()
             self._connection = None
+            self._on_connected(False)
             self.repository.disconnected()
             for call in list(connection.calls):
                 connection.settle(call, error=UnavailableError(MODEL_PROCESS_DOWN))
@@ -246,6 +252,7 @@ class RepositoryMirror:
         self._peers_ready = peers_ready
         self._models: dict[str, ModelSnapshot] = {}
         self.connected = False
+        self.on_catalog: Callable[[list[str]], None] = lambda models: None
 
     def update(self, models: tuple[ModelSnapshot, ...]) -> None:
         for model in models:
@@ -253,6 +260,7 @@ class RepositoryMirror:
                 version.batcher_factory = self._batcher
         self._models = {model.name: model for model in models}
         self.connected = True
+        self.on_catalog(list(self._models))
 
     def disconnected(self) -> None:
         self.connected = False

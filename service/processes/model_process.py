@@ -102,7 +102,7 @@ class _Worker:
 class ModelProcess:
     def __init__(self, settings: Settings, serving_config: ServingConfig, socket_path: Path):
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(requests=False)  # the workers count requests
         self.models = LocalModels(settings, serving_config, self.metrics)
         self.socket_path = socket_path
         self._workers: set[_Worker] = set()

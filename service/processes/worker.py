@@ -21,7 +21,7 @@ class WorkerPlan:
     parent: int  # the supervisor's pid: the worker stops when it is gone
     settings: Settings
     socket_path: Path  # the model process's
-    ready: SynchronizedArray  # type: ignore[type-arg]  # one flag per worker: serving
+    ready: SynchronizedArray  # type: ignore[type-arg]  # per worker: connected to the models
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -45,6 +45,7 @@ def run(plan: WorkerPlan) -> None:
     die_with_parent(plan.parent)
 
     from service.http.draining_server import run_server
+    from service.metrics import Metrics
     from service.processes.link import ModelProcessLink
     from service.server import ModelServer
 
@@ -54,12 +55,14 @@ def run(plan: WorkerPlan) -> None:
     def peers_ready() -> bool:
         return all(flags[:])
 
+    def connected(up: bool) -> None:
+        flags[plan.number] = int(up)
+
     link = ModelProcessLink(
-        plan.socket_path, plan.number, settings.arena_bytes, peers_ready=peers_ready
+        plan.socket_path, plan.number, settings.arena_bytes, peers_ready, connected
     )
-    server = ModelServer(settings, models=link)
+    server = ModelServer(settings, metrics=Metrics(models=False), models=link)
     sock = listening_socket(settings.host, settings.port)
-    flags[plan.number] = 1
     try:
         run_server(server, sockets=[sock])
     finally:
