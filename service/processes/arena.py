@@ -9,10 +9,7 @@ from __future__ import annotations
 import collections
 import mmap
 import os
-import tempfile
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -20,30 +17,29 @@ from service.core.dtypes import Arrays
 
 ALIGN = 64  # cache-line aligned blocks: numpy views on them are aligned for every dtype
 HEADER_BYTES = ALIGN  # the first line holds the reader's acknowledgement counter
-_SHM_DIR = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
 class Arena:
-    """A shared-memory region: created by its writer, attached by its reader by name. The
-    file is unlinked once both sides have it mapped (`unlink`), so nothing outlives them."""
+    """A shared-memory region: an anonymous file (memfd, not bound by /dev/shm's size) made by
+    its writer, whose descriptor travels to the reader over the Unix socket (SCM_RIGHTS)."""
 
-    def __init__(self, size: int, name: str | None = None) -> None:
-        self.name = name or f"modelserve-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        path = _SHM_DIR / self.name
-        flags = os.O_RDWR if name else os.O_RDWR | os.O_CREAT | os.O_EXCL
-        fd = os.open(path, flags, 0o600)
-        try:
-            if not name:
-                os.ftruncate(fd, size)  # sparse: pages exist once written
-            self.size = os.fstat(fd).st_size
-            self.memory = mmap.mmap(fd, self.size)
-        finally:
-            os.close(fd)
+    def __init__(self, fd: int, size: int | None = None) -> None:
+        """Maps `fd`, first sized to `size` bytes when given (sparse: pages exist once
+        written). The caller closes `fd` once it has been sent (the mapping stays)."""
+        if size is not None:
+            os.ftruncate(fd, size)
+        self.fd = fd
+        self.size = os.fstat(fd).st_size
+        self.memory = mmap.mmap(fd, self.size)
         self.buffer = memoryview(self.memory)
         self._counter = self.buffer[:8].cast("Q")
 
-    def unlink(self) -> None:
-        (_SHM_DIR / self.name).unlink(missing_ok=True)
+    @classmethod
+    def create(cls, size: int) -> Arena:
+        return cls(os.memfd_create("modelserve-arena", os.MFD_CLOEXEC), size)
+
+    def close_fd(self) -> None:
+        os.close(self.fd)
 
     @property
     def acknowledged(self) -> int:
@@ -52,11 +48,6 @@ class Arena:
 
     def acknowledge(self, number: int) -> None:
         self._counter[0] = number
-
-    def close(self) -> None:
-        self._counter.release()
-        self.buffer.release()
-        self.memory.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,18 +76,18 @@ class Ring:
     def allocate(self, nbytes: int) -> int | None:
         size = -(-max(nbytes, 1) // ALIGN) * ALIGN
         if not self._blocks:
-            self.head = self.start
-        tail = self._blocks[0][0] if self._blocks else self.start
-        if self.head >= tail:  # free: [head, end) and [start, tail)
+            offset: int | None = self.start if self.start + size <= self.end else None
+        elif self._blocks[-1][0] >= self._blocks[0][0]:  # in order: free after head, before tail
+            tail = self._blocks[0][0]
             if self.head + size <= self.end:
                 offset = self.head
             elif self.start + size <= tail:
                 offset = self.start
             else:
-                return None
-        elif self.head + size <= tail:  # wrapped: free is [head, tail)
-            offset = self.head
-        else:
+                offset = None
+        else:  # wrapped: free from head to the oldest block
+            offset = self.head if self.head + size <= self._blocks[0][0] else None
+        if offset is None:
             return None
         block = [offset, offset + size, 0]
         self._blocks.append(block)

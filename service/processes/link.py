@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +36,13 @@ from service.processes.protocol import (
     Predict,
     Reply,
     Welcome,
+    receive_with_descriptor,
+    send_with_descriptor,
 )
 
 log = logging.getLogger(__name__)
 
+HANDSHAKE_SECONDS = 10.0
 RECONNECT_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)  # backoff while the model process (re)starts
 MODEL_PROCESS_DOWN = "the model process is not running (restarting); retry shortly"
 
@@ -47,7 +51,7 @@ MODEL_PROCESS_DOWN = "the model process is not running (restarting); retry short
 class _Connection:
     channel: Channel
     inputs: arena.Writer  # our arena: the tensors we send
-    answers: arena.Arena | None = None  # the model process's arena for us, once welcomed
+    answers: arena.Arena  # the model process's arena for us
     calls: dict[int, tuple[asyncio.Future[Any], list[int]]] = field(default_factory=dict)
 
     def settle(self, call: int, result: Any = None, error: BaseException | None = None) -> None:
@@ -108,28 +112,24 @@ class ModelProcessLink:
     async def _connect_once(self) -> None:
         loop = asyncio.get_running_loop()
         lost: asyncio.Future[Exception | None] = loop.create_future()
-        welcomed: asyncio.Future[None] = loop.create_future()
-        inputs = arena.Arena(self.arena_bytes)
+        sock, inputs, answers = await asyncio.to_thread(self._handshake)
         connection = _Connection(
             Channel(
-                lambda message: self._received(connection, message, welcomed),
+                lambda message: self._received(connection, message),
                 lambda exc: _settle_once(lost, exc),
             ),
             arena.Writer(inputs),
+            answers,
         )
         try:
-            await loop.create_unix_connection(lambda: connection.channel, str(self.socket_path))
-            connection.channel.send(Hello(self.worker, inputs.name))
-            await asyncio.wait((welcomed, lost), return_when=asyncio.FIRST_COMPLETED)
-            if welcomed.done():
-                self._connection = connection
-                self._was_connected = True
-                self._on_connected(True)
-                log.info("worker %d connected to the model process", self.worker)
+            await loop.create_unix_connection(lambda: connection.channel, sock=sock)
+            self._connection = connection
+            self._was_connected = True
+            self._on_connected(True)
+            log.info("worker %d connected to the model process", self.worker)
             error = await lost
             raise ConnectionResetError(str(error or "the model process closed the connection"))
         finally:
-            inputs.unlink()
             self._connection = None
             self._on_connected(False)
             self.repository.disconnected()
@@ -137,11 +137,28 @@ class ModelProcessLink:
                 connection.settle(call, error=UnavailableError(MODEL_PROCESS_DOWN))
             connection.channel.close()
 
-    def _received(
-        self, connection: _Connection, message: Message, welcomed: asyncio.Future[None]
-    ) -> None:
+    def _handshake(self) -> tuple[socket.socket, arena.Arena, arena.Arena]:
+        """Connects and swaps arenas (blocking: the descriptors travel beside the messages)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(HANDSHAKE_SECONDS)
+            sock.connect(str(self.socket_path))
+            inputs = arena.Arena.create(self.arena_bytes)
+            send_with_descriptor(sock, Hello(self.worker), inputs.fd)
+            inputs.close_fd()
+            welcome, fd = receive_with_descriptor(sock)
+            if not isinstance(welcome, Welcome):
+                raise ConnectionError(f"expected Welcome, got {type(welcome).__name__}")
+            answers = arena.Arena(fd)
+            answers.close_fd()
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, inputs, answers
+
+    def _received(self, connection: _Connection, message: Message) -> None:
         if isinstance(message, Answer):
-            assert connection.answers is not None
             outputs = arena.read(connection.answers, message.outputs, copy=True)
             connection.answers.acknowledge(message.number)  # its blocks may be reused now
             connection.settle(message.call, (outputs, message.batch_size))
@@ -152,11 +169,6 @@ class ModelProcessLink:
             connection.settle(message.call, message.value, error)
         elif isinstance(message, Catalog):
             self.repository.update(message.models)
-        elif isinstance(message, Welcome):
-            connection.answers = arena.Arena(0, message.arena)
-            connection.answers.unlink()  # both sides have both mapped: nothing to leave behind
-            connection.inputs.arena.unlink()
-            welcomed.set_result(None)
 
     def _connected(self) -> _Connection:
         if self._connection is None:

@@ -9,7 +9,10 @@ import asyncio
 import collections
 import contextlib
 import logging
+import pickle
 import signal
+import socket
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -38,23 +41,28 @@ from service.processes.protocol import (
     Predict,
     Reply,
     Welcome,
+    receive_with_descriptor,
+    send_with_descriptor,
 )
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
+HANDSHAKE_SECONDS = 10.0
 CATALOG_SECONDS = 0.2  # how often the models' state is compared with what workers last got
 
 
 class _Worker:
     """One connected worker: its arena (read), ours for it (written), its calls running."""
 
-    def __init__(self, host: ModelProcess) -> None:
+    def __init__(
+        self, host: ModelProcess, number: int, inputs: arena.Arena, answers: arena.Arena
+    ) -> None:
         self.host = host
         self.channel = Channel(self._received, self._lost)
-        self.number = -1
-        self.inputs: arena.Arena | None = None
-        self.answers: arena.Writer | None = None
+        self.number = number
+        self.inputs = inputs
+        self.answers = arena.Writer(answers)
         self.calls: dict[int, asyncio.Task[None]] = {}
         self.sent: collections.deque[tuple[int, list[int]]] = collections.deque()
         self.answered = 0
@@ -67,12 +75,6 @@ class _Worker:
                 task.cancel()
         elif isinstance(message, Command):
             self._start(message.call, self.host.command(self, message))
-        elif isinstance(message, Hello):
-            self.number = message.worker
-            self.inputs = arena.Arena(0, message.arena)
-            self.answers = arena.Writer(arena.Arena(self.host.settings.arena_bytes))
-            self.channel.send(Welcome(self.answers.arena.name))
-            self.host.joined(self)
 
     def _start(self, call: int, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -83,13 +85,10 @@ class _Worker:
         self.host.left(self)
         for task in self.calls.values():
             task.cancel()
-        if self.answers is not None:
-            self.answers.arena.unlink()
 
     def answer(self, call: int, outputs: Arrays, batch_size: int | None) -> None:
         """Sends `outputs` in our arena, first taking back the blocks of the answers the
         worker has acknowledged reading."""
-        assert self.answers is not None
         acknowledged = self.answers.arena.acknowledged
         while self.sent and self.sent[0][0] <= acknowledged:
             self.answers.free(self.sent.popleft()[1])
@@ -111,23 +110,54 @@ class ModelProcess:
     async def run(self, stop: asyncio.Event) -> None:
         await self.models.start()
         self.socket_path.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))  # in the supervisor's private (0700) folder
+        listener.listen(64)
         loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(
-            lambda: _Worker(self).channel, path=str(self.socket_path)
-        )
+        threading.Thread(
+            target=self._accept_forever, args=(listener, loop), name="accept", daemon=True
+        ).start()
         watcher = asyncio.create_task(self._watch_catalog())
         log.info("model process listening on %s", self.socket_path)
         try:
             await stop.wait()
         finally:
             watcher.cancel()
-            server.close()
+            listener.close()
             for worker in list(self._workers):
                 worker.channel.close()
             await self.models.stop()
             self.socket_path.unlink(missing_ok=True)
 
-    def joined(self, worker: _Worker) -> None:
+    def _accept_forever(self, listener: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Handshakes (blocking: file descriptors travel beside the messages, which asyncio's
+        transports cannot receive), then hands each connection to the event loop."""
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:  # closed: the process is stopping
+                return
+            try:
+                sock.settimeout(HANDSHAKE_SECONDS)
+                hello, fd = receive_with_descriptor(sock)
+                if not isinstance(hello, Hello):
+                    raise ConnectionError(f"expected Hello, got {type(hello).__name__}")
+                inputs = arena.Arena(fd)
+                inputs.close_fd()  # mapped: the descriptor is no longer needed
+                answers = arena.Arena.create(self.settings.arena_bytes)
+                send_with_descriptor(sock, Welcome(), answers.fd)
+                answers.close_fd()
+                sock.setblocking(False)
+            except (OSError, ValueError, pickle.UnpicklingError) as error:
+                log.warning("a worker's handshake failed: %s", error)
+                sock.close()
+                continue
+            worker = _Worker(self, hello.worker, inputs, answers)
+            asyncio.run_coroutine_threadsafe(self._adopt(worker, sock), loop)
+
+    async def _adopt(self, worker: _Worker, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(lambda: worker.channel, sock=sock)
         self._workers.add(worker)
         worker.channel.send(Catalog(self.models.repository.snapshot()))
         log.info("worker %d connected", worker.number)
@@ -152,7 +182,6 @@ class ModelProcess:
     async def predict(self, worker: _Worker, message: Predict) -> None:
         try:
             servable = self.models.repository.resolve(message.model, message.version)
-            assert worker.inputs is not None
             inputs = arena.read(worker.inputs, message.inputs, copy=False)
             record = RequestRecord(message.request_id)
             deadline = asyncio.get_running_loop().time() + message.seconds_left

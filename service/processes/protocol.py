@@ -3,14 +3,16 @@ worker: each is a 4-byte little-endian length and a pickled message below (small
 in the shared-memory arenas, `service.processes.arena`). Both sides only unpickle what the
 other, started by the same server, wrote.
 
-worker -> model process: `Hello` once, then `Predict`, `Cancel` and `Command` (admin, metrics)
-model process -> worker: `Welcome` once, then `Answer` or `Failure` exactly once per `Predict`
-(a cancelled one too: then the worker frees its input blocks), `Reply` per `Command`, and a
-`Catalog` whenever the models' state changes (and at once after `Welcome`)."""
+worker -> model process: `Hello` once (with its arena's descriptor), then `Predict`, `Cancel`
+and `Command` (admin, metrics);
+model process -> worker: `Welcome` once (with its arena's), then `Answer` or `Failure` exactly
+once per `Predict` (a cancelled one too: then the worker frees its input blocks), `Reply` per
+`Command`, and a `Catalog` whenever the models' state changes (and at once after `Welcome`)."""
 
 from __future__ import annotations
 
 import pickle
+import socket
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -24,13 +26,14 @@ LENGTH = struct.Struct("<I")
 
 @dataclass(frozen=True, slots=True)
 class Hello:
+    """With it, the descriptor of the worker's arena (its requests' tensors)."""
+
     worker: int
-    arena: str  # the worker's arena (its requests' tensors)
 
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    arena: str  # the model process's arena for this worker (answers' tensors)
+    """With it, the descriptor of the model process's arena for this worker (answers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,34 @@ def _subclasses(cls: type[ServingError]) -> list[type[ServingError]]:
 
 
 _ERROR_CLASSES = {cls.__name__: cls for cls in _subclasses(ServingError)}
+
+
+def send_with_descriptor(sock: socket.socket, message: Hello | Welcome, fd: int) -> None:
+    """The handshake's message, and an arena's file descriptor beside it (SCM_RIGHTS)."""
+    socket.send_fds(sock, [encode(message)], [fd])
+
+
+def receive_with_descriptor(sock: socket.socket) -> tuple[Message, int]:
+    """The handshake's message and the descriptor sent with it; reads no byte past it, so
+    what follows is left for the channel."""
+    # the descriptor comes with the first bytes it was sent with
+    head, fds, _, _ = socket.recv_fds(sock, LENGTH.size, 1)
+    if not fds:
+        raise ConnectionError("the handshake came without its shared memory")
+    head += _exactly(sock, LENGTH.size - len(head))
+    (length,) = LENGTH.unpack(head)
+    message: Message = pickle.loads(_exactly(sock, length))
+    return message, fds[0]
+
+
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise ConnectionError("the peer closed the connection during the handshake")
+        data += chunk
+    return data
 
 
 def encode(message: Message) -> bytes:

@@ -1,0 +1,71 @@
+"""The shared-memory arenas between a worker and the model process (service.processes.arena)
+and the messages' error round trip (service.processes.protocol)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.errors import QueueFullError, ServingError
+from service.processes import arena
+from service.processes.protocol import Failure
+
+
+def test_ring_reuses_space_once_blocks_are_freed_in_any_order() -> None:
+    ring = arena.Ring(0, 1024)
+    first, second, third = (ring.allocate(300) for _ in range(3))
+    assert (first, second, third) == (0, 320, 640)  # 64-byte aligned
+    assert ring.allocate(300) is None  # full
+    ring.free(second)  # out of order: the tail stays at the oldest block
+    assert ring.allocate(300) is None
+    ring.free(first)  # now [0, 640) is free: the head wraps to the start
+    assert ring.allocate(600) == 0  # 640 bytes once aligned: up to the third block
+    assert ring.allocate(64) is None  # wrapped: nothing free before the oldest block
+    ring.free(third)
+    assert ring.allocate(64) == 640  # the oldest is gone: after the head again
+    ring.free(640)
+    ring.free(0)
+    assert ring.used == 0
+    assert ring.allocate(1024) == 0  # empty: from the start again
+
+
+def test_tensors_round_trip_through_an_arena_or_inline_when_it_is_full() -> None:
+    shared = arena.Arena.create(1 << 16)
+    writer = arena.Writer(shared)
+    tensors = {
+        "floats": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "ints": np.array([[-(2**40)], [2**40]], dtype=np.int64),
+        "strings": np.array([[b"a", b""], [b"\xff\x00", "caf\u00e9".encode()]], dtype=object),
+        "big": np.ones(40_000, dtype=np.float64),  # 320 kB: more than the arena holds
+    }
+    refs, blocks = writer.put(tensors)
+    by_name = {ref.name: ref for ref in refs}
+    assert by_name["big"].inline is not None and by_name["big"].offset == -1
+    assert all(by_name[name].inline is None for name in ("floats", "ints", "strings"))
+    assert len(blocks) == 3
+    read = arena.read(arena.Arena(shared.fd), refs, copy=True)  # as the peer maps it
+    for name, tensor in tensors.items():
+        assert read[name].dtype == tensor.dtype and read[name].shape == tensor.shape
+        assert read[name].tolist() == tensor.tolist()
+    writer.free(blocks)
+    assert writer.ring.used == 0
+
+
+def test_a_string_tensor_must_hold_bytes_or_text() -> None:
+    writer = arena.Writer(arena.Arena.create(1 << 12))
+    with pytest.raises(TypeError, match="holds a int"):
+        writer.put({"s": np.array([b"a", 3], dtype=object)})
+
+
+def test_acknowledgements_are_shared_between_mappings() -> None:
+    shared = arena.Arena.create(1 << 12)
+    peer = arena.Arena(shared.fd)
+    peer.acknowledge(41)
+    assert shared.acknowledged == 41
+
+
+def test_failures_come_back_as_the_same_error_class() -> None:
+    error = Failure.of(7, QueueFullError("model m has 2 requests queued")).error()
+    assert type(error) is QueueFullError and error.http_status == 429
+    assert error.message == "model m has 2 requests queued"
+    assert type(Failure(7, "NoSuchError", "x").error()) is ServingError
