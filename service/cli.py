@@ -237,7 +237,10 @@ def serve(**options: Any) -> None:
     if settings.front_end_workers():
         from service.processes.supervisor import Supervisor
 
-        Supervisor(settings, serving_config).run()
+        supervisor = Supervisor(settings, serving_config)
+        supervisor.run()
+        if supervisor.failed:
+            raise typer.Exit(code=1)
     else:
         from service.http.draining_server import run_server
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -90,9 +91,14 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
 
 @contextmanager
 def cluster(
-    base: Path, tmp: Path, *args: str, env: dict[str, str] | None = None, scheme: str = "http"
+    base: Path,
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    scheme: str = "http",
+    port: int | None = None,
 ) -> Iterator[Cluster]:
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = port or free_port(), free_port()
     log = tmp / "server.log"
     command = [MODELSERVE, "serve", "--workers", str(WORKERS), "--host", "127.0.0.1"]
     command += ["--port", str(port), "--grpc-port", str(grpc_port), *args]
@@ -390,3 +396,21 @@ def test_every_worker_serves_tls_and_checks_api_keys(
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             reply = stub.Predict(request, 10, metadata=[("x-api-key", KEY)])
             assert outputs_of(reply)["y"].tolist() == [3.0]
+
+
+def test_a_worker_that_cannot_start_stops_the_server_with_an_error(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A port held by another program: the workers cannot listen, and rather than restart them
+    forever the server exits 1, saying why."""
+    export_affine(tmp_path / "models", "plus", 1)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"MODELSERVE_MODEL_BASE_PATH": str(tmp_path / "models")}
+        with cluster(tmp_path, tmp_path_factory.mktemp("taken"), env=env, port=port) as running:
+            assert running.process.wait(timeout=120) == 1
+    log = running.log.read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in log
+    assert "times in a row within 10 s of its start" in log

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 MODEL_PROCESS_START_SECONDS = 600.0  # TensorFlow's import and the models' load take a while
 RESTART_PAUSE_SECONDS = 0.5  # between restarts of a process that keeps dying
+EARLY_EXIT_SECONDS = 10.0  # a process that dies this soon after its start failed to start
+EARLY_EXITS_ALLOWED = 5  # in a row, per process, before the server gives up (exit 1)
 STOP_GRACE_SECONDS = 10.0  # beyond the drain time, before a worker is killed
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -58,7 +60,10 @@ class Supervisor:
         self._metrics_dir.mkdir()
         self._model_process: SpawnProcess | None = None
         self._workers: dict[int, SpawnProcess] = {}
+        self._started: dict[str, float] = {}  # process name -> when it was last started
+        self._early_exits: dict[str, int] = {}  # process name -> early exits in a row
         self._stopping = False
+        self.failed = False
 
     def run(self) -> None:
         configure_logging(self.settings.log_level, self.settings.log_format)
@@ -81,6 +86,8 @@ class Supervisor:
             shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _stop(self, sig: int, frame: FrameType | None) -> None:
+        if self._stopping and frame is None:  # a failure while stopping: nothing more to do
+            return
         if self._stopping:  # a second signal: stop at once
             for process in self._processes():
                 process.kill()
@@ -103,6 +110,7 @@ class Supervisor:
             name="modelserve-models",
         )
         process.start()
+        self._started[process.name] = time.monotonic()
         self._model_process = process
 
     def _start_worker(self, number: int) -> None:
@@ -112,6 +120,7 @@ class Supervisor:
             target=worker.run, args=(plan,), name=f"modelserve-worker-{number}"
         )
         process.start()
+        self._started[process.name] = time.monotonic()
         self._workers[number] = process
 
     def _watch(self) -> None:
@@ -122,16 +131,33 @@ class Supervisor:
             if self._stopping:
                 continue
             model = self._model_process
-            if model is not None and not model.is_alive():
-                log.error("the model process exited (code %s): restarting it", model.exitcode)
-                time.sleep(RESTART_PAUSE_SECONDS)
+            if model is not None and not model.is_alive() and self._may_restart(model):
                 self._start_model_process()
             for number, process in list(self._workers.items()):
                 if not process.is_alive():
                     self._ready[number] = 0
-                    log.error("worker %d exited (code %s): restarting it", number, process.exitcode)
-                    time.sleep(RESTART_PAUSE_SECONDS)
-                    self._start_worker(number)
+                    if self._may_restart(process):
+                        self._start_worker(number)
+
+    def _may_restart(self, process: SpawnProcess) -> bool:
+        """Logs the exit; False (and the server stops, failed) once the process has failed
+        to start too often in a row, rather than restart it forever."""
+        early = time.monotonic() - self._started[process.name] < EARLY_EXIT_SECONDS
+        self._early_exits[process.name] = self._early_exits.get(process.name, 0) + 1 if early else 0
+        if self._early_exits[process.name] >= EARLY_EXITS_ALLOWED:
+            log.critical(
+                "%s exited %d times in a row within %.0f s of its start (code %s): stopping",
+                process.name,
+                EARLY_EXITS_ALLOWED,
+                EARLY_EXIT_SECONDS,
+                process.exitcode,
+            )
+            self.failed = True
+            self._stop(signal.SIGTERM, None)
+            return False
+        log.error("%s exited (code %s): restarting it", process.name, process.exitcode)
+        time.sleep(RESTART_PAUSE_SECONDS)
+        return True
 
     def _shut_down(self) -> None:
         deadline = time.monotonic() + self.settings.drain_seconds + STOP_GRACE_SECONDS

@@ -4,6 +4,7 @@ in the model process (`ModelProcessLink`). It never imports TensorFlow's runtime
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass
 from multiprocessing.sharedctypes import SynchronizedArray
@@ -45,6 +46,7 @@ def run(plan: WorkerPlan) -> None:
     die_with_parent(plan.parent)
 
     from service.http.draining_server import run_server
+    from service.logs import configure_logging
     from service.metrics import Metrics
     from service.processes.link import ModelProcessLink
     from service.server import ModelServer
@@ -62,7 +64,14 @@ def run(plan: WorkerPlan) -> None:
         plan.socket_path, plan.number, settings.arena_bytes, peers_ready, connected
     )
     server = ModelServer(settings, metrics=Metrics(models=False), models=link)
-    sock = listening_socket(settings.host, settings.port)
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as error:
+        configure_logging(settings.log_level, settings.log_format)
+        logging.getLogger(__name__).critical(
+            "worker %d cannot listen on %s:%d: %s", plan.number, settings.host, settings.port, error
+        )
+        raise SystemExit(3) from None
     try:
         run_server(server, sockets=[sock])
     finally:
