@@ -227,13 +227,18 @@ def serve(**options: Any) -> None:
     if settings.config and settings.model_config_file:
         _fail("give either --config or --model-config-file, not both")
 
-    from service.server import ModelServer, serving_config_for
+    from service.server import serving_config_for
 
     try:
         serving_config = serving_config_for(settings)
     except ServingConfigError as exc:
         _fail(str(exc))
     _print_serving_plan(serving_config, settings)
+    _serve(settings, serving_config)
+
+
+def _serve(settings: Settings, serving_config: ServingConfig) -> None:
+    """One process, or the model process and `--workers` front-end processes around it."""
     if settings.front_end_workers():
         from service.processes.supervisor import Supervisor
 
@@ -243,6 +248,7 @@ def serve(**options: Any) -> None:
             raise typer.Exit(code=1)
     else:
         from service.http.draining_server import run_server
+        from service.server import ModelServer
 
         run_server(ModelServer(settings, serving_config))
 

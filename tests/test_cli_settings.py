@@ -31,6 +31,7 @@ SERVE_FIELDS = {
     "tls_cert_file",
     "tls_key_file",
     "tls_ca_file",
+    "workers",
 }
 
 
@@ -71,7 +72,7 @@ def served_settings(
 ) -> Settings:
     """The Settings `serve` would run with, given `args` and `env` (no server is started)."""
     served: list[Settings] = []
-    monkeypatch.setattr(cli, "_run_server", lambda server: served.append(server.settings))
+    monkeypatch.setattr(cli, "_serve", lambda settings, config: served.append(settings))
     result = CliRunner().invoke(cli.app, ["serve", *args], env=env)
     assert result.exit_code == 0, result.output
     (settings,) = served
@@ -124,3 +125,12 @@ def test_an_invalid_value_by_flag_or_env_var_is_an_invalid_setting(
     assert result.stderr.startswith("error: invalid setting: "), result.stderr
     assert field in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_workers_default_to_one_per_cpu_and_none_on_a_single_cpu(no_settings_env: None) -> None:
+    from service.core.cpu_limit import available_cpus
+
+    cpus = available_cpus()
+    assert Settings().front_end_workers() == (cpus if cpus >= 2 else 0)
+    assert Settings(workers=0).front_end_workers() == 0
+    assert Settings(workers=3).front_end_workers() == 3
