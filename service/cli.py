@@ -227,7 +227,11 @@ def serve(**options: Any) -> None:
     if settings.config and settings.model_config_file:
         _fail("give either --config or --model-config-file, not both")
 
-    from service.server import serving_config_for
+    if settings.front_end_workers():  # this process supervises: no TensorFlow runtime here
+        from service.protos import use_proto_only_tensorflow
+
+        use_proto_only_tensorflow()
+    from service.core.serving_config import serving_config_for
 
     try:
         serving_config = serving_config_for(settings)

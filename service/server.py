@@ -13,12 +13,7 @@ from typing import TYPE_CHECKING
 from service.auth import AccessPolicy
 from service.core.decoding import Decoder
 from service.core.inference import InferenceCore
-from service.core.serving_config import (
-    ServingConfig,
-    discover_serving_config,
-    load_serving_config,
-    load_tfserving_model_config,
-)
+from service.core.serving_config import ServingConfig, serving_config_for
 from service.grpc.message_split import MessageSplitter
 from service.grpc.server import GrpcDrain, GrpcSecurity, start_grpc_server
 from service.http.app import create_app
@@ -33,15 +28,6 @@ from service.settings import Settings
 from service.tasks.image_decoding import ImageDecoder
 
 log = logging.getLogger(__name__)
-
-
-def serving_config_for(settings: Settings) -> ServingConfig:
-    """The serving config file when one is given, else every model under the base path."""
-    if settings.config is not None:
-        return load_serving_config(settings.config, settings.model_base_path)
-    if settings.model_config_file is not None:
-        return load_tfserving_model_config(settings.model_config_file)
-    return discover_serving_config(settings.model_base_path)
 
 
 @dataclass(frozen=True)

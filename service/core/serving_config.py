@@ -10,7 +10,7 @@ import tomllib
 import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import (
@@ -27,6 +27,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from service.core.layout import model_names
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 """A model name is a URL segment and a folder name under the model base path (no separators,
@@ -517,3 +520,12 @@ def _keys_at(loc: tuple[str | int, ...]) -> list[str]:
 
 def _is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def serving_config_for(settings: Settings) -> ServingConfig:
+    """The serving config file when one is given, else every model under the base path."""
+    if settings.config is not None:
+        return load_serving_config(settings.config, settings.model_base_path)
+    if settings.model_config_file is not None:
+        return load_tfserving_model_config(settings.model_config_file)
+    return discover_serving_config(settings.model_base_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,7 @@ from google.protobuf.descriptor import FileDescriptor
 
 from service.core.decoding import CHUNK_ITEMS, checkpoint
 from service.errors import InvalidInputError, UnavailableError
+from service.processes.orphans import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,8 @@ class MessageSplitter:
         executor = ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context("spawn"),  # no copy of TensorFlow's threads
-            initializer=_load_classes,
-            initargs=(self._files,),
+            initializer=_start_helper,
+            initargs=(self._files, os.getpid()),
         )
         executor.submit(len, b"")  # starts the helper now, not at the first large call
         return executor
@@ -235,6 +237,11 @@ def _file_protos(files: Iterable[FileDescriptor]) -> list[bytes]:
 # --- in the helper process ---
 
 _classes: dict[str, Any] = {}
+
+
+def _start_helper(files: list[bytes], parent: int) -> None:
+    die_with_parent(parent)  # a server killed outright leaves no helper behind
+    _load_classes(files)
 
 
 def _load_classes(files: list[bytes]) -> None:

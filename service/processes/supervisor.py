@@ -16,10 +16,11 @@ from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from service.core.serving_config import ServingConfig
 from service.logs import configure_logging
-from service.processes import model_process, worker
+from service.processes import worker
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class Supervisor:
     def _start_model_process(self) -> None:
         os.environ.pop(MULTIPROC_ENV, None)  # its metrics are its own, served on request
         process = self._context.Process(
-            target=model_process.run,
+            target=_run_model_process,
             args=(self.settings, self.serving_config, self._socket_path, os.getpid()),
             name="modelserve-models",
         )
@@ -171,3 +172,10 @@ class Supervisor:
             model.join(STOP_GRACE_SECONDS)
             if model.is_alive():
                 model.kill()
+
+
+def _run_model_process(*args: Any) -> None:
+    """The model process's main, imported there: TensorFlow loads in that process only."""
+    from service.processes import model_process
+
+    model_process.run(*args)
