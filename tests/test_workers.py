@@ -57,9 +57,14 @@ class Cluster:
         "worker" (it has not)."""
         kinds: dict[str, list[int]] = {"model": [], "worker": []}
         for pid in _children(self.process.pid):
-            if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
-            maps = Path(f"/proc/{pid}/maps").read_text()
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] in "ZX":
+                    continue  # exited, not yet reaped
+                if b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    continue
+                maps = Path(f"/proc/{pid}/maps").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
             kinds["model" if "libtensorflow" in maps else "worker"].append(pid)
         return kinds
 

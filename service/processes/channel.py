@@ -5,11 +5,11 @@ turn of the event loop (one system call for all the answers a batch gives, not o
 from __future__ import annotations
 
 import asyncio
-import pickle
 from collections.abc import Callable
 from typing import cast
 
-from service.processes.protocol import LENGTH, Message, encode
+from service.processes.protocol import Message
+from service.processes.wire import LENGTH, decode, encode
 
 
 class Channel(asyncio.Protocol):
@@ -37,7 +37,7 @@ class Channel(asyncio.Protocol):
             end = start + LENGTH.size + length
             if len(received) < end:
                 break
-            message = pickle.loads(memoryview(received)[start + LENGTH.size : end])
+            message = decode(memoryview(received)[start + LENGTH.size : end])
             start = end
             self.on_message(message)
         del received[:start]

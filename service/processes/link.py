@@ -36,9 +36,8 @@ from service.processes.protocol import (
     Predict,
     Reply,
     Welcome,
-    receive_with_descriptor,
-    send_with_descriptor,
 )
+from service.processes.wire import receive_with_descriptor, send_with_descriptor
 
 log = logging.getLogger(__name__)
 

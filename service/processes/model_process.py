@@ -9,7 +9,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import pickle
 import signal
 import socket
 import threading
@@ -41,9 +40,8 @@ from service.processes.protocol import (
     Predict,
     Reply,
     Welcome,
-    receive_with_descriptor,
-    send_with_descriptor,
 )
+from service.processes.wire import receive_with_descriptor, send_with_descriptor
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -148,7 +146,7 @@ class ModelProcess:
                 send_with_descriptor(sock, Welcome(), answers.fd)
                 answers.close_fd()
                 sock.setblocking(False)
-            except (OSError, ValueError, pickle.UnpicklingError) as error:
+            except (OSError, ValueError) as error:
                 log.warning("a worker's handshake failed: %s", error)
                 sock.close()
                 continue
@@ -206,7 +204,7 @@ class ModelProcess:
     async def command(self, worker: _Worker, message: Command) -> None:
         repository = self.models.repository
         try:
-            value: object = None
+            value: bytes | None = None
             if message.name == "rescan":
                 await repository.rescan(settled=True)
             elif message.name == "unload":

@@ -1,7 +1,6 @@
 """The messages between a front-end worker and the model process, over one Unix socket per
-worker: each is a 4-byte little-endian length and a pickled message below (small: tensors stay
-in the shared-memory arenas, `service.processes.arena`). Both sides only unpickle what the
-other, started by the same server, wrote.
+worker (framed in `service.processes.wire`; small: tensors stay in the shared-memory arenas,
+`service.processes.arena`).
 
 worker -> model process: `Hello` once (with its arena's descriptor), then `Predict`, `Cancel`
 and `Command` (admin, metrics);
@@ -11,17 +10,11 @@ once per `Predict` (a cancelled one too: then the worker frees its input blocks)
 
 from __future__ import annotations
 
-import pickle
-import socket
-import struct
 from dataclasses import dataclass
-from typing import Any
 
 from service.core.routing import ModelSnapshot
 from service.errors import ServingError
 from service.processes.arena import TensorRef
-
-LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +78,7 @@ class Command:
 @dataclass(frozen=True, slots=True)
 class Reply:
     call: int
-    value: Any = None
+    value: bytes | str | None = None
     failure: Failure | None = None
 
 
@@ -102,36 +95,3 @@ def _subclasses(cls: type[ServingError]) -> list[type[ServingError]]:
 
 
 _ERROR_CLASSES = {cls.__name__: cls for cls in _subclasses(ServingError)}
-
-
-def send_with_descriptor(sock: socket.socket, message: Hello | Welcome, fd: int) -> None:
-    """The handshake's message, and an arena's file descriptor beside it (SCM_RIGHTS)."""
-    socket.send_fds(sock, [encode(message)], [fd])
-
-
-def receive_with_descriptor(sock: socket.socket) -> tuple[Message, int]:
-    """The handshake's message and the descriptor sent with it; reads no byte past it, so
-    what follows is left for the channel."""
-    # the descriptor comes with the first bytes it was sent with
-    head, fds, _, _ = socket.recv_fds(sock, LENGTH.size, 1)
-    if not fds:
-        raise ConnectionError("the handshake came without its shared memory")
-    head += _exactly(sock, LENGTH.size - len(head))
-    (length,) = LENGTH.unpack(head)
-    message: Message = pickle.loads(_exactly(sock, length))
-    return message, fds[0]
-
-
-def _exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("the peer closed the connection during the handshake")
-        data += chunk
-    return data
-
-
-def encode(message: Message) -> bytes:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return LENGTH.pack(len(payload)) + payload

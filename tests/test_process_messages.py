@@ -1,14 +1,19 @@
-"""The shared-memory arenas between a worker and the model process (service.processes.arena)
-and the messages' error round trip (service.processes.protocol)."""
+"""Between a worker and the model process: the shared-memory arenas (service.processes.arena)
+and the messages on the socket (service.processes.protocol, service.processes.wire)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from service.core.routing import ModelSnapshot, VersionSnapshot
+from service.core.servable import VersionState
+from service.core.serving_config import discover_serving_config
+from service.core.signatures import read_signatures
 from service.errors import QueueFullError, ServingError
-from service.processes import arena
+from service.processes import arena, protocol, wire
 from service.processes.protocol import Failure
+from tests.conftest import MODELS_DIR
 
 
 def test_ring_reuses_space_once_blocks_are_freed_in_any_order() -> None:
@@ -69,3 +74,69 @@ def test_failures_come_back_as_the_same_error_class() -> None:
     assert type(error) is QueueFullError and error.http_status == 429
     assert error.message == "model m has 2 requests queued"
     assert type(Failure(7, "NoSuchError", "x").error()) is ServingError
+
+
+def votes_snapshot() -> ModelSnapshot:
+    (config,) = [m for m in discover_serving_config(MODELS_DIR).models if m.name == "votes"]
+    version = VersionSnapshot(
+        "votes",
+        1,
+        MODELS_DIR / "votes" / "1",
+        config,
+        VersionState.AVAILABLE,
+        "OK",
+        "",
+        (3, 1_700_000_000),
+        1.25,
+        0.5,
+        read_signatures(MODELS_DIR / "votes" / "1"),
+        {"batching": {"serving_default": {"requests": 7, "mean_batch_size": 3.5}}},
+    )
+    return ModelSnapshot("votes", config, {1: version}, (1,), 0, (1,), {"tmp": "why"}, False, "")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        protocol.Hello(3),
+        protocol.Welcome(),
+        protocol.Predict(
+            9,
+            "votes",
+            1,
+            "serving_default",
+            (
+                arena.TensorRef("votes", "<f4", (2, 16), 64, 128),
+                arena.TensorRef("s", "object", (1,), -1, 5, b"\x01\x00\x00\x00a"),
+            ),
+            ("probabilities",),
+            0.25,
+            "f" * 32,
+        ),
+        protocol.Cancel(9),
+        protocol.Answer(9, 4, (arena.TensorRef("probabilities", "<f4", (2, 2), 128, 16),), 12),
+        protocol.Failure(9, "DeadlineExceededError", "too late"),
+        protocol.Command(2, "unload", "votes"),
+        protocol.Reply(2, b"# HELP x\n", None),
+        protocol.Reply(2, None, protocol.Failure(2, "NotFoundError", "no model")),
+        protocol.Catalog((votes_snapshot(),)),
+    ],
+    ids=lambda message: type(message).__name__,
+)
+def test_every_message_survives_the_wire_unchanged(message: protocol.Message) -> None:
+    framed = wire.encode(message)
+    assert int.from_bytes(framed[:4], "little") == len(framed) - 4
+    assert wire.decode(framed[4:]) == message
+
+
+def test_a_catalog_brings_the_signatures_back_whole() -> None:
+    (model,) = wire.decode(wire.encode(protocol.Catalog((votes_snapshot(),)))[4:]).models  # type: ignore[union-attr]
+    signature = model.versions[1].signature("serving_default")
+    assert signature.inputs["votes"].shape == (None, 16)
+    assert model.serving[1].config.batching.max_batch_size == 32
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x93\x63\x01\x02", b"\x92\x02\x01", b"\xc1"])
+def test_anything_else_is_refused_as_malformed(payload: bytes) -> None:
+    with pytest.raises(ValueError, match="malformed message"):
+        wire.decode(payload)
