@@ -29,15 +29,21 @@ class JSONFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        if record.processName != "MainProcess":  # which worker, or the model process
+            return f"[{record.processName}] {line}"
+        return line
+
+
 def configure_logging(level: LogLevel, log_format: LogFormat) -> None:
     """The root logger (uvicorn's loggers included) at `level`, in `log_format`."""
     handler = logging.StreamHandler()
     if log_format == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -62,6 +62,9 @@ def unprivileged_server(repo: Path) -> Iterator[str]:
     port = free_port()
     args = ["--host", "127.0.0.1", "--port", str(port), "--model-base-path", str(repo)]
     args += ["--poll-interval", "0.2", "--log-level", "warning"]
+    # one process: the repository's state is answered from the first moment (workers answer
+    # 503 until the model process is up; tests/test_workers.py covers them)
+    args += ["--workers", "0"]
     with serve_process(*args, env={}, prefix=WITHOUT_READ_ANYTHING) as process:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process, timeout=60, path="/healthz")

@@ -64,6 +64,7 @@ class Supervisor:
         self._started: dict[str, float] = {}  # process name -> when it was last started
         self._early_exits: dict[str, int] = {}  # process name -> early exits in a row
         self._stopping = False
+        self._signals = 0
         self.failed = False
 
     def run(self) -> None:
@@ -87,17 +88,21 @@ class Supervisor:
             shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _stop(self, sig: int, frame: FrameType | None) -> None:
-        if self._stopping and frame is None:  # a failure while stopping: nothing more to do
+        """The first signal drains the workers; a second one is passed on (they stop at once,
+        answering what is left with 503); a third kills everything."""
+        if frame is None and self._stopping:  # a failure while stopping: nothing more to do
             return
-        if self._stopping:  # a second signal: stop at once
+        self._signals += 1
+        if self._signals > 2:
             for process in self._processes():
                 process.kill()
             return
-        log.info("%s: draining the workers", signal.Signals(sig).name)
+        if self._signals == 1:
+            log.info("%s: draining the workers", signal.Signals(sig).name)
         self._stopping = True
         for process in self._workers.values():
-            if process.pid is not None:
-                os.kill(process.pid, signal.SIGTERM)
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, sig)
 
     def _processes(self) -> list[SpawnProcess]:
         model = [self._model_process] if self._model_process is not None else []
