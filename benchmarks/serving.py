@@ -13,11 +13,20 @@ For each model (default digits, votes, sentiment; add resnet50 when exported):
    own interpreter, see below), driven by `wrk` with the same instance as a V2 request,
    `POST /v2/models/{m}/infer`, at the same connection counts; its answer is checked against
    the model called in-process first;
-4. prints one table (req/s, p50, p99, mean batch size) and the modelserve/Triton req/s ratios,
-   writes them as markdown and a PNG plot.
+4. prints one table (req/s, p50, p99, mean batch size, the server's CPU and memory) and the
+   modelserve/Triton req/s ratios, writes them as markdown and a PNG plot.
+
+With `--workers N [N ...]` every modelserve mode runs once per worker count, each on a server
+started with `--workers N` (0: one process does everything; N >= 1: N front-end workers around
+one model process); rows are labelled e.g. "batched w=2". Each run also records the batch-size
+histogram the model process ran (`modelserve_batch_size` in /metrics, the difference over the
+run), the CPU the server used (the sum over the supervisor and all its children, in % of one
+core) and each process's RSS after the run. The results then go to serving_workers.{md,json,png}
+(`--name` to change), the PNG with the scaling curve (req/s against workers at the highest
+connection count, Triton as a line) and the batch-size histograms of one model per worker count.
 
 Run from the repository root, with modelserve's venv:
-    python benchmarks/serving.py [--duration 10] [--models digits votes]
+    python benchmarks/serving.py [--duration 10] [--models digits votes] [--workers 0 1 2]
 Needs `wrk` (Debian: apt install wrk).
 
 The Triton peer runs in a venv of its own, never modelserve's: nvidia-pytriton 0.7 requires
@@ -32,8 +41,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import json
 import os
+import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -43,7 +55,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -94,6 +106,16 @@ class Run:
     p99_ms: float
     errors: int
     mean_batch: float
+    workers: int | None = None  # modelserve's --workers (None: its default; Triton)
+    cpu_percent: dict[str, float] = field(default_factory=dict)  # by role, and "total"
+    rss_mb: dict[str, list[float]] = field(default_factory=dict)  # by role, one per process
+    batch_histogram: dict[str, int] = field(default_factory=dict)  # bin's largest size: batches
+    wrk_cpu_percent: float = 0.0  # the load generator's, on the same CPUs
+
+    @property
+    def label(self) -> str:
+        """The mode, with the worker count when one was given ("batched w=2")."""
+        return self.mode if self.workers is None else f"{self.mode} w={self.workers}"
 
 
 def request_body(model: str) -> dict[str, Any]:
@@ -162,9 +184,9 @@ def server_process(
     env: Mapping[str, str],
     ready_urls: Sequence[str],
     workdir: Path,
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[bytes]]:
     """Runs `command` (in its own process group) until every URL in `ready_urls` answers 200,
-    in order; stops the group on exit."""
+    in order, and yields its process; stops the group on exit."""
     log = (workdir / f"{name}.log").open("w")
     process = subprocess.Popen(
         command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
@@ -178,7 +200,7 @@ def server_process(
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} server not ready in 300 s:\n{_tail(log.name)}")
                 time.sleep(0.5)
-        yield
+        yield process
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -197,6 +219,13 @@ def answers_200(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int  # `modelserve serve` (with workers, the supervisor), or the Triton peer
+    port: int
+
+
 @contextmanager
 def gateway(
     mode: str,
@@ -208,6 +237,21 @@ def gateway(
 ) -> Iterator[str]:
     """A `modelserve serve` process in the given mode (or with the given serving `config`);
     yields its base URL."""
+    with gateway_server(mode, models, workdir, config=config, extra_args=extra_args) as server:
+        yield server.url
+
+
+@contextmanager
+def gateway_server(
+    mode: str,
+    models: list[str],
+    workdir: Path,
+    *,
+    config: dict[str, Any] | None = None,
+    extra_args: Sequence[str] = ("--grpc-port", "0"),
+    workers: int | None = None,
+) -> Iterator[Server]:
+    """`gateway`, started with `--workers workers` unless None (the server's default)."""
     batching = {"enabled": False} if mode == "naive" else {}
     config = config or {
         "models": [{"name": m, "base_path": str(MODELS / m), "batching": batching} for m in models]
@@ -228,17 +272,17 @@ def gateway(
         "--log-level",
         "warning",
         *extra_args,
+        *(["--workers", str(workers)] if workers is not None else []),
     ]
     url = f"http://127.0.0.1:{port}"
-    with server_process(mode, command, env, [f"{url}/readyz"], workdir):
-        yield url
+    with server_process(mode, command, env, [f"{url}/readyz"], workdir) as process:
+        yield Server(url, process.pid, port)
 
 
 @contextmanager
-def triton(python: Path, models: list[str], workdir: Path) -> Iterator[str]:
+def triton(python: Path, models: list[str], workdir: Path) -> Iterator[Server]:
     """The Triton peer (benchmarks/triton_peer.py) serving `models`, run by the interpreter
-    `python` (the Triton venv's); yields its base URL once the server and every model are
-    ready."""
+    `python` (the Triton venv's), once the server and every model are ready."""
     port = free_port()
     command = [str(python), str(TRITON_PEER), "--port", str(port), "--models", *models]
     # Triton's Python backend stub links libpython: the loader must find the peer's
@@ -253,8 +297,8 @@ def triton(python: Path, models: list[str], workdir: Path) -> Iterator[str]:
     }
     url = f"http://127.0.0.1:{port}"
     ready = [f"{url}/v2/health/ready", *(f"{url}/v2/models/{m}/ready" for m in models)]
-    with server_process(TRITON, command, env, ready, workdir):
-        yield url
+    with server_process(TRITON, command, env, ready, workdir) as process:
+        yield Server(url, process.pid, port)
 
 
 def interpreter_libdir(python: Path) -> str:
@@ -311,6 +355,128 @@ def triton_batch_counters(url: str, model: str) -> tuple[int, int]:
         sum(s["inference_count"] for s in stats),
         sum(s["execution_count"] for s in stats),
     )
+
+
+def batch_size_buckets(url: str, model: str) -> dict[int, int]:
+    """Batches the server ran for the model so far, cumulative at each bucket's largest size
+    (modelserve's allowed batch sizes: 1, 2, 4, ...; the `modelserve_batch_size` histogram)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    buckets: dict[int, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "modelserve_batch_size":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("model") == model:
+                le = sample.labels["le"]
+                size = 1 << 30 if le == "+Inf" else int(float(le))
+                buckets[size] = buckets.get(size, 0) + int(sample.value)
+    return buckets
+
+
+def triton_batch_size_buckets(url: str, model: str) -> dict[int, int]:
+    """`batch_size_buckets` of Triton, from its batch statistics (exact sizes, binned at the
+    powers of 2)."""
+    stats = httpx.get(f"{url}/v2/models/{model}/stats", timeout=10).json()["model_stats"]
+    sizes = [
+        (b["batch_size"], b["compute_infer"]["count"]) for s in stats for b in s["batch_stats"]
+    ]
+    bounds = [1 << i for i in range(11)]
+    return {bound: sum(c for size, c in sizes if size <= bound) for bound in bounds}
+
+
+def histogram_difference(before: dict[int, int], after: dict[int, int]) -> dict[str, int]:
+    """Batches run between two `batch_size_buckets`, per bin (its largest size: batches of
+    more rows than the bin before), empty bins above the largest left out."""
+    cumulative = [(size, after[size] - before.get(size, 0)) for size in sorted(after)]
+    if cumulative and cumulative[-1][0] == 1 << 30:  # +Inf: never more than the largest size
+        cumulative.pop()
+    bins = {}
+    below = 0
+    for size, count in cumulative:
+        bins[str(size)] = count - below
+        below = count
+    while bins and not bins[next(reversed(bins))]:
+        bins.popitem()
+    return bins
+
+
+class ServerProcesses:
+    """CPU time and memory of a server: its process and all of that one's descendants, each
+    with its role. modelserve with workers: "supervisor", "model", "worker" (the children
+    listening on the REST port), "helper" (the resource tracker, process pools of a worker);
+    a single process, or the Triton peer: "server" (Triton's own processes: "helper")."""
+
+    def __init__(self, server: Server, modelserve: bool) -> None:
+        import psutil
+
+        self.root = psutil.Process(server.pid)
+        self.port = server.port if modelserve else None
+        self._known: dict[int, psutil.Process] = {}
+
+    def _roles(self) -> dict[int, tuple[str, Any]]:
+        """pid: (role, psutil.Process) of every process of the server now."""
+        import psutil
+
+        roles: dict[int, tuple[str, Any]] = {}
+        with suppress(psutil.Error):
+            children = self.root.children()
+            for child in self.root.children(recursive=True):
+                # the same Process object each time: its cpu_times() keeps meaning this process
+                process = self._known.setdefault(child.pid, child)
+                roles[child.pid] = (self._role(process, children), process)
+        if any(role == "worker" for role, _ in roles.values()):
+            roles[self.root.pid] = ("supervisor", self.root)
+        else:  # one process: its children help it (Triton's server among them)
+            roles = {pid: ("helper", process) for pid, (_, process) in roles.items()}
+            roles[self.root.pid] = ("server", self.root)
+        return roles
+
+    def _role(self, process: Any, children: list[Any]) -> str:
+        import psutil
+
+        if process not in children:
+            return "helper"
+        try:
+            if "resource_tracker" in " ".join(process.cmdline()):
+                return "helper"
+            listening = any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == self.port
+                for c in process.net_connections(kind="tcp")
+            )
+        except psutil.Error:
+            return "helper"
+        return "worker" if listening else "model"
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """User and system CPU seconds of each process so far."""
+        import psutil
+
+        seconds = {}
+        for pid, (_, process) in self._roles().items():
+            with suppress(psutil.Error):
+                times = process.cpu_times()
+                seconds[pid] = times.user + times.system
+        return seconds
+
+    def usage(
+        self, before: dict[int, float], elapsed: float
+    ) -> tuple[dict[str, float], dict[str, list[float]]]:
+        """CPU % (of one core) since `before` (`cpu_seconds`, `elapsed` seconds ago) by role
+        and in total, and the RSS (MB) of each process now, by role."""
+        import psutil
+
+        after = self.cpu_seconds()
+        cpu: dict[str, float] = {"total": 0.0}
+        rss: dict[str, list[float]] = {}
+        for pid, (role, process) in sorted(self._roles().items()):
+            percent = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
+            cpu["total"] += percent
+            cpu[role] = cpu.get(role, 0.0) + percent
+            with suppress(psutil.Error):
+                rss.setdefault(role, []).append(process.memory_info().rss / 2**20)
+        return cpu, rss
 
 
 def v2_request(url: str, model: str) -> tuple[bytes, dict[str, str]]:
@@ -380,6 +546,7 @@ def drive(
         url,
     ]
     header_lines = "\n".join(f"{name}: {value}" for name, value in (headers or {}).items())
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
     output = subprocess.run(
         command,
         capture_output=True,
@@ -387,6 +554,8 @@ def drive(
         check=True,
         env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_HEADERS": header_lines},
     ).stdout
+    after, elapsed = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - start
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     line = next(line for line in output.splitlines() if line.startswith("RESULT"))
     requests, duration_us, errors, non2xx, p50_us, p99_us = map(int, line.split()[1:])
     return {
@@ -394,6 +563,7 @@ def drive(
         "p50": p50_us / 1000,
         "p99": p99_us / 1000,
         "errors": errors + non2xx,
+        "wrk_cpu": cpu / elapsed * 100,
     }
 
 
@@ -405,53 +575,97 @@ class Endpoint:
     body: bytes
     headers: dict[str, str]
     counters: Callable[[], tuple[int, int]]  # (rows, batches) run so far
+    buckets: Callable[[], dict[int, int]]  # batch_size_buckets so far
+    processes: ServerProcesses
 
 
-def measure(
-    model: str, mode: str, connections: int, endpoint: Endpoint, seconds: float, workdir: Path
-) -> Run:
-    """One timed `wrk` run after a 1 s warm-up, with the mean batch size the server ran."""
+def measure(run: Run, endpoint: Endpoint, seconds: float, workdir: Path) -> Run:
+    """One timed `wrk` run after a 1 s warm-up (`run` says which, and gets the results), with
+    the batches the server ran and its CPU over the run, and its memory after it."""
 
     def run_wrk(duration: float) -> dict[str, float]:
-        return drive(endpoint.url, endpoint.body, connections, duration, workdir, endpoint.headers)
+        return drive(
+            endpoint.url, endpoint.body, run.connections, duration, workdir, endpoint.headers
+        )
 
     run_wrk(1)  # warm the connection path
     rows0, batches0 = endpoint.counters()
+    buckets0 = endpoint.buckets()
+    cpu0, start = endpoint.processes.cpu_seconds(), time.monotonic()
     result = run_wrk(seconds)
+    run.cpu_percent, run.rss_mb = endpoint.processes.usage(cpu0, time.monotonic() - start)
     rows1, batches1 = endpoint.counters()
-    run = Run(
-        model,
-        mode,
-        connections,
-        result["rps"],
-        result["p50"],
-        result["p99"],
-        int(result["errors"]),
-        (rows1 - rows0) / max(1, batches1 - batches0),
-    )
+    run.batch_histogram = histogram_difference(buckets0, endpoint.buckets())
+    run.requests_per_second, run.p50_ms, run.p99_ms = result["rps"], result["p50"], result["p99"]
+    run.errors = int(result["errors"])
+    run.wrk_cpu_percent = result["wrk_cpu"]
+    run.mean_batch = (rows1 - rows0) / max(1, batches1 - batches0)
     print(
-        f"  {mode:8} {model:10} c={connections:<3} {run.requests_per_second:8.0f} req/s  "
-        f"p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  "
-        f"batch {run.mean_batch:5.2f}  errors {run.errors}",
+        f"  {run.label:12} {run.model:10} c={run.connections:<3} "
+        f"{run.requests_per_second:8.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
+        f"p99 {run.p99_ms:7.2f} ms  batch {run.mean_batch:5.2f}  "
+        f"CPU {cpu_text(run)}  wrk {run.wrk_cpu_percent:.0f}  RSS {rss_text(run)} MB  "
+        f"errors {run.errors}",
         flush=True,
     )
     return run
 
 
+def cpu_text(run: Run) -> str:
+    """The server's CPU % over the run, with the model process's and the workers' share."""
+    cpu = run.cpu_percent
+    if not cpu:
+        return "-"
+    if "worker" not in cpu:
+        return f"{cpu['total']:.0f}"
+    return f"{cpu['total']:.0f} (model {cpu.get('model', 0):.0f}, workers {cpu['worker']:.0f})"
+
+
+def rss_text(run: Run) -> str:
+    """The RSS (MB) of the server's process, or with workers of the model process, each worker
+    and the supervisor; with helper processes, their sum."""
+    rss = run.rss_mb
+    if not rss:
+        return "-"
+    parts = [f"{sum(rss['server']):.0f}"] if "server" in rss else []
+    if "worker" in rss:
+        workers = "/".join(f"{mb:.0f}" for mb in rss["worker"])
+        parts += [
+            f"model {sum(rss.get('model', [])):.0f}",
+            f"workers {workers}",
+            f"supervisor {sum(rss['supervisor']):.0f}",
+        ]
+    if rss.get("helper"):
+        parts.append(f"helpers {sum(rss['helper']):.0f}")
+    return ", ".join(parts)
+
+
 def run_gateway(
-    models: list[str], modes: list[str], connections: list[int], seconds: float, workdir: Path
+    models: list[str],
+    modes: list[str],
+    connections: list[int],
+    seconds: float,
+    workdir: Path,
+    workers: Sequence[int | None] = (None,),
 ) -> list[Run]:
+    """Each mode on a server of its own, once per worker count (None: the server's default)."""
     runs = []
-    for mode in modes:
-        with gateway(mode, models, workdir) as url:
-            for model in models:
-                endpoint = Endpoint(
-                    f"{url}/v1/models/{model}:predict",
-                    json.dumps(request_body(model)).encode(),
-                    {},
-                    partial(batch_counters, url, model),
-                )
-                runs += [measure(model, mode, c, endpoint, seconds, workdir) for c in connections]
+    for count in workers:
+        for mode in modes:
+            with gateway_server(mode, models, workdir, workers=count) as server:
+                processes = ServerProcesses(server, modelserve=True)
+                for model in models:
+                    endpoint = Endpoint(
+                        f"{server.url}/v1/models/{model}:predict",
+                        json.dumps(request_body(model)).encode(),
+                        {},
+                        partial(batch_counters, server.url, model),
+                        partial(batch_size_buckets, server.url, model),
+                        processes,
+                    )
+                    for c in connections:
+                        run = Run(model, mode, c, 0, 0, 0, 0, 0, workers=count)
+                        runs.append(measure(run, endpoint, seconds, workdir))
     return runs
 
 
@@ -459,58 +673,79 @@ def run_triton(
     python: Path, models: list[str], connections: list[int], seconds: float, workdir: Path
 ) -> list[Run]:
     runs = []
-    with triton(python, models, workdir) as url:
+    with triton(python, models, workdir) as server:
+        processes = ServerProcesses(server, modelserve=False)
         for model in models:
-            body, headers = v2_request(url, model)
-            check_triton(url, model, body, headers)
+            body, headers = v2_request(server.url, model)
+            check_triton(server.url, model, body, headers)
             endpoint = Endpoint(
-                f"{url}/v2/models/{model}/infer",
+                f"{server.url}/v2/models/{model}/infer",
                 body,
                 headers,
-                partial(triton_batch_counters, url, model),
+                partial(triton_batch_counters, server.url, model),
+                partial(triton_batch_size_buckets, server.url, model),
+                processes,
             )
-            runs += [measure(model, TRITON, c, endpoint, seconds, workdir) for c in connections]
+            for c in connections:
+                runs.append(
+                    measure(Run(model, TRITON, c, 0, 0, 0, 0, 0), endpoint, seconds, workdir)
+                )
     return runs
 
 
-def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]]) -> str:
-    lines = [
+def markdown(
+    runs: list[Run],
+    ceilings: dict[str, list[tuple[int, float, float]]],
+    provenance: list[str] | None = None,
+) -> str:
+    lines = [*(provenance or []), *([""] if provenance else [])]
+    lines += [
         "## Gateway (wrk, one instance per request)",
         "",
-        "| model | connections | mode | req/s | p50 ms | p99 ms | mean batch | errors |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "CPU: the server's user + system time over the run in % of one core, summed over all "
+        "its processes (with workers: the model process's and the workers' shares); RSS after "
+        "the run; wrk's CPU likewise (it runs on the same CPUs). w=N: `--workers N` (w=0: one "
+        "process does everything).",
+        "",
+        "| model | connections | mode | req/s | p50 ms | p99 ms | mean batch | CPU % "
+        "| wrk CPU % | RSS MB | errors |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: |",
     ]
     for r in runs:
         lines.append(
-            f"| {r.model} | {r.connections} | {r.mode} | {r.requests_per_second:,.0f} | "
-            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.mean_batch:.2f} | {r.errors} |"
+            f"| {r.model} | {r.connections} | {r.label} | {r.requests_per_second:,.0f} | "
+            f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.mean_batch:.2f} | {cpu_text(r)} | "
+            f"{r.wrk_cpu_percent:.0f} | {rss_text(r)} | {r.errors} |"
         )
+    lines += scaling(runs)
     ratios = []
     top = max(r.connections for r in runs)
-    for model in dict.fromkeys(r.model for r in runs):
-        by_mode = {r.mode: r for r in runs if r.model == model and r.connections == top}
+    for model, workers in dict.fromkeys((r.model, r.workers) for r in runs if r.mode != TRITON):
+        by_mode = {r.mode: r for r in same(runs, model, top, workers)}
         if not set(MODES) <= set(by_mode):
             continue
         b, n, e = by_mode["batched"], by_mode["naive"], by_mode["echo"]
         ratios.append(
-            f"| {model} | {b.requests_per_second / n.requests_per_second:.2f}x | "
+            f"| {model} | {b.label} | {b.requests_per_second / n.requests_per_second:.2f}x | "
             f"{b.requests_per_second / e.requests_per_second:.0%} | "
             f"{b.p99_ms:.1f} vs {n.p99_ms:.1f} |"
         )
     lines += _section(
         "Ratios at the highest concurrency",
-        ["| model | batched / naive | batched / echo | p99 batched vs naive (ms) |"],
-        "| --- | ---: | ---: | --- |",
+        ["| model | run | batched / naive | batched / echo | p99 batched vs naive (ms) |"],
+        "| --- | --- | ---: | ---: | --- |",
         ratios,
     )
     lines += triton_ratios(runs)
+    lines += histograms(runs)
     low = min(r.connections for r in runs)
     differences = []
-    for model in dict.fromkeys(r.model for r in runs):
-        by_mode = {r.mode: r for r in runs if r.model == model and r.connections == low}
+    for model, workers in dict.fromkeys((r.model, r.workers) for r in runs if r.mode != TRITON):
+        by_mode = {r.mode: r for r in same(runs, model, low, workers)}
         if {"batched", "naive"} <= set(by_mode):
             difference = by_mode["batched"].p50_ms - by_mode["naive"].p50_ms
-            differences.append(f"- {model}: {difference:+.2f} ms")
+            where = "" if workers is None else f" w={workers}"
+            differences.append(f"- {model}{where}: {difference:+.2f} ms")
     lines += _section(f"At {low} connection(s): p50 batched - naive", [], None, differences)
     ceiling_rows = [
         f"| {model} | {size} | {rate:,.0f} | {ms:.2f} |"
@@ -526,6 +761,83 @@ def markdown(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]
     return "\n".join(lines) + "\n"
 
 
+def same(runs: list[Run], model: str, connections: int, workers: int | None) -> list[Run]:
+    """modelserve's runs of the model at that connection and worker count."""
+    return [
+        r
+        for r in runs
+        if (r.model, r.connections, r.workers) == (model, connections, workers) and r.mode != TRITON
+    ]
+
+
+def worker_counts(runs: list[Run]) -> list[int]:
+    return sorted({r.workers for r in runs if r.workers is not None})
+
+
+def scaling(runs: list[Run]) -> list[str]:
+    """req/s and mean batch size per worker count (columns), per model, connection count and
+    mode, with Triton's; nothing unless several worker counts ran."""
+    counts = worker_counts(runs)
+    if len(counts) < 2:
+        return []
+    triton_runs = {(r.model, r.connections): r for r in runs if r.mode == TRITON}
+    rows = []
+    for model, conns, mode in dict.fromkeys(
+        (r.model, r.connections, r.mode) for r in runs if r.workers is not None
+    ):
+        by_workers = {
+            r.workers: r for r in runs if (r.model, r.connections, r.mode) == (model, conns, mode)
+        }
+        cells = [
+            f"{by_workers[n].requests_per_second:,.0f} ({by_workers[n].mean_batch:.1f})"
+            if n in by_workers
+            else "-"
+            for n in counts
+        ]
+        t = triton_runs.get((model, conns))
+        triton = f"{t.requests_per_second:,.0f} ({t.mean_batch:.1f})" if t else "-"
+        rows.append(f"| {model} | {conns} | {mode} | " + " | ".join([*cells, triton]) + " |")
+    return _section(
+        "Scaling with workers: req/s (mean batch size)",
+        [
+            "| model | connections | mode | "
+            + " | ".join([*(f"w={n}" for n in counts), "Triton"])
+            + " |"
+        ],
+        "| --- | ---: | --- |" + " ---: |" * (len(counts) + 1),
+        rows,
+    )
+
+
+def histograms(runs: list[Run]) -> list[str]:
+    """The batch-size histogram of each run at the highest connection count: % of its batches
+    per bin of sizes."""
+    top = max(r.connections for r in runs)
+    measured = [r for r in runs if r.connections == top and sum(r.batch_histogram.values())]
+    bounds = sorted({int(b) for r in measured for b in r.batch_histogram}, key=int)
+    if not measured:
+        return []
+    names = [bin_name(bounds, i) for i in range(len(bounds))]
+    rows = []
+    for r in measured:
+        total = sum(r.batch_histogram.values())
+        shares = [f"{r.batch_histogram.get(str(b), 0) / total:.0%}" for b in bounds]
+        rows.append(f"| {r.model} | {r.label} | {total:,} | " + " | ".join(shares) + " |")
+    return _section(
+        f"Batch sizes at {top} connections: % of batches (rows per batch)",
+        ["| model | run | batches | " + " | ".join(names) + " |"],
+        "| --- | --- | ---: |" + " ---: |" * len(names),
+        rows,
+    )
+
+
+def bin_name(bounds: list[int], index: int) -> str:
+    """ "1", "2", "3-4", "5-8", ...: the sizes in bin `index` of bins ending at `bounds`."""
+    low = bounds[index - 1] + 1 if index else 1
+    high = bounds[index]
+    return str(high) if low == high else f"{low}-{high}"
+
+
 def _section(title: str, header: list[str], rule: str | None, rows: list[str]) -> list[str]:
     """A markdown section, or nothing when it has no rows (a mode or the ceiling not run)."""
     if not rows:
@@ -535,27 +847,29 @@ def _section(title: str, header: list[str], rule: str | None, rows: list[str]) -
 
 def triton_ratios(runs: list[Run]) -> list[str]:
     """A table of modelserve req/s over Triton's, per model and connection count (the modes
-    measured), or nothing when Triton was not measured."""
+    measured, per worker count), or nothing when Triton was not measured."""
     triton_runs = {(r.model, r.connections): r for r in runs if r.mode == TRITON}
     if not triton_runs:
         return []
-    modes = [m for m in MODES if any(r.mode == m for r in runs)]
+    labels = list(
+        dict.fromkeys(r.label for r in sorted(runs, key=_label_order) if r.mode != TRITON)
+    )
     lines = [
         "",
         "## modelserve / Triton (req/s, same run)",
         "",
         "| "
-        + " | ".join(["model", "connections", "Triton req/s", *(f"{m} / Triton" for m in modes)])
+        + " | ".join(["model", "connections", "Triton req/s", *(f"{m} / Triton" for m in labels)])
         + " |",
-        "| --- | ---: | ---: |" + " ---: |" * len(modes),
+        "| --- | ---: | ---: |" + " ---: |" * len(labels),
     ]
     for (model, conns), t in triton_runs.items():
-        by_mode = {r.mode: r for r in runs if r.model == model and r.connections == conns}
+        by_label = {r.label: r for r in runs if r.model == model and r.connections == conns}
         ratios = [
-            f"{by_mode[m].requests_per_second / t.requests_per_second:.2f}x"
-            if m in by_mode
+            f"{by_label[m].requests_per_second / t.requests_per_second:.2f}x"
+            if m in by_label
             else "-"
-            for m in modes
+            for m in labels
         ]
         lines.append(
             f"| {model} | {conns} | {t.requests_per_second:,.0f} | " + " | ".join(ratios) + " |"
@@ -563,24 +877,29 @@ def triton_ratios(runs: list[Run]) -> list[str]:
     return lines
 
 
+def _label_order(run: Run) -> tuple[int, int]:
+    """Modes in MODES' order, then by worker count."""
+    mode = MODES.index(run.mode) if run.mode in MODES else len(MODES)
+    return mode, -1 if run.workers is None else run.workers
+
+
 def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """req/s against connections per model, one line per mode (and worker count) and Triton."""
+    plt = pyplot()
     models = list(dict.fromkeys(r.model for r in runs))
+    labels = list(dict.fromkeys(r.label for r in sorted(runs, key=_label_order)))
+    styles = ("o-", "s--", "^:", "d-.", "v-", "P--", "X:", "*-.")
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
     for ax, model in zip(axes[0], models, strict=True):
-        for mode, style in zip((*MODES, TRITON), ("o-", "s--", "^:", "d-."), strict=True):
+        for index, label in enumerate(labels):
             points = sorted(
                 (r.connections, r.requests_per_second)
                 for r in runs
-                if r.model == model and r.mode == mode
+                if r.model == model and r.label == label
             )
             if points:
-                label = "Triton (PyTriton, dynamic batching)" if mode == TRITON else mode
-                ax.plot(*zip(*points, strict=True), style, label=label)
+                name = "Triton (PyTriton, dynamic batching)" if label == TRITON else label
+                ax.plot(*zip(*points, strict=True), styles[index % len(styles)], label=name)
         best = max((rate for _, rate, _ in ceilings.get(model, [])), default=0.0)
         if best:
             ax.axhline(best, color="grey", lw=0.8, label="in-process ceiling")
@@ -590,6 +909,78 @@ def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], p
     fig.suptitle("modelserve: dynamic batching vs naive, the echo ceiling and Triton")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_workers(runs: list[Run], path: Path, histogram_model: str | None = None) -> None:
+    """Left: req/s against the worker count at the highest connection count, per model and
+    mode, Triton as a dashed line in the model's colour. Right: the batch-size histogram of
+    one model's batched runs at that connection count, per worker count (and Triton's)."""
+    plt = pyplot()
+    top = max(r.connections for r in runs)
+    at_top = [r for r in runs if r.connections == top]
+    models = list(dict.fromkeys(r.model for r in at_top))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, model in enumerate(models):
+        colour = colours[index % len(colours)]
+        for mode, style in zip(MODES, ("o-", "s--", "^:"), strict=True):
+            points = sorted(
+                (r.workers, r.requests_per_second)
+                for r in at_top
+                if r.model == model and r.mode == mode and r.workers is not None
+            )
+            if points:
+                left.plot(*zip(*points, strict=True), style, color=colour, label=f"{model} {mode}")
+        for r in at_top:
+            if r.model == model and r.mode == TRITON:
+                left.axhline(
+                    r.requests_per_second, color=colour, ls="--", lw=1, label=f"{model} Triton"
+                )
+    counts = worker_counts(runs)
+    left.set(
+        title=f"req/s against front-end workers ({top} connections)",
+        xlabel="workers (0: one process does everything)",
+        ylabel="requests/s",
+        xticks=counts,
+        ylim=(0, None),
+    )
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7, ncol=2)
+    model = histogram_model if histogram_model in models else models[0]
+    shown = sorted(
+        (r for r in at_top if r.model == model and r.mode in ("batched", TRITON)),
+        key=_label_order,
+    )
+    shown = [r for r in shown if sum(r.batch_histogram.values())]
+    bounds = sorted({int(b) for r in shown for b in r.batch_histogram})
+    width = 0.8 / max(1, len(shown))
+    for index, r in enumerate(shown):
+        total = sum(r.batch_histogram.values())
+        shares = [100 * r.batch_histogram.get(str(b), 0) / total for b in bounds]
+        xs = [i + (index - (len(shown) - 1) / 2) * width for i in range(len(bounds))]
+        name = f"{r.label} (mean {r.mean_batch:.1f})"
+        right.bar(xs, shares, width, label=name)
+    right.set(
+        title=f"{model}: batch sizes at {top} connections",
+        xlabel="rows per batch",
+        ylabel="% of batches",
+        xticks=range(len(bounds)),
+        xticklabels=[bin_name(bounds, i) for i in range(len(bounds))],
+    )
+    right.grid(alpha=0.3, axis="y")
+    right.legend(fontsize=8)
+    fig.suptitle("modelserve with front-end workers around one model process")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def main() -> None:
@@ -610,19 +1001,41 @@ def main() -> None:
     )
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--workers",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="run modelserve's modes once per worker count, with `--workers N` (0: one "
+        "process); default: once, with the server's default",
+    )
+    parser.add_argument(
+        "--histogram-model",
+        default="votes",
+        metavar="MODEL",
+        help="the model whose batch-size histograms are plotted per worker count",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument(
-        "--replot", action="store_true", help="redraw table and plot from <output>/serving.json"
+        "--name",
+        help="the results' file names, <output>/<name>.{md,json,png} (default: serving, or "
+        "serving_workers with --workers)",
+    )
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw table and plot from <output>/<name>.json"
     )
     args = parser.parse_args()
+    name = args.name or ("serving_workers" if args.workers else "serving")
     if args.replot:
-        saved = json.loads((args.output / "serving.json").read_text())
+        saved = json.loads((args.output / f"{name}.json").read_text())
         runs = [Run(**run) for run in saved["runs"]]
         ceilings = {
             model: [(int(size), float(rate), float(ms)) for size, rate, ms in rows]
             for model, rows in saved["ceilings"].items()
         }
-        write_results(runs, ceilings, args.output)
+        write_results(
+            runs, ceilings, args.output, name, saved.get("provenance"), args.histogram_model
+        )
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt install wrk")
@@ -631,6 +1044,7 @@ def main() -> None:
         sys.exit(f"not in models/: {missing} (resnet50: modelserve train resnet50 --weights none)")
     args.output.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    provenance = describe_run()
     skip_triton = "--no-triton" if args.no_triton else triton_unavailable(args.triton_python)
     if skip_triton:
         print(f"Triton peer skipped: {skip_triton}", flush=True)
@@ -642,26 +1056,62 @@ def main() -> None:
         print(f"  {model:10} " + "  ".join(f"b{s}: {r:,.0f}/s" for s, r, _ in rows), flush=True)
     print("gateway ...", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = run_gateway(args.models, args.modes, args.connections, args.duration, Path(tmp))
+        runs = run_gateway(
+            args.models,
+            args.modes,
+            args.connections,
+            args.duration,
+            Path(tmp),
+            args.workers or [None],
+        )
         if not skip_triton:
             print(f"Triton peer ({args.triton_python}) ...", flush=True)
             runs += run_triton(
                 args.triton_python, args.models, args.connections, args.duration, Path(tmp)
             )
-    saved = {"runs": [vars(run) for run in runs], "ceilings": ceilings}
-    (args.output / "serving.json").write_text(json.dumps(saved, indent=1))
-    write_results(runs, ceilings, args.output)
+    saved = {"provenance": provenance, "runs": [vars(run) for run in runs], "ceilings": ceilings}
+    (args.output / f"{name}.json").write_text(json.dumps(saved, indent=1))
+    write_results(runs, ceilings, args.output, name, provenance, args.histogram_model)
+
+
+def describe_run() -> list[str]:
+    """Markdown lines: the command, when, at which revision and on what machine."""
+    revision = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    ).stdout.strip()
+    command = shlex.join(
+        ["python", str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]]
+    )
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"- command: `{command}`",
+        f"- date: {when}; revision: {revision or '?'}",
+        f"- machine: {os.cpu_count()} CPUs (wrk and the servers share them); load average at "
+        f"the start {load}",
+    ]
 
 
 def write_results(
-    runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], output: Path
+    runs: list[Run],
+    ceilings: dict[str, list[tuple[int, float, float]]],
+    output: Path,
+    name: str = "serving",
+    provenance: list[str] | None = None,
+    histogram_model: str | None = None,
 ) -> None:
-    table = markdown(runs, ceilings)
-    (output / "serving.md").write_text(table)
-    plot(runs, ceilings, output / "serving.png")
+    table = markdown(runs, ceilings, provenance)
+    (output / f"{name}.md").write_text(table)
+    if len(worker_counts(runs)) > 1:
+        plot_workers(runs, output / f"{name}.png", histogram_model)
+    else:
+        plot(runs, ceilings, output / f"{name}.png")
     print()
     print(table)
-    print(f"written: {output / 'serving.md'}, {output / 'serving.png'}")
+    print(f"written: {output / f'{name}.md'}, {output / f'{name}.png'}")
 
 
 if __name__ == "__main__":
