@@ -23,25 +23,16 @@ from service.core.dtypes import Arrays
 from service.core.record import RequestRecord
 from service.core.routing import ModelSnapshot, ModelView, VersionSnapshot
 from service.errors import UnavailableError
-from service.processes import arena
+from service.processes import arena, protocol
 from service.processes.channel import Channel
-from service.processes.protocol import (
-    Answer,
-    Cancel,
-    Catalog,
-    Command,
-    Failure,
-    Hello,
-    Message,
-    Predict,
-    Reply,
-    Welcome,
+from service.processes.wire import (
+    HANDSHAKE_SECONDS,
+    receive_with_descriptor,
+    send_with_descriptor,
 )
-from service.processes.wire import receive_with_descriptor, send_with_descriptor
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_SECONDS = 10.0
 RECONNECT_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)  # backoff while the model process (re)starts
 MODEL_PROCESS_DOWN = "the model process is not running (restarting); retry shortly"
 
@@ -143,11 +134,11 @@ class ModelProcessLink:
             sock.settimeout(HANDSHAKE_SECONDS)
             sock.connect(str(self.socket_path))
             inputs = arena.Arena.create(self.arena_bytes)
-            send_with_descriptor(sock, Hello(self.worker), inputs.fd)
+            send_with_descriptor(sock, protocol.Hello(self.worker), inputs.fd)
             inputs.close_fd()
             welcome, fd = receive_with_descriptor(sock)
-            if not isinstance(welcome, Welcome):
-                raise ConnectionError(f"expected Welcome, got {type(welcome).__name__}")
+            if not isinstance(welcome, protocol.Welcome):
+                raise ConnectionError(f"expected protocol.Welcome, got {type(welcome).__name__}")
             answers = arena.Arena(fd)
             answers.close_fd()
             sock.setblocking(False)
@@ -156,17 +147,17 @@ class ModelProcessLink:
             raise
         return sock, inputs, answers
 
-    def _received(self, connection: _Connection, message: Message) -> None:
-        if isinstance(message, Answer):
+    def _received(self, connection: _Connection, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Answer):
             outputs = arena.read(connection.answers, message.outputs, copy=True)
             connection.answers.acknowledge(message.number)  # its blocks may be reused now
             connection.settle(message.call, (outputs, message.batch_size))
-        elif isinstance(message, Failure):
+        elif isinstance(message, protocol.Failure):
             connection.settle(message.call, error=message.error())
-        elif isinstance(message, Reply):
+        elif isinstance(message, protocol.Reply):
             error = message.failure.error() if message.failure is not None else None
             connection.settle(message.call, message.value, error)
-        elif isinstance(message, Catalog):
+        elif isinstance(message, protocol.Catalog):
             self.repository.update(message.models)
 
     def _connected(self) -> _Connection:
@@ -191,7 +182,7 @@ class ModelProcessLink:
         )
         connection.calls[call] = (future, blocks)
         connection.channel.send(
-            Predict(
+            protocol.Predict(
                 call,
                 version.model,
                 version.version,
@@ -205,7 +196,7 @@ class ModelProcessLink:
         try:
             results, record.batch_size = await future
         except asyncio.CancelledError:  # the client left: the inputs stay ours until told
-            connection.channel.send(Cancel(call))
+            connection.channel.send(protocol.Cancel(call))
             raise
         return results
 
@@ -214,7 +205,7 @@ class ModelProcessLink:
         call = next(self._numbers)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.calls[call] = (future, [])
-        connection.channel.send(Command(call, name, argument))
+        connection.channel.send(protocol.Command(call, name, argument))
         return await future
 
 

@@ -26,27 +26,18 @@ from service.core.serving_config import ServingConfig
 from service.errors import ClientGoneError, ModelFailureError, ServingError
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.processes import arena
+from service.processes import arena, protocol
 from service.processes.channel import Channel
 from service.processes.orphans import die_with_parent
-from service.processes.protocol import (
-    Answer,
-    Cancel,
-    Catalog,
-    Command,
-    Failure,
-    Hello,
-    Message,
-    Predict,
-    Reply,
-    Welcome,
+from service.processes.wire import (
+    HANDSHAKE_SECONDS,
+    receive_with_descriptor,
+    send_with_descriptor,
 )
-from service.processes.wire import receive_with_descriptor, send_with_descriptor
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_SECONDS = 10.0
 CATALOG_SECONDS = 0.2  # how often the models' state is compared with what workers last got
 
 
@@ -65,13 +56,13 @@ class _Worker:
         self.sent: collections.deque[tuple[int, list[int]]] = collections.deque()
         self.answered = 0
 
-    def _received(self, message: Message) -> None:
-        if isinstance(message, Predict):
+    def _received(self, message: protocol.Message) -> None:
+        if isinstance(message, protocol.Predict):
             self._start(message.call, self.host.predict(self, message))
-        elif isinstance(message, Cancel):
+        elif isinstance(message, protocol.Cancel):
             if (task := self.calls.get(message.call)) is not None:
                 task.cancel()
-        elif isinstance(message, Command):
+        elif isinstance(message, protocol.Command):
             self._start(message.call, self.host.command(self, message))
 
     def _start(self, call: int, work: Coroutine[Any, Any, None]) -> None:
@@ -93,7 +84,7 @@ class _Worker:
         self.answered += 1
         refs, blocks = self.answers.put(outputs)
         self.sent.append((self.answered, blocks))
-        self.channel.send(Answer(call, self.answered, tuple(refs), batch_size))
+        self.channel.send(protocol.Answer(call, self.answered, tuple(refs), batch_size))
 
 
 class ModelProcess:
@@ -138,12 +129,12 @@ class ModelProcess:
             try:
                 sock.settimeout(HANDSHAKE_SECONDS)
                 hello, fd = receive_with_descriptor(sock)
-                if not isinstance(hello, Hello):
-                    raise ConnectionError(f"expected Hello, got {type(hello).__name__}")
+                if not isinstance(hello, protocol.Hello):
+                    raise ConnectionError(f"expected protocol.Hello, got {type(hello).__name__}")
                 inputs = arena.Arena(fd)
                 inputs.close_fd()  # mapped: the descriptor is no longer needed
                 answers = arena.Arena.create(self.settings.arena_bytes)
-                send_with_descriptor(sock, Welcome(), answers.fd)
+                send_with_descriptor(sock, protocol.Welcome(), answers.fd)
                 answers.close_fd()
                 sock.setblocking(False)
             except (OSError, ValueError) as error:
@@ -157,7 +148,7 @@ class ModelProcess:
         loop = asyncio.get_running_loop()
         await loop.connect_accepted_socket(lambda: worker.channel, sock=sock)
         self._workers.add(worker)
-        worker.channel.send(Catalog(self.models.repository.snapshot()))
+        worker.channel.send(protocol.Catalog(self.models.repository.snapshot()))
         log.info("worker %d connected", worker.number)
 
     def left(self, worker: _Worker) -> None:
@@ -175,9 +166,9 @@ class ModelProcess:
         if catalog != self._catalog:
             self._catalog = catalog
             for worker in self._workers:
-                worker.channel.send(Catalog(catalog))
+                worker.channel.send(protocol.Catalog(catalog))
 
-    async def predict(self, worker: _Worker, message: Predict) -> None:
+    async def predict(self, worker: _Worker, message: protocol.Predict) -> None:
         try:
             servable = self.models.repository.resolve(message.model, message.version)
             inputs = arena.read(worker.inputs, message.inputs, copy=False)
@@ -191,17 +182,17 @@ class ModelProcess:
                 servable.leave()
             worker.answer(message.call, outputs, record.batch_size)
         except ServingError as error:
-            worker.channel.send(Failure.of(message.call, error))
+            worker.channel.send(protocol.Failure.of(message.call, error))
         except asyncio.CancelledError:  # the worker frees the inputs once told
             worker.channel.send(
-                Failure.of(message.call, ClientGoneError("cancelled by the client"))
+                protocol.Failure.of(message.call, ClientGoneError("cancelled by the client"))
             )
         except Exception:
             log.exception("model call of %s failed", message.model)
             failure = ModelFailureError(f"model {message.model!r} failed on this request")
-            worker.channel.send(Failure.of(message.call, failure))
+            worker.channel.send(protocol.Failure.of(message.call, failure))
 
-    async def command(self, worker: _Worker, message: Command) -> None:
+    async def command(self, worker: _Worker, message: protocol.Command) -> None:
         repository = self.models.repository
         try:
             value: bytes | None = None
@@ -216,9 +207,11 @@ class ModelProcess:
             else:
                 raise ValueError(f"unknown command {message.name!r}")
             self._publish()  # the worker's mirror is current when the reply arrives
-            worker.channel.send(Reply(message.call, value))
+            worker.channel.send(protocol.Reply(message.call, value))
         except ServingError as error:
-            worker.channel.send(Reply(message.call, failure=Failure.of(message.call, error)))
+            worker.channel.send(
+                protocol.Reply(message.call, failure=protocol.Failure.of(message.call, error))
+            )
 
 
 def run(settings: Settings, serving_config: ServingConfig, socket_path: Path, parent: int) -> None:

@@ -23,6 +23,7 @@ from service.processes.arena import TensorRef
 
 Fields = list[Any]
 LENGTH = struct.Struct("<I")
+HANDSHAKE_SECONDS = 10.0  # either side waits this long for the other's first message
 
 
 def pack(message: p.Message) -> bytes:
