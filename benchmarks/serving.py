@@ -75,6 +75,8 @@ REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 MODES = ("batched", "naive", "echo")
 TRITON = "triton"  # the mode of the Triton peer's runs
 TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
+MAX_BATCH_SIZE = {"resnet50": 32}  # both sides, as benchmarks/triton_peer.py configures Triton
+DEFAULT_MAX_BATCH_SIZE = 128
 TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"  # made by scripts/triton-venv.sh
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -242,6 +244,14 @@ def gateway(
 
 
 @contextmanager
+def batching_for(mode: str, model: str) -> dict[str, Any]:
+    """Off for the naive floor; else batches as large as the Triton peer's (its max batch size
+    per model), so neither side is capped lower than the other."""
+    if mode == "naive":
+        return {"enabled": False}
+    return {"max_batch_size": MAX_BATCH_SIZE.get(model, DEFAULT_MAX_BATCH_SIZE)}
+
+
 def gateway_server(
     mode: str,
     models: list[str],
@@ -252,9 +262,11 @@ def gateway_server(
     workers: int | None = None,
 ) -> Iterator[Server]:
     """`gateway`, started with `--workers workers` unless None (the server's default)."""
-    batching = {"enabled": False} if mode == "naive" else {}
     config = config or {
-        "models": [{"name": m, "base_path": str(MODELS / m), "batching": batching} for m in models]
+        "models": [
+            {"name": m, "base_path": str(MODELS / m), "batching": batching_for(mode, m)}
+            for m in models
+        ]
     }
     config_file = workdir / f"{mode}.json.yaml"
     config_file.write_text(json.dumps(config))  # JSON is YAML
