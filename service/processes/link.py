@@ -138,7 +138,7 @@ class ModelProcessLink:
             inputs.close_fd()
             welcome, fd = receive_with_descriptor(sock)
             if not isinstance(welcome, protocol.Welcome):
-                raise ConnectionError(f"expected protocol.Welcome, got {type(welcome).__name__}")
+                raise ConnectionError(f"expected Welcome, got {type(welcome).__name__}")
             answers = arena.Arena(fd)
             answers.close_fd()
             sock.setblocking(False)

@@ -130,7 +130,7 @@ class ModelProcess:
                 sock.settimeout(HANDSHAKE_SECONDS)
                 hello, fd = receive_with_descriptor(sock)
                 if not isinstance(hello, protocol.Hello):
-                    raise ConnectionError(f"expected protocol.Hello, got {type(hello).__name__}")
+                    raise ConnectionError(f"expected Hello, got {type(hello).__name__}")
                 inputs = arena.Arena(fd)
                 inputs.close_fd()  # mapped: the descriptor is no longer needed
                 answers = arena.Arena.create(self.settings.arena_bytes)
@@ -212,6 +212,10 @@ class ModelProcess:
             worker.channel.send(
                 protocol.Reply(message.call, failure=protocol.Failure.of(message.call, error))
             )
+        except Exception:  # a bug: the worker's caller gets a 500, not an endless wait
+            log.exception("command %s failed", message.name)
+            failure = protocol.Failure(message.call, "ServingError", f"{message.name} failed")
+            worker.channel.send(protocol.Reply(message.call, failure=failure))
 
 
 def run(settings: Settings, serving_config: ServingConfig, socket_path: Path, parent: int) -> None:
