@@ -15,6 +15,7 @@ from service.auth import AccessPolicy
 from service.core.decoding import Decoder
 from service.core.inference import InferenceCore
 from service.core.serving_config import ServingConfig, serving_config_for
+from service.errors import UnavailableError
 from service.grpc.message_split import MessageSplitter
 from service.grpc.server import GrpcDrain, GrpcSecurity, start_grpc_server
 from service.http.app import create_app
@@ -92,7 +93,10 @@ class ModelServer:
         process's, one family each."""
         own = self.metrics.exposition()
         if isinstance(self.models, ModelProcessLink):
-            return own + await self.models.repository.metrics()
+            try:
+                return own + await self.models.repository.metrics()
+            except UnavailableError:  # restarting: the workers' own are still worth a scrape
+                return own
         return own
 
     def begin_drain(self) -> None:

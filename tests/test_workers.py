@@ -348,6 +348,8 @@ def test_a_model_process_that_dies_makes_the_server_unready_until_restarted(
     wait_for(unready, 10, "/readyz 503")
     refused = predict(server.url, "plus", [1.0])
     assert refused.status_code == 503, refused.text
+    # the workers' own metrics are still scraped meanwhile
+    assert "modelserve_requests_total" in scrape(server.url).text
     ready(server)  # restarted with its models
     (restarted,) = server.children()["model"]
     assert restarted != victim
