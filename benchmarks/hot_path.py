@@ -157,7 +157,9 @@ def _server(name: str, workdir: Path) -> Iterator[str]:
         with bare_server(workdir) as url:
             yield url
     else:
-        with serving.gateway("echo", [MODEL], workdir) as url:
+        # One process (no front-end workers, no model process): the target is per process.
+        extra_args = ("--grpc-port", "0", "--workers", "0")
+        with serving.gateway("echo", [MODEL], workdir, extra_args=extra_args) as url:
             yield url
 
 

@@ -90,6 +90,9 @@ class Metrics:
             "End-to-end request latency, from the first byte read to the last byte written.",
             ["model", "protocol", "route"],
         )
+        # each label set's children, looked up once: labels() validates and locks on every call
+        # (series are never removed, so a child found here stays the one exposed)
+        self._request_series: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self.rejected = counter(
             "modelserve_requests_rejected",
             "Requests refused: queue_full (429), deadline (504), client_gone (499), invalid (4xx).",
@@ -150,6 +153,19 @@ class Metrics:
             # happen before the app has configured them
             self._gpu_collector = _GPUMemoryCollector()
             self.registry.register(self._gpu_collector)
+
+    def count_request(
+        self, model: str, protocol: str, route: str, code: str, seconds: float
+    ) -> None:
+        """One answered request in `requests` and `request_seconds`."""
+        key = (model, protocol, route, code)
+        series = self._request_series.get(key)
+        if series is None:
+            series = (self.requests.labels(*key), self.request_seconds.labels(*key[:3]))
+            self._request_series[key] = series
+        count, latency = series
+        count.inc()
+        latency.observe(seconds)
 
     def count_rejections(self, models: Iterable[str]) -> None:
         """At 0, so rate() sees the first rejection of each model."""

@@ -30,13 +30,17 @@ class Finished(NamedTuple):
 
 
 def observe(metrics: Metrics, record: RequestRecord, finished: Finished) -> None:
-    metrics.requests.labels(record.model, finished.protocol, finished.route, finished.code).inc()
-    metrics.request_seconds.labels(record.model, finished.protocol, finished.route).observe(
-        finished.seconds
+    metrics.count_request(
+        record.model, finished.protocol, finished.route, finished.code, finished.seconds
     )
     reason = rejection_reason(finished.status)
     if reason is not None:
         metrics.rejected.labels(record.model, reason).inc()
+    if access_log.isEnabledFor(logging.INFO):  # else the line's fields are built for nothing
+        _log_access(record, finished)
+
+
+def _log_access(record: RequestRecord, finished: Finished) -> None:
     access_log.info(
         "%s %s %s",
         finished.method,

@@ -291,6 +291,8 @@ class Batcher:
                 f"a request of {_rows(rows)} needs {needed} free{share}"
             )
         left = deadline - asyncio.get_running_loop().time()
+        if left > 0 and self._least_wait(rows, bound=True) <= left:
+            return  # surely in time, without going through the queue
         wait = self._least_wait(rows)
         if left > 0 and wait <= left:
             return
@@ -305,16 +307,21 @@ class Batcher:
             f"send fewer rows or allow more time"
         )
 
-    def _least_wait(self, rows: int) -> float:
+    def _least_wait(self, rows: int, *, bound: bool = False) -> float:
         """Least seconds before the last chunk of a request of `rows` rows can start: its own
-        earlier chunks, and each request ahead for as many turns (batches) as it has chunks."""
+        earlier chunks, and each request ahead for as many turns (batches) as it has chunks.
+        With `bound`, a wait no shorter, in constant time: every row still waiting counts as
+        ahead (a queued chunk's rows and its followers' are all in `_waiting_rows`)."""
         if not self.call_seconds:
             return 0.0
         limit = self.config.max_batch_size
         turns = math.ceil(rows / limit)
-        ahead = sum(
-            min(p.remaining, turns * limit) for p in self._queue if p.state is _State.QUEUED
-        )
+        if bound:
+            ahead = self._waiting_rows
+        else:
+            ahead = sum(
+                min(p.remaining, turns * limit) for p in self._queue if p.state is _State.QUEUED
+            )
         batches = math.ceil(ahead / limit) + turns - 1
         return batches // len(self.pool.runners) * self.call_seconds
 

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
 from service.errors import ClientGoneError, InvalidInputError
-from service.http.body import limited_stream
+from service.http.body import read_limited
 from service.http.json_io import JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
@@ -72,10 +72,7 @@ async def read_request_json(
     """`use(document)` on the body (within the size limit) parsed as JSON, both off the loop
     when large: `use` decodes and validates, and must return nothing sharing the document's
     lists."""
-    chunks = bytearray()
-    async for chunk in limited_stream(request, server(request).settings.max_request_bytes):
-        chunks += chunk
-    body = bytes(chunks)
+    body = await read_limited(request, server(request).settings.max_request_bytes)
     return await off_loop(
         request, len(body), lambda: with_document(body, use, allow_non_finite=allow_non_finite)
     )

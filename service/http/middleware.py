@@ -18,9 +18,9 @@ by the request's `_Exchange`."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
-import uuid
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,6 +65,8 @@ class RequestGate:
         self.policy = policy
         self.metrics = metrics
         self.security_headers = security_headers
+        # (route label, protocol) per route template: a regex substitution less per request
+        self._route_labels: dict[str, tuple[str, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Steps 1 and 2 (inline: a coroutine less for each await of the request to pass)."""
@@ -90,7 +92,19 @@ class RequestGate:
             # whatever the app made of the disconnect (a 400 for a cut-off body, say), nobody
             # read it: the client is gone (499), never a server error
             final = CLIENT_GONE if exchange.gone else exchange.status
-            observe(self.metrics, record, _finished(scope, final, time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+            observe(self.metrics, record, self._finished(scope, final, seconds))
+
+    def _finished(self, scope: Scope, status: int, seconds: float) -> Finished:
+        """What `service.observer` records of a request."""
+        template = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
+        labels = self._route_labels.get(template)
+        if labels is None:
+            labels = self._route_labels[template] = _route_labels(template)
+        route, protocol = labels
+        return Finished(
+            protocol, scope["method"], route, scope["path"], str(status), status, seconds
+        )
 
     async def _checked(self, scope: Scope, exchange: _Exchange) -> None:
         """Steps 3 and 4, then the app."""
@@ -192,15 +206,22 @@ def _request_id(scope: Scope) -> str:
             if _SANE_REQUEST_ID.fullmatch(text):
                 return text
             break
-    return uuid.uuid4().hex
+    return _new_request_id()
 
 
-def _finished(scope: Scope, status: int, seconds: float) -> Finished:
-    """What `service.observer` records of a request."""
-    route = _CONVERTOR.sub(_name_only, getattr(scope.get("route"), "path", UNMATCHED_ROUTE))
-    return Finished(
-        _protocol(route), scope["method"], route, scope["path"], str(status), status, seconds
-    )
+def _new_request_id() -> str:
+    """`uuid.uuid4().hex` at half the cost (no UUID object): 16 random bytes with the
+    version (4) and variant bits set as uuid4 sets them."""
+    value = int.from_bytes(os.urandom(16), "big")
+    value = (value & ~(0xC000 << 48) | 0x8000 << 48) & ~(0xF000 << 64) | 4 << 76
+    return f"{value:032x}"
+
+
+def _route_labels(template: str) -> tuple[str, str]:
+    """A route template as a metric label (`{model:tfs_target}` as `{model}`) and the
+    protocol it belongs to."""
+    route = _CONVERTOR.sub(_name_only, template)
+    return route, _protocol(route)
 
 
 def _name_only(convertor: re.Match[str]) -> str:
