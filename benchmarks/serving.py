@@ -243,7 +243,6 @@ def gateway(
         yield server.url
 
 
-@contextmanager
 def batching_for(mode: str, model: str) -> dict[str, Any]:
     """Off for the naive floor; else batches as large as the Triton peer's (its max batch size
     per model), so neither side is capped lower than the other."""
@@ -252,6 +251,7 @@ def batching_for(mode: str, model: str) -> dict[str, Any]:
     return {"max_batch_size": MAX_BATCH_SIZE.get(model, DEFAULT_MAX_BATCH_SIZE)}
 
 
+@contextmanager
 def gateway_server(
     mode: str,
     models: list[str],
