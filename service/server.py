@@ -99,6 +99,12 @@ class ModelServer:
                 return own
         return own
 
+    async def peers_drained(self, deadline: float) -> None:
+        """Once this server is idle after a SIGTERM: until the other workers are too (or the
+        drain time is up); at once for a single process."""
+        if isinstance(self.models, ModelProcessLink):
+            await self.models.peers_drained(deadline)
+
     def begin_drain(self) -> None:
         """REST and gRPC stop taking requests and finish theirs (both in one drain time)."""
         self.lifecycle.draining = True

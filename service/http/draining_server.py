@@ -11,6 +11,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from types import FrameType
@@ -90,10 +91,14 @@ class DrainingServer(uvicorn.Server):
         self._drain = asyncio.run_coroutine_threadsafe(self._drain_then_stop(sig), self._loop)
 
     async def _drain_then_stop(self, sig: int) -> None:
+        deadline = time.monotonic() + self.drain_seconds
         if not await self.lifecycle.wait_idle(self.drain_seconds):
             log.warning(
                 "drain time (%s s) is up with %d request(s) in flight: they are answered 503",
                 self.drain_seconds,
                 self.lifecycle.in_flight,
             )
+        # With workers sharing the port, one that closed its socket early would drop the
+        # connections the kernel had already queued on it: close together, once all are idle.
+        await self.server.peers_drained(deadline)
         super().handle_exit(sig, None)  # uvicorn: close the socket, stop

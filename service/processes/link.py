@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from service.processes.wire import (
 log = logging.getLogger(__name__)
 
 RECONNECT_SECONDS = (0.05, 0.1, 0.25, 0.5, 1.0)  # backoff while the model process (re)starts
+DRAIN_POLL_SECONDS = 0.02
 MODEL_PROCESS_DOWN = "the model process is not running (restarting); retry shortly"
 
 
@@ -65,9 +67,11 @@ class ModelProcessLink:
         arena_bytes: int,
         peers_ready: Callable[[], bool] = lambda: True,
         on_connected: Callable[[bool], None] = lambda connected: None,
+        drained: Callable[[], bool] = lambda: True,
     ) -> None:
         """`peers_ready`: whether every worker is connected (readiness needs all of them);
-        `on_connected`: told when this one connects and disconnects."""
+        `on_connected`: told when this one connects and disconnects; `drained`: marks this
+        worker idle after a SIGTERM and says whether every worker is."""
         self.socket_path = socket_path
         self.worker = worker
         self.arena_bytes = arena_bytes
@@ -77,6 +81,7 @@ class ModelProcessLink:
         self._task: asyncio.Task[None] | None = None
         self._was_connected = False
         self._on_connected = on_connected
+        self._drained = drained
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="model-process-link")
@@ -164,6 +169,10 @@ class ModelProcessLink:
         if self._connection is None:
             raise UnavailableError(MODEL_PROCESS_DOWN)
         return self._connection
+
+    async def peers_drained(self, deadline: float) -> None:
+        while not self._drained() and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
 
     async def predict(
         self,

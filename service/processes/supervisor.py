@@ -55,6 +55,7 @@ class Supervisor:
         self.serving_config = serving_config
         self._context = multiprocessing.get_context("spawn")  # no forked threads or TF state
         self._ready = self._context.Array("b", self.count, lock=False)
+        self._drained = self._context.Array("b", self.count, lock=False)
         self._run_dir = Path(tempfile.mkdtemp(prefix="modelserve-"))
         self._socket_path = self._run_dir / "model-process.sock"
         self._metrics_dir = self._run_dir / "metrics"
@@ -121,7 +122,9 @@ class Supervisor:
 
     def _start_worker(self, number: int) -> None:
         os.environ[MULTIPROC_ENV] = str(self._metrics_dir)  # counters summed over workers
-        plan = worker.WorkerPlan(number, os.getpid(), self.settings, self._socket_path, self._ready)
+        plan = worker.WorkerPlan(
+            number, os.getpid(), self.settings, self._socket_path, self._ready, self._drained
+        )
         process = self._context.Process(
             target=worker.run, args=(plan,), name=f"modelserve-worker-{number}"
         )
@@ -134,7 +137,10 @@ class Supervisor:
         while not self._stopping or any(p.is_alive() for p in self._workers.values()):
             sentinels = [p.sentinel for p in self._processes()]
             wait(sentinels, timeout=0.5)
-            if self._stopping:
+            if self._stopping:  # a worker gone while draining has nothing left to drain
+                for number, process in self._workers.items():
+                    if not process.is_alive():
+                        self._drained[number] = 1
                 continue
             model = self._model_process
             if model is not None and not model.is_alive() and self._may_restart(model):
@@ -142,6 +148,7 @@ class Supervisor:
             for number, process in list(self._workers.items()):
                 if not process.is_alive():
                     self._ready[number] = 0
+                    self._drained[number] = 0
                     if self._may_restart(process):
                         self._start_worker(number)
 

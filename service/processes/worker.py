@@ -23,6 +23,7 @@ class WorkerPlan:
     settings: Settings
     socket_path: Path  # the model process's
     ready: SynchronizedArray  # type: ignore[type-arg]  # per worker: connected to the models
+    drained: SynchronizedArray  # type: ignore[type-arg]  # per worker: idle after SIGTERM
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -60,8 +61,12 @@ def run(plan: WorkerPlan) -> None:
     def connected(up: bool) -> None:
         flags[plan.number] = int(up)
 
+    def drained() -> bool:  # this worker is; are all?
+        plan.drained[plan.number] = 1
+        return all(plan.drained[:])
+
     link = ModelProcessLink(
-        plan.socket_path, plan.number, settings.arena_bytes, peers_ready, connected
+        plan.socket_path, plan.number, settings.arena_bytes, peers_ready, connected, drained
     )
     server = ModelServer(settings, metrics=Metrics(models=False), models=link)
     try:
