@@ -185,11 +185,7 @@ class ModelProcessLink:
     ) -> Arrays:
         connection = self._connected()
         refs, blocks = connection.inputs.put(inputs)
-        call = next(self._numbers)
-        future: asyncio.Future[tuple[Arrays, int | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
-        connection.calls[call] = (future, blocks)
+        call, future = self._register(connection, blocks)
         connection.channel.send(
             protocol.Predict(
                 call,
@@ -203,19 +199,27 @@ class ModelProcessLink:
             )
         )
         try:
-            results, record.batch_size = await future
+            answer: tuple[Arrays, int | None] = await future
         except asyncio.CancelledError:  # the client left: the inputs stay ours until told
             connection.channel.send(protocol.Cancel(call))
             raise
+        results, record.batch_size = answer
         return results
 
     async def command(self, name: str, argument: str = "") -> Any:
         connection = self._connected()
-        call = next(self._numbers)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        connection.calls[call] = (future, [])
+        call, future = self._register(connection, [])
         connection.channel.send(protocol.Command(call, name, argument))
         return await future
+
+    def _register(
+        self, connection: _Connection, blocks: list[int]
+    ) -> tuple[int, asyncio.Future[Any]]:
+        """A new call's number and the future its answer settles (freeing `blocks` then)."""
+        call = next(self._numbers)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        connection.calls[call] = (future, blocks)
+        return call, future
 
 
 @dataclass(eq=False)

@@ -19,6 +19,7 @@ from typing import Any
 import uvloop
 
 from service.core.dtypes import Arrays
+from service.core.inference import InferenceCore, ModelRef
 from service.core.local_models import LocalModels
 from service.core.record import RequestRecord
 from service.core.routing import ModelSnapshot
@@ -98,6 +99,7 @@ class ModelProcess:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.models.start()
+        self.core = InferenceCore(self.models.repository)
         self.socket_path.unlink(missing_ok=True)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self.socket_path))  # in the supervisor's private (0700) folder
@@ -170,16 +172,14 @@ class ModelProcess:
 
     async def predict(self, worker: _Worker, message: protocol.Predict) -> None:
         try:
-            servable = self.models.repository.resolve(message.model, message.version)
-            inputs = arena.read(worker.inputs, message.inputs, copy=False)
             record = RequestRecord(message.request_id)
-            deadline = asyncio.get_running_loop().time() + message.seconds_left
-            servable.enter()
-            try:
-                batcher = servable.batcher(message.signature)
+            ref = ModelRef(message.model, message.version)
+            # checked by the worker: only admitted (and the version held) here, then batched
+            async with self.core.admit(ref, record) as call:
+                inputs = arena.read(worker.inputs, message.inputs, copy=False)
+                deadline = asyncio.get_running_loop().time() + message.seconds_left
+                batcher = call.servable.batcher(message.signature)
                 outputs = await batcher.submit(inputs, deadline, message.outputs, record)
-            finally:
-                servable.leave()
             worker.answer(message.call, outputs, record.batch_size)
         except ServingError as error:
             worker.channel.send(protocol.Failure.of(message.call, error))

@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import time
 from multiprocessing.connection import wait
@@ -35,11 +34,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 def free_port(host: str) -> int:
     """A port nothing listens on now (for a setting of 0: every worker must bind the same)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    with socket.socket(family, kind, proto) as sock:
-        sock.bind(address)
+    with worker.bound_socket(host, 0) as sock:
         return int(sock.getsockname()[1])
 
 

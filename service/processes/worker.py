@@ -26,15 +26,26 @@ class WorkerPlan:
     drained: SynchronizedArray  # type: ignore[type-arg]  # per worker: idle after SIGTERM
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket that other workers may bind too (SO_REUSEPORT)."""
+def bound_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to `host`:`port` (0: a free port), as a server listens there."""
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket that other workers may bind too (SO_REUSEPORT)."""
+    sock = bound_socket(host, port, reuse_port=True)
     sock.listen(2048)
     return sock
 
