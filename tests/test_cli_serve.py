@@ -55,6 +55,17 @@ def serve_process(
                 process.kill()
 
 
+def exit_code(process: subprocess.Popen[str], timeout: float = 30) -> int | None:
+    """`process`'s exit code once it exits; fails with its output (where the time went) when
+    it is still running after `timeout` seconds."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output = process.stdout.read() if process.stdout else ""
+        pytest.fail(f"still running {timeout} s after SIGTERM; its output:\n{output}")
+
+
 def wait_ready(
     url: str,
     process: subprocess.Popen[str],
@@ -118,7 +129,7 @@ def test_serve_from_environment_answers_the_readme_examples() -> None:
 
         # a graceful shutdown (requests drained) is a clean exit, as Kubernetes expects
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == 0
+        assert exit_code(process) == 0
 
 
 def test_serve_with_config_file_serves_only_its_models(tmp_path: Path) -> None:
@@ -189,7 +200,7 @@ def test_sigterm_lets_requests_in_flight_finish_then_exits_0(tmp_path: Path) -> 
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"predictions": [2.0]}
         assert outputs_of(over_grpc.result())["y"].tolist() == [6.0]
-        assert process.wait(timeout=30) == 0
+        assert exit_code(process) == 0
         output = process.stdout.read() if process.stdout else ""
     assert "1 intra-op, 1 inter-op" in output, output
 

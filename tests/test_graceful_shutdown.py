@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from tests.server import free_port
-from tests.test_cli_serve import serve_process, wait_ready, wait_until_queued, wait_until_running
+from tests.test_cli_serve import (
+    exit_code,
+    serve_process,
+    wait_ready,
+    wait_until_queued,
+    wait_until_running,
+)
 from tests.test_metrics import export_sleepy
 
 QUEUED = 3  # requests waiting behind the running one when SIGTERM comes
@@ -92,7 +98,7 @@ def test_sigterm_turns_readiness_503_refuses_new_requests_and_answers_admitted_o
         answers = [future.result() for future in admitted]
         assert [a.status_code for a in answers] == [200] * (1 + QUEUED), [a.text for a in answers]
         assert [a.json()["predictions"] for a in answers] == [[2.0 * x] for x in range(1, 5)]
-        assert process.wait(timeout=30) == 0
+        assert exit_code(process) == 0
     with pytest.raises(httpx.ConnectError):  # and then the port is closed
         httpx.get(f"{url}/healthz", timeout=2)
 
@@ -118,7 +124,7 @@ def test_requests_running_past_the_drain_time_are_answered_503(tmp_path: Path) -
         answer = running.result()
         assert answer.status_code == 503, answer.text  # not uvicorn's plain-text 500
         assert "shut down before this request finished" in answer.json()["error"]
-        assert process.wait(timeout=30) == 0
+        assert exit_code(process) == 0
         output = process.stdout.read() if process.stdout else ""
     assert "drain time (1 s) is up with 1 request(s) in flight" in output, output
 
@@ -128,4 +134,4 @@ def test_a_second_signal_stops_without_waiting_for_the_drain(tmp_path: Path) -> 
         wait_until_draining(url)  # the first signal was taken: this one is the second
         process.send_signal(signal.SIGINT)  # Ctrl-C again: don't wait 60 s
         assert running.result().status_code == 503
-        assert process.wait(timeout=30) == 0
+        assert exit_code(process) == 0

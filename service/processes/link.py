@@ -67,11 +67,11 @@ class ModelProcessLink:
         arena_bytes: int,
         peers_ready: Callable[[], bool] = lambda: True,
         on_connected: Callable[[bool], None] = lambda connected: None,
-        drained: Callable[[], bool] = lambda: True,
+        busy_peers: Callable[[], list[int]] = list,
     ) -> None:
         """`peers_ready`: whether every worker is connected (readiness needs all of them);
-        `on_connected`: told when this one connects and disconnects; `drained`: marks this
-        worker idle after a SIGTERM and says whether every worker is."""
+        `on_connected`: told when this one connects and disconnects; `busy_peers`: marks this
+        worker idle after a SIGTERM and says which workers are still draining."""
         self.socket_path = socket_path
         self.worker = worker
         self.arena_bytes = arena_bytes
@@ -81,7 +81,7 @@ class ModelProcessLink:
         self._task: asyncio.Task[None] | None = None
         self._was_connected = False
         self._on_connected = on_connected
-        self._drained = drained
+        self._busy_peers = busy_peers
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._connect_forever(), name="model-process-link")
@@ -171,7 +171,10 @@ class ModelProcessLink:
         return self._connection
 
     async def peers_drained(self, deadline: float) -> None:
-        while not self._drained() and time.monotonic() < deadline:
+        while busy := self._busy_peers():
+            if time.monotonic() >= deadline:
+                log.warning("drain time is up with worker(s) %s still draining", busy)
+                return
             await asyncio.sleep(DRAIN_POLL_SECONDS)
 
     async def predict(

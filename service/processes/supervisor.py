@@ -172,12 +172,18 @@ class Supervisor:
         for process in self._workers.values():
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
+                log.warning("%s still running after the drain time: killing it", process.name)
                 process.kill()
         model = self._model_process
         if model is not None and model.is_alive():
             model.terminate()
             model.join(STOP_GRACE_SECONDS)
             if model.is_alive():
+                log.warning(
+                    "%s still running %.0f s after SIGTERM: killing it",
+                    model.name,
+                    STOP_GRACE_SECONDS,
+                )
                 model.kill()
 
 

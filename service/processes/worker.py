@@ -72,12 +72,12 @@ def run(plan: WorkerPlan) -> None:
     def connected(up: bool) -> None:
         flags[plan.number] = int(up)
 
-    def drained() -> bool:  # this worker is; are all?
+    def busy_peers() -> list[int]:  # this worker is drained; which are not yet?
         plan.drained[plan.number] = 1
-        return all(plan.drained[:])
+        return [number for number, drained in enumerate(plan.drained[:]) if not drained]
 
     link = ModelProcessLink(
-        plan.socket_path, plan.number, settings.arena_bytes, peers_ready, connected, drained
+        plan.socket_path, plan.number, settings.arena_bytes, peers_ready, connected, busy_peers
     )
     server = ModelServer(settings, metrics=Metrics(models=False), models=link)
     try:
