@@ -18,6 +18,7 @@ from starlette.types import Scope
 from service import __version__
 from service.errors import QueueFullError, ServingError
 from service.http import admin, docs, health, overview, prometheus, tfserving_rest, v2_rest, web
+from service.http.inference_lane import ErrorHandler, InferenceLane
 from service.http.json_io import JSONBody
 from service.http.middleware import RequestGate
 from service.http.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
@@ -48,6 +49,12 @@ def create_app(server: ModelServer) -> FastAPI:
     # sits between the security headers (their own layer then, as the last added runs first)
     # and the rest
     cors = bool(server.settings.cors_origins)
+    # innermost: the inference routes' direct path (service.http.inference_lane)
+    app.add_middleware(
+        InferenceLane,
+        routes=[*tfserving_rest.router.routes, *v2_rest.router.routes],
+        error_handlers=ERROR_HANDLERS,
+    )
     app.add_middleware(
         RequestGate,
         lifecycle=server.lifecycle,
@@ -75,40 +82,46 @@ def create_app(server: ModelServer) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", web.static_files(), name="static")
     app.mount(docs.ASSETS_URL, docs.assets(), name="docs-assets")
-    _add_error_handlers(app)
+    for kind, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(kind, handler)
     return app
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    """Every error body is {"error": "..."}, as TF Serving and V2 both specify."""
+async def _serving_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServingError)
+    log_failure(f"{request.method} {request.url.path}", exc)
+    headers = {}
+    if isinstance(exc, QueueFullError):
+        headers["Retry-After"] = str(exc.retry_after_seconds)
+    return JSONBody({"error": exc.message}, status_code=exc.http_status, headers=headers)
 
-    @app.exception_handler(ServingError)
-    async def serving_error(request: Request, exc: ServingError) -> Response:
-        log_failure(f"{request.method} {request.url.path}", exc)
-        headers = {}
-        if isinstance(exc, QueueFullError):
-            headers["Retry-After"] = str(exc.retry_after_seconds)
-        return JSONBody({"error": exc.message}, status_code=exc.http_status, headers=headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        return JSONBody({"error": f"invalid request: {problems}"}, status_code=400)
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return JSONBody({"error": f"invalid request: {problems}"}, status_code=400)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 405:
-            return _method_not_allowed(request, exc)
-        return JSONBody(
-            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
-        )
 
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> Response:
-        log.exception("%s %s failed", request.method, request.url.path)
-        return JSONBody({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        return _method_not_allowed(request, exc)
+    return JSONBody({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return JSONBody({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+# Every error body is {"error": "..."}, as TF Serving and V2 both specify. Exception's handler
+# is Starlette's last resort (a 500, outside the middleware); the others answer inside it.
+ERROR_HANDLERS: dict[type[Exception], ErrorHandler] = {
+    ServingError: _serving_error,
+    RequestValidationError: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unexpected_error,
+}
 
 
 # the methods a 405 may list: the API routes take GET or POST; /openapi.json and the docs'
