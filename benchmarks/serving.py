@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import base64
 import datetime
+import itertools
 import json
 import os
 import resource
@@ -113,11 +114,19 @@ class Run:
     rss_mb: dict[str, list[float]] = field(default_factory=dict)  # by role, one per process
     batch_histogram: dict[str, int] = field(default_factory=dict)  # bin's largest size: batches
     wrk_cpu_percent: float = 0.0  # the load generator's, on the same CPUs
+    protocol: str = "v1"  # "v1": TF Serving REST :predict; "v2": V2 infer, Triton's very body
 
     @property
     def label(self) -> str:
-        """The mode, with the worker count when one was given ("batched w=2")."""
-        return self.mode if self.workers is None else f"{self.mode} w={self.workers}"
+        """The mode, with the worker count when one was given and the protocol when it is V2
+        ("batched w=2 V2")."""
+        label = self.mode if self.workers is None else f"{self.mode} w={self.workers}"
+        return f"{label} V2" if self.protocol == "v2" and self.mode != TRITON else label
+
+    @property
+    def variant(self) -> str:
+        """The mode and, when V2, the protocol ("batched V2"): a line across worker counts."""
+        return f"{self.mode} V2" if self.protocol == "v2" and self.mode != TRITON else self.mode
 
 
 def request_body(model: str) -> dict[str, Any]:
@@ -659,26 +668,38 @@ def run_gateway(
     seconds: float,
     workdir: Path,
     workers: Sequence[int | None] = (None,),
+    protocols: Sequence[str] = ("v1",),
 ) -> list[Run]:
-    """Each mode on a server of its own, once per worker count (None: the server's default)."""
+    """Each mode on a server of its own, once per worker count (None: the server's default),
+    each model through each protocol."""
     runs = []
     for count in workers:
         for mode in modes:
             with gateway_server(mode, models, workdir, workers=count) as server:
                 processes = ServerProcesses(server, modelserve=True)
-                for model in models:
+                for model, protocol in itertools.product(models, protocols):
+                    url, body, headers = gateway_request(server.url, model, protocol)
                     endpoint = Endpoint(
-                        f"{server.url}/v1/models/{model}:predict",
-                        json.dumps(request_body(model)).encode(),
-                        {},
+                        url,
+                        body,
+                        headers,
                         partial(batch_counters, server.url, model),
                         partial(batch_size_buckets, server.url, model),
                         processes,
                     )
                     for c in connections:
-                        run = Run(model, mode, c, 0, 0, 0, 0, 0, workers=count)
+                        run = Run(model, mode, c, 0, 0, 0, 0, 0, workers=count, protocol=protocol)
                         runs.append(measure(run, endpoint, seconds, workdir))
     return runs
+
+
+def gateway_request(url: str, model: str, protocol: str) -> tuple[str, bytes, dict[str, str]]:
+    """The benchmark's instance for modelserve: a TF Serving predict body (v1), or the V2
+    request Triton is sent, byte for byte (v2)."""
+    if protocol == "v1":
+        return f"{url}/v1/models/{model}:predict", json.dumps(request_body(model)).encode(), {}
+    body, headers = v2_request(url, model)
+    return f"{url}/v2/models/{model}/infer", body, headers
 
 
 def run_triton(
@@ -700,7 +721,12 @@ def run_triton(
             )
             for c in connections:
                 runs.append(
-                    measure(Run(model, TRITON, c, 0, 0, 0, 0, 0), endpoint, seconds, workdir)
+                    measure(
+                        Run(model, TRITON, c, 0, 0, 0, 0, 0, protocol="v2"),
+                        endpoint,
+                        seconds,
+                        workdir,
+                    )
                 )
     return runs
 
@@ -733,7 +759,7 @@ def markdown(
     ratios = []
     top = max(r.connections for r in runs)
     for model, workers in dict.fromkeys((r.model, r.workers) for r in runs if r.mode != TRITON):
-        by_mode = {r.mode: r for r in same(runs, model, top, workers)}
+        by_mode = {r.mode: r for r in same(runs, model, top, workers) if r.protocol == "v1"}
         if not set(MODES) <= set(by_mode):
             continue
         b, n, e = by_mode["batched"], by_mode["naive"], by_mode["echo"]
@@ -795,10 +821,12 @@ def scaling(runs: list[Run]) -> list[str]:
     triton_runs = {(r.model, r.connections): r for r in runs if r.mode == TRITON}
     rows = []
     for model, conns, mode in dict.fromkeys(
-        (r.model, r.connections, r.mode) for r in runs if r.workers is not None
+        (r.model, r.connections, r.variant) for r in runs if r.workers is not None
     ):
         by_workers = {
-            r.workers: r for r in runs if (r.model, r.connections, r.mode) == (model, conns, mode)
+            r.workers: r
+            for r in runs
+            if (r.model, r.connections, r.variant) == (model, conns, mode)
         }
         cells = [
             f"{by_workers[n].requests_per_second:,.0f} ({by_workers[n].mean_batch:.1f})"
@@ -889,10 +917,10 @@ def triton_ratios(runs: list[Run]) -> list[str]:
     return lines
 
 
-def _label_order(run: Run) -> tuple[int, int]:
-    """Modes in MODES' order, then by worker count."""
+def _label_order(run: Run) -> tuple[int, int, str]:
+    """Modes in MODES' order, then by worker count, then protocol."""
     mode = MODES.index(run.mode) if run.mode in MODES else len(MODES)
-    return mode, -1 if run.workers is None else run.workers
+    return mode, -1 if run.workers is None else run.workers, run.protocol
 
 
 def plot(runs: list[Run], ceilings: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
@@ -935,14 +963,18 @@ def plot_workers(runs: list[Run], path: Path, histogram_model: str | None = None
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, model in enumerate(models):
         colour = colours[index % len(colours)]
-        for mode, style in zip(MODES, ("o-", "s--", "^:"), strict=True):
+        variants = dict.fromkeys(r.variant for r in sorted(at_top, key=_label_order))
+        styles = ("o-", "s--", "^:", "d-.", "v-", "P--")
+        for variant, style in zip(variants, styles * 2, strict=False):
             points = sorted(
                 (r.workers, r.requests_per_second)
                 for r in at_top
-                if r.model == model and r.mode == mode and r.workers is not None
+                if r.model == model and r.variant == variant and r.workers is not None
             )
             if points:
-                left.plot(*zip(*points, strict=True), style, color=colour, label=f"{model} {mode}")
+                left.plot(
+                    *zip(*points, strict=True), style, color=colour, label=f"{model} {variant}"
+                )
         for r in at_top:
             if r.model == model and r.mode == TRITON:
                 left.axhline(
@@ -1022,6 +1054,14 @@ def main() -> None:
         "process); default: once, with the server's default",
     )
     parser.add_argument(
+        "--protocols",
+        nargs="+",
+        default=["v1"],
+        choices=["v1", "v2"],
+        help="modelserve's requests: TF Serving REST :predict (v1) and/or V2 infer with the "
+        "body Triton is sent (v2); default v1",
+    )
+    parser.add_argument(
         "--histogram-model",
         default="votes",
         metavar="MODEL",
@@ -1075,6 +1115,7 @@ def main() -> None:
             args.duration,
             Path(tmp),
             args.workers or [None],
+            args.protocols,
         )
         if not skip_triton:
             print(f"Triton peer ({args.triton_python}) ...", flush=True)
