@@ -21,9 +21,10 @@ started with `--workers N` (0: one process does everything; N >= 1: N front-end 
 one model process); rows are labelled e.g. "batched w=2". Each run also records the batch-size
 histogram the model process ran (`modelserve_batch_size` in /metrics, the difference over the
 run), the CPU the server used (the sum over the supervisor and all its children, in % of one
-core) and each process's RSS after the run. The results then go to serving_workers.{md,json,png}
-(`--name` to change), the PNG with the scaling curve (req/s against workers at the highest
-connection count, Triton as a line) and the batch-size histograms of one model per worker count.
+core) and each process's RSS after the run (shared-memory arenas apart). The results then go
+to serving_workers.{md,json,png} (`--name` to change), the PNG with the scaling curve (req/s
+against workers at the highest connection count, Triton as a line) and the batch-size
+histograms of one model per worker count.
 
 Run from the repository root, with modelserve's venv:
     python benchmarks/serving.py [--duration 10] [--models digits votes] [--workers 0 1 2]
@@ -112,7 +113,10 @@ class Run:
     mean_batch: float
     workers: int | None = None  # modelserve's --workers (None: its default; Triton)
     cpu_percent: dict[str, float] = field(default_factory=dict)  # by role, and "total"
-    rss_mb: dict[str, list[float]] = field(default_factory=dict)  # by role, one per process
+    # by role, one per process: the RSS without shared-memory pages (the workers' arenas, in
+    # the RSS of a worker and of the model process alike), which are in shared_mb
+    rss_mb: dict[str, list[float]] = field(default_factory=dict)
+    shared_mb: dict[str, list[float]] = field(default_factory=dict)
     batch_histogram: dict[str, int] = field(default_factory=dict)  # bin's largest size: batches
     wrk_cpu_percent: float = 0.0  # the load generator's, on the same CPUs
     protocol: str = "v1"  # "v1": TF Serving REST :predict; "v2": V2 infer, Triton's very body
@@ -484,21 +488,33 @@ class ServerProcesses:
 
     def usage(
         self, before: dict[int, float], elapsed: float
-    ) -> tuple[dict[str, float], dict[str, list[float]]]:
+    ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, list[float]]]:
         """CPU % (of one core) since `before` (`cpu_seconds`, `elapsed` seconds ago) by role
-        and in total, and the RSS (MB) of each process now, by role."""
+        and in total, and the RSS without shared memory and the shared memory (MB) of each
+        process now, by role."""
         import psutil
 
         after = self.cpu_seconds()
         cpu: dict[str, float] = {"total": 0.0}
         rss: dict[str, list[float]] = {}
+        shared: dict[str, list[float]] = {}
         for pid, (role, process) in sorted(self._roles().items()):
             percent = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
             cpu["total"] += percent
             cpu[role] = cpu.get(role, 0.0) + percent
-            with suppress(psutil.Error):
-                rss.setdefault(role, []).append(process.memory_info().rss / 2**20)
-        return cpu, rss
+            with suppress(psutil.Error, OSError):
+                shmem = shared_memory_mb(pid)
+                rss.setdefault(role, []).append(process.memory_info().rss / 2**20 - shmem)
+                shared.setdefault(role, []).append(shmem)
+        return cpu, rss, shared
+
+
+def shared_memory_mb(pid: int) -> float:
+    """The process's resident shared-memory pages (RssShmem: memfd arenas, /dev/shm), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssShmem:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def v2_request(url: str, model: str) -> tuple[bytes, dict[str, str]]:
@@ -615,7 +631,9 @@ def measure(run: Run, endpoint: Endpoint, seconds: float, workdir: Path) -> Run:
     buckets0 = endpoint.buckets()
     cpu0, start = endpoint.processes.cpu_seconds(), time.monotonic()
     result = run_wrk(seconds)
-    run.cpu_percent, run.rss_mb = endpoint.processes.usage(cpu0, time.monotonic() - start)
+    run.cpu_percent, run.rss_mb, run.shared_mb = endpoint.processes.usage(
+        cpu0, time.monotonic() - start
+    )
     rows1, batches1 = endpoint.counters()
     run.batch_histogram = histogram_difference(buckets0, endpoint.buckets())
     run.requests_per_second, run.p50_ms, run.p99_ms = result["rps"], result["p50"], result["p99"]
@@ -645,7 +663,8 @@ def cpu_text(run: Run) -> str:
 
 def rss_text(run: Run) -> str:
     """The RSS (MB) of the server's process, or with workers of the model process, each worker
-    and the supervisor; with helper processes, their sum."""
+    and the supervisor; with helper processes, their sum; then the shared memory (the arenas)
+    resident in each worker, which the model process maps too."""
     rss = run.rss_mb
     if not rss:
         return "-"
@@ -659,6 +678,9 @@ def rss_text(run: Run) -> str:
         ]
     if rss.get("helper"):
         parts.append(f"helpers {sum(rss['helper']):.0f}")
+    arenas = run.shared_mb.get("worker")
+    if arenas:
+        parts.append("arenas " + "/".join(f"{mb:.0f}" for mb in arenas) + " shared")
     return ", ".join(parts)
 
 
@@ -746,8 +768,10 @@ def markdown(
         "",
         "CPU: the server's user + system time over the run in % of one core, summed over all "
         "its processes (with workers: the model process's and the workers' shares); RSS after "
-        "the run; wrk's CPU likewise (it runs on the same CPUs). w=N: `--workers N` (w=0: one "
-        "process does everything).",
+        "the run, without shared-memory pages: the arenas that carry tensors between a worker "
+        "and the model process (up to `MODELSERVE_ARENA_BYTES` each way) are resident in both, "
+        "and listed apart as `arenas ... shared`; wrk's CPU likewise (it runs on the same CPUs). "
+        "w=N: `--workers N` (w=0: one process does everything).",
         "",
         "| model | connections | mode | req/s | p50 ms | p99 ms | mean batch | CPU % "
         "| wrk CPU % | RSS MB | errors |",
