@@ -200,6 +200,26 @@ def test_workers_answer_every_protocol_without_tensorflow(server: Cluster) -> No
         assert _rss_mb(pid) < 200, f"worker {pid}: {_rss_mb(pid):.0f} MB"
 
 
+def _environment_of(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    return dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
+
+
+def test_only_workers_get_the_multiprocess_metrics_and_two_malloc_arenas(server: Cluster) -> None:
+    """Workers write their metrics to the shared folder and use two glibc arenas (unless the
+    user chose a number); the model process (TensorFlow's threads) keeps the user's settings."""
+    users_arenas = os.environ.get("MALLOC_ARENA_MAX")
+    kinds = server.children()
+    for pid in kinds["worker"]:
+        environment = _environment_of(pid)
+        assert environment["MALLOC_ARENA_MAX"] == (users_arenas or "2")
+        assert Path(environment["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
+    (model,) = kinds["model"]
+    environment = _environment_of(model)
+    assert environment.get("MALLOC_ARENA_MAX") == users_arenas
+    assert "PROMETHEUS_MULTIPROC_DIR" not in environment
+
+
 def test_batches_form_from_every_workers_requests(server: Cluster) -> None:
     """Requests on 16 connections (spread over both workers) wait behind a running call and
     then run together: one batch in the model process, not one per worker."""

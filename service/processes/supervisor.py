@@ -11,6 +11,8 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
@@ -30,6 +32,12 @@ EARLY_EXIT_SECONDS = 10.0  # a process that dies this soon after its start faile
 EARLY_EXITS_ALLOWED = 5  # in a row, per process, before the server gives up (exit 1)
 STOP_GRACE_SECONDS = 10.0  # beyond the drain time, before a worker is killed
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# glibc gives each thread that allocates (decode pools, gRPC) an arena of its own, up to 8 per
+# core, where freed image buffers linger: with 2, a worker under ResNet50 load at 64 connections
+# held 83-120 MB of private memory instead of 131-164 MB, at the same req/s. A value the user
+# set is kept; the model process (TensorFlow's threads) keeps glibc's default.
+MALLOC_ARENAS_ENV = "MALLOC_ARENA_MAX"
+WORKER_MALLOC_ARENAS = "2"
 
 
 def free_port(host: str) -> int:
@@ -105,25 +113,29 @@ class Supervisor:
         return [*self._workers.values(), *model]
 
     def _start_model_process(self) -> None:
-        os.environ.pop(MULTIPROC_ENV, None)  # its metrics are its own, served on request
         process = self._context.Process(
             target=_run_model_process,
             args=(self.settings, self.serving_config, self._socket_path, os.getpid()),
             name="modelserve-models",
         )
-        process.start()
+        with _environment({MULTIPROC_ENV: None}):  # its metrics are its own, served on request
+            process.start()
         self._started[process.name] = time.monotonic()
         self._model_process = process
 
     def _start_worker(self, number: int) -> None:
-        os.environ[MULTIPROC_ENV] = str(self._metrics_dir)  # counters summed over workers
         plan = worker.WorkerPlan(
             number, os.getpid(), self.settings, self._socket_path, self._ready, self._drained
         )
         process = self._context.Process(
             target=worker.run, args=(plan,), name=f"modelserve-worker-{number}"
         )
-        process.start()
+        environment = {
+            MULTIPROC_ENV: str(self._metrics_dir),  # counters summed over workers
+            MALLOC_ARENAS_ENV: os.environ.get(MALLOC_ARENAS_ENV, WORKER_MALLOC_ARENAS),
+        }
+        with _environment(environment):
+            process.start()
         self._started[process.name] = time.monotonic()
         self._workers[number] = process
 
@@ -185,6 +197,26 @@ class Supervisor:
                     STOP_GRACE_SECONDS,
                 )
                 model.kill()
+
+
+@contextmanager
+def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """`os.environ` with `values` (None: unset) while a child is spawned: it starts with a copy
+    of the environment, and the supervisor's own stays as it was."""
+    saved = {name: os.environ.get(name) for name in values}
+    _set_environment(values)
+    try:
+        yield
+    finally:
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _run_model_process(*args: Any) -> None:
