@@ -233,9 +233,11 @@ def test_smoke_load_passes_its_thresholds_and_reports(load_server: str, tmp_path
     aggregated = stats["Aggregated"]
     assert aggregated["Failure Count"] == "0"
     sent = int(aggregated["Request Count"])
-    # Every request Locust counted was answered; at most one more per user: the requests in
-    # flight when Locust stopped its users, answered by the server but never recorded.
-    assert sent <= answered_ok(prefix) <= sent + 6
+    # Every request Locust counted was answered, and a few more: those in flight when Locust
+    # stopped its users, answered by the server but never recorded. Runs end 4-6 over with 6
+    # users and once ended 7 over (CI): two per user allows that and still fails a server that
+    # loses requests or counts any twice (thousands off).
+    assert sent <= answered_ok(prefix) <= sent + 2 * 6
     record = json.loads(Path(f"{prefix}_run.json").read_text())
     assert record["shape"] == "step" and record["verdict"] == {"passed": True, "reasons": []}
     assert len(record["user_classes"]) == 6
