@@ -125,13 +125,18 @@ class Run:
     def label(self) -> str:
         """The mode, with the worker count when one was given and the protocol when it is V2
         ("batched w=2 V2")."""
-        label = self.mode if self.workers is None else f"{self.mode} w={self.workers}"
-        return f"{label} V2" if self.protocol == "v2" and self.mode != TRITON else label
+        workers = "" if self.workers is None else f" w={self.workers}"
+        return f"{self.mode}{workers}{self._protocol_suffix}"
 
     @property
     def variant(self) -> str:
         """The mode and, when V2, the protocol ("batched V2"): a line across worker counts."""
-        return f"{self.mode} V2" if self.protocol == "v2" and self.mode != TRITON else self.mode
+        return f"{self.mode}{self._protocol_suffix}"
+
+    @property
+    def _protocol_suffix(self) -> str:
+        """ " V2" for modelserve's V2 runs (Triton's are all V2: it needs no mark)."""
+        return " V2" if self.protocol == "v2" and self.mode != TRITON else ""
 
 
 def request_body(model: str) -> dict[str, Any]:
@@ -989,11 +994,11 @@ def plot_workers(runs: list[Run], path: Path, histogram_model: str | None = None
     models = list(dict.fromkeys(r.model for r in at_top))
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    variants = dict.fromkeys(r.variant for r in sorted(at_top, key=_label_order))
+    styles = ("o-", "s--", "^:", "d-.", "v-", "P--")
     for index, model in enumerate(models):
         colour = colours[index % len(colours)]
-        variants = dict.fromkeys(r.variant for r in sorted(at_top, key=_label_order))
-        styles = ("o-", "s--", "^:", "d-.", "v-", "P--")
-        for variant, style in zip(variants, styles * 2, strict=False):
+        for variant, style in zip(variants, itertools.cycle(styles)):
             points = sorted(
                 (r.workers, r.requests_per_second)
                 for r in at_top
