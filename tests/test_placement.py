@@ -196,6 +196,10 @@ def test_serve_places_instances_on_virtual_cpus(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     args = ("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning")
     args += ("--config", str(config), "--model-base-path", str(repo), "--poll-interval", "0")
+    # One process: placement is the model process's own (the same LocalModels with workers),
+    # and with workers one could still be in its reconnect backoff (up to 1 s) after the models
+    # settle, answering /readyz with no models (CI saw it). test_workers covers the workers.
+    args += ("--workers", "0")
     env = {"MODELSERVE_VIRTUAL_DEVICES": "3"}
     with serve_process(*args, env=env) as process:
         models = wait_for(
