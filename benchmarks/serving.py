@@ -80,6 +80,8 @@ TRITON = "triton"  # the mode of the Triton peer's runs
 TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
 MAX_BATCH_SIZE = {"resnet50": 32}  # both sides, as benchmarks/triton_peer.py configures Triton
 DEFAULT_MAX_BATCH_SIZE = 128
+# batching keys models/serving.yaml ships besides the sizes (the LSTM's call is mostly fixed cost)
+SHIPPED_BATCHING: dict[str, dict[str, Any]] = {"sentiment": {"refill": True}}
 TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"  # made by scripts/triton-venv.sh
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -264,10 +266,12 @@ def gateway(
 
 def batching_for(mode: str, model: str) -> dict[str, Any]:
     """Off for the naive floor; else batches as large as the Triton peer's (its max batch size
-    per model), so neither side is capped lower than the other."""
+    per model), so neither side is capped lower than the other, with the batching keys the
+    repository's serving config ships for the model."""
     if mode == "naive":
         return {"enabled": False}
-    return {"max_batch_size": MAX_BATCH_SIZE.get(model, DEFAULT_MAX_BATCH_SIZE)}
+    size = MAX_BATCH_SIZE.get(model, DEFAULT_MAX_BATCH_SIZE)
+    return {"max_batch_size": size, **SHIPPED_BATCHING.get(model, {})}
 
 
 @contextmanager

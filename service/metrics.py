@@ -265,8 +265,8 @@ class _Families:
         self.batches = counter(
             "modelserve_batches",
             "Batches run, by dispatch reason: idle (an instance was free), full "
-            "(max_batch_size), delay (max_batch_delay_ms ran out), deadline (a queued "
-            "request's deadline cut the delay short).",
+            "(max_batch_size), delay (max_batch_delay_ms ran out), refill (held for the "
+            "clients just answered), deadline (a queued request's deadline cut a hold short).",
             labels=[*mv, "reason"],
         )
         self.rows = counter("modelserve_batch_rows", "Real rows (instances) run in batches.")

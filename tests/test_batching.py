@@ -11,6 +11,7 @@ timing assertions compare against delays of a second or more.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import threading
@@ -32,6 +33,7 @@ from service.core.batching import (
     ModelCall,
     deadline_from,
 )
+from service.core.refill import REFILL_HOLD
 from service.core.serving_config import BatchingConfig
 from service.errors import (
     DeadlineExceededError,
@@ -235,7 +237,7 @@ async def held_instance(
 async def test_requests_queued_while_busy_run_as_one_padded_batch_and_split_back(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner, batcher, blocker = await held_instance(executor, gate)
+    runner, batcher, blocker = await held_instance(executor, gate, allowed_batch_sizes=[1, 8, 32])
     requests = [req(10), req(20, 21, 22), req(30)]
     tasks = [submit(batcher, r) for r in requests]
     await until(lambda: batcher.queued == 3)
@@ -345,11 +347,13 @@ async def test_idle_instance_dispatches_a_lone_request_at_once(
     [
         ({}, 1, 1),
         ({}, 2, 2),
-        ({}, 3, 4),
-        ({}, 5, 8),
-        ({}, 17, 32),
+        ({}, 3, 3),
+        ({}, 9, 10),
+        ({}, 17, 20),
+        ({}, 29, 32),
         ({}, 32, 32),
-        ({"max_batch_size": 12}, 9, 12),
+        ({"max_batch_size": 12}, 9, 10),
+        ({"max_batch_size": 12}, 11, 12),
         ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 1, 3),
         ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 3, 3),
         ({"max_batch_size": 10, "allowed_batch_sizes": [3, 10]}, 4, 10),
@@ -380,7 +384,9 @@ async def test_batch_is_padded_to_next_allowed_size_by_repeating_last_row(
 async def test_queued_requests_never_exceed_max_batch_size(
     executor: ThreadPoolExecutor, gate: threading.Event
 ) -> None:
-    runner, batcher, blocker = await held_instance(executor, gate, max_batch_size=4)
+    runner, batcher, blocker = await held_instance(
+        executor, gate, max_batch_size=4, allowed_batch_sizes=[1, 4]
+    )
     first, second = req(1, 2, 3), req(4, 5, 6)
     tasks = [submit(batcher, first), submit(batcher, second)]
     await until(lambda: batcher.queued == 2)
@@ -435,7 +441,7 @@ async def test_failing_chunk_fails_the_split_request_with_its_own_error(
 
 @in_loop()
 async def test_delay_holds_a_batch_open_for_a_later_request(executor: ThreadPoolExecutor) -> None:
-    runner, batcher = one_instance(executor, max_batch_delay_ms=300)
+    runner, batcher = one_instance(executor, max_batch_delay_ms=300, allowed_batch_sizes=[1, 4, 32])
     first = submit(batcher, req(1))
     await until(lambda: taken(batcher, 1))  # taken into a batch, which waits
     await asyncio.sleep(0.02)
@@ -711,7 +717,7 @@ async def test_halves_are_padded_to_allowed_sizes(
 ) -> None:
     """The module: every model call is padded to an allowed size 'so every call hits a shape
     traced and warmed at load' -- the retried halves too."""
-    runner, batcher = one_instance(executor, gate)
+    runner, batcher = one_instance(executor, gate, allowed_batch_sizes=[1, 4, 32])
     good = req(1, 2, 3)
     outcomes = await run_coalesced(batcher, runner, gate, good, req(BAD))
 
@@ -1021,3 +1027,91 @@ async def test_a_held_batch_closes_in_time_for_the_call_to_end_by_the_deadline(
     late = (closed - woke[0]) / call
     assert late < 0.5, f"closed {late:.2f} calls late ({DEADLINE_SLACK} before the deadline)"
     assert batcher.stats.reasons == {"full": 1, "deadline": 1}
+
+
+# -- refill: holding a small batch for the clients just answered ---------------------------
+
+
+async def closed_loop_client(batcher: Batcher, first: float, then: float) -> Arrays:
+    """A client that sends its next request `RETURN_SECONDS` after its answer (its round trip)."""
+    await batcher.submit(req(first), deadline())
+    await asyncio.sleep(RETURN_SECONDS)
+    return await batcher.submit(req(then), deadline())
+
+
+RETURN_SECONDS = 0.02  # a client's round trip, well within a quarter of SlowRunner(0.4)'s call
+
+
+@pytest.mark.parametrize("refill", [True, False])
+@in_loop()
+async def test_refill_holds_a_small_batch_until_the_answered_clients_are_back(
+    executor: ThreadPoolExecutor, refill: bool
+) -> None:
+    """A's request runs alone while B's and C's queue; when A is answered, B and C would go
+    on their own while A is on its way back. With refill they wait (at most a quarter call)
+    for A's next request and the three run as one call; without, B and C go at once."""
+    runner = SlowRunner(0.4)
+    batcher = make_batcher(executor, runner, refill=refill, max_batch_size=8)
+    a = asyncio.create_task(closed_loop_client(batcher, 1, 11))
+    await until(lambda: len(runner.calls) == 1)  # A's first request is running
+    b, c = submit(batcher, req(2)), submit(batcher, req(3))
+    answers = await asyncio.gather(a, b, c)
+
+    if refill:
+        assert [runner.seen(0), runner.seen(1)] == [[1], [2, 3, 11]]
+        assert batcher.stats.reasons == {"idle": 1, "refill": 1}
+    else:
+        assert [runner.seen(0), runner.seen(1), runner.seen(2)] == [[1], [2, 3], [11]]
+        assert batcher.stats.reasons == {"idle": 3}
+    for answer, value in zip(answers, (11, 2, 3), strict=True):
+        np.testing.assert_array_equal(answer["2x"], doubled(req(value)))
+
+
+@in_loop()
+async def test_refill_never_holds_a_lone_client(executor: ThreadPoolExecutor) -> None:
+    """One client, request after request: each answered row is back by the time its next
+    request is dispatched, so nothing is expected and nothing waits."""
+    runner = SlowRunner(0.05)
+    batcher = make_batcher(executor, runner, refill=True)
+    for value in range(4):
+        await batcher.submit(req(value), deadline())
+    assert batcher.stats.reasons == {"idle": 4}
+
+
+@in_loop()
+async def test_refill_hold_ends_after_a_quarter_call_when_no_one_comes_back(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """Two rows answered, their clients gone: a newcomer is held for them at most
+    REFILL_HOLD (a quarter) of the call the batcher measured, then runs alone. The closing
+    is compared with a timer set for the same moment, so a busy machine delays both alike."""
+    loop = asyncio.get_running_loop()
+    runner, clock = SlowRunner(0.4), DispatchClock()
+    batcher = make_batcher(executor, runner, observer=clock, refill=True)
+    await batcher.submit(req(1, 2), deadline())  # answered: two rows may come back
+    call = batcher.call_seconds
+    held_until = loop.time() + REFILL_HOLD * call
+    woke: list[float] = []
+    loop.call_at(held_until, lambda: woke.append(loop.time()))
+    await batcher.submit(req(3), deadline())
+
+    assert [runner.seen(0), runner.seen(1)] == [[1, 2], [3]]
+    assert batcher.stats.reasons == {"idle": 1, "refill": 1}
+    closed = clock.dispatched_at[1]
+    assert closed > held_until - 0.002, f"closed {(held_until - closed) / call:.2f} calls early"
+    assert (closed - woke[0]) / call < 0.25, "held far past a quarter call"
+
+
+def test_default_allowed_sizes_pad_by_less_than_a_quarter() -> None:
+    """1, 2, 3, then four sizes per doubling: any batch is padded by less than a quarter of its
+    rows, with a number of sizes (each warmed at load) logarithmic in max_batch_size."""
+    for limit in (1, 7, 32, 100, 128, 4096):
+        sizes = BatchingConfig(max_batch_size=limit).batch_sizes()
+        assert sizes[-1] == limit and list(sizes) == sorted(set(sizes))
+        for rows in range(1, limit + 1):
+            padded = sizes[bisect.bisect_left(sizes, rows)]
+            assert padded - rows < rows / 4 + 1e-9 or padded - rows == 0, (limit, rows, padded)
+    assert BatchingConfig(max_batch_size=32).batch_sizes() == (
+        (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16, 20, 24, 28, 32)
+    )
+    assert len(BatchingConfig(max_batch_size=4096).batch_sizes()) == 44

@@ -54,7 +54,7 @@ pytest_plugins = ["tests.gateway_fixtures"]
 SLEEP_SECONDS = 1.0
 """How long one call of `sleepy` takes (a sleep, not a busy loop: independent of CPU load)."""
 
-PLUS_SIZES = (1, 2, 4, 8)  # allowed batch sizes of plus: powers of two up to max_batch_size 8
+PLUS_SIZES = (1, 2, 4, 8)  # allowed batch sizes of plus (padding: 3 rows run as 4)
 HELD_SIZES = (1, 2, 4)
 
 PREDICT = "/v1/models/{model_method}"
@@ -262,7 +262,14 @@ def server(
     config = write_config(
         root / "serving.yaml",
         [
-            {"name": "plus", "batching": {"max_batch_size": 8, "max_batch_delay_ms": 200}},
+            {
+                "name": "plus",
+                "batching": {
+                    "max_batch_size": 8,
+                    "max_batch_delay_ms": 200,
+                    "allowed_batch_sizes": list(PLUS_SIZES),
+                },
+            },
             {"name": "held", "batching": {"max_batch_size": 4, "max_batch_delay_ms": 1000}},
             {"name": "sleepy", "batching": {"max_batch_size": 1, "max_queue_size": 1}},
         ],

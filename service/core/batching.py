@@ -2,11 +2,13 @@
 
 Work-conserving: when an instance is free the dispatcher takes what is queued (up to
 `max_batch_size` rows), pads it to an allowed size warmed at load, and runs it on a worker
-thread; `max_batch_delay_ms` may hold a batch that is not full, but never past the earliest
-deadline in it. Requests are admitted or refused whole, in rows (400 too large ever, 429 no room
-now, 504 could not start in time); larger than one batch, they run as chunks that take turns
-with other requests. A failing batch is retried in halves, so only requests that fail alone get
-the error. Callers pass numpy arrays and an event-loop deadline; nothing here knows HTTP.
+thread. `max_batch_delay_ms` may hold a batch that is not full, and under closed-loop load a
+small batch is held a fraction of a call for the clients just answered (`refill`), but never
+past the earliest deadline in it. Requests are admitted or refused whole, in rows (400 too large
+ever, 429 no room now, 504 could not start in time); larger than one batch, they run as chunks
+that take turns with other requests. A failing batch is retried in halves, so only requests that
+fail alone get the error. Callers pass numpy arrays and an event-loop deadline; nothing here
+knows HTTP.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 
 from service.core.dtypes import Arrays
 from service.core.record import RequestRecord
+from service.core.refill import REFILL_GAP, REFILL_HOLD, ReturnWatch
 from service.core.serving_config import BatchingConfig
 from service.errors import (
     DeadlineExceededError,
@@ -67,6 +70,7 @@ class DispatchReason(Enum):
     FULL = "full"  # max_batch_size reached
     DELAY = "delay"  # max_batch_delay_ms ran out
     DEADLINE = "deadline"  # the delay was cut short so the call ends by a request's deadline
+    REFILL = "refill"  # held briefly for the clients just answered (see service/core/refill.py)
 
 
 @dataclass
@@ -205,6 +209,7 @@ class Batcher:
         self._dispatcher: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self.call_seconds = 0.0  # moving average of one model call (0 until the first)
+        self._returns = ReturnWatch()
 
     @property
     def queued(self) -> int:
@@ -350,6 +355,7 @@ class Batcher:
             chunk.follower = follower
         self._waiting += 1
         self._waiting_rows += rows
+        self._returns.arrived(rows)
         self._queue.append(chunks[0])
         self._arrived.set()
         if self._dispatcher is None or self._dispatcher.done():
@@ -472,27 +478,50 @@ class Batcher:
         limit = self.config.max_batch_size
         if rows >= limit:
             return batch, DispatchReason.FULL
-        delay = self.config.max_batch_delay_ms / 1000
-        if delay <= 0 or not batch:
+        if not batch:
             return batch, DispatchReason.IDLE
+        now = asyncio.get_running_loop().time()
+        delay = self.config.max_batch_delay_ms / 1000
+        expected = self._returns.expected(now, self.call_seconds) if self.config.refill else 0
+        refill = REFILL_HOLD * self.call_seconds if expected else 0.0
+        if refill > delay:  # hold for the clients just answered, while they keep coming back
+            target = min(limit, rows + expected)
+            gap = REFILL_GAP * self.call_seconds  # the answered clients come back in a burst
+            return await self._hold(batch, rows, target, now + refill, gap, DispatchReason.REFILL)
+        if delay > 0:
+            return await self._hold(batch, rows, limit, now + delay, delay, DispatchReason.DELAY)
+        return batch, DispatchReason.IDLE
+
+    async def _hold(
+        self,
+        batch: list[_Pending],
+        rows: int,
+        target: int,
+        end: float,
+        after_first: float,
+        reason: DispatchReason,
+    ) -> tuple[list[_Pending], DispatchReason]:
+        """Keeps taking arrivals into `batch` until it has `target` rows, `end` comes, or, once
+        a request arrived, none arrives for `after_first` seconds; the instance stays reserved
+        meanwhile."""
         loop = asyncio.get_running_loop()
-        delay_end = loop.time() + delay
-        while rows < limit:
+        gap = 0.0  # no limit before the first arrival
+        while rows < target:
             # never so late that the model call would end past the deadline of a request in
             # the batch (including ones that joined): a gRPC client stops waiting right then
             close_by = min(p.deadline for p in batch) - DEADLINE_SLACK * self.call_seconds
-            reason = DispatchReason.DEADLINE if close_by < delay_end else DispatchReason.DELAY
-            remaining = min(close_by, delay_end) - loop.time()
+            why = DispatchReason.DEADLINE if close_by < end else reason
+            remaining = min(close_by, end) - loop.time()
             if remaining <= 0:
-                return batch, reason
+                return batch, why
             self.held_rows = rows
             self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+            try:  # the first arrival may take the whole hold, the next ones no more than `gap`
+                await asyncio.wait_for(self._arrived.wait(), min(remaining, gap or remaining))
             except TimeoutError:
-                return batch, reason
-            rows = self._take(batch, rows)
-        return batch, DispatchReason.FULL
+                return batch, why
+            rows, gap = self._take(batch, rows), after_first
+        return batch, DispatchReason.FULL if rows >= self.config.max_batch_size else reason
 
     async def _run(self, index: int, batch: list[_Pending], reason: DispatchReason) -> None:
         rows = sum(p.rows for p in batch)
@@ -501,6 +530,7 @@ class Batcher:
         try:  # running_rows was raised by the dispatcher
             self._count(rows, self._padded_size(rows) - rows, reason)
             await self._run_group(self.pool.runners[index], batch)
+            self._returns.answered(rows, asyncio.get_running_loop().time())
         finally:
             self.running_rows -= rows
             await self.pool.release(index)

@@ -140,8 +140,13 @@ class BatchingConfig(_FileModel):
     """Rows in one model call; a request with more is split into chunks."""
     max_batch_delay_ms: float = Field(0.0, ge=0, le=10_000)
     """How long a batch that is not full may wait once an instance is free (0: never)."""
+    refill: bool = False
+    """Under closed-loop load, hold a batch up to a quarter of a model call while the clients
+    the last batch answered send their next requests (no wait when none are expected back).
+    Pays off for models whose call costs much more than its rows (an LSTM on CPU)."""
     allowed_batch_sizes: tuple[int, ...] | None = None
-    """Default: powers of two below max_batch_size, and max_batch_size."""
+    """Default: 1, 2, 3 and four per doubling (4, 5, 6, 7, 8, 10, 12, ...) below max_batch_size,
+    and max_batch_size."""
     max_queue_size: int = Field(256, ge=1)
     """Requests waiting per model version (429 beyond); a split request counts once."""
     max_queue_rows: int | None = Field(None, ge=1)
@@ -176,13 +181,15 @@ class BatchingConfig(_FileModel):
         return self.max_queue_rows or self.max_queue_size * self.max_batch_size
 
     def batch_sizes(self) -> tuple[int, ...]:
-        """The allowed sizes, ascending; the last is max_batch_size."""
+        """The allowed sizes, ascending; the last is max_batch_size. Default: 1, 2, 3, then four
+        per doubling (4, 5, 6, 7, 8, 10, 12, 14, 16, 20, ...): padding adds less than a quarter
+        of a batch's rows (powers of two alone cost up to twice the compute), and the number of
+        sizes to warm grows only with the logarithm of max_batch_size."""
         if self.allowed_batch_sizes:
             return self.allowed_batch_sizes
-        sizes = [
-            1 << i for i in range(self.max_batch_size.bit_length()) if 1 << i < self.max_batch_size
-        ]
-        return (*sizes, self.max_batch_size)
+        limit = self.max_batch_size
+        quarters = {m << e for m in (4, 5, 6, 7) for e in range(limit.bit_length())}
+        return (*sorted(size for size in {1, 2, 3} | quarters if size < limit), limit)
 
 
 class PlacementConfig(_FileModel):
