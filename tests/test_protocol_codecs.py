@@ -607,8 +607,9 @@ def test_v2_encode_outputs_flat_data_shape_and_datatypes() -> None:
         "brain": np.array([2.0], ml_dtypes.bfloat16),
         "small": np.array([3], np.uint8),
     }
-    answer = as_json(v2.encode_outputs(request, outputs, "digits", 3))
-    assert answer == {
+    answer, binary = v2.encode_outputs(request, outputs, "digits", 3)
+    assert binary == []  # no output asked for as binary
+    assert as_json(answer) == {
         "model_name": "digits",
         "model_version": "3",
         "outputs": [
@@ -630,17 +631,19 @@ def test_v2_encode_outputs_flat_data_shape_and_datatypes() -> None:
 
 def test_v2_encode_scalar_output() -> None:
     request = v2.parse_infer_request(v2_body())
-    answer = as_json(v2.encode_outputs(request, {"y": np.array(4.0, np.float64)}, "m", 1))
-    assert answer["outputs"] == [{"name": "y", "datatype": "FP64", "shape": [], "data": [4.0]}]
+    answer, _ = v2.encode_outputs(request, {"y": np.array(4.0, np.float64)}, "m", 1)
+    assert as_json(answer)["outputs"] == [
+        {"name": "y", "datatype": "FP64", "shape": [], "data": [4.0]}
+    ]
 
 
 def test_v2_id_echoed_only_when_given() -> None:
     outputs = {"y": np.zeros((1,), np.float32)}
-    with_id = v2.encode_outputs(v2.parse_infer_request(v2_body(id="abc")), outputs, "m", 1)
-    without = v2.encode_outputs(v2.parse_infer_request(v2_body()), outputs, "m", 1)
+    with_id, _ = v2.encode_outputs(v2.parse_infer_request(v2_body(id="abc")), outputs, "m", 1)
+    without, _ = v2.encode_outputs(v2.parse_infer_request(v2_body()), outputs, "m", 1)
     assert with_id["id"] == "abc"
     assert "id" not in without
-    empty = v2.encode_outputs(v2.parse_infer_request(v2_body(id="")), outputs, "m", 1)
+    empty, _ = v2.encode_outputs(v2.parse_infer_request(v2_body(id="")), outputs, "m", 1)
     assert empty["id"] == ""
 
 

@@ -188,6 +188,8 @@ def test_workers_answer_every_protocol_without_tensorflow(server: Cluster) -> No
     infer = post(server.url, "/v2/models/plus/infer", body)
     assert infer.status_code == 200, infer.text
     assert infer.json()["outputs"][0]["data"] == [4.0]
+    binary = _binary_infer(server.url, np.array([4.0, 6.0], np.float32))  # V2 binary tensors
+    assert binary.tolist() == [4.0, 5.0]
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         reply = stub.Predict(predict_request("plus", {"x": tf.make_tensor_proto([6.0])}), 10)
@@ -198,6 +200,32 @@ def test_workers_answer_every_protocol_without_tensorflow(server: Cluster) -> No
     assert len(kinds["worker"]) == WORKERS, kinds
     for pid in kinds["worker"]:
         assert _rss_mb(pid) < 200, f"worker {pid}: {_rss_mb(pid):.0f} MB"
+
+
+def _binary_infer(url: str, x: np.ndarray) -> np.ndarray:
+    """plus's y for `x` sent, and answered, as V2 binary tensors."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    response = httpx.post(
+        f"{url}/v2/models/plus/infer",
+        content=header + x.astype("<f4").tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    length = int(response.headers["Inference-Header-Content-Length"])
+    return np.frombuffer(response.content[length:], dtype="<f4")
 
 
 def _environment_of(pid: int) -> dict[str, str]:

@@ -15,7 +15,7 @@ from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
 from service.errors import ClientGoneError, InvalidInputError
 from service.http.body import read_limited
-from service.http.json_io import JSONDocument, respond, with_document
+from service.http.json_io import BodySplit, JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
 
@@ -67,14 +67,20 @@ async def off_loop(request: Request, size: int, work: Callable[[], T]) -> T:
 
 
 async def read_request_json(
-    request: Request, use: Callable[[JSONDocument], T], *, allow_non_finite: bool = False
+    request: Request,
+    use: Callable[[JSONDocument], T],
+    *,
+    allow_non_finite: bool = False,
+    split: BodySplit | None = None,
 ) -> T:
     """`use(document)` on the body (within the size limit) parsed as JSON, both off the loop
     when large: `use` decodes and validates, and must return nothing sharing the document's
-    lists."""
+    lists. `split` parts a body of JSON and binary data (see `with_document`)."""
     body = await read_limited(request, server(request).settings.max_request_bytes)
     return await off_loop(
-        request, len(body), lambda: with_document(body, use, allow_non_finite=allow_non_finite)
+        request,
+        len(body),
+        lambda: with_document(body, use, allow_non_finite=allow_non_finite, split=split),
     )
 
 

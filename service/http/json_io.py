@@ -34,10 +34,14 @@ class JSONBody(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+BodySplit = Callable[[bytes], tuple[bytes, "memoryview | None"]]
+
+
 @dataclass(frozen=True)
 class JSONDocument:
     data: Any
     booleans_possible: bool  # the text holds a `true` or `false` token (maybe inside a string)
+    binary: memoryview | None = None  # the body's bytes after the JSON (V2 binary tensors)
 
 
 def _contains(body: bytes, token: bytes, window: int = 1024 * 1024) -> bool:
@@ -51,13 +55,19 @@ def _contains(body: bytes, token: bytes, window: int = 1024 * 1024) -> bool:
 
 
 def with_document(
-    body: bytes, use: Callable[[JSONDocument], T], *, allow_non_finite: bool = False
+    body: bytes,
+    use: Callable[[JSONDocument], T],
+    *,
+    allow_non_finite: bool = False,
+    split: BodySplit | None = None,
 ) -> T:
     """`use(document)`, then the document emptied piece by piece (it may hold millions of
-    objects; see service.core.decoding.release). What `use` returns must not share its lists."""
+    objects; see service.core.decoding.release). What `use` returns must not share its lists.
+    `split` cuts the body into its JSON and the binary data after it."""
+    body, binary = split(body) if split else (body, None)
     data = parse_json(body, allow_non_finite=allow_non_finite)
     booleans = _contains(body, b"true") or _contains(body, b"false")
-    document = JSONDocument(data, booleans_possible=booleans)
+    document = JSONDocument(data, booleans_possible=booleans, binary=binary)
     try:
         return use(document)
     finally:

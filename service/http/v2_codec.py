@@ -5,7 +5,7 @@ flat (row-major) or nested, holds exactly prod(shape) elements and has the input
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,9 +15,11 @@ from service.core.signatures import DEFAULT_SIGNATURE, Signature
 from service.core.tensors import decode_tensor
 from service.core.validation import check_names
 from service.errors import InvalidInputError, ModelFailureError
+from service.http import v2_binary
 from service.http.json_io import json_array
 
-_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
+# model_name and model_version: KServe's client repeats the URL's in the body
+_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs", "model_name", "model_version"}
 _TENSOR_KEYS = {"name", "shape", "datatype", "data", "parameters"}
 _V2_DATATYPES = {entry.numpy: entry.v2_name for entry in DTYPES}
 
@@ -29,15 +31,39 @@ class InferRequest:
     tensors: list[dict[str, Any]]
     output_names: list[str]
     booleans_possible: bool
+    binary_outputs: frozenset[str] = frozenset()  # outputs to answer as binary data
+    all_binary: bool = False  # parameters.binary_data_output: every output as binary data
+    binary: v2_binary.BinaryInputs = field(default_factory=lambda: v2_binary.BinaryInputs(None))
+
+    def wants_binary(self, output: str) -> bool:
+        return self.all_binary or output in self.binary_outputs
 
 
-def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRequest:
+def parse_infer_request(
+    body: Any,
+    *,
+    booleans_possible: bool = True,
+    model: str | None = None,
+    version: int | None = None,
+    binary: memoryview | None = None,
+) -> InferRequest:
+    """The request's envelope checked; `model` and `version` are what the URL resolved to (a
+    `model_name` or `model_version` in the body must match them), `binary` the body's bytes
+    after its JSON header (binary tensor extension)."""
     if not isinstance(body, dict):
         raise InvalidInputError("request body must be a JSON object with an 'inputs' list")
     unknown = set(body) - _REQUEST_KEYS
     if unknown:
         raise InvalidInputError(
             f"unknown request keys {sorted(unknown)}; allowed: {sorted(_REQUEST_KEYS)}"
+        )
+    named = body.get("model_name", model)
+    if model is not None and named != model:
+        raise InvalidInputError(f"'model_name' is {named!r} but the URL names model {model!r}")
+    if version is not None and body.get("model_version", str(version)) != str(version):
+        raise InvalidInputError(
+            f"'model_version' is {body['model_version']!r} but the request goes to version "
+            f"{version}; name the version in the URL: /v2/models/{model}/versions/<v>/infer"
         )
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -48,6 +74,7 @@ def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRe
     signature_name = parameters.get("signature_name", DEFAULT_SIGNATURE)
     if not isinstance(signature_name, str):
         raise InvalidInputError("parameters.signature_name must be a string")
+    all_binary = _flag(parameters, "binary_data_output", "parameters")
     tensors = body.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise InvalidInputError("'inputs' must be a non-empty list of tensors")
@@ -63,7 +90,28 @@ def parse_infer_request(body: Any, *, booleans_possible: bool = True) -> InferRe
     ):
         raise InvalidInputError("'outputs' must be a list of objects with a 'name'")
     names = [o["name"] for o in outputs or []]
-    return InferRequest(request_id, signature_name, tensors, names, booleans_possible)
+    binary_outputs = frozenset(
+        o["name"] for o in outputs or [] if _flag(o.get("parameters", {}), "binary_data", o["name"])
+    )
+    return InferRequest(
+        request_id,
+        signature_name,
+        tensors,
+        names,
+        booleans_possible,
+        binary_outputs,
+        all_binary,
+        v2_binary.BinaryInputs(binary),
+    )
+
+
+def _flag(parameters: Any, key: str, where: str) -> bool:
+    if not isinstance(parameters, dict):
+        raise InvalidInputError(f"{where}: 'parameters' must be an object")
+    value = parameters.get(key, False)
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{where}: {key} must be true or false, got {value!r}")
+    return value
 
 
 def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.ndarray]:
@@ -76,14 +124,16 @@ def decode_inputs(request: InferRequest, signature: Signature) -> dict[str, np.n
             raise InvalidInputError(f"input {name!r} is given twice")
         names.append(name)
     check_names(signature, names)
-    return {
-        name: _decode_tensor(tensor, signature, name, request.booleans_possible)
+    arrays = {
+        name: _decode_tensor(tensor, signature, name, request)
         for name, tensor in zip(names, request.tensors, strict=True)
     }
+    request.binary.finish()
+    return arrays
 
 
 def _decode_tensor(
-    tensor: dict[str, Any], signature: Signature, name: str, booleans_possible: bool
+    tensor: dict[str, Any], signature: Signature, name: str, request: InferRequest
 ) -> np.ndarray:
     what = f"input {name!r}"
     unknown = set(tensor) - _TENSOR_KEYS
@@ -110,10 +160,24 @@ def _decode_tensor(
         raise InvalidInputError(
             f"{what}: 'shape' must be a list of non-negative integers, got {shape!r}"
         )
+    parameters = tensor.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInputError(f"{what}: 'parameters' must be an object")
+    if "binary_data_size" in parameters:
+        if "data" in tensor:
+            raise InvalidInputError(
+                f"{what}: has both 'data' and parameters.binary_data_size; send one"
+            )
+        raw = request.binary.take(parameters["binary_data_size"], what)
+        return v2_binary.decode(raw, spec.dtype, shape, what)
     if "data" not in tensor:
         raise InvalidInputError(f"{what}: 'data' is missing")
     flat = decode_tensor(
-        tensor["data"], spec, what=what, allow_b64=False, booleans_possible=booleans_possible
+        tensor["data"],
+        spec,
+        what=what,
+        allow_b64=False,
+        booleans_possible=request.booleans_possible,
     ).reshape(-1)
     if flat.size != math.prod(shape):
         raise InvalidInputError(
@@ -127,20 +191,27 @@ def _decode_tensor(
 
 def encode_outputs(
     request: InferRequest, outputs: dict[str, np.ndarray], model: str, version: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The JSON answer, and the binary data that follows it (outputs asked for as binary, in
+    output order; empty when all are JSON)."""
     answer: dict[str, Any] = {"model_name": model, "model_version": str(version)}
     if request.id is not None:
         answer["id"] = request.id
-    answer["outputs"] = [
-        {
+    answer["outputs"] = []
+    binary: list[bytes] = []
+    for name, array in outputs.items():
+        tensor: dict[str, Any] = {
             "name": name,
             "datatype": _v2_datatype(array),
             "shape": list(array.shape),
-            "data": json_array(array.reshape(-1)),
         }
-        for name, array in outputs.items()
-    ]
-    return answer
+        if request.wants_binary(name):
+            binary.append(v2_binary.encode(array))
+            tensor["parameters"] = {"binary_data_size": len(binary[-1])}
+        else:
+            tensor["data"] = json_array(array.reshape(-1))
+        answer["outputs"].append(tensor)
+    return answer, binary
 
 
 def _v2_datatype(array: np.ndarray) -> str:

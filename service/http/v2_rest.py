@@ -18,10 +18,11 @@ from service.core.routing import Servable
 from service.core.servable import VersionState
 from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
 from service.errors import UnavailableError
+from service.http import v2_binary
 from service.http import v2_codec as codec
 from service.http.dependencies import (
     Core,
-    answer_json,
+    off_loop,
     parse_version,
     read_request_json,
     request_record,
@@ -29,7 +30,7 @@ from service.http.dependencies import (
     until_disconnected,
 )
 from service.http.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
-from service.http.json_io import JSONBody, JSONDocument
+from service.http.json_io import JSONBody, JSONDocument, respond
 
 router = APIRouter(
     prefix="/v2", tags=["Open Inference Protocol (V2)"], default_response_class=JSONBody
@@ -37,13 +38,26 @@ router = APIRouter(
 
 _TENSOR_SCHEMA = {
     "type": "object",
-    "required": ["name", "shape", "datatype", "data"],
+    "required": ["name", "shape", "datatype"],
     "properties": {
         "name": {"type": "string"},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": list(BY_V2_NAME)},
-        "data": {"type": "array", "description": "flat (row-major) or nested"},
-        "parameters": {"type": "object"},
+        "data": {
+            "type": "array",
+            "description": "flat (row-major) or nested; absent for a binary tensor",
+        },
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "binary_data_size": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "bytes of this tensor after the JSON (binary tensor data "
+                    "extension; needs the Inference-Header-Content-Length header)",
+                }
+            },
+        },
     },
     "additionalProperties": False,
 }
@@ -57,6 +71,8 @@ _INFER_DOC: dict[str, Any] = {
                     "required": ["inputs"],
                     "properties": {
                         "id": {"type": "string"},
+                        "model_name": {"type": "string", "description": "the URL's, if given"},
+                        "model_version": {"type": "string", "description": "the URL's"},
                         "parameters": {"type": "object"},
                         "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_SCHEMA},
                         "outputs": {
@@ -94,7 +110,9 @@ _infer_route = partial(router.post, responses=INFER_ERRORS, openapi_extra=_INFER
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> JSONBody:
-    return JSONBody({"name": "modelserve", "version": __version__, "extensions": []})
+    return JSONBody(
+        {"name": "modelserve", "version": __version__, "extensions": ["binary_tensor_data"]}
+    )
 
 
 @_metadata_route("/models/{model}", summary="Model metadata (newest available version)")
@@ -160,15 +178,30 @@ async def version_infer(model: str, version: str, request: Request, core: Core) 
 
 async def _infer(request: Request, core: Core, ref: ModelRef) -> Response:
     timeout_ms = request_timeout_ms(request)
+    split = partial(v2_binary.split_body, header_length=request.headers.get(v2_binary.HEADER))
     async with core.admit(ref, request_record(request)) as call:
         infer, signature_name, inputs = await read_request_json(
-            request, lambda document: _decode_infer(document, call)
+            request, lambda document: _decode_infer(document, call), split=split
         )
         outputs = await until_disconnected(
             request, call.predict(signature_name, inputs, infer.output_names, timeout_ms)
         )
-    return await answer_json(
-        request, outputs, lambda: codec.encode_outputs(infer, outputs, call.model, call.version)
+    size = sum(array.nbytes for array in outputs.values())
+    return await off_loop(request, size, lambda: _answer(infer, outputs, call))
+
+
+def _answer(infer: codec.InferRequest, outputs: dict[str, np.ndarray], call: Call) -> Response:
+    """JSON, or with outputs asked for as binary: the JSON, then their bytes."""
+    answer, binary = codec.encode_outputs(infer, outputs, call.model, call.version)
+    json_outputs = [array for name, array in outputs.items() if not infer.wants_binary(name)]
+    response = respond(answer, json_outputs)
+    if not binary:
+        return response
+    header = bytes(response.body)
+    return Response(
+        header + b"".join(binary),
+        media_type=v2_binary.BINARY_CONTENT_TYPE,
+        headers={v2_binary.HEADER: str(len(header))},
     )
 
 
@@ -176,6 +209,12 @@ def _decode_infer(
     document: JSONDocument, call: Call
 ) -> tuple[codec.InferRequest, str, dict[str, np.ndarray]]:
     """The envelope, signature name and input arrays (run where the body was parsed)."""
-    infer = codec.parse_infer_request(document.data, booleans_possible=document.booleans_possible)
+    infer = codec.parse_infer_request(
+        document.data,
+        booleans_possible=document.booleans_possible,
+        model=call.model,
+        version=call.version,
+        binary=document.binary,
+    )
     signature = call.signature(infer.signature_name)
     return infer, signature.name, codec.decode_inputs(infer, signature)
