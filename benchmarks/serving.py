@@ -76,6 +76,7 @@ REVIEW = (
 REPUBLICAN_VOTES = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 MODES = ("batched", "naive", "echo")
 BINARY_HEADER = "Inference-Header-Content-Length"  # V2's binary tensor extension
+PROTOCOL_SUFFIX = {"v1": "", "v2": " V2", "v2bin": " V2 binary"}
 TRITON = "triton"  # the mode of the Triton peer's runs
 TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
 MAX_BATCH_SIZE = {"resnet50": 32}  # both sides, as benchmarks/triton_peer.py configures Triton
@@ -121,7 +122,9 @@ class Run:
     shared_mb: dict[str, list[float]] = field(default_factory=dict)
     batch_histogram: dict[str, int] = field(default_factory=dict)  # bin's largest size: batches
     wrk_cpu_percent: float = 0.0  # the load generator's, on the same CPUs
-    protocol: str = "v1"  # "v1": TF Serving REST :predict; "v2": V2 infer, Triton's very body
+    # "v1": TF Serving REST :predict; "v2": V2 infer, Triton's very body (JSON tensors);
+    # "v2bin": the same with binary tensors both ways (binary tensor data extension)
+    protocol: str = "v1"
 
     @property
     def label(self) -> str:
@@ -137,8 +140,15 @@ class Run:
 
     @property
     def _protocol_suffix(self) -> str:
-        """ " V2" for modelserve's V2 runs (Triton's are all V2: it needs no mark)."""
-        return " V2" if self.protocol == "v2" and self.mode != TRITON else ""
+        """ " V2" / " V2 binary" for modelserve's V2 runs; Triton's are all V2 (no mark but
+        " binary")."""
+        suffix = PROTOCOL_SUFFIX[self.protocol]
+        return suffix.removeprefix(" V2") if self.mode == TRITON else suffix
+
+    @property
+    def wire(self) -> str:
+        """The Triton protocol this run compares with: binary tensors or JSON."""
+        return "v2bin" if self.protocol == "v2bin" else "v2"
 
 
 def request_body(model: str) -> dict[str, Any]:
@@ -526,17 +536,27 @@ def shared_memory_mb(pid: int) -> float:
     return 0.0
 
 
-def v2_request(url: str, model: str) -> tuple[bytes, dict[str, str]]:
+def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[str, str]]:
     """The benchmark's instance as one V2 inference request (body, extra headers), shaped as
     Triton declares the model's input. Strings travel as JSON text; bytes that are not UTF-8
-    (resnet50's JPEG) in the binary tensor extension."""
+    (resnet50's JPEG) in the binary tensor extension. `binary`: numbers as binary tensors too,
+    and the outputs asked for as binary."""
+    from service.core.dtypes import BY_V2_NAME
+
     instances = request_body(model)["instances"]
     (declared,) = httpx.get(f"{url}/v2/models/{model}", timeout=10).json()["inputs"]
     tensor: dict[str, Any] = {"name": declared["name"], "datatype": declared["datatype"]}
     if declared["datatype"] != "BYTES":
         values = np.asarray(instances)  # the JSON values modelserve parses, unchanged
-        tensor |= {"shape": padded_shape(values.shape, declared), "data": values.ravel().tolist()}
-        return json.dumps({"inputs": [tensor]}).encode(), {}
+        tensor["shape"] = padded_shape(values.shape, declared)
+        if not binary:
+            tensor["data"] = values.ravel().tolist()
+            return json.dumps({"inputs": [tensor]}).encode(), {}
+        raw = values.astype(BY_V2_NAME[declared["datatype"]].numpy.newbyteorder("<")).tobytes()
+        tensor["parameters"] = {"binary_data_size": len(raw)}
+        document = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
+        header = json.dumps(document).encode()
+        return header + raw, {BINARY_HEADER: str(len(header))}
     strings = [base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode() for v in instances]
     tensor["shape"] = padded_shape((len(strings),), declared)
     try:
@@ -711,9 +731,6 @@ def run_gateway(
                 processes = ServerProcesses(server, modelserve=True)
                 for model, protocol in itertools.product(models, protocols):
                     url, body, headers = gateway_request(server.url, model, protocol)
-                    if BINARY_HEADER in headers:
-                        print(f"  {model} V2 skipped: its body needs binary tensors", flush=True)
-                        continue
                     endpoint = Endpoint(
                         url,
                         body,
@@ -733,19 +750,26 @@ def gateway_request(url: str, model: str, protocol: str) -> tuple[str, bytes, di
     request Triton is sent, byte for byte (v2)."""
     if protocol == "v1":
         return f"{url}/v1/models/{model}:predict", json.dumps(request_body(model)).encode(), {}
-    body, headers = v2_request(url, model)
+    body, headers = v2_request(url, model, binary=protocol == "v2bin")
     return f"{url}/v2/models/{model}/infer", body, headers
 
 
 def run_triton(
-    python: Path, models: list[str], connections: list[int], seconds: float, workdir: Path
+    python: Path,
+    models: list[str],
+    connections: list[int],
+    seconds: float,
+    workdir: Path,
+    wires: Sequence[str] = ("v2",),
 ) -> list[Run]:
+    """Triton through each wire format modelserve's runs use: V2 JSON ("v2") and/or binary
+    tensors ("v2bin")."""
     runs = []
     with triton(python, models, workdir) as server:
         processes = ServerProcesses(server, modelserve=False)
-        for model in models:
-            body, headers = v2_request(server.url, model)
-            check_triton(server.url, model, body, headers)
+        for model, wire in itertools.product(models, wires):
+            check_triton(server.url, model, *v2_request(server.url, model))
+            body, headers = v2_request(server.url, model, binary=wire == "v2bin")
             endpoint = Endpoint(
                 f"{server.url}/v2/models/{model}/infer",
                 body,
@@ -755,14 +779,8 @@ def run_triton(
                 processes,
             )
             for c in connections:
-                runs.append(
-                    measure(
-                        Run(model, TRITON, c, 0, 0, 0, 0, 0, protocol="v2"),
-                        endpoint,
-                        seconds,
-                        workdir,
-                    )
-                )
+                run = Run(model, TRITON, c, 0, 0, 0, 0, 0, protocol=wire)
+                runs.append(measure(run, endpoint, seconds, workdir))
     return runs
 
 
@@ -855,7 +873,7 @@ def scaling(runs: list[Run]) -> list[str]:
     counts = worker_counts(runs)
     if len(counts) < 2:
         return []
-    triton_runs = {(r.model, r.connections): r for r in runs if r.mode == TRITON}
+    triton_runs = {(r.model, r.connections, r.wire): r for r in runs if r.mode == TRITON}
     rows = []
     for model, conns, mode in dict.fromkeys(
         (r.model, r.connections, r.variant) for r in runs if r.workers is not None
@@ -871,7 +889,8 @@ def scaling(runs: list[Run]) -> list[str]:
             else "-"
             for n in counts
         ]
-        t = triton_runs.get((model, conns))
+        wire = next(iter(by_workers.values())).wire
+        t = triton_runs.get((model, conns, wire))
         triton = f"{t.requests_per_second:,.0f} ({t.mean_batch:.1f})" if t else "-"
         rows.append(f"| {model} | {conns} | {mode} | " + " | ".join([*cells, triton]) + " |")
     return _section(
@@ -925,7 +944,7 @@ def _section(title: str, header: list[str], rule: str | None, rows: list[str]) -
 def triton_ratios(runs: list[Run]) -> list[str]:
     """A table of modelserve req/s over Triton's, per model and connection count (the modes
     measured, per worker count), or nothing when Triton was not measured."""
-    triton_runs = {(r.model, r.connections): r for r in runs if r.mode == TRITON}
+    triton_runs = {(r.model, r.connections, r.wire): r for r in runs if r.mode == TRITON}
     if not triton_runs:
         return []
     labels = list(
@@ -935,13 +954,22 @@ def triton_ratios(runs: list[Run]) -> list[str]:
         "",
         "## modelserve / Triton (req/s, same run)",
         "",
+        "Each modelserve run over Triton's through the same wire format: JSON tensors (TF "
+        "Serving REST and V2 runs) or binary tensors (V2 binary runs).",
+        "",
         "| "
-        + " | ".join(["model", "connections", "Triton req/s", *(f"{m} / Triton" for m in labels)])
+        + " | ".join(
+            ["model", "connections", "Triton", "Triton req/s", *(f"{m} / Triton" for m in labels)]
+        )
         + " |",
-        "| --- | ---: | ---: |" + " ---: |" * len(labels),
+        "| --- | ---: | --- | ---: |" + " ---: |" * len(labels),
     ]
-    for (model, conns), t in triton_runs.items():
-        by_label = {r.label: r for r in runs if r.model == model and r.connections == conns}
+    for (model, conns, wire), t in triton_runs.items():
+        by_label = {
+            r.label: r
+            for r in runs
+            if (r.model, r.connections, r.wire) == (model, conns, wire) and r.mode != TRITON
+        }
         ratios = [
             f"{by_label[m].requests_per_second / t.requests_per_second:.2f}x"
             if m in by_label
@@ -949,7 +977,9 @@ def triton_ratios(runs: list[Run]) -> list[str]:
             for m in labels
         ]
         lines.append(
-            f"| {model} | {conns} | {t.requests_per_second:,.0f} | " + " | ".join(ratios) + " |"
+            f"| {model} | {conns} | {t.label} | {t.requests_per_second:,.0f} | "
+            + " | ".join(ratios)
+            + " |"
         )
     return lines
 
@@ -1094,9 +1124,10 @@ def main() -> None:
         "--protocols",
         nargs="+",
         default=["v1"],
-        choices=["v1", "v2"],
-        help="modelserve's requests: TF Serving REST :predict (v1) and/or V2 infer with the "
-        "body Triton is sent (v2); default v1",
+        choices=list(PROTOCOL_SUFFIX),
+        help="modelserve's requests: TF Serving REST :predict (v1), V2 infer with the body "
+        "Triton is sent (v2), the same with binary tensors both ways (v2bin; Triton too); "
+        "default v1",
     )
     parser.add_argument(
         "--histogram-model",
@@ -1156,8 +1187,14 @@ def main() -> None:
         )
         if not skip_triton:
             print(f"Triton peer ({args.triton_python}) ...", flush=True)
+            wires = dict.fromkeys("v2bin" if p == "v2bin" else "v2" for p in args.protocols)
             runs += run_triton(
-                args.triton_python, args.models, args.connections, args.duration, Path(tmp)
+                args.triton_python,
+                args.models,
+                args.connections,
+                args.duration,
+                Path(tmp),
+                list(wires),
             )
     saved = {"provenance": provenance, "runs": [vars(run) for run in runs], "ceilings": ceilings}
     (args.output / f"{name}.json").write_text(json.dumps(saved, indent=1))
