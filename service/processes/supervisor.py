@@ -68,6 +68,7 @@ class Supervisor:
         self._started: dict[str, float] = {}  # process name -> when it was last started
         self._early_exits: dict[str, int] = {}  # process name -> early exits in a row
         self._stopping = False
+        self._stopped_at = 0.0  # time.monotonic() of the first stop
         self._signals = 0
         self.failed = False
 
@@ -103,6 +104,8 @@ class Supervisor:
             return
         if self._signals == 1:
             log.info("%s: draining the workers", signal.Signals(sig).name)
+        if not self._stopping:
+            self._stopped_at = time.monotonic()
         self._stopping = True
         for process in self._workers.values():
             if process.pid is not None and process.is_alive():
@@ -144,6 +147,8 @@ class Supervisor:
         while not self._stopping or any(p.is_alive() for p in self._workers.values()):
             sentinels = [p.sentinel for p in self._processes()]
             wait(sentinels, timeout=0.5)
+            if self._stopping and time.monotonic() > self._stop_deadline():
+                return  # _shut_down kills the workers still there, and says which
             if self._stopping:  # a worker gone while draining has nothing left to drain
                 for number, process in self._workers.items():
                     if not process.is_alive():
@@ -179,8 +184,14 @@ class Supervisor:
         time.sleep(RESTART_PAUSE_SECONDS)
         return True
 
+    def _stop_deadline(self) -> float:
+        """When workers still running after a stop are killed: the drain time and a grace."""
+        return self._stopped_at + self.settings.drain_seconds + STOP_GRACE_SECONDS
+
     def _shut_down(self) -> None:
-        deadline = time.monotonic() + self.settings.drain_seconds + STOP_GRACE_SECONDS
+        if not self._stopping:  # leaving on an error: stop now
+            self._stopped_at, self._stopping = time.monotonic(), True
+        deadline = self._stop_deadline()
         for process in self._workers.values():
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():

@@ -4,6 +4,7 @@ in the model process (`ModelProcessLink`). It never imports TensorFlow's runtime
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import socket
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from service.processes.orphans import die_with_parent
 from service.settings import Settings
+
+EXIT_STACKS_SECONDS = 5.0  # a worker not gone this long after serving prints its threads' stacks
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,6 @@ def run(plan: WorkerPlan) -> None:
         run_server(server, sockets=[sock])
     finally:
         flags[plan.number] = 0
+        # served and drained: if something still holds the process (a thread that does not
+        # end), its stacks go to the log before the supervisor has to kill it
+        faulthandler.dump_traceback_later(EXIT_STACKS_SECONDS)
