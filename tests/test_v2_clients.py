@@ -39,6 +39,7 @@ def test_tritonclient_http_with_its_defaults(server: str, client: httpx.Client) 
     got = run_client("tests.clients.tritonclient_http", server)
     assert got["live"] is True and got["ready"] is True
     assert "binary_tensor_data" in got["extensions"]
+    assert got["multi_config"] == ok_json(client.get("/v2/models/multi/config"))
 
     multi = json_outputs(
         client,

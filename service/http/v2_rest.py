@@ -18,7 +18,7 @@ from service.core.routing import Servable
 from service.core.servable import VersionState
 from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
 from service.errors import UnavailableError
-from service.http import v2_binary
+from service.http import v2_binary, v2_model_config
 from service.http import v2_codec as codec
 from service.http.dependencies import (
     Core,
@@ -111,7 +111,11 @@ _infer_route = partial(router.post, responses=INFER_ERRORS, openapi_extra=_INFER
 @router.get("", summary="Server metadata")
 async def server_metadata() -> JSONBody:
     return JSONBody(
-        {"name": "modelserve", "version": __version__, "extensions": ["binary_tensor_data"]}
+        {
+            "name": "modelserve",
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "model_configuration"],
+        }
     )
 
 
@@ -129,6 +133,21 @@ async def version_metadata(model: str, version: str, request: Request, core: Cor
     ref = ModelRef(model, parse_version(version))
     servable = core.resolve(ref, request_record(request))
     return _metadata(servable, [str(servable.version)])
+
+
+@_metadata_route("/models/{model}/config", summary="Model configuration (Triton's extension)")
+async def model_config(model: str, request: Request, core: Core) -> JSONBody:
+    return JSONBody(
+        v2_model_config.model_config(core.resolve(ModelRef(model), request_record(request)))
+    )
+
+
+@_metadata_route(
+    "/models/{model}/versions/{version}/config", summary="Model configuration of one version"
+)
+async def version_config(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    ref = ModelRef(model, parse_version(version))
+    return JSONBody(v2_model_config.model_config(core.resolve(ref, request_record(request))))
 
 
 def _metadata(servable: Servable, versions: list[str]) -> JSONBody:

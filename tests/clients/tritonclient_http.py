@@ -50,6 +50,7 @@ def sync_calls(url: str) -> dict[str, Any]:
         "live": client.is_server_live(),
         "ready": client.is_model_ready("multi"),
         "extensions": client.get_server_metadata()["extensions"],
+        "multi_config": client.get_model_config("multi"),
         "multi_outputs": outputs,
     }
     got["multi_binary"] = as_lists(client.infer("multi", multi_inputs(True)), outputs)
