@@ -42,6 +42,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v2/models/plus/versions/1": GET,
     "/v2/models/plus/ready": GET,
     "/v2/models/plus/versions/1/ready": GET,
+    "/v2/models/plus/config": GET,
+    "/v2/models/plus/versions/1/config": GET,
     "/v2/models/plus/infer": POST,
     "/v2/models/plus/versions/1/infer": POST,
     "/v2/health/live": GET,
