@@ -541,7 +541,9 @@ def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[
     Triton declares the model's input. Strings travel as JSON text; bytes that are not UTF-8
     (resnet50's JPEG) in the binary tensor extension. `binary`: numbers as binary tensors too,
     and the outputs asked for as binary."""
+    from service.core.decoding import object_array
     from service.core.dtypes import BY_V2_NAME
+    from service.http import v2_binary
 
     instances = request_body(model)["instances"]
     (declared,) = httpx.get(f"{url}/v2/models/{model}", timeout=10).json()["inputs"]
@@ -552,7 +554,7 @@ def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[
         if not binary:
             tensor["data"] = values.ravel().tolist()
             return json.dumps({"inputs": [tensor]}).encode(), {}
-        raw = values.astype(BY_V2_NAME[declared["datatype"]].numpy.newbyteorder("<")).tobytes()
+        raw = v2_binary.encode(values.astype(BY_V2_NAME[declared["datatype"]].numpy))
         tensor["parameters"] = {"binary_data_size": len(raw)}
         document = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
         header = json.dumps(document).encode()
@@ -563,7 +565,7 @@ def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[
         tensor["data"] = [s.decode() for s in strings]
         return json.dumps({"inputs": [tensor]}).encode(), {}
     except UnicodeDecodeError:
-        raw = b"".join(len(s).to_bytes(4, "little") + s for s in strings)
+        raw = v2_binary.encode(object_array(strings))
         tensor["parameters"] = {"binary_data_size": len(raw)}
         header = json.dumps({"inputs": [tensor]}).encode()
         return header + raw, {BINARY_HEADER: str(len(header))}

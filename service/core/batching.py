@@ -489,7 +489,7 @@ class Batcher:
             gap = REFILL_GAP * self.call_seconds  # the answered clients come back in a burst
             return await self._hold(batch, rows, target, now + refill, gap, DispatchReason.REFILL)
         if delay > 0:
-            return await self._hold(batch, rows, limit, now + delay, delay, DispatchReason.DELAY)
+            return await self._hold(batch, rows, limit, now + delay, math.inf, DispatchReason.DELAY)
         return batch, DispatchReason.IDLE
 
     async def _hold(
@@ -505,7 +505,7 @@ class Batcher:
         a request arrived, none arrives for `after_first` seconds; the instance stays reserved
         meanwhile."""
         loop = asyncio.get_running_loop()
-        gap = 0.0  # no limit before the first arrival
+        gap = math.inf  # no limit before the first arrival
         while rows < target:
             # never so late that the model call would end past the deadline of a request in
             # the batch (including ones that joined): a gRPC client stops waiting right then
@@ -517,7 +517,7 @@ class Batcher:
             self.held_rows = rows
             self._arrived.clear()
             try:  # the first arrival may take the whole hold, the next ones no more than `gap`
-                await asyncio.wait_for(self._arrived.wait(), min(remaining, gap or remaining))
+                await asyncio.wait_for(self._arrived.wait(), min(remaining, gap))
             except TimeoutError:
                 return batch, why
             rows, gap = self._take(batch, rows), after_first

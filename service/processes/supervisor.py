@@ -147,9 +147,10 @@ class Supervisor:
         while not self._stopping or any(p.is_alive() for p in self._workers.values()):
             sentinels = [p.sentinel for p in self._processes()]
             wait(sentinels, timeout=0.5)
-            if self._stopping and time.monotonic() > self._stop_deadline():
-                return  # _shut_down kills the workers still there, and says which
-            if self._stopping:  # a worker gone while draining has nothing left to drain
+            if self._stopping:
+                if time.monotonic() > self._stop_deadline():
+                    return  # _shut_down kills the workers still there, and says which
+                # a worker gone while draining has nothing left to drain
                 for number, process in self._workers.items():
                     if not process.is_alive():
                         self._drained[number] = 1
