@@ -1072,7 +1072,11 @@ def test_health_of_a_ready_server(target: str) -> None:
 def test_reflection_lists_and_describes_the_services(target: str) -> None:
     """What grpcurl and other tools without the protos use: the service list, and each
     service's proto file (with its dependencies) from the server itself."""
-    described = ["tensorflow.serving.PredictionService", "tensorflow.serving.ModelService"]
+    described = [
+        "tensorflow.serving.PredictionService",
+        "tensorflow.serving.ModelService",
+        "inference.GRPCInferenceService",
+    ]
 
     async def reflect(channel: grpc.aio.Channel) -> list[reflection_pb2.ServerReflectionResponse]:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
@@ -1087,6 +1091,7 @@ def test_reflection_lists_and_describes_the_services(target: str) -> None:
     assert services == {
         "tensorflow.serving.PredictionService",
         "tensorflow.serving.ModelService",
+        "inference.GRPCInferenceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
@@ -1097,6 +1102,8 @@ def test_reflection_lists_and_describes_the_services(target: str) -> None:
             file = FileDescriptorProto.FromString(raw)
             for service in file.service:
                 methods[f"{file.package}.{service.name}"] = {m.name for m in service.method}
+    inference = methods.pop("inference.GRPCInferenceService")
+    assert {"ModelInfer", "ModelMetadata", "ModelConfig", "ModelStatistics"} <= inference
     assert methods == {
         "tensorflow.serving.PredictionService": {
             "Predict",

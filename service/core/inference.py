@@ -17,7 +17,15 @@ from service.core.record import RequestRecord
 from service.core.routing import Servable
 from service.core.signatures import DEFAULT_SIGNATURE, Signature
 from service.core.validation import check_call
-from service.errors import ServingError
+from service.errors import InvalidInputError, ServingError
+
+
+def parse_version(text: str) -> int:
+    """A positive integer, in ASCII digits and not thousands of them: int() refuses both "²"
+    (a digit to str.isdigit) and over 4,300 digits."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 100) or int(text) < 1:
+        raise InvalidInputError(f"version must be a positive integer, got {text[:100]!r}")
+    return int(text)
 
 
 @dataclass(frozen=True)

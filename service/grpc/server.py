@@ -1,5 +1,6 @@
-"""The gRPC server (TF Serving's services, health and reflection) on `grpc.aio`, in the REST
-server's event loop. API keys: service.grpc.auth; with `tls_cert_file` it speaks TLS only."""
+"""The gRPC server (TF Serving's services, the Open Inference Protocol's, health and reflection) on
+`grpc.aio`, in the REST server's event loop. API keys: service.grpc.auth; with `tls_cert_file` it
+speaks TLS only."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ from service.grpc.auth import ApiKeyInterceptor
 from service.grpc.limits import ConcurrencyLimit, core_queue_options
 from service.grpc.message_split import MessageSplitter
 from service.grpc.services import MODEL_SERVICE, PREDICTION_SERVICE, add_services
+from service.grpc.v2_services import (
+    INFERENCE_SERVICE,
+    InferenceServicer,
+    add_inference_service,
+)
 from service.metrics import Metrics
 from service.tls import grpc_server_credentials
 
@@ -43,7 +49,7 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         """The server ("", or TF Serving's services) is SERVING when every model is ready, a
         model name when that model is; None for a service name nobody serves."""
         readiness = self._repository.readiness()
-        if service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
+        if service in ("", PREDICTION_SERVICE, MODEL_SERVICE, INFERENCE_SERVICE):
             ready = self._repository.is_ready()
         elif service in readiness:
             ready = readiness[service]
@@ -126,10 +132,20 @@ async def start_grpc_server(
         ],
     )
     add_services(server, core, metrics, decoder, splitter, max_message_bytes)
+    add_inference_service(
+        server, InferenceServicer(core, metrics, decoder, splitter, max_message_bytes)
+    )
     health = HealthServicer(core.repository)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (PREDICTION_SERVICE, MODEL_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        (
+            PREDICTION_SERVICE,
+            MODEL_SERVICE,
+            INFERENCE_SERVICE,
+            HEALTH_SERVICE,
+            reflection.SERVICE_NAME,
+        ),
+        server,
     )
     address = f"[::]:{port}" if host in ("0.0.0.0", "::") else f"{host}:{port}"
     if security.credentials is not None:
@@ -140,7 +156,8 @@ async def start_grpc_server(
         raise OSError(f"gRPC cannot listen on {address}")
     await server.start()
     log.info(
-        "gRPC (TF Serving PredictionService, ModelService, health) on %s (%s%s)",
+        "gRPC (TF Serving PredictionService, ModelService, V2 GRPCInferenceService, health) "
+        "on %s (%s%s)",
         bound,
         "TLS" if security.credentials is not None else "plaintext",
         f", {len(keys)} API keys" if keys else "",

@@ -5,17 +5,11 @@ the request's deadline in the batcher."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, ClassVar, TypeAlias, TypeVar, cast
+from typing import Any, cast
 
 import grpc
 import numpy as np
-from google.protobuf import message
-from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -36,23 +30,16 @@ from service.core.record import RequestRecord
 from service.core.routing import Servable
 from service.core.validation import check_outputs
 from service.errors import (
-    DeadlineExceededError,
     InvalidInputError,
-    PayloadTooLargeError,
-    ServingError,
     UnimplementedError,
 )
 from service.grpc import codec as grpc_codec
 from service.grpc import message_split
-from service.grpc.message_split import MessageSplitter, Strings
+from service.grpc.calls import Context, Servicer, check_wanted, observed, timeout_ms
+from service.grpc.message_split import MessageSplitter
 from service.metrics import Metrics
-from service.observer import CLIENT_GONE, Finished, log_failure, observe
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-M = TypeVar("M", bound=message.Message)
-Context: TypeAlias = grpc.aio.ServicerContext
 
 # Importing the *_pb2 modules (the *_pb2_grpc ones do not) loads the services into the default
 # descriptor pool, where server reflection looks them up.
@@ -60,98 +47,6 @@ PREDICTION_SERVICE: str = prediction_service_pb2.DESCRIPTOR.services_by_name[
     "PredictionService"
 ].full_name
 MODEL_SERVICE: str = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
-
-
-@dataclass(eq=False)
-class _Servicer:
-    """What every servicer's calls use."""
-
-    SERVICE: ClassVar[str]
-    core: InferenceCore
-    metrics: Metrics
-    decoder: Decoder
-    splitter: MessageSplitter
-    max_message_bytes: int
-
-    def check_answer_size(self, size: int) -> None:
-        """gRPC would fail a larger answer with no reason the client can act on."""
-        if size > self.max_message_bytes:
-            raise PayloadTooLargeError(
-                f"the answer would be {size} bytes, more than grpc_max_message_bytes "
-                f"({self.max_message_bytes}); ask for fewer rows, or fewer outputs "
-                "(output_filter)"
-            )
-
-    async def parse(self, kind: type[M], raw: bytes) -> tuple[M, dict[str, Strings]]:
-        """A request parsed off the event loop, with the bulk a large one was split into."""
-
-        def parse() -> tuple[M, dict[str, Strings]]:
-            split = None
-            if len(raw) > message_split.INLINE_BYTES:
-                split = self.splitter.split(kind.DESCRIPTOR.full_name, raw)
-            body, strings = (raw, {}) if split is None else (split.rest, split.strings)
-            try:
-                return kind.FromString(body), strings
-            except DecodeError as exc:
-                raise InvalidInputError(
-                    f"the request is not a valid {kind.__name__}: {exc}"
-                ) from None
-
-        return await self.decoder.run(len(raw), parse)
-
-
-DEADLINE_TRANSIT_SECONDS = 0.25  # see `_ended_by_client`
-
-
-def _ended_by_client(context: Context) -> grpc.StatusCode:
-    """Why gRPC cancelled a call. The server counts the client's deadline from when the headers
-    arrive, so it ends later by the transit (63 ms on a busy 2-core machine); a client whose
-    deadline passes resets the stream as it would to cancel: a cancellation with less than
-    DEADLINE_TRANSIT_SECONDS left is the deadline's."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining < DEADLINE_TRANSIT_SECONDS:
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.CANCELLED
-
-
-Work: TypeAlias = Callable[[Any, Any, Context, RequestRecord], Awaitable[T]]
-
-
-def _observed(work: Work[T]) -> Callable[[Any, Any, Context], Awaitable[T]]:
-    """A servicer method as one observed call, given its record; a failure aborts the call with
-    its gRPC status."""
-
-    async def method(self: _Servicer, request: Any, context: Context) -> T:
-        route = f"/{self.SERVICE}/{work.__name__}"
-        started = time.perf_counter()
-        request_id = dict(context.invocation_metadata() or ()).get("x-request-id", "")
-        record = RequestRecord(str(request_id)[:128] or "-")
-        code, status = grpc.StatusCode.OK, 200
-        try:
-            return await work(self, request, context, record)
-        except ServingError as exc:
-            code, status = grpc.StatusCode[exc.code], exc.http_status
-            log_failure(route, exc)
-            await context.abort(code, exc.message)
-            raise  # abort() raises; this line only tells type checkers so
-        except asyncio.CancelledError:
-            # gRPC cancels the handler when the client cancels or its deadline passes first
-            code = _ended_by_client(context)
-            status = 504 if code is grpc.StatusCode.DEADLINE_EXCEEDED else CLIENT_GONE
-            raise
-        except Exception as exc:
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            code, status = grpc.StatusCode.INTERNAL, 500
-            log.exception("%s failed", route)
-            await context.abort(code, f"internal error: {type(exc).__name__}")
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            finished = Finished("grpc", "grpc", route, route, code.name, status, seconds)
-            observe(self.metrics, record, finished)
-
-    return method
 
 
 def _addressed(spec: model_pb2.ModelSpec) -> ModelRef:
@@ -168,25 +63,10 @@ def _answered_spec(servable: Servable | Call, signature_name: str) -> model_pb2.
     return spec
 
 
-def _check_wanted(context: Context) -> None:
-    """Raises when the call ended while it was being decoded: gRPC cancels the handler only at
-    its next await, and an await on finished work returns at once."""
-    if context.cancelled() or context.done():
-        raise asyncio.CancelledError
-    remaining = context.time_remaining()
-    if remaining is not None and remaining <= 0:
-        raise DeadlineExceededError("the deadline passed while the request was being decoded")
-
-
-def _timeout_ms(context: Context) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else max(remaining, 0.0) * 1000
-
-
-class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer(Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
     SERVICE = PREDICTION_SERVICE
 
-    @_observed
+    @observed
     async def Predict(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802 (the proto's method names)
         """Takes and returns serialized messages (see `add_services`): grpc.aio would parse and
         serialize them on the event loop."""
@@ -201,8 +81,8 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
             )
             wanted = list(request.output_filter)
             check_outputs(signature, wanted, field="output_filter")
-            _check_wanted(context)  # the model is the costliest stage: not for nobody
-            outputs = await call.predict(signature.name, inputs, wanted, _timeout_ms(context))
+            check_wanted(context)  # the model is the costliest stage: not for nobody
+            outputs = await call.predict(signature.name, inputs, wanted, timeout_ms(context))
         size = sum(array.nbytes for array in outputs.values())
         self.check_answer_size(size)  # before the work of encoding it
 
@@ -217,7 +97,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         self.check_answer_size(len(answer))
         return answer
 
-    @_observed
+    @observed
     async def GetModelMetadata(  # noqa: N802
         self,
         request: get_model_metadata_pb2.GetModelMetadataRequest,
@@ -239,7 +119,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         response.metadata["signature_def"].Pack(signatures)
         return response
 
-    @_observed
+    @observed
     async def Classify(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802
         """Serialized messages, as Predict's."""
         call, signature, outputs, count = await self._examples(raw, context, "classify", record)
@@ -251,7 +131,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
                 result.classes.add(label=label, score=score)
         return cast(bytes, response.SerializeToString())
 
-    @_observed
+    @observed
     async def Regress(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802
         """Serialized messages, as Predict's."""
         call, signature, outputs, count = await self._examples(raw, context, "regress", record)
@@ -280,18 +160,18 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
                 len(raw),
                 lambda: classify_regress.serialized_from_proto(request.input, split_examples),
             )
-            outputs = await call.run_examples(target, serialized, _timeout_ms(context))
+            outputs = await call.run_examples(target, serialized, timeout_ms(context))
         return call, target.signature.name, outputs, len(serialized)
 
-    @_observed
+    @observed
     async def MultiInference(self, request: Any, context: Context, record: RequestRecord) -> None:  # noqa: N802
         raise UnimplementedError("MultiInference is not implemented by modelserve; use Predict")
 
 
-class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(Servicer, model_service_pb2_grpc.ModelServiceServicer):
     SERVICE = MODEL_SERVICE
 
-    @_observed
+    @observed
     async def GetModelStatus(  # noqa: N802
         self,
         request: get_model_status_pb2.GetModelStatusRequest,
@@ -309,7 +189,7 @@ class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
             status.status.error_message = servable.error_message
         return response
 
-    @_observed
+    @observed
     async def HandleReloadConfigRequest(  # noqa: N802
         self, request: Any, context: Context, record: RequestRecord
     ) -> None:

@@ -133,11 +133,3 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
-
-
-def parse_version(text: str) -> int:
-    """A positive integer, in ASCII digits and not thousands of them: int() refuses both "²"
-    (a digit to str.isdigit) and over 4,300 digits."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 100) or int(text) < 1:
-        raise InvalidInputError(f"version must be a positive integer, got {text[:100]!r}")
-    return int(text)

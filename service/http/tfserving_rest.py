@@ -18,13 +18,12 @@ from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 
 from service.core import classify_regress
-from service.core.inference import Call, ModelRef
+from service.core.inference import Call, ModelRef, parse_version
 from service.errors import NotFoundError
 from service.http import tfserving_codec as codec
 from service.http.dependencies import (
     Core,
     answer_json,
-    parse_version,
     read_request_json,
     request_record,
     request_timeout_ms,

@@ -4,25 +4,17 @@ A request may carry tensors as raw bytes after its JSON: the `Inference-Header-C
 header says how many bytes of the body are JSON, and each binary input says how many of the
 bytes after it are its own (`parameters.binary_data_size`), in input order. Elements are
 little-endian, row-major, without padding; a BOOL is one byte (0 or 1); a BYTES element is a
-4-byte little-endian length and the bytes. Answers put the outputs the client asked for as binary
-(`parameters.binary_data` per output, or `binary_data_output` for all) after the JSON the same way.
+4-byte little-endian length and the bytes (service.v2.raw_tensors). Answers put the outputs the
+client asked for as binary (`parameters.binary_data` per output, or `binary_data_output` for all)
+after the JSON the same way.
 """
 
 from __future__ import annotations
 
-import math
-import struct
-import sys
-
-import numpy as np
-
-from service.core.decoding import object_array
-from service.core.dtypes import DType
 from service.errors import InvalidInputError
 
 HEADER = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
-_LENGTH = struct.Struct("<I")
 
 
 def split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview | None]:
@@ -76,61 +68,3 @@ class BinaryInputs:
                 f"the body has {len(self._data)} bytes after the JSON header, but the inputs' "
                 f"binary_data_size add up to {self._offset}"
             )
-
-
-def decode(raw: memoryview, dtype: DType, shape: list[int], what: str) -> np.ndarray:
-    """One input's binary data as an array of `dtype` and `shape`."""
-    count = math.prod(shape)
-    if dtype.is_string:
-        return object_array(_split_strings(raw, count, what)).reshape(shape)
-    itemsize = dtype.numpy.itemsize
-    if len(raw) != count * itemsize:
-        raise InvalidInputError(
-            f"{what}: shape {shape} of {dtype.v2_name} takes {count * itemsize} bytes, but "
-            f"binary_data_size is {len(raw)}"
-        )
-    if dtype.is_bool:
-        flags = np.frombuffer(raw, dtype=np.uint8)
-        if flags.size and flags.max() > 1:
-            raise InvalidInputError(f"{what}: a BOOL element must be the byte 0 or 1")
-        return flags.astype(bool).reshape(shape)
-    return _native(np.frombuffer(raw, dtype=dtype.numpy)).reshape(shape)
-
-
-def _native(array: np.ndarray) -> np.ndarray:
-    """The wire is little-endian; so is every host this runs on but a big-endian one."""
-    return array.byteswap() if sys.byteorder == "big" else array
-
-
-def _split_strings(raw: memoryview, count: int, what: str) -> list[bytes]:
-    elements: list[bytes] = []
-    offset = 0
-    while offset < len(raw):
-        if offset + _LENGTH.size > len(raw):
-            raise InvalidInputError(f"{what}: BYTES data ends inside an element's 4-byte length")
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += _LENGTH.size
-        if offset + length > len(raw):
-            raise InvalidInputError(
-                f"{what}: a BYTES element of {length} bytes goes past its binary_data_size"
-            )
-        elements.append(bytes(raw[offset : offset + length]))
-        offset += length
-    if len(elements) != count:
-        raise InvalidInputError(
-            f"{what}: the shape holds {count} elements but the BYTES data has {len(elements)}"
-        )
-    return elements
-
-
-def encode(array: np.ndarray) -> bytes:
-    """An output's binary data: little-endian, row-major; strings length-prefixed."""
-    if array.dtype == object or array.dtype.kind in "SU":
-        parts = []
-        for element in array.reshape(-1).tolist():
-            data = element.encode("utf-8") if isinstance(element, str) else bytes(element)
-            parts.append(_LENGTH.pack(len(data)) + data)
-        return b"".join(parts)
-    if array.dtype == bool:
-        return np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    return _native(np.ascontiguousarray(array)).tobytes()

@@ -17,6 +17,7 @@ from service.core.validation import check_names
 from service.errors import InvalidInputError, ModelFailureError
 from service.http import v2_binary
 from service.http.json_io import json_array
+from service.v2 import raw_tensors
 
 # model_name and model_version: KServe's client repeats the URL's in the body
 _REQUEST_KEYS = {"id", "parameters", "inputs", "outputs", "model_name", "model_version"}
@@ -169,7 +170,7 @@ def _decode_tensor(
                 f"{what}: has both 'data' and parameters.binary_data_size; send one"
             )
         raw = request.binary.take(parameters["binary_data_size"], what)
-        return v2_binary.decode(raw, spec.dtype, shape, what)
+        return raw_tensors.decode(raw, spec.dtype, shape, what)
     if "data" not in tensor:
         raise InvalidInputError(f"{what}: 'data' is missing")
     flat = decode_tensor(
@@ -206,7 +207,7 @@ def encode_outputs(
             "shape": list(array.shape),
         }
         if request.wants_binary(name):
-            binary.append(v2_binary.encode(array))
+            binary.append(raw_tensors.encode(array))
             tensor["parameters"] = {"binary_data_size": len(binary[-1])}
         else:
             tensor["data"] = json_array(array.reshape(-1))

@@ -11,19 +11,16 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from service import __version__
 from service.core.dtypes import BY_V2_NAME
-from service.core.inference import Call, ModelRef
+from service.core.inference import Call, ModelRef, parse_version
 from service.core.routing import Servable
 from service.core.servable import VersionState
-from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
 from service.errors import UnavailableError
-from service.http import v2_binary, v2_model_config
+from service.http import v2_binary
 from service.http import v2_codec as codec
 from service.http.dependencies import (
     Core,
     off_loop,
-    parse_version,
     read_request_json,
     request_record,
     request_timeout_ms,
@@ -31,6 +28,8 @@ from service.http.dependencies import (
 )
 from service.http.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
 from service.http.json_io import JSONBody, JSONDocument, respond
+from service.v2 import metadata as v2_metadata
+from service.v2 import model_config as v2_model_config
 
 router = APIRouter(
     prefix="/v2", tags=["Open Inference Protocol (V2)"], default_response_class=JSONBody
@@ -110,13 +109,7 @@ _infer_route = partial(router.post, responses=INFER_ERRORS, openapi_extra=_INFER
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> JSONBody:
-    return JSONBody(
-        {
-            "name": "modelserve",
-            "version": __version__,
-            "extensions": ["binary_tensor_data", "model_configuration"],
-        }
-    )
+    return JSONBody(v2_metadata.server_metadata())
 
 
 @_metadata_route("/models/{model}", summary="Model metadata (newest available version)")
@@ -151,20 +144,7 @@ async def version_config(model: str, version: str, request: Request, core: Core)
 
 
 def _metadata(servable: Servable, versions: list[str]) -> JSONBody:
-    signature = servable.signature(DEFAULT_SIGNATURE)
-    return JSONBody(
-        {
-            "name": servable.model,
-            "versions": versions,
-            "platform": "tensorflow_savedmodel",
-            "inputs": [_tensor_metadata(t) for t in signature.inputs.values()],
-            "outputs": [_tensor_metadata(t) for t in signature.outputs.values()],
-        }
-    )
-
-
-def _tensor_metadata(tensor: TensorInfo) -> dict[str, Any]:
-    return {"name": tensor.name, "datatype": tensor.dtype.v2_name, "shape": tensor.v2_shape()}
+    return JSONBody(v2_metadata.model_metadata(servable, versions))
 
 
 @_ready_route("/models/{model}/ready", summary="Is the model ready (200) or not (503)?")
