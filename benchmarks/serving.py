@@ -543,7 +543,7 @@ def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[
     and the outputs asked for as binary."""
     from service.core.decoding import object_array
     from service.core.dtypes import BY_V2_NAME
-    from service.http import v2_binary
+    from service.v2 import raw_tensors
 
     instances = request_body(model)["instances"]
     (declared,) = httpx.get(f"{url}/v2/models/{model}", timeout=10).json()["inputs"]
@@ -554,7 +554,7 @@ def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[
         if not binary:
             tensor["data"] = values.ravel().tolist()
             return json.dumps({"inputs": [tensor]}).encode(), {}
-        raw = v2_binary.encode(values.astype(BY_V2_NAME[declared["datatype"]].numpy))
+        raw = raw_tensors.encode(values.astype(BY_V2_NAME[declared["datatype"]].numpy))
         tensor["parameters"] = {"binary_data_size": len(raw)}
         document = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
         header = json.dumps(document).encode()
@@ -565,7 +565,7 @@ def v2_request(url: str, model: str, binary: bool = False) -> tuple[bytes, dict[
         tensor["data"] = [s.decode() for s in strings]
         return json.dumps({"inputs": [tensor]}).encode(), {}
     except UnicodeDecodeError:
-        raw = v2_binary.encode(object_array(strings))
+        raw = raw_tensors.encode(object_array(strings))
         tensor["parameters"] = {"binary_data_size": len(raw)}
         header = json.dumps({"inputs": [tensor]}).encode()
         return header + raw, {BINARY_HEADER: str(len(header))}
