@@ -89,6 +89,19 @@ class BatchStats:
     reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     batch_sizes: collections.Counter[int] = field(default_factory=collections.Counter)  # padded
     rows_per_batch: collections.Counter[int] = field(default_factory=collections.Counter)
+    # Times, summed in seconds (Triton's statistics extension: service.v2.statistics)
+    queued: int = 0  # requests that left the queue for the model
+    queue_seconds: float = 0.0  # their waits
+    answered: int = 0  # requests answered with outputs
+    answered_rows: int = 0
+    answered_seconds: float = 0.0  # each one's time from queued to answered
+    compute_seconds: float = 0.0  # each answered request's model call (its batch's)
+    failed: int = 0  # requests answered with an error by the model, or past their deadline
+    failed_seconds: float = 0.0
+    # successful model calls by (padded) batch size, and their time
+    calls_by_size: collections.Counter[int] = field(default_factory=collections.Counter)
+    call_seconds_by_size: dict[int, float] = field(default_factory=dict)
+    last_answered: float = 0.0  # time.time() of the newest answer, 0 before the first
 
     @property
     def mean_batch_size(self) -> float:
@@ -102,6 +115,11 @@ class BatchStats:
                 mine, theirs = getattr(total, name), getattr(stats, name)
                 if isinstance(mine, collections.Counter):
                     mine.update(theirs)
+                elif isinstance(mine, dict):
+                    for key, value in theirs.items():
+                        mine[key] = mine.get(key, 0.0) + value
+                elif name == "last_answered":
+                    total.last_answered = max(mine, theirs)
                 else:
                     setattr(total, name, mine + theirs)
         return total
@@ -117,7 +135,43 @@ class BatchStats:
             "rejected": self.rejected,
             "cancelled": self.cancelled,
             "dispatch_reasons": dict(self.reasons),
+            "timing": self.timing_json(),
         }
+
+    def timing_json(self) -> dict[str, Any]:
+        """The time sums (seconds), for Triton's statistics in a front-end worker."""
+        names = (
+            "queued", "queue_seconds", "answered", "answered_rows", "answered_seconds",
+            "compute_seconds", "failed", "failed_seconds", "last_answered",
+        )  # fmt: skip
+        return {
+            **{name: getattr(self, name) for name in names},
+            "calls_by_size": {
+                str(size): [count, self.call_seconds_by_size[size]]
+                for size, count in sorted(self.calls_by_size.items())
+            },
+        }
+
+    def note_dispatched(self, waits: Sequence[float]) -> None:
+        self.queued += len(waits)
+        self.queue_seconds += sum(waits)
+
+    def note_answered(self, queued_at: Sequence[float], rows: int, size: int, call: float) -> None:
+        """Requests queued at `queued_at` (perf_counter), `rows` in all, answered by one model
+        call of `call` seconds on a batch of `size` rows."""
+        now = time.perf_counter()
+        self.answered += len(queued_at)
+        self.answered_rows += rows
+        self.answered_seconds += sum(now - start for start in queued_at)
+        self.compute_seconds += call * len(queued_at)
+        self.calls_by_size[size] += 1
+        self.call_seconds_by_size[size] = self.call_seconds_by_size.get(size, 0.0) + call
+        self.last_answered = time.time()
+
+    def note_failed(self, queued_at: Sequence[float]) -> None:
+        now = time.perf_counter()
+        self.failed += len(queued_at)
+        self.failed_seconds += sum(now - start for start in queued_at)
 
 
 class BatchObserver(Protocol):
@@ -374,6 +428,7 @@ class Batcher:
             if pending.state is _State.QUEUED:
                 self._leave_queue(pending)
                 self.stats.expired += 1
+                self.stats.note_failed([pending.queued_at])
                 raise DeadlineExceededError(
                     f"model {self.name}: request deadline passed while queued"
                 ) from None
@@ -402,16 +457,24 @@ class Batcher:
             index = await asyncio.wait_for(self.pool.acquire(), max(0.0, deadline - loop.time()))
         except TimeoutError:
             self.stats.expired += 1
+            self.stats.note_failed([queued_at])
             raise DeadlineExceededError(
                 f"model {self.name}: request deadline passed while queued"
             ) from None
         finally:
             self._waiting_alone -= 1
-        self.observer.dispatched([time.perf_counter() - queued_at])
+        wait = [time.perf_counter() - queued_at]
+        self.observer.dispatched(wait)
+        self.stats.note_dispatched(wait)
         self._count(rows, 0, DispatchReason.IDLE)
         self.running_rows += rows
         try:
+            started = time.perf_counter()
             results = await self._execute(self.pool.runners[index], inputs, deadline, outputs)
+            self.stats.note_answered([queued_at], rows, rows, time.perf_counter() - started)
+        except ServingError:
+            self.stats.note_failed([queued_at])
+            raise
         finally:
             self.running_rows -= rows
             await self.pool.release(index)
@@ -526,7 +589,9 @@ class Batcher:
     async def _run(self, index: int, batch: list[_Pending], reason: DispatchReason) -> None:
         rows = sum(p.rows for p in batch)
         now = time.perf_counter()
-        self.observer.dispatched([now - p.queued_at for p in batch])
+        waits = [now - p.queued_at for p in batch]
+        self.observer.dispatched(waits)
+        self.stats.note_dispatched(waits)
         try:  # running_rows was raised by the dispatcher
             self._count(rows, self._padded_size(rows) - rows, reason)
             await self._run_group(self.pool.runners[index], batch)
@@ -544,11 +609,12 @@ class Batcher:
         size = self._padded_size(rows)
         inputs = _assemble([p.inputs for p in group], rows, size)
         deadline = max(p.deadline for p in group)  # the most patient request's
+        started = time.perf_counter()
         try:
             outputs = await self._execute(runner, inputs, deadline, _wanted_by(group), size)
         except (InvalidInputError, ModelFailureError) as exc:
             if len(group) == 1:
-                _fail(group, exc)
+                self._fail(group, exc)
                 return
             self.stats.splits += 1
             middle = len(group) // 2
@@ -557,8 +623,10 @@ class Batcher:
                     await self._run_group(runner, half)
             return
         except ServingError as exc:
-            _fail(group, exc)
+            self._fail(group, exc)
             return
+        queued_at = [p.queued_at for p in group]
+        self.stats.note_answered(queued_at, rows, size, time.perf_counter() - started)
         start = 0
         for pending in group:
             end = start + pending.rows
@@ -575,8 +643,12 @@ class Batcher:
         error = DeadlineExceededError(
             f"model {self.name}: request deadline passed before its failed batch was retried"
         )
-        _fail(group, error)
+        self._fail(group, error)
         return True
+
+    def _fail(self, group: list[_Pending], error: BaseException) -> None:
+        self.stats.note_failed([p.queued_at for p in group])
+        _fail(group, error)
 
     def _padded_size(self, rows: int) -> int:
         return self.sizes[bisect.bisect_left(self.sizes, rows)]

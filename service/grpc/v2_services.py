@@ -19,7 +19,7 @@ from service.core.validation import check_outputs
 from service.errors import InvalidInputError, UnavailableError, UnimplementedError
 from service.grpc import v2_codec
 from service.grpc.calls import Context, Servicer, check_wanted, observed, timeout_ms
-from service.v2 import metadata, model_config
+from service.v2 import metadata, model_config, statistics
 
 # Importing service_pb2 loads the service into the default descriptor pool (server reflection).
 INFERENCE_SERVICE: str = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -84,6 +84,15 @@ class InferenceServicer(Servicer):
         # The REST extension's JSON is the protobuf JSON form of the same message.
         config = {"config": model_config.model_config(servable)}
         return json_format.ParseDict(config, service_pb2.ModelConfigResponse())
+
+    @observed
+    async def ModelStatistics(  # noqa: N802
+        self, request: service_pb2.ModelStatisticsRequest, context: Context, record: RequestRecord
+    ) -> service_pb2.ModelStatisticsResponse:
+        """Every model's (no name), one model's (no version) or one version's."""
+        ref = _addressed(request.name, request.version) if request.name else None
+        answer = await statistics.statistics(self.core, ref, record)
+        return json_format.ParseDict(answer, service_pb2.ModelStatisticsResponse())
 
     @observed
     async def ModelInfer(self, raw: bytes, context: Context, record: RequestRecord) -> bytes:  # noqa: N802

@@ -30,6 +30,7 @@ from service.http.error_docs import INFER_ERRORS, METADATA_ERRORS, STATUS_ERRORS
 from service.http.json_io import JSONBody, JSONDocument, respond
 from service.v2 import metadata as v2_metadata
 from service.v2 import model_config as v2_model_config
+from service.v2 import statistics as v2_statistics
 
 router = APIRouter(
     prefix="/v2", tags=["Open Inference Protocol (V2)"], default_response_class=JSONBody
@@ -112,6 +113,11 @@ async def server_metadata() -> JSONBody:
     return JSONBody(v2_metadata.server_metadata())
 
 
+@router.get("/models/stats", summary="Statistics of every model (Triton's extension)")
+async def all_statistics(request: Request, core: Core) -> JSONBody:
+    return JSONBody(await v2_statistics.statistics(core, None, request_record(request)))
+
+
 @_metadata_route("/models/{model}", summary="Model metadata (newest available version)")
 async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
     record = request_record(request)
@@ -141,6 +147,18 @@ async def model_config(model: str, request: Request, core: Core) -> JSONBody:
 async def version_config(model: str, version: str, request: Request, core: Core) -> JSONBody:
     ref = ModelRef(model, parse_version(version))
     return JSONBody(v2_model_config.model_config(core.resolve(ref, request_record(request))))
+
+
+@_metadata_route("/models/{model}/stats", summary="Statistics of a model's versions")
+async def model_statistics(model: str, request: Request, core: Core) -> JSONBody:
+    ref = ModelRef(model)
+    return JSONBody(await v2_statistics.statistics(core, ref, request_record(request)))
+
+
+@_metadata_route("/models/{model}/versions/{version}/stats", summary="Statistics of one version")
+async def version_statistics(model: str, version: str, request: Request, core: Core) -> JSONBody:
+    ref = ModelRef(model, parse_version(version))
+    return JSONBody(await v2_statistics.statistics(core, ref, request_record(request)))
 
 
 def _metadata(servable: Servable, versions: list[str]) -> JSONBody:

@@ -330,6 +330,11 @@ class RepositoryMirror:
         await self._link.command("load", name)
         return self._models[name].view()
 
+    async def refresh(self) -> None:
+        """The model process answers once it has sent its current catalog (every version's
+        counters), which arrives first."""
+        await self._link.command("refresh")
+
     async def metrics(self) -> bytes:
         """The model process's metrics (its batchers, versions and process)."""
         exposition: bytes = await self._link.command("metrics")

@@ -204,6 +204,8 @@ class ModelProcess:
                 await repository.load_model(message.argument)
             elif message.name == "metrics":
                 value = self.metrics.exposition()
+            elif message.name == "refresh":
+                pass  # the catalog sent below is the answer
             else:
                 raise ValueError(f"unknown command {message.name!r}")
             self._publish()  # the worker's mirror is current when the reply arrives

@@ -71,7 +71,7 @@ class Failure:
 @dataclass(frozen=True, slots=True)
 class Command:
     call: int
-    name: str  # one of service.processes.model_process.COMMANDS
+    name: str  # rescan, unload, load, metrics, refresh (ModelProcess.command)
     argument: str = ""
 
 

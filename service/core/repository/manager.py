@@ -193,6 +193,9 @@ class ModelRepository:
     def is_ready(self) -> bool:
         return routing.is_ready(self._models)
 
+    async def refresh(self) -> None:
+        """The counters are live here (a front-end worker's mirror fetches them)."""
+
     async def unload_model(self, name: str) -> ModelView:
         """Keeps the model unloaded, whatever its source lists, until `load_model`."""
         return self._set_unloaded(name, True)
