@@ -29,6 +29,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service.auth import MIN_KEY_LENGTH, ApiKeyError, ApiKeys, load_api_keys, presented_key
 from service.settings import Settings
@@ -382,6 +383,18 @@ def test_grpc_calls_need_a_key_in_their_metadata(keyed: Server) -> None:
             answer = prediction.Predict(plus_request([1.0, 2.0]), metadata=metadata, timeout=10)
             assert tf.make_ndarray(answer.outputs["y"]).tolist() == [3.5, 4.0]  # version 2
             assert models.GetModelStatus(status, metadata=metadata, timeout=10).model_version_status
+
+
+def test_v2_grpc_calls_need_a_key_too(keyed: Server) -> None:
+    request = service_pb2.ModelInferRequest(model_name="plus")
+    request.inputs.add(name="x", datatype="FP32", shape=[1]).contents.fp32_contents.append(1.0)
+    with grpc.insecure_channel(keyed.target) as channel:
+        inference = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for metadata in ((), (("x-api-key", WRONG),)):
+            code, _ = grpc_refusal(lambda m=metadata: inference.ModelInfer(request, metadata=m))
+            assert code == Code.UNAUTHENTICATED
+        answer = inference.ModelInfer(request, metadata=(("x-api-key", KEY_FILE),), timeout=10)
+        assert list(answer.outputs[0].contents.fp32_contents) == [3.5]  # version 2: x + 2.5
 
 
 def reflected_services(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...]) -> set[str]:

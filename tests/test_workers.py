@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.saved_models import export_affine, write_config
 from tests.server import free_port
@@ -193,7 +194,20 @@ def test_workers_answer_every_protocol_without_tensorflow(server: Cluster) -> No
     with grpc.insecure_channel(server.grpc_target) as channel:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         reply = stub.Predict(predict_request("plus", {"x": tf.make_tensor_proto([6.0])}), 10)
+        inference = service_pb2_grpc.GRPCInferenceServiceStub(channel)  # V2 gRPC, raw contents
+        request = service_pb2.ModelInferRequest(model_name="plus")
+        request.inputs.add(name="x", datatype="FP32", shape=[1])
+        request.raw_input_contents.append(np.array([8.0], "<f4").tobytes())
+        v2_reply = inference.ModelInfer(request, timeout=10)
     assert outputs_of(reply)["y"].tolist() == [5.0]
+    assert np.frombuffer(v2_reply.raw_output_contents[0], "<f4").tolist() == [6.0]
+    # every worker (a connection each) reads the model process's current counts
+    counts = set()
+    for _ in range(2 * WORKERS):
+        with httpx.Client(timeout=30) as client:
+            stats = client.get(f"{server.url}/v2/models/plus/stats").json()["model_stats"][0]
+        counts.add(stats["inference_count"])
+    assert len(counts) == 1 and counts.pop() >= 7, counts  # rows: 2 + 1 + 2 + 1 + 1 above
 
     kinds = server.children()
     assert len(kinds["model"]) == 1, kinds
