@@ -1,8 +1,8 @@
 # The two commands of the README: `make serve` and `make test`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The KServe SDK, for scripts/check-k8s.sh and tests/test_k8s.py (a venv of its own: see
-# scripts/kserve-venv.sh).
+# The KServe SDK, for scripts/check-k8s.sh, tests/test_k8s.py and tests/test_kserve_clients.py
+# (a venv of its own: see scripts/kserve-venv.sh).
 KSERVE_VENV ?= .venv-kserve
 
 .PHONY: serve test lint audit install install-dev system-packages clean

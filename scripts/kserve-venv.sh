@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment holding the KServe SDK, whose generated OpenAPI
 # model classes are the schemas scripts/check-k8s.sh validates k8s/kserve against
-# (scripts/validate_kserve.py).
+# (scripts/validate_kserve.py), and whose inference clients tests/test_kserve_clients.py runs
+# against a server (tests/clients/kserve_clients.py).
 #   scripts/kserve-venv.sh [VENV_DIR]     default: .venv-kserve in the repository root
 # `make install-dev` (and so `make test`) runs it. When the venv already has the pinned kserve
 # it returns at once; otherwise pip installs what is missing.
@@ -9,7 +10,7 @@
 # Why a venv of its own: kserve pins protobuf<7 and a server stack of its own (fastapi, uvicorn,
 # grpcio versions...) that would downgrade or clash with modelserve's, and its generated gRPC
 # modules register the same `inference.*` protobuf names as tritonclient's, so importing both in
-# one process fails. The validator only needs kserve's model classes, so it runs here.
+# one process fails. The validator and the client script run here, in processes of their own.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -28,6 +28,7 @@ from service.core.serving_config import ServingConfig, load_serving_config
 from service.grpc.message_split import SHARED_MEMORY_SPARE_BYTES
 from service.settings import Settings
 from tests.conftest import REPO_ROOT
+from tests.kserve_venv import kserve_python
 
 K8S = REPO_ROOT / "k8s"
 RENDERED = {
@@ -553,7 +554,6 @@ def test_prometheus_adapter_rule_serves_the_hpa_metric(exported_metrics: set[str
 
 # -- KServe (k8s/kserve) ---------------------------------------------------------------------
 
-KSERVE_PYTHON = Path(os.environ.get("KSERVE_PYTHON", REPO_ROOT / ".venv-kserve" / "bin" / "python"))
 VALIDATE_KSERVE = REPO_ROOT / "scripts" / "validate_kserve.py"
 KSERVE_CONTAINER = "kserve-container"  # the container KServe takes as the model server
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe's storage initializer puts storageUri
@@ -571,13 +571,9 @@ def runtime_container(runtime: Doc) -> Doc:
 
 def validate_kserve(docs: list[Doc]) -> subprocess.CompletedProcess[str]:
     """scripts/validate_kserve.py on the documents, in the KServe SDK's venv."""
-    if not KSERVE_PYTHON.is_file():
-        pytest.fail(
-            f"{KSERVE_PYTHON} not found: run `make install-dev` (scripts/kserve-venv.sh creates"
-            " the venv with the KServe SDK, whose classes are the schemas of k8s/kserve)"
-        )
+    python = kserve_python("whose classes are the schemas of k8s/kserve")
     result = subprocess.run(
-        [str(KSERVE_PYTHON), str(VALIDATE_KSERVE), "-"],
+        [str(python), str(VALIDATE_KSERVE), "-"],
         input=yaml.safe_dump_all(docs, sort_keys=False),
         capture_output=True,
         text=True,
