@@ -6,10 +6,14 @@ test compares what a client got with what the server answers plain JSON: every o
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from tests.conftest import REPO_ROOT
 from tests.server import ok_json
 
 # `multi`: sum = features + shift per row ([[2, 3, 4], [6, 7, 8]]), count = 3 per row
@@ -39,3 +43,13 @@ def v2_tensors(client: httpx.Client, path: str, inputs: list[dict[str, Any]]) ->
             "data": data,
         }
     return tensors
+
+
+def run_client(command: Sequence[str], timeout: float = 120) -> dict[str, Any]:
+    """Runs a client script in a process of its own; what it printed last, as JSON."""
+    done = subprocess.run(
+        list(command), cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert done.returncode == 0, f"{command} failed:\n{done.stdout}\n{done.stderr}"
+    answers: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answers

@@ -5,15 +5,13 @@ requests made here."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.client_answers import MULTI_INPUTS, latin1, v2_tensors
+from tests.client_answers import MULTI_INPUTS, latin1, run_client, v2_tensors
 from tests.conftest import REPO_ROOT
 from tests.kserve_venv import kserve_python
 from tests.server import error_message, grpc_target, ok_json
@@ -28,17 +26,7 @@ ANY_BYTES = [b"abc", "h\u00e9".encode(), b"\xff\x00z"]
 def run_kserve_clients(server: str) -> dict[str, Any]:
     python = kserve_python("whose inference clients this test drives")
     # -I: the script's imports come from the SDK's venv only (not this repository)
-    done = subprocess.run(
-        [str(python), "-I", str(SCRIPT), server, grpc_target(server)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, f"{SCRIPT.name} failed:\n{done.stdout}\n{done.stderr}"
-    answers: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return answers
+    return run_client([str(python), "-I", str(SCRIPT), server, grpc_target(server)], 180)
 
 
 @pytest.fixture(scope="module")

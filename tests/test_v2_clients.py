@@ -5,8 +5,6 @@ KServe's SDK clients: tests/test_kserve_clients.py."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from typing import Any
 
@@ -14,26 +12,15 @@ import httpx
 from google.protobuf import json_format
 from tritonclient.grpc import service_pb2
 
-from tests.client_answers import MULTI_INPUTS, v2_tensors
-from tests.conftest import REPO_ROOT
+from tests.client_answers import MULTI_INPUTS, run_client, v2_tensors
 from tests.server import error_message, grpc_target, ok_json
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
 
-def run_client(module: str, address: str) -> dict[str, Any]:
+def run_module(module: str, address: str) -> dict[str, Any]:
     """`python -m module address` (HOST:PORT); what it printed last, as JSON."""
-    done = subprocess.run(
-        [sys.executable, "-m", module, address],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"{module} failed:\n{done.stdout}\n{done.stderr}"
-    answers: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return answers
+    return run_client([sys.executable, "-m", module, address])
 
 
 def json_outputs(client: httpx.Client, model: str, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -42,7 +29,7 @@ def json_outputs(client: httpx.Client, model: str, inputs: list[dict[str, Any]])
 
 
 def test_tritonclient_http_with_its_defaults(server: str, client: httpx.Client) -> None:
-    got = run_client("tests.clients.tritonclient_http", server.removeprefix("http://"))
+    got = run_module("tests.clients.tritonclient_http", server.removeprefix("http://"))
     assert got["live"] is True and got["ready"] is True
     assert "binary_tensor_data" in got["extensions"]
     assert got["multi_config"] == ok_json(client.get("/v2/models/multi/config"))
@@ -82,7 +69,7 @@ def count(stats: dict[str, Any], *path: str) -> int:
 
 
 def test_tritonclient_grpc_with_its_defaults(server: str, client: httpx.Client) -> None:
-    got = run_client("tests.clients.tritonclient_grpc", grpc_target(server))
+    got = run_module("tests.clients.tritonclient_grpc", grpc_target(server))
     # right after the script, before this test's own requests: the counts the script left
     rest_stats = ok_json(client.get("/v2/models/multi/stats"))
     assert got["live"] is True and got["ready"] is True

@@ -15,6 +15,7 @@ from google.protobuf import message
 from google.protobuf.message import DecodeError
 
 from service.core.decoding import Decoder
+from service.core.dtypes import Arrays
 from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
 from service.errors import (
@@ -54,6 +55,15 @@ class Servicer:
                 f"({self.max_message_bytes}); ask for fewer rows, or fewer outputs "
                 "(output_filter)"
             )
+
+    async def serialized(self, outputs: Arrays, build: Callable[[], message.Message]) -> bytes:
+        """The answer `build` makes for `outputs`, serialized off the event loop when large;
+        refused before the work when the outputs alone are too large to send."""
+        size = sum(array.nbytes for array in outputs.values())
+        self.check_answer_size(size)
+        answer: bytes = await self.decoder.run(size, lambda: build().SerializeToString())
+        self.check_answer_size(len(answer))
+        return answer
 
     async def parse(
         self, kind: type[M], raw: bytes, *, split_strings: bool = True

@@ -83,19 +83,15 @@ class PredictionServicer(Servicer, prediction_service_pb2_grpc.PredictionService
             check_outputs(signature, wanted, field="output_filter")
             check_wanted(context)  # the model is the costliest stage: not for nobody
             outputs = await call.predict(signature.name, inputs, wanted, timeout_ms(context))
-        size = sum(array.nbytes for array in outputs.values())
-        self.check_answer_size(size)  # before the work of encoding it
 
-        def encode() -> bytes:
+        def build() -> predict_pb2.PredictResponse:
             spec = _answered_spec(call, signature.name)
             response = predict_pb2.PredictResponse(model_spec=spec)
             for name, proto in grpc_codec.encode_outputs(outputs).items():
                 response.outputs[name].CopyFrom(proto)
-            return cast(bytes, response.SerializeToString())
+            return response
 
-        answer = await self.decoder.run(size, encode)
-        self.check_answer_size(len(answer))
-        return answer
+        return await self.serialized(outputs, build)
 
     @observed
     async def GetModelMetadata(  # noqa: N802

@@ -6,7 +6,7 @@ inference core: the same batchers, deadlines, metrics, API keys and TLS as every
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
@@ -112,18 +112,12 @@ class InferenceServicer(Servicer):
             check_wanted(context)
             deadline_ms = _earlier(timeout_ms(context), envelope.timeout_ms)
             outputs = await call.predict(signature.name, inputs, envelope.output_names, deadline_ms)
-        size = sum(array.nbytes for array in outputs.values())
-        self.check_answer_size(size)
-
-        def encode() -> bytes:
-            response = v2_codec.encode_response(
+        return await self.serialized(
+            outputs,
+            lambda: v2_codec.encode_response(
                 request, outputs, call.model, call.version, envelope.raw
-            )
-            return cast(bytes, response.SerializeToString())
-
-        answer = await self.decoder.run(size, encode)
-        self.check_answer_size(len(answer))
-        return answer
+            ),
+        )
 
     @observed
     async def RepositoryIndex(  # noqa: N802
