@@ -325,11 +325,23 @@ def gateway_server(
 
 
 @contextmanager
-def triton(python: Path, models: list[str], workdir: Path) -> Iterator[Server]:
+def triton(
+    python: Path,
+    models: list[str],
+    workdir: Path,
+    *,
+    grpc_port: int | None = None,
+    model_dir: Path | None = None,
+) -> Iterator[Server]:
     """The Triton peer (benchmarks/triton_peer.py) serving `models`, run by the interpreter
-    `python` (the Triton venv's), once the server and every model are ready."""
+    `python` (the Triton venv's), once the server and every model are ready; with `grpc_port`
+    its gRPC service too; the models from `model_dir` (a model repository) instead of models/."""
     port = free_port()
     command = [str(python), str(TRITON_PEER), "--port", str(port), "--models", *models]
+    if grpc_port is not None:
+        command += ["--grpc-port", str(grpc_port)]
+    if model_dir is not None:
+        command += ["--model-dir", str(model_dir)]
     # Triton's Python backend stub links libpython: the loader must find the peer's
     # interpreter's (the peer sets it too, when started by hand), not this one's.
     libdir = interpreter_libdir(python)
@@ -684,7 +696,11 @@ def measure(run: Run, endpoint: Endpoint, seconds: float, workdir: Path) -> Run:
 
 def cpu_text(run: Run) -> str:
     """The server's CPU % over the run, with the model process's and the workers' share."""
-    cpu = run.cpu_percent
+    return cpu_shares_text(run.cpu_percent)
+
+
+def cpu_shares_text(cpu: dict[str, float]) -> str:
+    """`cpu_text` of a `ServerProcesses.usage` CPU dict."""
     if not cpu:
         return "-"
     if "worker" not in cpu:

@@ -2,15 +2,18 @@
 
 Each model's `serving_default` signature is a Python callable that PyTriton binds to Triton
 (CPU only) with Triton's dynamic batcher on; inputs and outputs are declared from the signature
-(names, dtypes, shapes without the batch dimension; strings as BYTES). HTTP only (V2 / Open
-Inference Protocol: `POST /v2/models/<m>/infer`), on 127.0.0.1; its statistics endpoint is
-open, for the mean batch size.
+(names, dtypes, shapes without the batch dimension; strings as BYTES). HTTP (V2 / Open
+Inference Protocol: `POST /v2/models/<m>/infer`) on 127.0.0.1, and with `--grpc-port` Triton's
+gRPC service (`inference.GRPCInferenceService`) too; its statistics endpoint is open, for the
+mean batch size. Models come from models/, or from the model repository `--model-dir` names
+(<dir>/<model>/<version>/, a SavedModel per version).
 
 Runs in the Triton venv made by scripts/triton-venv.sh (tensorflow-cpu, nvidia-pytriton, numpy<2:
 nvidia-pytriton 0.7 requires numpy 1), not modelserve's (numpy 2): it imports nothing from
 modelserve. Started by benchmarks/serving.py as its own process with that venv's interpreter
 (--triton-python); by hand, from the repository root:
     .venv-triton/bin/python benchmarks/triton_peer.py --port 8000 --models digits votes
+    [--grpc-port 8001] [--model-dir DIR]
 SIGTERM or SIGINT stops it.
 """
 
@@ -35,9 +38,9 @@ DEFAULT_MAX_BATCH_SIZE = 128
 InferFunc = Callable[..., dict[str, np.ndarray]]
 
 
-def newest_version(model: str) -> Path:
-    version = max(int(p.name) for p in (MODELS / model).iterdir() if p.name.isdigit())
-    return MODELS / model / str(version)
+def newest_version(model: str, model_dir: Path = MODELS) -> Path:
+    version = max(int(p.name) for p in (model_dir / model).iterdir() if p.name.isdigit())
+    return model_dir / model / str(version)
 
 
 def numpy_dtype(tf_dtype: Any) -> type:
@@ -82,12 +85,13 @@ def infer_func(signature: Any) -> InferFunc:
     return infer
 
 
-def bind(triton: Any, model: str) -> None:
+def bind(triton: Any, model: str, model_dir: Path = MODELS) -> None:
     """Loads the model's newest SavedModel and binds its `serving_default` to Triton."""
     import tensorflow as tf
     from pytriton.model_config import DynamicBatcher, ModelConfig
 
-    signature = tf.saved_model.load(str(newest_version(model))).signatures["serving_default"]
+    path = newest_version(model, model_dir)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     _, input_specs = signature.structured_input_signature
     triton.bind(
         model_name=model,
@@ -112,6 +116,15 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (V2 protocol)")
     parser.add_argument("--models", nargs="+", default=["digits", "votes", "sentiment"])
+    parser.add_argument(
+        "--grpc-port", type=int, help="also serve Triton's gRPC service on this port (default: off)"
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=MODELS,
+        help="the model repository: <dir>/<model>/<version>/ (default: models/)",
+    )
     args = parser.parse_args()
     # Triton's Python backend stub links libpython: point the loader at this interpreter's
     # (benchmarks/serving.py has done so already when it started the peer).
@@ -127,8 +140,13 @@ def main() -> None:
         TritonSecurityConfig,
     )
 
+    grpc = {"grpc_address": "127.0.0.1", "grpc_port": args.grpc_port} if args.grpc_port else {}
     config = TritonConfig(
-        http_address="127.0.0.1", http_port=args.port, allow_grpc=False, allow_metrics=False
+        http_address="127.0.0.1",
+        http_port=args.port,
+        allow_grpc=bool(grpc),
+        allow_metrics=False,
+        **grpc,
     )
     # The benchmark reads the batch statistics (GET /v2/models/<m>/stats) without a token.
     security = TritonSecurityConfig(
@@ -137,7 +155,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     with Triton(config=config, security_config=security) as triton:
         for model in args.models:
-            bind(triton, model)
+            bind(triton, model, args.model_dir)
         triton.serve()
 
 
