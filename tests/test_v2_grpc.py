@@ -186,6 +186,15 @@ def test_malformed_requests_are_invalid_argument_with_the_reason(
     assert reason in details, details
 
 
+def test_the_hints_triton_tools_send_are_accepted(stub: Any) -> None:
+    """perf_analyzer asks every request for a final empty response (for streaming models)."""
+    request = multi_request(raw=True)
+    for name in ("triton_enable_empty_final_response", "sequence_start"):
+        request.parameters[name].bool_param = True
+    request.parameters["priority"].int64_param = 1
+    assert len(stub.ModelInfer(request, timeout=30).outputs) == 2
+
+
 def test_raw_and_typed_contents_do_not_mix(stub: Any) -> None:
     request = multi_request(raw=True)
     request.inputs[0].contents.fp32_contents.extend(MULTI_FEATURES.reshape(-1).tolist())
@@ -303,6 +312,11 @@ def test_statistics_count_what_ran_alike_in_rest_and_grpc(stub: Any, client: htt
         after["inference_stats"]["success"]["ns"] >= after["inference_stats"]["compute_infer"]["ns"]
     )
     assert after["last_inference"] / 1000 == pytest.approx(time.time(), abs=60)
+    stages = ("compute_input", "compute_infer", "compute_output")
+    for stage in stages:  # perf_analyzer needs the three stages with the same count
+        assert after["inference_stats"][stage]["count"] == success["count"], stage
+    for batch in after["batch_stats"]:
+        assert len({batch[stage]["count"] for stage in stages}) == 1, batch
     executions = sum(b["compute_infer"]["count"] for b in after["batch_stats"])
     assert executions == after["execution_count"] > before["execution_count"]
     over_grpc = stub.ModelStatistics(

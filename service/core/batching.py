@@ -73,6 +73,16 @@ class DispatchReason(Enum):
     REFILL = "refill"  # held briefly for the clients just answered (see service/core/refill.py)
 
 
+@dataclass(frozen=True)
+class CallTimes:
+    """The stages of one model call, in seconds: the batch's inputs assembled (concatenated and
+    padded), the model run (with its outputs checked), the outputs split among the requests."""
+
+    input: float
+    compute: float
+    output: float
+
+
 @dataclass
 class BatchStats:
     """Counters since load, per batcher: in model status (`as_json`), and in metrics (`total`)."""
@@ -95,12 +105,17 @@ class BatchStats:
     answered: int = 0  # requests answered with outputs
     answered_rows: int = 0
     answered_seconds: float = 0.0  # each one's time from queued to answered
-    compute_seconds: float = 0.0  # each answered request's model call (its batch's)
+    # each answered request's share of its batch's call, stage by stage (CallTimes)
+    input_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    output_seconds: float = 0.0
     failed: int = 0  # requests answered with an error by the model, or past their deadline
     failed_seconds: float = 0.0
-    # successful model calls by (padded) batch size, and their time
+    # successful model calls by (padded) batch size, and their stages' time
     calls_by_size: collections.Counter[int] = field(default_factory=collections.Counter)
-    call_seconds_by_size: dict[int, float] = field(default_factory=dict)
+    input_seconds_by_size: dict[int, float] = field(default_factory=dict)
+    compute_seconds_by_size: dict[int, float] = field(default_factory=dict)
+    output_seconds_by_size: dict[int, float] = field(default_factory=dict)
     last_answered: float = 0.0  # time.time() of the newest answer, 0 before the first
 
     @property
@@ -142,12 +157,18 @@ class BatchStats:
         """The time sums (seconds), for Triton's statistics in a front-end worker."""
         names = (
             "queued", "queue_seconds", "answered", "answered_rows", "answered_seconds",
-            "compute_seconds", "failed", "failed_seconds", "last_answered",
+            "input_seconds", "compute_seconds", "output_seconds", "failed", "failed_seconds",
+            "last_answered",
         )  # fmt: skip
         return {
             **{name: getattr(self, name) for name in names},
-            "calls_by_size": {
-                str(size): [count, self.call_seconds_by_size[size]]
+            "calls_by_size": {  # size: [calls, input, compute, output seconds]
+                str(size): [
+                    count,
+                    self.input_seconds_by_size[size],
+                    self.compute_seconds_by_size[size],
+                    self.output_seconds_by_size[size],
+                ]
                 for size, count in sorted(self.calls_by_size.items())
             },
         }
@@ -156,16 +177,26 @@ class BatchStats:
         self.queued += len(waits)
         self.queue_seconds += sum(waits)
 
-    def note_answered(self, queued_at: Sequence[float], rows: int, size: int, call: float) -> None:
+    def note_answered(
+        self, queued_at: Sequence[float], rows: int, size: int, times: CallTimes
+    ) -> None:
         """Requests queued at `queued_at` (perf_counter), `rows` in all, answered by one model
-        call of `call` seconds on a batch of `size` rows."""
+        call on a batch of `size` rows."""
         now = time.perf_counter()
-        self.answered += len(queued_at)
+        count = len(queued_at)
+        self.answered += count
         self.answered_rows += rows
         self.answered_seconds += sum(now - start for start in queued_at)
-        self.compute_seconds += call * len(queued_at)
+        self.input_seconds += times.input * count
+        self.compute_seconds += times.compute * count
+        self.output_seconds += times.output * count
         self.calls_by_size[size] += 1
-        self.call_seconds_by_size[size] = self.call_seconds_by_size.get(size, 0.0) + call
+        for by_size, seconds in (
+            (self.input_seconds_by_size, times.input),
+            (self.compute_seconds_by_size, times.compute),
+            (self.output_seconds_by_size, times.output),
+        ):
+            by_size[size] = by_size.get(size, 0.0) + seconds
         self.last_answered = time.time()
 
     def note_failed(self, queued_at: Sequence[float]) -> None:
@@ -471,7 +502,9 @@ class Batcher:
         try:
             started = time.perf_counter()
             results = await self._execute(self.pool.runners[index], inputs, deadline, outputs)
-            self.stats.note_answered([queued_at], rows, rows, time.perf_counter() - started)
+            # alone: nothing to assemble or split
+            times = CallTimes(0.0, time.perf_counter() - started, 0.0)
+            self.stats.note_answered([queued_at], rows, rows, times)
         except ServingError:
             self.stats.note_failed([queued_at])
             raise
@@ -607,6 +640,7 @@ class Batcher:
         for pending in group:
             pending.batch_rows = rows
         size = self._padded_size(rows)
+        assembling = time.perf_counter()
         inputs = _assemble([p.inputs for p in group], rows, size)
         deadline = max(p.deadline for p in group)  # the most patient request's
         started = time.perf_counter()
@@ -625,14 +659,15 @@ class Batcher:
         except ServingError as exc:
             self._fail(group, exc)
             return
-        queued_at = [p.queued_at for p in group]
-        self.stats.note_answered(queued_at, rows, size, time.perf_counter() - started)
+        ran = time.perf_counter()
         start = 0
         for pending in group:
             end = start + pending.rows
             if not pending.future.done():
                 pending.future.set_result({k: v[start:end] for k, v in outputs.items()})
             start = end
+        times = CallTimes(started - assembling, ran - started, time.perf_counter() - ran)
+        self.stats.note_answered([p.queued_at for p in group], rows, size, times)
 
     def _expire(self, group: list[_Pending]) -> bool:
         """504 instead of a retry nobody would wait for; True if every request is late."""

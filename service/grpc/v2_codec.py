@@ -37,8 +37,17 @@ CONTENTS_FIELDS = {
     "BYTES": "bytes_contents",
 }
 _V2_DATATYPES = {entry.numpy: entry.v2_name for entry in DTYPES}
-# Request parameters Triton's clients send that change nothing here (scheduling hints).
-_IGNORED_PARAMETERS = frozenset({"priority", "sequence_id", "sequence_start", "sequence_end"})
+# Request parameters Triton's clients and tools send that change nothing here: scheduling hints,
+# and perf_analyzer's request for a final empty response of a decoupled (streaming) model.
+_IGNORED_PARAMETERS = frozenset(
+    {
+        "priority",
+        "sequence_id",
+        "sequence_start",
+        "sequence_end",
+        "triton_enable_empty_final_response",
+    }
+)
 
 
 @dataclass(frozen=True)

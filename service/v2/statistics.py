@@ -8,10 +8,11 @@ What each field holds here:
 - `success`: requests answered with outputs, and their time from entering the batch queue to
   the answer; `fail`: requests answered with a model error or past their deadline.
 - `queue`: time from entering the batch queue to leaving it for the model.
-- `compute_infer`: each answered request's model call (its whole batch's call: assembling the
-  inputs, running the model, checking the outputs). modelserve does not time the input and output
-  stages apart, so `compute_input` and `compute_output` are not reported.
-- `batch_stats`: successful model calls per (padded) batch size, and their time.
+- `compute_input`, `compute_infer`, `compute_output`: each answered request's share of its batch's
+  model call, by stage: the batch's inputs assembled (concatenated, padded); the model run, its
+  outputs checked; the outputs split among the requests. A request run alone (batching off)
+  has nothing to assemble or split: its input and output stages take 0 ns.
+- `batch_stats`: successful model calls per (padded) batch size, and their stages' time.
 Time is counted by the model process, from when a request reaches its batcher: HTTP, gRPC and
 decoding in the front end are in modelserve's Prometheus metrics, not here."""
 
@@ -52,28 +53,37 @@ def version_statistics(servable: Servable) -> dict[str, Any]:
     def total(name: str) -> Any:
         return sum(timing[name] for timing in timings)
 
-    by_size: dict[int, list[float]] = {}
+    by_size: dict[int, list[float]] = {}  # size: [calls, input, compute, output seconds]
     for timing in timings:
-        for size, (count, seconds) in timing["calls_by_size"].items():
-            entry = by_size.setdefault(int(size), [0, 0.0])
-            entry[0] += count
-            entry[1] += seconds
+        for size, entry in timing["calls_by_size"].items():
+            summed = by_size.setdefault(int(size), [0, 0.0, 0.0, 0.0])
+            for index, value in enumerate(entry):
+                summed[index] += value
     last = max((timing["last_answered"] for timing in timings), default=0.0)
     return {
         "name": servable.model,
         "version": str(servable.version),
         "last_inference": round(last * 1000),  # ms since the epoch; 0: never
         "inference_count": total("answered_rows"),
-        "execution_count": sum(count for count, _ in by_size.values()),
+        "execution_count": int(sum(entry[0] for entry in by_size.values())),
         "inference_stats": {
             "success": _duration(total("answered"), total("answered_seconds")),
             "fail": _duration(total("failed"), total("failed_seconds")),
             "queue": _duration(total("queued"), total("queue_seconds")),
+            "compute_input": _duration(total("answered"), total("input_seconds")),
             "compute_infer": _duration(total("answered"), total("compute_seconds")),
+            "compute_output": _duration(total("answered"), total("output_seconds")),
         },
         "batch_stats": [
-            {"batch_size": size, "compute_infer": _duration(int(count), seconds)}
-            for size, (count, seconds) in sorted(by_size.items())
+            {
+                "batch_size": size,
+                "compute_input": _duration(int(calls), input_seconds),
+                "compute_infer": _duration(int(calls), compute_seconds),
+                "compute_output": _duration(int(calls), output_seconds),
+            }
+            for size, (calls, input_seconds, compute_seconds, output_seconds) in sorted(
+                by_size.items()
+            )
         ],
     }
 
