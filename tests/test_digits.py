@@ -26,7 +26,13 @@ def test_smoke_training_exports_a_working_model(fake_mnist: Path, tmp_path: Path
     assert card["data"]["limited_to"] == 200
     serving = card["signatures"]["serving_default"]
     assert serving["inputs"]["image"] == {"dtype": "float32", "shape": [None, 28, 28, 1]}
-    for plot in ("training_curves.png", "confusion_matrix.png"):
+    calibration = card["metrics"]["calibration"]
+    assert 0.05 <= calibration["temperature"] <= 20
+    assert calibration["validation_nll_after"] <= calibration["validation_nll_before"] + 1e-9
+    assert {"test_ece_before", "test_ece_after", "test_nll_before", "test_nll_after"} <= set(
+        calibration
+    )
+    for plot in ("training_curves.png", "confusion_matrix.png", "reliability.png"):
         assert (version_dir / "assets.extra" / plot).stat().st_size > 1000
 
     loaded = tf.saved_model.load(str(version_dir))
