@@ -20,6 +20,11 @@ MODELS_DIR = REPO_ROOT / "models"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+def shipped_version(model: str) -> int:
+    """The version of `model` committed in models/ (the repository keeps only the newest)."""
+    return max(int(p.name) for p in (MODELS_DIR / model).iterdir() if p.name.isdigit())
+
+
 def write_fake_mnist(path: Path, n_train: int = 256, n_test: int = 64, seed: int = 0) -> Path:
     """An npz in Keras' MNIST layout: each digit drawn as a bright bar at a class-specific row,
     so it is learnable in a few steps but is not MNIST."""

@@ -12,6 +12,7 @@ Servers (each loads its models once):
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
@@ -29,7 +30,9 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from service.settings import Settings
-from tests.conftest import MODELS_DIR, encode, png
+from service.tasks.mnist_format import mnist_pixels
+from service.tasks.routes import UNCERTAIN_BELOW
+from tests.conftest import MODELS_DIR, encode, png, shipped_version
 from tests.saved_models import copy_versions, write_config
 from tests.server import error_message, mentions, ok_json, running_server
 from tests.task_models import (
@@ -250,12 +253,16 @@ def test_digit_uploads_are_recognised_in_order(
     # a client that does not say the type (curl -F without ;type=) is fine too
     parts[3] = file_part("mnist-3.png", ink_on_paper(x[3]), GENERIC)
     body = ok(shipped.post(DIGITS, files=parts))
-    assert (body["model"], body["version"]) == ("digits", 1)
+    assert (body["model"], body["version"]) == ("digits", shipped_version("digits"))
     predictions = body["predictions"]
     assert [p["file"] for p in predictions] == [f"mnist-{i}.png" for i in indices]
     assert [p["digit"] for p in predictions] == [int(y[i]) for i in indices]
     for prediction in predictions:
-        assert set(prediction) == {"file", "digit", "confidence", "probabilities"}
+        assert set(prediction) == {
+            "file", "digit", "confidence", "probabilities", "uncertain", "model_input"
+        }  # fmt: skip
+        assert prediction["model_input"] is None  # only with ?show_input=true
+        assert prediction["uncertain"] is (prediction["confidence"] < UNCERTAIN_BELOW)
         assert_probabilities(prediction["probabilities"], 10)
         assert prediction["confidence"] == max(prediction["probabilities"])
         assert prediction["probabilities"][prediction["digit"]] == prediction["confidence"]
@@ -267,7 +274,7 @@ def test_digit_arrays_match_the_tf_serving_api_on_the_same_model(
     x, y = mnist
     images = x[:8]
     body = ok(shipped.post(DIGITS, json={"images": images.tolist()}))
-    assert (body["model"], body["version"]) == ("digits", 1)
+    assert (body["model"], body["version"]) == ("digits", shipped_version("digits"))
     predictions = body["predictions"]
     assert [p["digit"] for p in predictions] == y[:8].tolist()
     assert [p["file"] for p in predictions] == [None] * 8
@@ -291,6 +298,47 @@ def test_digit_arrays_without_a_content_type_are_json(
     assert "content-type" not in response.request.headers
     answer = ok(response)
     assert answer["predictions"][0]["digit"] == int(y[7])
+
+
+def test_digits_show_the_28x28_image_the_model_saw(
+    shipped: httpx.Client, mnist: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """An upload's preview is mnist_pixels of the same picture; a JSON array's is the array."""
+    x, _ = mnist
+    parts = [*digit_parts(x, [4]), file_part("light-on-dark.png", png(x[5]))]
+    uploaded = ok(shipped.post(DIGITS, params={"show_input": "true"}, files=parts))
+    arrays = ok(
+        shipped.post(DIGITS, params={"show_input": "true"}, json={"images": [x[6].tolist()]})
+    )
+    previews = [p["model_input"] for p in uploaded["predictions"] + arrays["predictions"]]
+    expected = [
+        mnist_pixels(Image.open(io.BytesIO(ink_on_paper(x[4])))),
+        mnist_pixels(Image.open(io.BytesIO(png(x[5])))),
+        x[6],
+    ]
+    for preview, pixels in zip(previews, expected, strict=True):
+        prefix, _, encoded = preview.partition(",")
+        assert prefix == "data:image/png;base64"
+        shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+        assert shown.dtype == np.uint8 and shown.shape == (28, 28)
+        np.testing.assert_array_equal(shown, pixels)
+
+
+def test_uncertain_answers_are_flagged(
+    shipped: httpx.Client, mnist: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Clear MNIST digits are answered with confidence; scribbles that are no digit are not."""
+    x, _ = mnist
+    rng = np.random.default_rng(5)
+    scribbles = [(rng.random((28, 28)) < 0.25).astype(np.uint8) * 255 for _ in range(8)]
+    body = ok(
+        shipped.post(DIGITS, json={"images": [*x.tolist(), *(s.tolist() for s in scribbles)]})
+    )
+    flags = [p["uncertain"] for p in body["predictions"]]
+    for prediction in body["predictions"]:
+        assert prediction["uncertain"] is (prediction["confidence"] < UNCERTAIN_BELOW)
+    assert not any(flags[: len(x)])
+    assert sum(flags[len(x) :]) >= len(scribbles) // 2, body["predictions"][len(x) :]
 
 
 def _with_pixel(x: np.ndarray, value: Any) -> dict[str, Any]:

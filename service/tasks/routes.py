@@ -41,6 +41,7 @@ from service.tasks import schemas
 from service.tasks.imagenet_format import imagenet_pixels
 from service.tasks.mnist_format import BlankImageError, mnist_pixels
 from service.tasks.model_assets import assets_of, require_interface, require_labels
+from service.tasks.previews import png_data_url
 from service.tasks.uploads import is_multipart, read_uploads, require_files
 
 router = APIRouter(prefix="/api/v1", tags=["task API"], default_response_class=JSONBody)
@@ -105,6 +106,10 @@ IMAGES = Task(
 SENTIMENT = Task("sentiment", DEFAULT_SIGNATURE, "text", classes=2)
 PARTY = Task("votes", DEFAULT_SIGNATURE, "votes", classes=2)
 
+# A digit answered with less confidence is flagged: the digits model's probabilities are
+# temperature-scaled (its card), so below 0.8 it is right less than about 80 % of the time.
+UNCERTAIN_BELOW = 0.8
+
 # The votes model's input encoding (its model card: yes = +1, no = -1, not voted = 0).
 VOTE_VALUES = {"y": 1.0, "n": -1.0, "?": 0.0}
 
@@ -116,10 +121,18 @@ VOTE_VALUES = {"y": 1.0, "n": -1.0, "?": 0.0}
     responses=ERRORS,
     openapi_extra=schemas.json_body_doc(schemas.DigitArrays, **schemas.FILES_CONTENT),
 )
-async def digits(request: Request, core: Core, version: VersionQuery = None) -> Any:
+async def digits(
+    request: Request,
+    core: Core,
+    version: VersionQuery = None,
+    show_input: Annotated[
+        bool, Query(description="Answer each 28x28 image the model saw, as a PNG data URL.")
+    ] = False,
+) -> Any:
     """Upload photos or drawings of digits (any size, dark ink on light paper or light on dark)
     as `file` fields; each is converted to MNIST's format (grayscale, ink white on black, fit to
-    20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format."""
+    20x20, centred by centre of mass in 28x28). Or send JSON arrays already in that format.
+    An answer whose (calibrated) confidence is below 80 % is marked `uncertain`."""
     async with _admitted(request, core, DIGITS, version) as admitted:
         if is_multipart(request):
             names, pixels = await _uploaded_images(request, admitted, _mnist_digit)
@@ -145,8 +158,10 @@ async def digits(request: Request, core: Core, version: VersionQuery = None) -> 
                 digit=int(labels[int(row.argmax())]),
                 confidence=_float(row.max()),
                 probabilities=_floats(row),
+                uncertain=bool(row.max() < UNCERTAIN_BELOW),
+                model_input=png_data_url(image) if show_input else None,
             )
-            for name, row in zip(names, probabilities, strict=True)
+            for name, row, image in zip(names, probabilities, pixels, strict=True)
         ],
     )
 

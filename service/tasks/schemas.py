@@ -109,6 +109,12 @@ class DigitPrediction(_Documented):
     """Probability of `digit`."""
     probabilities: list[float]
     """Probabilities of the digits 0..9."""
+    uncertain: bool
+    """True when `confidence` is below 0.8 (the model's probabilities are calibrated): the
+    picture may not show one clear digit, so take `digit` as a guess."""
+    model_input: str | None = None
+    """With `?show_input=true`: the 28x28 image the model saw (after the picture was converted
+    to MNIST's format), as a PNG data URL; null otherwise."""
 
 
 class DigitsAnswer(TaskAnswer):
@@ -121,6 +127,8 @@ class DigitsAnswer(TaskAnswer):
             "digit": 7,
             "confidence": 0.9991,
             "probabilities": [0, 0, 0.0004, 0.0001, 0, 0, 0, 0.9991, 0, 0.0004],
+            "uncertain": False,
+            "model_input": None,
         },
     )
 
