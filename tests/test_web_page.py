@@ -363,6 +363,21 @@ def test_drawn_digit_is_recognised(tab: Tab, digit: int) -> None:
     page.locator("#digit-predict").click()
     result = expect_answer(page, "digit", str(digit), "digits", 10)
     expect(result).to_contain_text("confident")
+    expect(page.locator("#digit-uncertain")).to_have_count(0)
+    expect_model_input_shown(page)
+
+
+def expect_model_input_shown(page: Page) -> None:
+    """The 28x28 image the model read is shown (at a readable size) beside the picture sent."""
+    seen = page.locator("#digit-model-input")
+    expect(seen).to_be_visible()
+    natural = seen.evaluate("img => [img.naturalWidth, img.naturalHeight, img.complete]")
+    assert natural == [28, 28, True]
+    box = seen.bounding_box()
+    assert box is not None and box["width"] >= 56, box  # scaled up, not 28 px
+    sent = page.locator(".digit-preview img").first
+    expect(sent).to_be_visible()
+    assert sent.evaluate("img => img.naturalWidth > 0 && img.complete")
 
 
 def test_digit_pad_predicts_when_drawing_stops_and_clears(tab: Tab) -> None:
@@ -381,6 +396,7 @@ def test_digit_pad_predicts_when_drawing_stops_and_clears(tab: Tab) -> None:
 def test_digit_from_a_picture(tab: Tab) -> None:
     tab.page.locator("#digit-file").set_input_files(FIXTURES / "mnist" / "test0000_label7.png")
     expect(tab.page.locator("#digit-value")).to_have_text("7")
+    expect_model_input_shown(tab.page)
 
 
 # --- reviews, votes, photos -------------------------------------------------------------------

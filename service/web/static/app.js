@@ -242,13 +242,44 @@ async function showModelStatus() {
 
 // --- digits ----------------------------------------------------------------------------------
 
-function digitAnswer(output, reply) {
-  const { digit, confidence, probabilities } = reply.predictions[0];
-  return output.answer(reply, {
+// The task API answers the 28x28 image the model read; shown beside what was sent, so a
+// wrong answer can be traced to the picture's conversion.
+const DIGITS_PATH = "/api/v1/digits?show_input=true";
+
+/** `sent`: a URL of the picture sent (a drawing's PNG, or the chosen file). */
+function digitAnswer(output, reply, sent) {
+  const { digit, confidence, probabilities, uncertain, model_input: seen } = reply.predictions[0];
+  const nodes = output.answer(reply, {
     value: String(digit),
     confidence,
     bars: probabilities.map((p, d) => ({ label: String(d), value: p, top: d === digit })),
   });
+  const extra = [];
+  if (uncertain) {
+    const note = element("p", "warning", "Not sure: this may not be one clear digit.");
+    note.id = "digit-uncertain";
+    extra.push(note);
+  }
+  if (seen) extra.push(digitPreview(sent, seen));
+  nodes.splice(1, 0, ...extra);
+  return nodes;
+}
+
+function digitPreview(sent, seen) {
+  const figure = element("figure", "digit-preview");
+  const original = element("img");
+  original.src = sent;
+  original.alt = "The picture sent";
+  const read = element("img", "model-input");
+  read.id = "digit-model-input";
+  read.src = seen;
+  read.alt = "The 28 by 28 image the model read";
+  figure.append(
+    original,
+    read,
+    element("figcaption", "", "Sent (left) and what the model read: 28×28, ink white on black"),
+  );
+  return figure;
 }
 
 function setUpDigits() {
@@ -258,6 +289,7 @@ function setUpDigits() {
   let stroke = null; // {pointerId, x, y} while a finger, pen or mouse button is down
   let hasInk = false;
   let autoPredict = 0;
+  let sentUrl = null; // the chosen file's object URL, while its preview may show
 
   function clearCanvas() {
     context.fillStyle = PAPER;
@@ -291,12 +323,13 @@ function setUpDigits() {
       output.fail("Draw a digit first.");
       return;
     }
+    const drawing = canvas.toDataURL("image/png");
     output.run(
       () =>
         new Promise((resolve) => canvas.toBlob(resolve, "image/png")).then((png) =>
-          postFile("/api/v1/digits", png, "digit.png"),
+          postFile(DIGITS_PATH, png, "digit.png"),
         ),
-      (reply) => digitAnswer(output, reply),
+      (reply) => digitAnswer(output, reply, drawing),
     );
   }
 
@@ -332,9 +365,12 @@ function setUpDigits() {
     const [file] = event.target.files;
     if (!file) return;
     clearTimeout(autoPredict);
+    if (sentUrl) URL.revokeObjectURL(sentUrl);
+    sentUrl = URL.createObjectURL(file);
+    const shown = sentUrl;
     output.run(
-      () => postFile("/api/v1/digits", file, file.name),
-      (reply) => digitAnswer(output, reply),
+      () => postFile(DIGITS_PATH, file, file.name),
+      (reply) => digitAnswer(output, reply, shown),
     );
   });
   clearCanvas();
