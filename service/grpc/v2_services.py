@@ -67,13 +67,7 @@ class InferenceServicer(Servicer):
         self, request: service_pb2.ModelMetadataRequest, context: Context, record: RequestRecord
     ) -> service_pb2.ModelMetadataResponse:
         ref = _addressed(request.name, request.version)
-        servable = self.core.resolve(ref, record)
-        if ref.version is None:
-            statuses = self.core.statuses(ref, record)
-            versions = [str(v.version) for v in statuses if v.state == VersionState.AVAILABLE]
-        else:
-            versions = [str(servable.version)]
-        answer = metadata.model_metadata(servable, versions)
+        answer = metadata.addressed_metadata(self.core, ref, record)
         return json_format.ParseDict(answer, service_pb2.ModelMetadataResponse())
 
     @observed

@@ -13,8 +13,6 @@ from starlette.responses import Response
 
 from service.core.dtypes import BY_V2_NAME
 from service.core.inference import Call, ModelRef, parse_version
-from service.core.routing import Servable
-from service.core.servable import VersionState
 from service.errors import UnavailableError
 from service.http import v2_binary
 from service.http import v2_codec as codec
@@ -120,18 +118,14 @@ async def all_statistics(request: Request, core: Core) -> JSONBody:
 
 @_metadata_route("/models/{model}", summary="Model metadata (newest available version)")
 async def model_metadata(model: str, request: Request, core: Core) -> JSONBody:
-    record = request_record(request)
-    servable = core.resolve(ModelRef(model), record)
-    statuses = core.statuses(ModelRef(model), record)
-    versions = [str(v.version) for v in statuses if v.state == VersionState.AVAILABLE]
-    return _metadata(servable, versions)
+    ref = ModelRef(model)
+    return JSONBody(v2_metadata.addressed_metadata(core, ref, request_record(request)))
 
 
 @_metadata_route("/models/{model}/versions/{version}", summary="Model metadata of one version")
 async def version_metadata(model: str, version: str, request: Request, core: Core) -> JSONBody:
     ref = ModelRef(model, parse_version(version))
-    servable = core.resolve(ref, request_record(request))
-    return _metadata(servable, [str(servable.version)])
+    return JSONBody(v2_metadata.addressed_metadata(core, ref, request_record(request)))
 
 
 @_metadata_route("/models/{model}/config", summary="Model configuration (Triton's extension)")
@@ -159,10 +153,6 @@ async def model_statistics(model: str, request: Request, core: Core) -> JSONBody
 async def version_statistics(model: str, version: str, request: Request, core: Core) -> JSONBody:
     ref = ModelRef(model, parse_version(version))
     return JSONBody(await v2_statistics.statistics(core, ref, request_record(request)))
-
-
-def _metadata(servable: Servable, versions: list[str]) -> JSONBody:
-    return JSONBody(v2_metadata.model_metadata(servable, versions))
 
 
 @_ready_route("/models/{model}/ready", summary="Is the model ready (200) or not (503)?")

@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from service import __version__
+from service.core.inference import InferenceCore, ModelRef
+from service.core.record import RequestRecord
 from service.core.routing import Servable
+from service.core.servable import VersionState
 from service.core.signatures import DEFAULT_SIGNATURE, TensorInfo
 
 SERVER_NAME = "modelserve"
@@ -17,6 +20,17 @@ PLATFORM = "tensorflow_savedmodel"
 
 def server_metadata() -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+
+def addressed_metadata(core: InferenceCore, ref: ModelRef, record: RequestRecord) -> dict[str, Any]:
+    """The metadata of the version `ref` addresses; without a version, the newest one's, listing
+    every available version."""
+    servable = core.resolve(ref, record)
+    if ref.version is not None:
+        return model_metadata(servable, [str(servable.version)])
+    statuses = core.statuses(ref, record)
+    available = [str(v.version) for v in statuses if v.state == VersionState.AVAILABLE]
+    return model_metadata(servable, available)
 
 
 def model_metadata(servable: Servable, versions: list[str]) -> dict[str, Any]:
