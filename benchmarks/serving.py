@@ -1112,13 +1112,8 @@ def pyplot() -> Any:
     return plt
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", nargs="+", default=["digits", "votes", "sentiment"])
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
+def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
+    """--no-triton and --triton-python, as every benchmark with the Triton peer takes them."""
     parser.add_argument("--no-triton", action="store_true", help="skip the Triton peer")
     parser.add_argument(
         "--triton-python",
@@ -1128,6 +1123,16 @@ def main() -> None:
         help="the interpreter of the Triton peer's venv (scripts/triton-venv.sh; default: "
         f"{TRITON_PYTHON.relative_to(ROOT)} when it exists)",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["digits", "votes", "sentiment"])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
+    add_triton_arguments(parser)
     parser.add_argument("--connections", nargs="+", type=int, default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
     parser.add_argument(

@@ -68,9 +68,9 @@ from serving import (  # benchmarks/ is on sys.path
     BINARY_HEADER,
     MODELS,
     ROOT,
-    TRITON_PYTHON,
     Server,
     ServerProcesses,
+    add_triton_arguments,
     batching_for,
     cpu_shares_text,
     describe_run,
@@ -541,14 +541,7 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--duration", type=float, default=8, help="seconds per timed run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--no-triton", action="store_true", help="skip the Triton peer")
-    parser.add_argument(
-        "--triton-python",
-        type=Path,
-        default=TRITON_PYTHON if TRITON_PYTHON.exists() else None,
-        metavar="PATH",
-        help="the interpreter of the Triton peer's venv (scripts/triton-venv.sh)",
-    )
+    add_triton_arguments(parser)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     missing_tools = [t for t in ("wrk", "h2load") if shutil.which(t) is None]
