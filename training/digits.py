@@ -23,6 +23,7 @@ from training.calibration import (
     plot_reliability,
 )
 from training.data import DataNotFoundError, keras_download, locate_data
+from training.digit_outliers import KINDS, outliers
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions, keras_verbosity
 
@@ -36,6 +37,9 @@ MNIST_SOURCE = "MNIST (LeCun, Cortes, Burges), http://yann.lecun.com/exdb/mnist/
 DEFAULT_EPOCHS = 15
 DEFAULT_BATCH_SIZE = 128
 VALIDATION_SIZE = 5000
+OUTLIER_SHARE = 0.1  # outliers added to the training set, per training image
+OUTLIERS_PER_KIND = 500  # fresh outliers of each kind the card measures the model on
+UNCERTAIN_BELOW = 0.8  # the task API's threshold (service.tasks.routes), measured in the card
 TARGET_ACCURACY = 0.993
 
 
@@ -133,25 +137,32 @@ def train(options: TrainOptions) -> Path:
     val_idx, train_idx = order[:n_val], order[n_val:]
     x_train, y_train = to_model_input(x_all[train_idx]), y_all[train_idx].astype(np.int64)
     x_val, y_val = to_model_input(x_all[val_idx]), y_all[val_idx].astype(np.int64)
+    # Outlier exposure: pictures that are no digit, trained towards the uniform answer.
+    n_outliers = int(OUTLIER_SHARE * len(x_train))
+    exposed = outliers(n_outliers, x_all[train_idx], options.seed)
+    x_fit = np.concatenate([x_train, to_model_input(exposed)])
+    targets = np.concatenate(
+        [np.eye(10, dtype=np.float32)[y_train], np.full((n_outliers, 10), 0.1, np.float32)]
+    )
 
     train_ds = (
-        tf.data.Dataset.from_tensor_slices((x_train, y_train))
-        .shuffle(len(x_train), seed=options.seed)
+        tf.data.Dataset.from_tensor_slices((x_fit, targets))
+        .shuffle(len(x_fit), seed=options.seed)
         .map(_random_shift, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )
-    steps = epochs * int(np.ceil(len(x_train) / batch_size))
+    steps = epochs * int(np.ceil(len(x_fit) / batch_size))
     model = build_model()
     model.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, steps)),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+        loss="categorical_crossentropy",
+        metrics=[accuracy],
     )
     history = model.fit(
         train_ds,
         epochs=epochs,
-        validation_data=(x_val, y_val),
+        validation_data=(x_val, np.eye(10, dtype=np.float32)[y_val]),
         shuffle=False,  # the dataset shuffles itself
         verbose=keras_verbosity(),
     ).history
@@ -176,6 +187,7 @@ def train(options: TrainOptions) -> Path:
             "calibration": _calibration_card(
                 calibration, uncalibrated, loaded, x_test, y_test, extra
             ),
+            "uncertainty": _uncertainty_card(loaded, x_test, options.seed + 1),
         }
 
     card = _card(options, mnist.path, epochs, batch_size, history, len(x_train))
@@ -183,6 +195,48 @@ def train(options: TrainOptions) -> Path:
         name=NAME, model=model, serving_fn=serve, labels=LABELS, card=card, evaluate=evaluate
     )
     return export_trained(request, options, history, "digits: MNIST CNN")
+
+
+def accuracy(y_true: Any, y_pred: Any) -> Any:
+    """Arg-max accuracy over the digits of a batch; the outliers (uniform targets) have no
+    right answer and are left out."""
+    import tensorflow as tf
+
+    is_digit = tf.reduce_max(y_true, axis=1) > 0.5
+    right = tf.equal(tf.argmax(y_true, axis=1), tf.argmax(y_pred, axis=1)) & is_digit
+    digits = tf.maximum(tf.reduce_sum(tf.cast(is_digit, tf.float32)), 1.0)
+    return tf.reduce_sum(tf.cast(right, tf.float32)) / digits
+
+
+def _probabilities(loaded: Any, images: np.ndarray) -> np.ndarray:
+    signature = loaded.signatures["serving_default"]
+    return np.concatenate(
+        [
+            signature(image=to_model_input(images[start : start + 1000]))["probabilities"]
+            for start in range(0, len(images), 1000)
+        ]
+    )
+
+
+def _uncertainty_card(loaded: Any, test_images: np.ndarray, seed: int) -> dict[str, Any]:
+    """How often the exported model is unsure (top probability below UNCERTAIN_BELOW, as the
+    task API flags it): on the test digits (false alarms) and on fresh outliers of each kind,
+    made from the test digits with a seed the training did not use."""
+    per_kind = {}
+    for index, kind in enumerate(KINDS):
+        rng = np.random.default_rng([seed, index])
+        pictures = np.stack([kind(rng, test_images) for _ in range(OUTLIERS_PER_KIND)])
+        per_kind[kind.__name__] = _unsure_share(_probabilities(loaded, pictures))
+    return {
+        "threshold": UNCERTAIN_BELOW,
+        "test_digits_flagged_uncertain": _unsure_share(_probabilities(loaded, test_images)),
+        "outliers_flagged_uncertain": per_kind,
+        "outliers_per_kind": OUTLIERS_PER_KIND,
+    }
+
+
+def _unsure_share(probabilities: np.ndarray) -> float:
+    return float((probabilities.max(axis=1) < UNCERTAIN_BELOW).mean())
 
 
 def _calibration_card(
@@ -271,6 +325,11 @@ def _card(
             "batch_size": batch_size,
             "optimizer": "Adam, cosine-decayed learning rate from 2e-3",
             "augmentation": "random shift up to 2 pixels",
+            "outlier_exposure": {
+                "share": OUTLIER_SHARE,
+                "target": "uniform over the 10 digits",
+                "kinds": [kind.__name__ for kind in KINDS],
+            },
             "seed": options.seed,
         },
         "metrics": {
