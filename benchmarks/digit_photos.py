@@ -19,13 +19,15 @@ each condition adds its own difficulty on top:
 - `blue-ink` / `pencil`: ballpoint blue; graphite (lighter, grainy strokes);
 - `lined` / `squared`: ruled paper with a red margin line; 5 mm squared paper;
 - `anywhere`: the digit anywhere on the sheet, 10-70 % of the sheet's size;
+- `clutter`: a pen lying across the desk and the sheet (darker and larger than the digit),
+  pencil dots and specks of dirt on the paper;
 - `hard`: all of the above drawn at random, several at once.
 
 The digit is MNIST's 28x28 test image scaled up (bicubic) and used as the ink's opacity, so the
 strokes keep MNIST's shape: a wrong answer is the preprocessing's (or the model's) fault, not the
 drawing's. Every photo is a function of (seed, condition, index): runs are repeatable.
 
-    python benchmarks/digit_photos.py --contact-sheet docs/images/digit-photos.png
+    python benchmarks/digit_photos.py --contact-sheet docs/images/digit-photos.jpg
     python benchmarks/digit_photos.py --out /tmp/photos --count 20   # JPEG files to look at
 
 MNIST is read from --data (Keras' mnist.npz, keys x_test and y_test), by default
@@ -43,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist.npz"
@@ -73,6 +75,7 @@ class Scene:
     motion: int = 0  # px of motion blur
     noise: float = 3.0
     quality: int = 85
+    clutter: bool = False
     extra: list[str] = field(default_factory=list)
 
 
@@ -175,6 +178,12 @@ def anywhere(scene: Scene, rng: np.random.Generator) -> None:
     scene.digit_centre = (float(rng.uniform(half, 1 - half)), float(rng.uniform(half, 1 - half)))
 
 
+def clutter(scene: Scene, rng: np.random.Generator) -> None:
+    scene.clutter = True
+    if scene.desk is None:
+        darker_desk(scene, rng)
+
+
 Condition = Callable[[Scene, np.random.Generator], None]
 SINGLE: dict[str, list[Condition]] = {
     "even": [],
@@ -193,6 +202,7 @@ SINGLE: dict[str, list[Condition]] = {
     "lined": [lined],
     "squared": [squared],
     "anywhere": [anywhere],
+    "clutter": [clutter],
 }
 CONDITIONS = [*SINGLE, "hard"]
 
@@ -215,6 +225,7 @@ def scene_for(condition: str, rng: np.random.Generator) -> Scene:
             [lined],
             [squared],
             [anywhere],
+            [clutter],
         ]
         picked = [pool[i] for i in rng.permutation(len(pool))[: int(rng.integers(2, 5))]]
         steps = [step for group in picked for step in group]
@@ -301,6 +312,19 @@ def sheet(digit: np.ndarray, scene: Scene, size: int, rng: np.random.Generator) 
         rgb = rgb * (1 - opacity[..., None]) + colour * opacity[..., None]
     ink = sheet_ink(digit, scene, size, rng)[..., None]
     rgb = rgb * (1 - ink) + np.asarray(scene.ink, np.float32) * ink
+    if scene.clutter:  # pencil dots and specks of dirt, away from the digit
+        marks = Image.new("L", (size, size), 0)
+        draw = ImageDraw.Draw(marks)
+        half = scene.digit_px * 0.75
+        cx, cy = scene.digit_centre[0] * size, scene.digit_centre[1] * size
+        for _ in range(int(rng.integers(3, 9))):
+            x, y = rng.uniform(0.05, 0.95, 2) * size
+            if abs(x - cx) < half and abs(y - cy) < half:
+                continue
+            r = float(rng.uniform(1.5, 5))
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=int(rng.uniform(120, 230)))
+        dots = np.asarray(marks, np.float32)[..., None] / 255.0
+        rgb = rgb * (1 - dots) + np.float32(60) * dots
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
 
 
@@ -384,6 +408,27 @@ def render(digit: np.ndarray, condition: str, seed: int) -> tuple[bytes, Scene]:
         desk += rng.normal(0, 2.5, (FRAME, FRAME, 1)).astype(np.float32)
         alpha = (np.asarray(inside, np.float32) / 255.0)[..., None]
         rgb = rgb * alpha + desk * (1 - alpha)
+    if scene.clutter:  # a pen from the desk onto the sheet, off the digit
+        pen = Image.new("L", (FRAME, FRAME), 0)
+        draw = ImageDraw.Draw(pen)
+        x0, y0, x1, y1 = scene.paper_box  # the digit's centre in the frame, roughly
+        digit_x = (x0 + (x1 - x0) * scene.digit_centre[0]) * FRAME
+        digit_y = (y0 + (y1 - y0) * scene.digit_centre[1]) * FRAME
+        for _ in range(50):  # a pen that stays clear of the digit
+            side = int(rng.integers(0, 4))
+            start = float(rng.uniform(0.1, 0.9)) * FRAME
+            length, angle = float(rng.uniform(250, 400)), float(rng.uniform(-0.5, 0.5))
+            begin = [(start, 0.0), (FRAME, start), (start, FRAME), (0.0, start)][side]
+            inward = [math.pi / 2, math.pi, -math.pi / 2, 0.0][side] + angle
+            end = (begin[0] + length * math.cos(inward), begin[1] + length * math.sin(inward))
+            along = np.linspace(0, 1, 50)[:, None]
+            points = np.asarray(begin) * (1 - along) + np.asarray(end) * along
+            if np.hypot(points[:, 0] - digit_x, points[:, 1] - digit_y).min() > scene.digit_px:
+                break
+        draw.line([begin, end], fill=255, width=int(rng.integers(18, 30)))
+        body = np.asarray(pen, np.float32)[..., None] / 255.0
+        colour = np.asarray(rng.uniform(10, 60, 3), np.float32)
+        rgb = rgb * (1 - body) + colour * body
     rgb *= lighting(scene, rng)[..., None]
     image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
     if scene.motion:  # the phone moved: the average of shifted copies along one direction
@@ -425,24 +470,22 @@ def load_mnist(path: Path | None, count: int, offset: int = 0) -> tuple[np.ndarr
 
 
 def contact_sheet(x: np.ndarray, conditions: list[str], per_row: int, seed: int) -> Image.Image:
-    """A grid: one row per condition, `per_row` photos, each shown at 200x200."""
-    tile, label = 200, 150
-    sheet_image = Image.new(
-        "RGB", (label + per_row * (tile + 4), len(conditions) * (tile + 4)), "white"
+    """A grid: one row per condition, `per_row` photos (the benchmark's first ones for that
+    condition), each shown at 150x150."""
+    tile, gap, label = 150, 4, 190
+    grid = Image.new(
+        "RGB", (label + per_row * (tile + gap), len(conditions) * (tile + gap)), "white"
     )
-    draw = ImageDraw.Draw(sheet_image)
+    draw = ImageDraw.Draw(grid)
+    font = ImageFont.load_default(size=18)
     for r, condition in enumerate(conditions):
-        draw.text((6, r * (tile + 4) + tile // 2 - 6), condition, fill=(0, 0, 0))
+        draw.text((8, r * (tile + gap) + tile // 2 - 10), condition, fill=(0, 0, 0), font=font)
         for c in range(per_row):
-            index = r * per_row + c
-            data, _ = render(x[index % len(x)], condition, photo_seed(seed, condition, index))
-            photo = (
-                Image.open(io.BytesIO(data))
-                .convert("RGB")
-                .resize((tile, tile), Image.Resampling.LANCZOS)
-            )
-            sheet_image.paste(photo, (label + c * (tile + 4), r * (tile + 4)))
-    return sheet_image
+            data, _ = render(x[c], condition, photo_seed(seed, condition, c))
+            photo = Image.open(io.BytesIO(data)).convert("RGB")
+            photo = photo.resize((tile, tile), Image.Resampling.LANCZOS)
+            grid.paste(photo, (label + c * (tile + gap), r * (tile + gap)))
+    return grid
 
 
 def main() -> None:
@@ -451,19 +494,22 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, help=f"MNIST's mnist.npz (default: {DEFAULT_DATA})")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--offset", type=int, default=0, help="first MNIST test image used")
     parser.add_argument("--condition", nargs="+", choices=CONDITIONS, default=CONDITIONS)
-    parser.add_argument("--contact-sheet", type=Path, help="write a PNG grid of photos")
+    parser.add_argument(
+        "--contact-sheet", type=Path, help="write a grid of photos (PNG, or JPEG if .jpg)"
+    )
     parser.add_argument("--per-row", type=int, default=5, help="photos per condition (sheet)")
     parser.add_argument("--out", type=Path, help="write the photos as JPEG files here")
     parser.add_argument("--count", type=int, default=10, help="photos per condition (--out)")
     args = parser.parse_args()
     if not args.contact_sheet and not args.out:
         parser.error("nothing to do: give --contact-sheet PATH and/or --out DIR")
-    x, y = load_mnist(args.data, max(args.count, args.per_row * len(args.condition)))
+    x, y = load_mnist(args.data, max(args.count, args.per_row * len(args.condition)), args.offset)
     if args.contact_sheet:
-        contact_sheet(x, args.condition, args.per_row, args.seed).save(
-            args.contact_sheet, optimize=True
-        )
+        grid = contact_sheet(x, args.condition, args.per_row, args.seed)
+        jpeg = args.contact_sheet.suffix.lower() in (".jpg", ".jpeg")
+        grid.save(args.contact_sheet, optimize=True, **({"quality": 85} if jpeg else {}))
         print(f"wrote {args.contact_sheet}")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,8 @@ also reported in the `refused` column.
         --markdown benchmarks/results/digit_photos_accuracy.md
 
 MNIST is read from --data (Keras' mnist.npz), by default ../shared/data/mnist.npz beside the
-repository; the model from --models (default: the repository's models/, version 1).
+repository; the model from --models (default: the newest version in the repository's
+models/digits).
 """
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ CLEAN: dict[str, Callable[[np.ndarray], bytes]] = {
     "clean: mnist black on white": lambda d: png(255 - d),
     "clean: canvas drawing": canvas_drawing,
 }
+
+
+def newest_version(base: Path) -> Path:
+    versions = [p for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+    if not versions:
+        sys.exit(f"no model versions in {base}: pass --models PATH/TO/digits/N")
+    return max(versions, key=lambda p: int(p.name))
 
 
 class Model:
@@ -133,13 +141,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=60, help="photos per condition")
     parser.add_argument("--clean-count", type=int, default=1000, help="clean pictures per kind")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--offset", type=int, default=0, help="first MNIST test image used")
     parser.add_argument("--condition", nargs="+", choices=CONDITIONS, default=CONDITIONS)
-    parser.add_argument("--models", type=Path, default=ROOT / "models" / "digits" / "1")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        help="the digits model's version directory (default: the newest in models/digits)",
+    )
     parser.add_argument("--url", help="upload to this running gateway instead of in-process")
     parser.add_argument("--markdown", type=Path, help="write the table and the command")
     args = parser.parse_args()
-    x, y = load_mnist(args.data, max(args.count, args.clean_count))
-    model = None if args.url else Model(args.models)
+    x, y = load_mnist(args.data, max(args.count, args.clean_count), args.offset)
+    model = None if args.url else Model(args.models or newest_version(ROOT / "models" / "digits"))
     lines = [
         "| condition | pictures | correct | accuracy | refused | preprocessing ms (median / p95) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
