@@ -34,6 +34,9 @@ PAPER_SCALE = 4
 # Larger pictures are first reduced to this size (area average: thin strokes stay, fainter), as
 # the digit ends up 20 pixels tall and a 40 MP photo would cost gigabytes of float arrays.
 WORKING_SIZE = 448
+# A picture this small (MNIST's 28x28, an icon-sized crop) shows no desk or sheet edges: a
+# digit along its edge is still the digit.
+SMALL_PICTURE = 100
 GROW_STEPS = 2  # pixels the faint edges of the strokes are followed beyond the ink found
 
 
@@ -216,13 +219,21 @@ def _pick_digit(parts: _Parts, darkness: np.ndarray, shape: tuple[int, int]) -> 
     tall, wide = bottom - top + 1, right - left + 1
     side = min(height, width)
     edge = (top == 0) | (left == 0) | (bottom == height - 1) | (right == width - 1)
+    # pixels on the picture's edge: a stroke's width for a digit that runs off it, the whole
+    # side for the desk or the sheet's edge
+    on_edge = np.where((parts.row == 0) | (parts.row == height - 1), lengths, 0.0)
+    on_edge += (parts.start == 0).astype(np.float64) + (parts.end == width - 1)
+    along_edge = np.bincount(parts.part, on_edge, parts.count) > 0.3 * np.maximum(tall, wide)
     length = np.hypot(tall, wide)
     line = (length >= 0.25 * side) & (area < 0.02 * length**2)  # ruled lines, margins, edges
     big_enough = area >= max(4.0, (0.015 * side) ** 2)
     stroke_like = area < 0.6 * tall * wide  # desk, shadows and corners fill their box
-    candidates = big_enough & ~line & ~edge
-    if not candidates.any():  # a drawing that runs off the picture's edge
-        candidates = big_enough & ~line & stroke_like & (tall < height) & (wide < width)
+    plausible = big_enough & ~line & ~along_edge
+    candidates = plausible & ~edge  # not the desk, a pen or anything else from outside
+    if not candidates.any():  # a digit that runs off the picture (a tight crop, a drawing)
+        candidates = plausible
+    if not candidates.any() and side < SMALL_PICTURE:  # too small to show a desk: any mark
+        candidates = big_enough & ~line
     if not candidates.any():
         raise BlankImageError("no digit found: nothing in the image looks like a handwritten digit")
     index = np.flatnonzero(candidates)
@@ -235,7 +246,9 @@ def _pick_digit(parts: _Parts, darkness: np.ndarray, shape: tuple[int, int]) -> 
         & (top <= bottom[main] + gap)
         & (bottom >= top[main] - gap)
     )
-    chosen: np.ndarray = index[near[index]]
+    # the digit's other pieces; one that runs off the picture no larger than the digit's main
+    pieces = candidates | (plausible & (area <= area[main]))
+    chosen: np.ndarray = np.flatnonzero(pieces & near)
     # another mark as large as the digit, beside it: a number of several digits
     overlap = np.minimum(bottom, bottom[main]) - np.maximum(top, top[main]) + 1
     others = (
