@@ -230,7 +230,8 @@ def _pick_digit(parts: _Parts, darkness: np.ndarray, shape: tuple[int, int]) -> 
     stroke_like = area < 0.6 * tall * wide  # desk, shadows and corners fill their box
     plausible = big_enough & ~line & ~along_edge
     candidates = plausible & ~edge  # not the desk, a pen or anything else from outside
-    if not candidates.any():  # a digit that runs off the picture (a tight crop, a drawing)
+    inside = bool(candidates.any())
+    if not inside:  # a digit that runs off the picture (a tight crop, a drawing)
         candidates = plausible
     if not candidates.any() and side < SMALL_PICTURE:  # too small to show a desk: any mark
         candidates = big_enough & ~line
@@ -246,8 +247,9 @@ def _pick_digit(parts: _Parts, darkness: np.ndarray, shape: tuple[int, int]) -> 
         & (top <= bottom[main] + gap)
         & (bottom >= top[main] - gap)
     )
-    # the digit's other pieces; one that runs off the picture no larger than the digit's main
-    pieces = candidates | (plausible & (area <= area[main]))
+    # the digit's other pieces; in a photo, none from outside the picture (a pen beside it)
+    from_outside = not inside or side < SMALL_PICTURE
+    pieces = candidates | (plausible & (area <= area[main]) & from_outside)
     chosen: np.ndarray = np.flatnonzero(pieces & near)
     # another mark as large as the digit, beside it: a number of several digits
     overlap = np.minimum(bottom, bottom[main]) - np.maximum(top, top[main]) + 1
