@@ -29,6 +29,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from service.core.layout import existing_versions
 from service.settings import Settings
 from service.tasks.mnist_format import mnist_pixels
 from service.tasks.routes import UNCERTAIN_BELOW
@@ -62,8 +63,9 @@ SENTIMENT, PARTY = "/api/v1/sentiment", "/api/v1/party"
 PHOTOS = ["street.jpg", "garden.jpg", "big.jpg", "small.jpg"]  # generated (task_models)
 CLASSES = class_index()
 CLASS_POSITION = {wnid: position for position, (wnid, _) in enumerate(CLASSES)}
+VOTES_VERSION = existing_versions(MODELS_DIR / "votes")[-1]  # the repository keeps the newest
 VOTE_COLUMNS: list[str] = json.loads(
-    (MODELS_DIR / "votes" / "1" / "assets.extra" / "model_card.json").read_text("utf-8")
+    (MODELS_DIR / "votes" / str(VOTES_VERSION) / "assets.extra" / "model_card.json").read_text()
 )["vote_columns"]
 
 POSITIVE = (
@@ -327,7 +329,7 @@ def test_digits_show_the_28x28_image_the_model_saw(
 def test_uncertain_answers_are_flagged(
     shipped: httpx.Client, mnist: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    """Clear MNIST digits are answered with confidence; scribbles that are no digit are not."""
+    """MNIST digits are answered with confidence; scribbles that are no digit are not."""
     x, _ = mnist
     rng = np.random.default_rng(5)
     scribbles = [(rng.random((28, 28)) < 0.25).astype(np.uint8) * 255 for _ in range(8)]
@@ -337,7 +339,8 @@ def test_uncertain_answers_are_flagged(
     flags = [p["uncertain"] for p in body["predictions"]]
     for prediction in body["predictions"]:
         assert prediction["uncertain"] is (prediction["confidence"] < UNCERTAIN_BELOW)
-    assert not any(flags[: len(x)])
+    # the model's card: about 1 % of MNIST test digits are flagged (its least clear ones)
+    assert sum(flags[: len(x)]) <= 1, body["predictions"][: len(x)]
     assert sum(flags[len(x) :]) >= len(scribbles) // 2, body["predictions"][len(x) :]
 
 
@@ -518,7 +521,7 @@ def test_party_of_real_members_of_the_1984_house(shipped: httpx.Client) -> None:
     sample = rows[::44]  # 10 rows spread over the file
     assert {party for party, _ in sample} == {"democrat", "republican"}
     body = ok(shipped.post(PARTY, json={"votes": [vote_record(v) for _, v in sample]}))
-    assert (body["model"], body["version"]) == ("votes", 1)
+    assert (body["model"], body["version"]) == ("votes", VOTES_VERSION)
     predictions = body["predictions"]
     assert len(predictions) == len(sample)
     for prediction in predictions:
@@ -554,12 +557,12 @@ def test_a_missing_vote_is_the_same_as_leaving_the_bill_out(shipped: httpx.Clien
     assert with_question_mark["party"] == party
 
 
-def test_an_empty_record_is_a_member_who_never_voted(shipped: httpx.Client) -> None:
+def test_a_record_without_a_yes_or_no_vote_is_400_naming_it(shipped: httpx.Client) -> None:
+    """No evidence, no party (more in tests/test_votes.py)."""
     never = {bill: "?" for bill in VOTE_COLUMNS}
-    body = ok(shipped.post(PARTY, json={"votes": [{}, never]}))
-    empty, all_missing = body["predictions"]
-    assert empty == all_missing
-    assert empty["party"] in {"democrat", "republican"}
+    for record in ({}, never):
+        response = shipped.post(PARTY, json={"votes": [{"crime": "y"}, record]})
+        failure(response, 400, "votes[1]", "at least one 'y' or 'n'")
 
 
 def test_an_unknown_bill_is_400_listing_the_valid_names(shipped: httpx.Client) -> None:
@@ -594,15 +597,17 @@ def test_votes_that_are_not_y_n_or_missing_are_400(
 SHIPPED_REQUESTS: dict[str, dict[str, Any]] = {
     DIGITS: {"images": [[[0] * 27 + [255]] * 28]},
     SENTIMENT: {"texts": [POSITIVE]},
-    PARTY: {"votes": [{}]},
+    PARTY: {"votes": [{"crime": "y"}]},
 }
+SHIPPED_MODELS = {DIGITS: "digits", SENTIMENT: "sentiment", PARTY: "votes"}
 
 
 @pytest.mark.parametrize("path", list(SHIPPED_REQUESTS))
 def test_version_selects_a_served_version(shipped: httpx.Client, path: str) -> None:
     body = SHIPPED_REQUESTS[path]
-    assert ok(shipped.post(path, params={"version": 1}, json=body))["version"] == 1
-    failure(shipped.post(path, params={"version": 2}, json=body), 404, "2")
+    served = existing_versions(MODELS_DIR / SHIPPED_MODELS[path])[-1]
+    assert ok(shipped.post(path, params={"version": served}, json=body))["version"] == served
+    failure(shipped.post(path, params={"version": served + 1}, json=body), 404, str(served + 1))
     for bad in ("0", "-1", "one"):
         failure(shipped.post(path, params={"version": bad}, json=body), 400, "version")
 
@@ -845,7 +850,7 @@ def _items_body(path: str, count: int, x: np.ndarray) -> dict[str, Any]:
         return {"images": x[:count].tolist()}
     if path == SENTIMENT:
         return {"texts": ["A fine film."] * count}
-    return {"votes": [{}] * count}
+    return {"votes": [{"crime": "y"}] * count}
 
 
 @pytest.mark.parametrize("path", [DIGITS, SENTIMENT, PARTY])
