@@ -15,12 +15,15 @@ from service.core.layout import read_model_card
 from training.data import DataNotFoundError
 from training.options import TrainOptions
 from training.sentiment import (
+    ENSEMBLE_SIZE,
     LABELS,
     SEQUENCE_LENGTH,
+    build_model,
     build_vectorizer,
     load_reviews,
     standardize,
     train,
+    trim_padding,
 )
 
 POSITIVE_WORDS = ["wonderful", "brilliant", "moving", "superb", "delightful"]
@@ -87,6 +90,29 @@ def test_vectorizer_pads_truncates_and_marks_unknown_words(tmp_path: Path) -> No
     assert (ids[2] == 1).all()  # 10,000 words cut to SEQUENCE_LENGTH
 
 
+def test_trim_padding_keeps_the_longest_review_and_one_padding_column() -> None:
+    ids = np.zeros((3, SEQUENCE_LENGTH), dtype=np.int32)
+    ids[0, :5] = 7
+    ids[1, :2] = 1  # out-of-vocabulary words are words, not padding
+    assert trim_padding(tf.constant(ids)).numpy().tolist() == ids[:, :6].tolist()
+    ids[2] = 3  # a review as long as SEQUENCE_LENGTH: nothing to cut
+    assert trim_padding(tf.constant(ids)).shape == (3, SEQUENCE_LENGTH)
+    assert trim_padding(tf.zeros((0, SEQUENCE_LENGTH), tf.int32)).shape == (0, 1)
+
+
+def test_cutting_padding_does_not_change_the_model_output() -> None:
+    """Served batches are cut to their longest review (plus one padding column): the same
+    probabilities as with all SEQUENCE_LENGTH columns, as the padding is masked."""
+    ids = np.zeros((3, SEQUENCE_LENGTH), dtype=np.int32)
+    rng = np.random.default_rng(0)
+    for row, length in enumerate([40, 3, 0]):
+        ids[row, :length] = rng.integers(1, 500, length)
+    model = build_model()
+    full = model(tf.constant(ids), training=False).numpy()
+    cut = model(trim_padding(tf.constant(ids)), training=False).numpy()
+    np.testing.assert_allclose(cut, full, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["reviews.csv", "reviews.csv.gz"])
 def test_reads_review_csv(tmp_path: Path, name: str) -> None:
     reviews = load_reviews(write_reviews_csv(tmp_path / name, 40, 20), allow_download=False)
@@ -146,7 +172,12 @@ def test_smoke_training_exports_raw_text_model(smoke_model: tuple[Path, Any]) ->
         "text": {"dtype": "string", "shape": [None]}
     }
     assert card["metrics"]["test_examples"] == 100
+    assert len(card["metrics"]["member_test_accuracies"]) == ENSEMBLE_SIZE
+    assert sum(sum(row) for row in card["metrics"]["confusion_matrix"]["counts"]) == 100
+    assert len(card["learning_curves"]) == ENSEMBLE_SIZE
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(card["learning_curves"][0])
     assert (version_dir / "assets.extra" / "training_curves.png").is_file()
+    assert (version_dir / "assets.extra" / "confusion_matrix.png").is_file()
     probabilities = predict(loaded, ["a wonderful superb film", "an awful boring waste"])
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
     assert probabilities[:, 1].tolist() == sorted(probabilities[:, 1].tolist(), reverse=True)

@@ -35,9 +35,9 @@ def evaluate_classifier(
     extra: Path,
     title: str,
 ) -> dict[str, Any]:
-    """Accuracy, error count and per-class accuracy of a classifier on a test set (predicted a
-    batch at a time, see predicted_classes); the confusion matrix, titled `title`, is drawn to
-    extra/confusion_matrix.png."""
+    """Accuracy, error count, per-class accuracy and confusion matrix of a classifier on a test
+    set (predicted a batch at a time, see predicted_classes); the matrix, titled `title`, is
+    also drawn to extra/confusion_matrix.png."""
     predicted = predicted_classes(probabilities_of, inputs, batch_size)
     counts = confusion_matrix(labels, predicted, len(label_names))
     accuracy = float((predicted == labels).mean())
@@ -51,4 +51,6 @@ def evaluate_classifier(
         "per_class_accuracy": {
             name: float(value) for name, value in zip(label_names, per_class, strict=True)
         },
+        # As drawn in confusion_matrix.png: counts[true][predicted], in label order.
+        "confusion_matrix": {"labels": list(label_names), "counts": counts.tolist()},
     }

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from service.core.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
 from training.options import TrainOptions
-from training.plots import plot_training_curves
+from training.plots import History, plot_training_curves
 
 # Measures the exported SavedModel (loaded back from its temporary folder) and returns the
 # metrics for the model card, so the card describes the artifact that ships. Its second
@@ -82,12 +82,13 @@ def export_model(request: ExportRequest, base_path: Path, keep_versions: int | N
 def export_trained(
     request: ExportRequest,
     options: TrainOptions,
-    history: Mapping[str, Sequence[float]],
+    history: History | Sequence[History],
     title: str,
 ) -> Path:
     """A training job's export: the next version under options.output, keeping
-    options.keep_versions, with the Keras fit `history` plotted (titled `title`) to
-    assets.extra/training_curves.png beside what `request.evaluate` writes."""
+    options.keep_versions, with the Keras fit `history` (or one per ensemble member) plotted
+    (titled `title`) to assets.extra/training_curves.png beside what `request.evaluate`
+    writes."""
     evaluate = request.evaluate
 
     def plot_and_evaluate(loaded: Any, extra: Path) -> Mapping[str, Any]:

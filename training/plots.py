@@ -11,17 +11,31 @@ import numpy as np
 # The object-oriented Figure API renders straight to files, with no pyplot state and no display.
 from matplotlib.figure import Figure
 
+History = Mapping[str, Sequence[float]]
 
-def plot_training_curves(history: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
-    """Loss and accuracy per epoch, training vs validation, side by side."""
-    metrics = [m for m in ("loss", "accuracy") if m in history]
+
+def plot_training_curves(history: History | Sequence[History], path: Path, title: str) -> None:
+    """Loss and accuracy per epoch, training vs validation, side by side; given several
+    histories (an ensemble's members), one pair of lines per member in the same panels."""
+    histories = [history] if isinstance(history, Mapping) else list(history)
+    metrics = [m for m in ("loss", "accuracy") if m in histories[0]]
     fig = Figure(figsize=(5.5 * len(metrics), 4))
     axes = fig.subplots(1, len(metrics), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
-        epochs = np.arange(1, len(history[metric]) + 1)
-        ax.plot(epochs, history[metric], marker="o", label="training")
-        if f"val_{metric}" in history:
-            ax.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        for number, member in enumerate(histories, start=1):
+            name = f"member {number} " if len(histories) > 1 else ""
+            epochs = np.arange(1, len(member[metric]) + 1)
+            line = ax.plot(epochs, member[metric], marker="o", label=f"{name}training")[0]
+            if f"val_{metric}" in member:
+                # One colour per member when there are several: solid training, dashed validation.
+                style = {"color": line.get_color(), "linestyle": "--"} if name else {}
+                ax.plot(
+                    epochs,
+                    member[f"val_{metric}"],
+                    marker="o",
+                    label=f"{name}validation",
+                    **style,
+                )
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)

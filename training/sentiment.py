@@ -26,7 +26,7 @@ from training.options import TrainOptions, keras_verbosity
 # The LSTM's masked steps come out as zeros, so max pooling may drop the mask on purpose;
 # Keras warns about that at every call of the layer.
 warnings.filterwarnings(
-    "ignore", message=r"Layer 'global_max_pooling1d' .* does not support masking"
+    "ignore", message=r"Layer 'global_max_pooling1d(_\d+)?' .* does not support masking"
 )
 
 NAME = "sentiment"
@@ -37,6 +37,7 @@ SOURCE = "Large Movie Review Dataset v1.0 (Maas et al., ACL 2011), " + IMDB_URL
 VOCABULARY_SIZE = 20_000  # including the padding and out-of-vocabulary tokens
 SEQUENCE_LENGTH = 600  # tokens kept per review: all of ~90 % of reviews (median ~230)
 DEFAULT_EPOCHS = 6  # an upper bound: early stopping on validation accuracy ends sooner
+ENSEMBLE_SIZE = 2  # LSTMs trained alike from different seeds; the graph averages their outputs
 WORD_DROPOUT = 0.2  # share of words hidden (made out-of-vocabulary) in each training pass
 DEFAULT_BATCH_SIZE = 64
 VALIDATION_SIZE = 2500
@@ -159,18 +160,31 @@ def build_vectorizer(vocabulary_file: Path | None = None) -> Any:
     )
 
 
+def trim_padding(tokens: Any) -> Any:
+    """Token ids [batch, n] cut to the batch's longest review plus one padding column (at most
+    SEQUENCE_LENGTH): the LSTM then runs as many steps as the batch needs, not always
+    SEQUENCE_LENGTH. The masked steps it skips would not change any output, and the padding
+    column kept gives the max over time the same zeros it sees in training batches."""
+    import tensorflow as tf
+
+    lengths = tf.reduce_sum(tf.cast(tokens > 0, tf.int32), axis=1)
+    longest = tf.reduce_max(tf.concat([lengths, [0]], axis=0))  # 0 for an empty batch
+    width = tf.minimum(longest + 1, tf.shape(tokens)[1])
+    return tokens[:, :width]
+
+
 def build_model() -> Any:
     """Embedding -> bidirectional LSTM over the review's tokens -> max over time -> sigmoid.
 
     Padding is masked, so a short review is not read as a long run of padding tokens. No
     recurrent dropout, so the LSTM keeps its fast fused kernel where there is one; dropout on
     whole embedding channels and before the output instead, as the model otherwise overfits
-    IMDB within three epochs.
+    IMDB within three epochs. Takes any number of tokens per review (see trim_padding).
     """
     import keras
     from keras import layers
 
-    tokens = keras.Input((SEQUENCE_LENGTH,), dtype="int32", name="tokens")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
     x = layers.Embedding(VOCABULARY_SIZE, 128, mask_zero=True)(tokens)
     x = layers.SpatialDropout1D(0.3)(x)
     # Masked steps come out as zeros, so the max below sees only the review's own tokens
@@ -187,7 +201,8 @@ def build_model() -> Any:
 
 
 def train(options: TrainOptions) -> Path:
-    """Adapt the vocabulary, train, export the next version, return its folder."""
+    """Adapt the vocabulary, train ENSEMBLE_SIZE LSTMs, export the next version, return its
+    folder."""
     import keras
     import tensorflow as tf
 
@@ -221,36 +236,37 @@ def train(options: TrainOptions) -> Path:
             ]
             return np.concatenate(batches)
 
-        train_ds = (
-            tf.data.Dataset.from_tensor_slices((vectorize(train_idx), labels[train_idx]))
-            .shuffle(len(train_idx), seed=options.seed)
-            .batch(batch_size)
-            .map(_word_dropout, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE)
-        )
-        model = build_model()
-        history = model.fit(
-            train_ds,
-            validation_data=(vectorize(val_idx), labels[val_idx]),
-            epochs=epochs,
-            shuffle=False,  # the dataset shuffles itself
-            verbose=keras_verbosity(),
-            callbacks=[
-                # The validation loss rises from overconfidence while accuracy still improves,
-                # so both callbacks follow accuracy: a smaller step when it stalls, a stop after
-                # two epochs without improvement, and the best epoch's weights kept.
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor="val_accuracy", factor=0.3, patience=0, verbose=1
-                ),
-                keras.callbacks.EarlyStopping(
-                    monitor="val_accuracy", patience=2, restore_best_weights=True
-                ),
-            ],
-        ).history
+        train_tokens, val_tokens = vectorize(train_idx), vectorize(val_idx)
+        members, histories = [], []
+        for member in range(ENSEMBLE_SIZE):
+            seed = options.seed + member
+            keras.utils.set_random_seed(seed)
+            model = build_model()
+            history = model.fit(
+                _length_batches(train_tokens, labels[train_idx], batch_size, seed),
+                validation_data=_length_batches(val_tokens, labels[val_idx], 256),
+                epochs=epochs,
+                verbose=keras_verbosity(),
+                callbacks=[
+                    # The validation loss rises from overconfidence while accuracy still
+                    # improves, so both callbacks follow accuracy: a smaller step when it
+                    # stalls, a stop after two epochs without improvement, and the best
+                    # epoch's weights kept.
+                    keras.callbacks.ReduceLROnPlateau(
+                        monitor="val_accuracy", factor=0.3, patience=0, verbose=1
+                    ),
+                    keras.callbacks.EarlyStopping(
+                        monitor="val_accuracy", patience=2, restore_best_weights=True
+                    ),
+                ],
+            ).history
+            members.append(model)
+            histories.append(history)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         def serve(text: tf.Tensor) -> dict[str, tf.Tensor]:
-            positive = model(vectorizer(text), training=False)
+            tokens = trim_padding(vectorizer(text))
+            positive = tf.add_n([m(tokens, training=False) for m in members]) / len(members)
             return {"probabilities": tf.concat([1.0 - positive, positive], axis=1)}
 
         test_texts, test_labels = _sample(
@@ -258,27 +274,91 @@ def train(options: TrainOptions) -> Path:
         )
 
         def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
-            return evaluate_sentiment(loaded, test_texts, test_labels, extra)
+            metrics = evaluate_sentiment(loaded, test_texts, test_labels, extra)
+            # Each member alone on the same test reviews, to show what the averaging adds.
+            test_tokens = np.concatenate(
+                [
+                    vectorizer(tf.constant(test_texts[s : s + 1024])).numpy()
+                    for s in range(0, len(test_texts), 1024)
+                ]
+            )
+            metrics["member_test_accuracies"] = [
+                _accuracy(m, test_tokens, test_labels) for m in members
+            ]
+            return metrics
 
-        card = _card(options, reviews.path, epochs, batch_size, history, len(train_idx))
+        card = _card(options, reviews.path, epochs, batch_size, histories, len(train_idx))
         request = ExportRequest(
             name=NAME,
-            model=[model, vectorizer],
+            model=[*members, vectorizer],
             serving_fn=serve,
             labels=LABELS,
             card=card,
             evaluate=evaluate,
         )
-        return export_trained(request, options, history, "sentiment: IMDB LSTM")
+        return export_trained(request, options, histories, "sentiment: IMDB LSTM")
 
 
-def _word_dropout(tokens: Any, labels: Any) -> tuple[Any, Any]:
-    """Training-only augmentation: hide WORD_DROPOUT of the words (id 1, out-of-vocabulary), so
-    the model cannot lean on a few memorised words. Padding (id 0) stays padding."""
-    import tensorflow as tf
+def _length_batches(
+    tokens: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None = None
+) -> Any:
+    """A keras PyDataset: batches of token ids grouped by review length, each cut like
+    trim_padding does, so an LSTM step is rarely spent on padding (reviews run from a few
+    words to SEQUENCE_LENGTH tokens).
 
-    hide = (tf.random.uniform(tf.shape(tokens)) < WORD_DROPOUT) & (tokens > 0)
-    return tf.where(hide, tf.ones_like(tokens), tokens), labels
+    With a seed, the reviews are reshuffled every epoch (sorted by length only within chunks
+    of 50 batches, and the batches shuffled) and WORD_DROPOUT of their words hidden (id 1,
+    out-of-vocabulary), so the model cannot lean on a few memorised words; padding stays
+    padding. Without a seed (validation, test), fixed batches of the reviews as they are.
+    """
+    import keras
+
+    class Batches(keras.utils.PyDataset):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.lengths = (tokens > 0).sum(axis=1)
+            self.batches = self._plan()
+
+        def _plan(self) -> list[np.ndarray]:
+            if seed is None:
+                order = np.argsort(self.lengths, kind="stable")
+                return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+            order = self.rng.permutation(len(tokens))
+            batches = []
+            chunk = batch_size * 50
+            for start in range(0, len(order), chunk):
+                part = order[start : start + chunk]
+                part = part[np.argsort(self.lengths[part], kind="stable")]
+                batches += [part[s : s + batch_size] for s in range(0, len(part), batch_size)]
+            self.rng.shuffle(batches)
+            return batches
+
+        def __len__(self) -> int:
+            return len(self.batches)
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = self.batches[index]
+            width = min(int(self.lengths[rows].max()) + 1, tokens.shape[1])
+            batch = tokens[rows, :width]
+            if seed is not None:
+                hide = (self.rng.random(batch.shape) < WORD_DROPOUT) & (batch > 0)
+                batch = np.where(hide, 1, batch)
+            return batch.astype(np.int32), labels[rows]
+
+        def on_epoch_end(self) -> None:
+            if seed is not None:
+                self.batches = self._plan()
+
+    return Batches()
+
+
+def _accuracy(model: Any, tokens: np.ndarray, labels: np.ndarray) -> float:
+    """A member's test accuracy on vectorized reviews, batched like validation."""
+    batches = _length_batches(tokens, labels, 256)
+    positive = model.predict(batches, verbose=0)[:, 0]
+    order = np.concatenate(batches.batches)
+    return float(((positive > 0.5) == labels[order]).mean())
 
 
 def evaluate_sentiment(
@@ -301,19 +381,21 @@ def _card(
     data_path: Path,
     epochs: int,
     batch_size: int,
-    history: dict[str, list[float]],
+    histories: list[dict[str, list[float]]],
     n_train: int,
 ) -> dict[str, Any]:
-    best = int(np.argmax(history["val_accuracy"]))
+    best = [int(np.argmax(history["val_accuracy"])) for history in histories]
     return {
         "task": "text classification: movie review sentiment (negative/positive)",
-        "description": "Embedding 128 -> bidirectional LSTM 64 -> max over time -> sigmoid, "
-        "with the text vectorization inside the graph.",
+        "description": f"The average of {len(histories)} LSTMs trained alike from different "
+        "seeds, each embedding 128 -> bidirectional LSTM 64 -> max over time -> sigmoid, with "
+        "the text vectorization inside the graph.",
         "input": {
             "text": "string [batch]: raw review text (UTF-8). In the graph: lower-cased, HTML "
             "tags and apostrophes removed, non-letters/digits become spaces, split on "
             f"whitespace, first {SEQUENCE_LENGTH} tokens kept, {VOCABULARY_SIZE - 2} word "
-            "vocabulary (assets/vocabulary.txt) plus padding and out-of-vocabulary ids",
+            "vocabulary (assets/vocabulary.txt) plus padding and out-of-vocabulary ids; "
+            "padding beyond the batch's longest review is cut before the LSTMs run",
         },
         "output": {"probabilities": "float32 [batch, 2]: P(negative), P(positive)"},
         "data": {
@@ -324,16 +406,25 @@ def _card(
         "hyperparameters": {
             "vocabulary_size": VOCABULARY_SIZE,
             "sequence_length": SEQUENCE_LENGTH,
+            "ensemble_size": len(histories),
             "max_epochs": epochs,
-            "epochs_trained": len(history["loss"]),
-            "best_epoch": best + 1,
+            "epochs_trained": [len(history["loss"]) for history in histories],
+            "best_epoch": [b + 1 for b in best],
             "batch_size": batch_size,
+            "batching": "reviews of similar length batched together, padding cut per batch",
             "optimizer": "Adam 1e-3, x0.3 on a val-accuracy plateau, early stopping (patience 2)",
             "word_dropout": WORD_DROPOUT,
-            "seed": options.seed,
+            "seeds": [options.seed + member for member in range(len(histories))],
         },
+        # Per member and epoch, as drawn in assets.extra/training_curves.png.
+        "learning_curves": [
+            {key: [round(float(v), 4) for v in values] for key, values in history.items()}
+            for history in histories
+        ],
         "metrics": {
-            "validation_accuracy": history["val_accuracy"][best],
+            "member_validation_accuracies": [
+                history["val_accuracy"][b] for history, b in zip(histories, best, strict=True)
+            ],
             "target_test_accuracy": TARGET_ACCURACY,
         },
         **provenance(),
