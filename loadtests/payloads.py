@@ -224,6 +224,8 @@ class Bodies:
             digit_upload(d, self.random, f"digit-{i}.png") for i, d in enumerate(corpus.digits)
         ]
         self.vote_rows = [encode_votes(v).tolist() for v in corpus.votes]
+        # The task API refuses a member without a single yes or no (one UCI row is all "?").
+        self.voters = [v for v in corpus.votes if "y" in v or "n" in v]
         self.photo_instances = [b64_instance(photo.data) for photo in corpus.photos]
 
     def _pick(self, pool: Sequence[T], count: int) -> list[T]:
@@ -263,7 +265,7 @@ class Bodies:
         return orjson.dumps({"texts": self._pick(self.corpus.texts, count)})
 
     def party_task(self, count: int) -> bytes:
-        votes = self._pick(self.corpus.votes, count)
+        votes = self._pick(self.voters, count)
         return orjson.dumps({"votes": [party_record(v, self.random) for v in votes]})
 
 

@@ -146,6 +146,12 @@ def train(
     download: Annotated[
         bool, typer.Option(help="Allow the public download when no local data is found.")
     ] = True,
+    cv_repeats: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="votes only: repeats of its 10-fold cross-validation (default: 5)."
+        ),
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option(
@@ -167,6 +173,7 @@ def train(
         seed=seed,
         keep_versions=keep_versions or None,
         allow_download=download,
+        cv_repeats=cv_repeats,
         weights=weights,
     )
     names = list(JOBS) if name == "all" else [name.value]

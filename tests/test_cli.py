@@ -60,7 +60,7 @@ def test_train_rejects_unknown_model_and_bad_epochs() -> None:
 
 
 def test_train_votes_end_to_end(tmp_path: Path) -> None:
-    result = run("train", "votes", "--epochs", "1", "--output", str(tmp_path))
+    result = run("train", "votes", "--epochs", "1", "--cv-repeats", "1", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "votes" / "1" / "saved_model.pb").is_file()
     assert "cv_accuracy_mean=" in result.stdout

@@ -37,7 +37,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from service.core.layout import MAX_VERSION
+from service.core.layout import MAX_VERSION, existing_versions
 from service.settings import Settings
 from tests.conftest import MODELS_DIR
 from tests.server import free_port, grpc_target, running_server, wait_for
@@ -49,6 +49,7 @@ BODY_TIMEOUT = 2.0
 PREDICT = "/v1/models/votes:predict"
 PREDICT_ROUTE = "/v1/models/{model}"  # the route template the metrics label it with
 VOTES = {"instances": [[0.0] * 16]}
+SHIPPED_VOTES = MODELS_DIR / "votes" / str(existing_versions(MODELS_DIR / "votes")[-1])
 
 
 # --- fixtures and helpers ---------------------------------------------------------------------
@@ -57,7 +58,7 @@ VOTES = {"instances": [[0.0] * 16]}
 @pytest.fixture(scope="module")
 def votes_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("hostile") / "repo"
-    shutil.copytree(MODELS_DIR / "votes" / "1", repo / "votes" / "1")
+    shutil.copytree(SHIPPED_VOTES, repo / "votes" / "1")
     return repo
 
 
@@ -357,7 +358,7 @@ def test_the_cli_server_logs_no_error_for_clients_gone_and_answers_431(tmp_path:
     mid-body are 499s in the metrics and one INFO access line each at most, with no ERROR line
     and no traceback; an oversized header is a 431 there too."""
     repo = tmp_path / "repo"
-    shutil.copytree(MODELS_DIR / "votes" / "1", repo / "votes" / "1")
+    shutil.copytree(SHIPPED_VOTES, repo / "votes" / "1")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log_file = tmp_path / "server.log"
@@ -450,9 +451,9 @@ def test_version_folders_that_are_no_plain_int64_are_ignored_with_a_reason(
     tmp_path: Path, server_log: LogRecords
 ) -> None:
     repo = tmp_path / "repo"
-    shutil.copytree(MODELS_DIR / "votes" / "1", repo / "votes" / "1")
+    shutil.copytree(SHIPPED_VOTES, repo / "votes" / "1")
     for name in ODD_NAMES:  # each a complete, loadable copy of the model
-        shutil.copytree(MODELS_DIR / "votes" / "1", repo / "votes" / name)
+        shutil.copytree(SHIPPED_VOTES, repo / "votes" / name)
     with running_server(Settings(model_base_path=repo, poll_interval_seconds=0)) as url:
         entry = _overview(url, "votes")
         assert [v["version"] for v in entry["versions"]] == [1], entry
@@ -475,9 +476,9 @@ def test_a_symlinked_version_outside_the_base_path_is_followed_only_when_allowed
     tmp_path: Path,
 ) -> None:
     outside = tmp_path / "elsewhere" / "votes-copy"
-    shutil.copytree(MODELS_DIR / "votes" / "1", outside)
+    shutil.copytree(SHIPPED_VOTES, outside)
     repo = tmp_path / "repo"
-    shutil.copytree(MODELS_DIR / "votes" / "1", repo / "votes" / "1")
+    shutil.copytree(SHIPPED_VOTES, repo / "votes" / "1")
     (repo / "votes" / "2").symlink_to(outside, target_is_directory=True)
     settings = Settings(model_base_path=repo, poll_interval_seconds=0)
     with running_server(settings) as url:

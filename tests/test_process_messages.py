@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from service.core.layout import existing_versions
 from service.core.routing import ModelSnapshot, VersionSnapshot
 from service.core.servable import VersionState
 from service.core.serving_config import discover_serving_config
@@ -76,12 +77,15 @@ def test_failures_come_back_as_the_same_error_class() -> None:
     assert type(Failure(7, "NoSuchError", "x").error()) is ServingError
 
 
+VOTES_DIR = MODELS_DIR / "votes" / str(existing_versions(MODELS_DIR / "votes")[-1])
+
+
 def votes_snapshot() -> ModelSnapshot:
     (config,) = [m for m in discover_serving_config(MODELS_DIR).models if m.name == "votes"]
     version = VersionSnapshot(
         "votes",
         1,
-        MODELS_DIR / "votes" / "1",
+        VOTES_DIR,
         config,
         VersionState.AVAILABLE,
         "OK",
@@ -89,7 +93,7 @@ def votes_snapshot() -> ModelSnapshot:
         (3, 1_700_000_000),
         1.25,
         0.5,
-        read_signatures(MODELS_DIR / "votes" / "1"),
+        read_signatures(VOTES_DIR),
         {"batching": {"serving_default": {"requests": 7, "mean_batch_size": 3.5}}},
     )
     return ModelSnapshot("votes", config, {1: version}, (1,), 0, (1,), {"tmp": "why"}, False, "")

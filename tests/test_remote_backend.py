@@ -22,6 +22,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from service.core.batching import ModelCall
+from service.core.layout import existing_versions
 from service.core.remote import RemoteBackend
 from service.core.serving_config import BackendConfig
 from service.errors import DeadlineExceededError, InvalidInputError
@@ -31,6 +32,7 @@ from tests.saved_models import copy_versions, write_config
 from tests.server import free_port, grpc_target, running_server, wait_for
 from tests.test_metrics import scrape
 
+VOTES_VERSION = existing_versions(MODELS_DIR / "votes")[-1]
 VOTES_ROW = [-1, 1, -1, 1, 1, 1, -1, -1, -1, 1, 0, 1, 1, 1, -1, 1]
 SEVEN = FIXTURES / "mnist" / "test0000_label7.png"
 
@@ -124,7 +126,7 @@ def test_grpc_through_the_gateway_names_the_gateway_model(gateway: str) -> None:
             request, timeout=30
         )
     assert response.model_spec.name == "party"
-    assert response.model_spec.version.value == 1
+    assert response.model_spec.version.value == VOTES_VERSION
     assert tf.make_ndarray(response.outputs["probabilities"]).shape == (1, 2)
 
 
@@ -186,7 +188,7 @@ def test_the_batch_deadline_is_the_backend_call_deadline(backend: Backend) -> No
     config = BackendConfig(grpc=f"127.0.0.1:{backend.grpc_port}", model_name="votes")
     remote = RemoteBackend("party", config, max_message_bytes=1 << 20)
     try:
-        (runner,) = remote.load(1, instances=1)
+        (runner,) = remote.load(VOTES_VERSION, instances=1)
         inputs = {"votes": np.array([VOTES_ROW], np.float32)}
         answered = runner.run(ModelCall("serving_default", inputs, seconds_left=10.0))
         assert answered["probabilities"].shape == (1, 2)

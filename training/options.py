@@ -28,6 +28,9 @@ class TrainOptions:
     """How many versions of the model stay on disk after export; None keeps all."""
     allow_download: bool = True
     """Try the public download (keras.datasets) when no local copy is found."""
+    cv_repeats: int | None = None
+    """votes only: repeats of its stratified 10-fold cross-validation; None uses the job's
+    default (5). Smoke runs pass 1."""
     weights: str | None = None
     """resnet50 only: "imagenet" or None (Keras' cache, else its download), a path to a local
     weights file (.h5), or "none" for random weights (tests, load/performance work)."""

@@ -11,6 +11,7 @@ the row: all 435 members are used, where the course dropped 203 of them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ SOURCE = "UCI Congressional Voting Records (Schlimmer 1987), https://doi.org/10.
 DEFAULT_EPOCHS = 60
 DEFAULT_BATCH_SIZE = 16
 FOLDS = 10
+CV_REPEATS = 5
 TARGET_CV_ACCURACY = 0.95
 
 
@@ -88,54 +90,158 @@ def load_votes(data: Path | None) -> tuple[np.ndarray, np.ndarray, Path]:
     return votes, parties, path
 
 
-def build_model() -> Any:
-    """The course's dense network (16 -> 32 -> 16 -> 1), with dropout against overfitting."""
+@dataclass(frozen=True)
+class Design:
+    """The network and how it is fitted; the model card records it (`hyperparameters`)."""
+
+    hidden: tuple[int, ...] = (16, 32, 16)
+    dropout: float = 0.2
+    l2: float = 0.0
+    label_smoothing: float = 0.0
+    missing_indicator: bool = False
+    """Also feed a "did not vote" flag per bill (computed in the model from the 0 input)."""
+    members: int = 1
+    """Independently initialised networks trained side by side; the answer is their mean."""
+    learning_rate: float = 1e-3
+
+
+DESIGN = Design()
+
+
+def describe(design: Design) -> str:
+    """The model card's one-line description of `design`."""
+    sizes = "-".join(str(n) for n in (len(VOTE_COLUMNS), *design.hidden, 1))
+    parts = [f"Dense {sizes}" + ("" if design.hidden else " (logistic regression)")]
+    if design.missing_indicator:
+        parts.append("a not-voted flag per bill")
+    if design.dropout:
+        parts.append(f"dropout {design.dropout:g}")
+    if design.l2:
+        parts.append(f"L2 {design.l2:g}")
+    if design.label_smoothing:
+        parts.append(f"label smoothing {design.label_smoothing:g}")
+    if design.members > 1:
+        parts.append(f"mean of {design.members} independently initialised members")
+    return ", ".join(parts) + "; missing votes kept as 0."
+
+
+def build_model(design: Design = DESIGN) -> Any:
+    """`design.members` dense networks on the 16 votes -> [batch, members] P(republican)."""
     import keras
-    from keras import layers
+    from keras import layers, ops
 
     inputs = keras.Input((len(VOTE_COLUMNS),), name="votes")
-    x = layers.Dense(16, activation="relu")(inputs)
-    x = layers.Dropout(0.2)(x)
-    x = layers.Dense(32, activation="relu")(x)
-    x = layers.Dropout(0.2)(x)
-    x = layers.Dense(16, activation="relu")(x)
-    outputs = layers.Dense(1, activation="sigmoid", name="republican")(x)
-    model = keras.Model(inputs, outputs, name=NAME)
+    features = inputs
+    if design.missing_indicator:
+        not_voted = 1.0 - ops.abs(inputs)  # 1 for '?' (0), 0 for yes/no (+1/-1)
+        features = layers.Concatenate()([inputs, not_voted])
+    regularizer = keras.regularizers.L2(design.l2) if design.l2 else None
+    outputs = []
+    for _ in range(design.members):
+        x = features
+        for units in design.hidden:
+            x = layers.Dense(units, activation="relu", kernel_regularizer=regularizer)(x)
+            if design.dropout:
+                x = layers.Dropout(design.dropout)(x)
+        outputs.append(layers.Dense(1, activation="sigmoid", kernel_regularizer=regularizer)(x))
+    joined = outputs[0] if len(outputs) == 1 else layers.Concatenate()(outputs)
+    republican = layers.Identity(name="republican")(joined)
+    model = keras.Model(inputs, republican, name=NAME)
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", metrics=["accuracy"]
+        optimizer=keras.optimizers.Adam(design.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(label_smoothing=design.label_smoothing),
+        metrics=["accuracy"],
     )
     return model
 
 
-def cross_validate(
-    votes: np.ndarray, parties: np.ndarray, *, epochs: int, batch_size: int, seed: int
-) -> tuple[list[float], np.ndarray]:
-    """Stratified k-fold accuracy of fresh models; also every row's out-of-fold prediction."""
+def fit(
+    design: Design,
+    votes: np.ndarray,
+    parties: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[Any, dict[str, list[float]]]:
+    """A fresh model fitted on (votes, parties); every member learns the same targets."""
     import keras
-    from rich.progress import track
-    from sklearn.model_selection import StratifiedKFold
 
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
-    accuracies: list[float] = []
-    out_of_fold = np.zeros(len(parties), dtype=np.int64)
+    keras.utils.set_random_seed(seed)
+    model = build_model(design)
+    targets = np.repeat(parties[:, None].astype(np.float32), design.members, axis=1)
+    history = model.fit(votes, targets, epochs=epochs, batch_size=batch_size, verbose=0)
+    return model, history.history
+
+
+def republican_probability(model: Any, votes: np.ndarray) -> np.ndarray:
+    """The members' mean P(republican), float [n]."""
+    members: np.ndarray = np.asarray(model.predict(votes, verbose=0))  # [n, members]
+    return np.asarray(members.mean(axis=1))
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Repeated stratified k-fold: every fold of every repeat is a fresh model."""
+
+    fold_accuracies: list[list[float]]  # [repeat][fold]
+    out_of_fold: np.ndarray  # int [repeats, rows]: each row's prediction by the model without it
+
+    @property
+    def accuracies(self) -> list[float]:
+        return [a for repeat in self.fold_accuracies for a in repeat]
+
+    def metrics(self) -> dict[str, Any]:
+        repeats, folds = len(self.fold_accuracies), len(self.fold_accuracies[0])
+        return {
+            "cv_method": f"repeated stratified {folds}-fold ({repeats} x {folds} fits)",
+            "cv_accuracy_mean": float(np.mean(self.accuracies)),
+            "cv_accuracy_std": float(np.std(self.accuracies)),
+            "cv_folds": folds,
+            "cv_repeats": repeats,
+            "cv_repeat_means": [float(np.mean(r)) for r in self.fold_accuracies],
+            "cv_fold_accuracies": self.accuracies,
+            "cv_rows": self.out_of_fold.shape[1],
+        }
+
+
+def cross_validate(
+    votes: np.ndarray,
+    parties: np.ndarray,
+    *,
+    design: Design = DESIGN,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    repeats: int = CV_REPEATS,
+) -> CrossValidation:
+    """Accuracy of fresh models over `repeats` x FOLDS stratified folds (sklearn's
+    RepeatedStratifiedKFold, seeded), and each row's out-of-fold prediction per repeat."""
+    from rich.progress import track
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    folds = RepeatedStratifiedKFold(n_splits=FOLDS, n_repeats=repeats, random_state=seed)
+    accuracies: list[list[float]] = [[] for _ in range(repeats)]
+    out_of_fold = np.zeros((repeats, len(parties)), dtype=np.int64)
     splits = list(folds.split(votes, parties))
-    for fold, (train_idx, test_idx) in enumerate(
-        track(splits, description=f"{FOLDS}-fold cross-validation")
-    ):
-        keras.utils.set_random_seed(seed + fold)
-        model = build_model()
-        model.fit(
-            votes[train_idx], parties[train_idx], epochs=epochs, batch_size=batch_size, verbose=0
+    description = f"{repeats} x {FOLDS}-fold cross-validation"
+    for i, (train_idx, test_idx) in enumerate(track(splits, description=description)):
+        model, _ = fit(
+            design,
+            votes[train_idx],
+            parties[train_idx],
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed + i,
         )
-        predicted = (model.predict(votes[test_idx], verbose=0)[:, 0] >= 0.5).astype(np.int64)
-        out_of_fold[test_idx] = predicted
-        accuracies.append(float((predicted == parties[test_idx]).mean()))
-    return accuracies, out_of_fold
+        predicted = (republican_probability(model, votes[test_idx]) >= 0.5).astype(np.int64)
+        out_of_fold[i // FOLDS, test_idx] = predicted
+        accuracies[i // FOLDS].append(float((predicted == parties[test_idx]).mean()))
+    return CrossValidation(accuracies, out_of_fold)
 
 
 def train(options: TrainOptions) -> Path:
     """Cross-validate, fit on all rows, export the next version, return its folder."""
-    import keras
     import tensorflow as tf
 
     from training.export import ExportRequest, export_trained
@@ -145,37 +251,36 @@ def train(options: TrainOptions) -> Path:
     votes, parties = votes[: options.limit], parties[: options.limit]
     epochs = options.epochs or DEFAULT_EPOCHS
     batch_size = options.batch_size or DEFAULT_BATCH_SIZE
+    repeats = options.cv_repeats or CV_REPEATS
 
-    accuracies, out_of_fold = cross_validate(
-        votes, parties, epochs=epochs, batch_size=batch_size, seed=options.seed
+    cv = cross_validate(
+        votes, parties, epochs=epochs, batch_size=batch_size, seed=options.seed, repeats=repeats
     )
-    keras.utils.set_random_seed(options.seed)
-    model = build_model()
-    history = model.fit(votes, parties, epochs=epochs, batch_size=batch_size, verbose=0).history
+    model, history = fit(
+        DESIGN, votes, parties, epochs=epochs, batch_size=batch_size, seed=options.seed
+    )
 
     @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.float32, name="votes")])
     def serve(votes: tf.Tensor) -> dict[str, tf.Tensor]:
-        republican = model(votes, training=False)
+        members = model(votes, training=False)  # [batch, members]
+        republican = tf.reduce_mean(members, axis=1, keepdims=True)
         return {"probabilities": tf.concat([1.0 - republican, republican], axis=1)}
 
-    cv_metrics = {
-        "cv_accuracy_mean": float(np.mean(accuracies)),
-        "cv_accuracy_std": float(np.std(accuracies)),
-        "cv_folds": FOLDS,
-        "cv_fold_accuracies": accuracies,
-        "cv_rows": len(parties),
-        "target_cv_accuracy": TARGET_CV_ACCURACY,
-    }
+    cv_metrics = {**cv.metrics(), "target_cv_accuracy": TARGET_CV_ACCURACY}
 
     def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
         probabilities = loaded.signatures["serving_default"](votes=votes)["probabilities"].numpy()
-        counts = confusion_matrix(parties, out_of_fold, len(LABELS))
+        # Every repeat's out-of-fold predictions: each row counts once per repeat.
+        counts = confusion_matrix(
+            np.tile(parties, repeats), cv.out_of_fold.reshape(-1), len(LABELS)
+        )
         plot_confusion_matrix(
             counts,
             LABELS,
             extra / "confusion_matrix.png",
-            f"votes: out-of-fold predictions, {FOLDS}-fold CV on {len(parties)} rows\n"
-            f"accuracy {cv_metrics['cv_accuracy_mean']:.2%}",
+            f"votes: out-of-fold predictions, {repeats} x {FOLDS}-fold CV on {len(parties)} rows"
+            f"\naccuracy {cv_metrics['cv_accuracy_mean']:.2%} "
+            f"\u00b1 {cv_metrics['cv_accuracy_std']:.2%}",
         )
         return {"fit_accuracy_all_rows": float((probabilities.argmax(1) == parties).mean())}
 
@@ -191,7 +296,7 @@ def _card(
 ) -> dict[str, Any]:
     return {
         "task": "binary classification: party from 16 congressional votes (1984)",
-        "description": "Dense 16-32-16-1 with dropout; missing votes kept as 0.",
+        "description": describe(DESIGN),
         "input": {
             "votes": "float32 [batch, 16] in the column order of `vote_columns`; "
             "yes = +1, no = -1, not voted ('?') = 0",
@@ -207,8 +312,12 @@ def _card(
         "hyperparameters": {
             "epochs": epochs,
             "batch_size": batch_size,
-            "optimizer": "Adam 1e-3",
-            "dropout": 0.2,
+            "optimizer": f"Adam {DESIGN.learning_rate:g}",
+            **{
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in asdict(DESIGN).items()
+                if key != "learning_rate"
+            },
             "seed": options.seed,
         },
         "metrics": cv_metrics,

@@ -248,7 +248,8 @@ async def sentiment(request: Request, core: Core, version: VersionQuery = None) 
 )
 async def party(request: Request, core: Core, version: VersionQuery = None) -> Any:
     """Per member, the votes by bill name ("y", "n", "?"); a bill left out counts as not
-    voting, as in the UCI data the model was trained on."""
+    voting, as in the UCI data the model was trained on. A member needs at least one "y" or
+    "n": a record without one is refused (400) instead of answered from no evidence."""
     async with _admitted(request, core, PARTY, version) as admitted:
         body = await _read_json(request, schemas.PartyRequest)
         _check_items(len(body.votes), admitted.limits)
@@ -385,6 +386,13 @@ def _encode_votes(record: Mapping[str, str], bills: list[str], index: int) -> li
         raise InvalidInputError(
             f"votes[{index}]: unknown bill name(s) {', '.join(map(repr, unknown))}; valid "
             f"names: {', '.join(bills)}"
+        )
+    if not any(vote in ("y", "n") for vote in record.values()):
+        # All 16 inputs would be 0: the model has no evidence, and whatever it answers for
+        # that point (a confident party, from where its weights happen to put zero) is noise.
+        raise InvalidInputError(
+            f"votes[{index}]: no yes or no vote; at least one 'y' or 'n' is needed to "
+            "tell a party (a record of only '?' or no bills carries no evidence)"
         )
     return [VOTE_VALUES[record.get(bill, "?")] for bill in bills]
 
