@@ -27,7 +27,7 @@ from service.core.remote import RemoteBackend
 from service.core.serving_config import BackendConfig
 from service.errors import DeadlineExceededError, InvalidInputError
 from service.settings import Settings
-from tests.conftest import FIXTURES, MODELS_DIR
+from tests.conftest import FIXTURES, MODELS_DIR, shipped_version
 from tests.saved_models import copy_versions, write_config
 from tests.server import free_port, grpc_target, running_server, wait_for
 from tests.test_metrics import scrape
@@ -77,7 +77,10 @@ def gateway(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Itera
         [
             {
                 "name": "digits",
-                "backend": {"grpc": address, "assets": str(MODELS_DIR / "digits" / "1")},
+                "backend": {
+                    "grpc": address,
+                    "assets": str(MODELS_DIR / "digits" / str(shipped_version("digits"))),
+                },
             },
             {"name": "party", "backend": {"grpc": address, "model_name": "votes"}},
             {"name": "sentiment", "backend": {"grpc": address}},
