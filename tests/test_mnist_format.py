@@ -491,6 +491,18 @@ def test_several_digits_raise_several_digits_error(count: int) -> None:
         preprocess(png(np.pad(page, 10, constant_values=255)))
 
 
+def test_two_ones_drawn_side_by_side_are_several_digits() -> None:
+    """Slender marks fill their bounding box like a shadow does, yet are strokes: "11" is two
+    digits, while one "1" is read."""
+    page = np.full((280, 280), 255, np.uint8)
+    page[56:224, 72:96] = 0
+    one = page.copy()
+    page[56:224, 184:208] = 0
+    with pytest.raises(SeveralDigitsError, match="2 side by side"):
+        preprocess(png(page))
+    assert preprocess(png(one)).any()
+
+
 def test_a_digit_in_two_strokes_is_one_digit() -> None:
     # a 4 whose two strokes do not touch, and a 5 whose top bar is apart: one digit each
     four = np.full((120, 100), 255, np.uint8)

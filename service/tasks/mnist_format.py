@@ -227,7 +227,9 @@ def _pick_digit(parts: _Parts, darkness: np.ndarray, shape: tuple[int, int]) -> 
     length = np.hypot(tall, wide)
     line = (length >= 0.25 * side) & (area < 0.02 * length**2)  # ruled lines, margins, edges
     big_enough = area >= max(4.0, (0.015 * side) ** 2)
-    stroke_like = area < 0.6 * tall * wide  # desk, shadows and corners fill their box
+    # desk, shadows and corners fill their box; a slender mark (a "1") does too, but is a stroke
+    slender = np.minimum(tall, wide) < 0.3 * np.maximum(tall, wide)
+    stroke_like = (area < 0.6 * tall * wide) | slender
     plausible = big_enough & ~line & ~along_edge
     candidates = plausible & ~edge  # not the desk, a pen or anything else from outside
     inside = bool(candidates.any())
