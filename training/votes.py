@@ -44,11 +44,11 @@ VOTE_COLUMNS = [
 VOTE_ENCODING = {"y": 1.0, "n": -1.0, "?": 0.0}
 SHIPPED_DATA = Path(__file__).parent / "data" / "house-votes-84.data"
 SOURCE = "UCI Congressional Voting Records (Schlimmer 1987), https://doi.org/10.24432/C5C01P"
-DEFAULT_EPOCHS = 60
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_EPOCHS = 300  # full-batch steps: the logistic regression is fitted to convergence
+DEFAULT_BATCH_SIZE = 512  # more than the 435 rows: every step sees them all
 FOLDS = 10
 CV_REPEATS = 5
-TARGET_CV_ACCURACY = 0.95
+TARGET_CV_ACCURACY = 0.96
 
 
 def encode_votes(votes: Sequence[str]) -> np.ndarray:
@@ -105,7 +105,9 @@ class Design:
     learning_rate: float = 1e-3
 
 
-DESIGN = Design()
+# A regularised logistic regression: the votes are close to linearly separable, and every
+# deeper variant measured (docs/models.md) did no better over 5 x 10 folds.
+DESIGN = Design(hidden=(), dropout=0.0, l2=1.3e-3, learning_rate=5e-2)
 
 
 def describe(design: Design) -> str:
