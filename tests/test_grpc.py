@@ -52,7 +52,7 @@ from tensorflow_serving.apis import (
 )
 
 from service.settings import Settings
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, shipped_version
 from tests.saved_models import (
     DTYPE_VALUES,
     DTYPES,
@@ -394,7 +394,7 @@ def test_shipped_models_answer_as_over_rest(shipped_server: str, shipped_target:
         for model, name, proto, instances in cases:
             response = stub.Predict(predict_request(model, {name: proto}), timeout=60)
             assert response.model_spec.name == model
-            assert response.model_spec.version.value == 1
+            assert response.model_spec.version.value == shipped_version(model)
             assert response.model_spec.signature_name == "serving_default"
             assert list(response.outputs) == ["probabilities"]
             probabilities = tf.make_ndarray(response.outputs["probabilities"])

@@ -117,7 +117,7 @@ def test_task_api_and_v2_through_the_backend(gateway: str) -> None:
     infer = {"inputs": [{"name": "votes", "shape": [1, 16], "datatype": "FP32", "data": VOTES_ROW}]}
     v2 = httpx.post(f"{gateway}/v2/models/party/infer", json=infer, timeout=60)
     assert v2.status_code == 200, v2.text
-    assert v2.json()["outputs"][0]["data"][1] > 0.99  # the first UCI row: a republican
+    assert v2.json()["outputs"][0]["data"][1] > 0.9  # the first UCI row: a republican
 
 
 def test_grpc_through_the_gateway_names_the_gateway_model(gateway: str) -> None:
