@@ -40,12 +40,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+from digit_photos import DEFAULT_DATA, load_mnist  # benchmarks/ is on sys.path
 from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "mnist.npz"
 ENDPOINT = "/api/v1/digits"
 
 
@@ -128,20 +128,6 @@ class Result:
             "images_per_second": self.images_per_second,
             "errors_by_digit": errors_by_digit(self.confusion),
         }
-
-
-def load_mnist(path: Path | None, count: int) -> tuple[np.ndarray, np.ndarray]:
-    data = path or DEFAULT_DATA
-    if not data.is_file():
-        sys.exit(
-            f"MNIST not found at {data}: pass --data PATH to mnist.npz (Keras' layout, keys "
-            "x_test and y_test), or put it in ../shared/data beside the repository."
-        )
-    with np.load(data) as npz:
-        x, y = npz["x_test"][:count], npz["y_test"][:count].astype(int)
-    if len(x) < count:
-        sys.exit(f"{data} has only {len(x)} test images (asked for --count {count})")
-    return x, y
 
 
 def check_server(client: httpx.Client) -> None:
