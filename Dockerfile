@@ -75,8 +75,11 @@ COPY scripts/docker/healthcheck.py /opt/modelserve/healthcheck.py
 # container's CPU limit itself at startup (it reads the cgroup CPU quota).
 # HOME=/tmp: the one writable place the server (and Keras, TensorFlow) may need; with a
 # read-only root file system, mount an emptyDir or tmpfs there.
+# MODELSERVE_AUTO_EXPORT=0: the image ships its models (ResNet50 per RESNET50, or none); the
+# server never downloads weights at start-up nor writes into its read-only repository.
 ENV PATH=/opt/venv/bin:$PATH \
     MODELSERVE_MODEL_BASE_PATH=/srv/modelserve/models \
+    MODELSERVE_AUTO_EXPORT=0 \
     MODELSERVE_HOST=0.0.0.0 \
     MODELSERVE_LOG_FORMAT=json \
     TF_CPP_MIN_LOG_LEVEL=2 \

@@ -43,6 +43,7 @@ JobName = StrEnum("JobName", {name: name for name in (*JOBS, "all")})  # type: i
 SERVE_OPTIONS = (
     *("host", "port", "grpc_port", "model_base_path", "config", "model_config_file"),
     *("log_level", "log_format", "poll_interval_seconds", "allow_random_weights"),
+    *("auto_export", "resnet50_weights"),
     *("api_keys_file", "tls_cert_file", "tls_key_file", "tls_ca_file", "workers"),
 )
 FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag names
@@ -50,19 +51,22 @@ FLAG_ALIASES = {"poll_interval_seconds": ("--poll-interval",)}  # earlier flag n
 
 def settings_options(*names: str) -> Callable[[Command], Command]:
     """Give `command(**options)` one option per Settings field in `names`: flag, help, default
-    and variable come from the field. An option not given is None (a flag: False), so Settings
-    resolves it from MODELSERVE_* or its default; Settings alone parses the strings typed (typer
-    never reads the variable: the help only names it)."""
+    and variable come from the field (a yes/no setting gets `--name/--no-name`). An option not
+    given is None, so Settings resolves it from MODELSERVE_* or its default; Settings alone
+    parses the strings typed (typer never reads the variable: the help only names it)."""
 
     def option(name: str) -> inspect.Parameter:
         field = Settings.model_fields[name]
         flag = field.annotation is bool
         env = Settings.model_config["env_prefix"] + name.upper()
         lines = [field.description or "", f"[env var: {env}]"]
-        if field.default is not None and not flag:  # typer's own default is None: not shown
+        if flag:  # typer's own default is None: not shown
+            lines.append(f"[default: {'on' if field.default else 'off'}]")
+        elif field.default is not None:
             lines.append(f"[default: {field.default}]")
+        flag_name = "--" + name.replace("_", "-")
         info = typer.Option(
-            "--" + name.replace("_", "-"),
+            f"{flag_name}/--no-{flag_name[2:]}" if flag else flag_name,
             *FLAG_ALIASES.get(name, ()),
             help=escape("\n\n".join(lines)),  # paragraphs; escaped: rich markup reads [ ]
             metavar=None if flag else _metavar(field.annotation),
@@ -71,8 +75,8 @@ def settings_options(*names: str) -> Callable[[Command], Command]:
         return inspect.Parameter(
             name,
             inspect.Parameter.KEYWORD_ONLY,
-            default=False if flag else None,
-            annotation=Annotated[bool if flag else str | None, info],
+            default=None,
+            annotation=Annotated[bool | None if flag else str | None, info],
         )
 
     def decorate(command: Command) -> Command:  # typer reads the options from the signature
@@ -94,7 +98,7 @@ def _metavar(annotation: Any) -> str:
 def given_settings(options: dict[str, Any]) -> Settings:
     """Settings from the options given, the others from MODELSERVE_* or their defaults."""
     try:
-        return Settings(**{k: v for k, v in options.items() if v not in (None, False)})
+        return Settings(**{k: v for k, v in options.items() if v is not None})
     except ValidationError as exc:
         _fail(f"invalid setting: {exc}")
 

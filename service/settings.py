@@ -115,6 +115,15 @@ class Settings(BaseSettings):
     allow_random_weights: bool = False
     """Let /api/v1/images answer from a `resnet50` with random weights (`modelserve train
     resnet50 --weights none`), whose labels are meaningless (else 409). For load tests only."""
+    auto_export: bool = True
+    """At start, export in the background each served model that is missing and needs no
+    training (today `resnet50`: Keras' ImageNet weights, a 98 MB download kept in Keras' cache),
+    while the other models serve. Off for air-gapped installs and images that ship their models
+    (the Dockerfile's). Models that need training are never trained implicitly."""
+    resnet50_weights: str | None = None
+    """Where the automatic export of `resnet50` gets Keras' weights file
+    (resnet50_weights_tf_dim_ordering_tf_kernels.h5): a local copy, or an http(s) or file URL
+    of a mirror (md5 checked). Default: Keras' cache, else Keras' download."""
 
     # -- access control and transport security
     api_keys: SecretStr | None = None

@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+# Servers started by tests (in process or not) never export missing models on their own (no
+# downloads, nothing written into models/); tests/test_auto_export.py turns it on where tested.
+os.environ["MODELSERVE_AUTO_EXPORT"] = "0"
 
 import io
 from pathlib import Path

@@ -27,6 +27,8 @@ SERVE_FIELDS = {
     "log_format",
     "poll_interval_seconds",
     "allow_random_weights",
+    "auto_export",
+    "resnet50_weights",
     "api_keys_file",
     "tls_cert_file",
     "tls_key_file",
@@ -95,6 +97,24 @@ def test_a_flag_beats_its_env_var_which_beats_the_default(monkeypatch: pytest.Mo
     assert settings.grpc_port == 9100  # env
     assert settings.model_base_path == MODELS_DIR
     assert (settings.host, settings.log_format) == ("0.0.0.0", "json")  # defaults
+
+
+@pytest.mark.usefixtures("no_settings_env")
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ([], {}, True),  # on by default
+        ([], {"MODELSERVE_AUTO_EXPORT": "0"}, False),
+        ([], {"MODELSERVE_AUTO_EXPORT": "false"}, False),
+        (["--no-auto-export"], {"MODELSERVE_AUTO_EXPORT": "1"}, False),
+        (["--auto-export"], {"MODELSERVE_AUTO_EXPORT": "0"}, True),
+    ],
+)
+def test_a_yes_no_setting_can_be_turned_off_by_flag_or_variable(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], expected: bool
+) -> None:
+    env = {"MODELSERVE_MODEL_BASE_PATH": str(MODELS_DIR), **env}
+    assert served_settings(monkeypatch, args, env).auto_export is expected
 
 
 @pytest.mark.usefixtures("no_settings_env")

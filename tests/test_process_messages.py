@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from service.core.layout import existing_versions
-from service.core.routing import ModelSnapshot, VersionSnapshot
+from service.core.routing import ExportNote, ModelSnapshot, VersionSnapshot
 from service.core.servable import VersionState
-from service.core.serving_config import discover_serving_config
+from service.core.serving_config import ModelConfig, discover_serving_config
 from service.core.signatures import read_signatures
 from service.errors import QueueFullError, ServingError
 from service.processes import arena, protocol, wire
@@ -96,7 +96,17 @@ def votes_snapshot() -> ModelSnapshot:
         read_signatures(VOTES_DIR),
         {"batching": {"serving_default": {"requests": 7, "mean_batch_size": 3.5}}},
     )
-    return ModelSnapshot("votes", config, {1: version}, (1,), 0, (1,), {"tmp": "why"}, False, "")
+    return ModelSnapshot(
+        "votes", config, {1: version}, (1,), 0, (1,), {"tmp": "why"}, False, "", None
+    )
+
+
+def exported_snapshot() -> ModelSnapshot:
+    """A model the server is exporting: no version yet, an export note."""
+    config = ModelConfig(name="resnet50", base_path=MODELS_DIR / "resnet50")
+    note = ExportNote(True, "downloading 41 %", "being exported: 41.2 of 102.9 MB (41 %)")
+    reason = f" ({note.detail})"
+    return ModelSnapshot("resnet50", config, {}, (), 0, (), {}, False, reason, note)
 
 
 @pytest.mark.parametrize(
@@ -123,7 +133,7 @@ def votes_snapshot() -> ModelSnapshot:
         protocol.Command(2, "unload", "votes"),
         protocol.Reply(2, b"# HELP x\n", None),
         protocol.Reply(2, None, protocol.Failure(2, "NotFoundError", "no model")),
-        protocol.Catalog((votes_snapshot(),)),
+        protocol.Catalog((votes_snapshot(), exported_snapshot())),
     ],
     ids=lambda message: type(message).__name__,
 )

@@ -49,14 +49,20 @@ def next_version(model_dir: Path) -> int:
     return versions[-1] + 1 if versions else 1
 
 
-def export_model(request: ExportRequest, base_path: Path, keep_versions: int | None) -> Path:
+def export_model(
+    request: ExportRequest,
+    base_path: Path,
+    keep_versions: int | None,
+    model_dir: Path | None = None,
+) -> Path:
     """Write `request` as the next version of its model and return the version folder.
 
-    `keep_versions` caps how many versions stay on disk (oldest removed first); None keeps all.
+    The versions go to `model_dir`, by default <base_path>/<name>. `keep_versions` caps how
+    many versions stay on disk (oldest removed first); None keeps all.
     """
     if keep_versions is not None and keep_versions < 1:
         raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
-    model_dir = base_path / request.name
+    model_dir = model_dir or base_path / request.name
     model_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(model_dir)
     staging = model_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"

@@ -16,6 +16,8 @@ class TrainOptions:
     """Data set file or folder; None searches $MODELSERVE_DATA_DIR and ../shared/data."""
     output: Path = Path("models")
     """Model base path: the version is written to <output>/<name>/<version>/."""
+    model_dir: Path | None = None
+    """The model's folder, when it is not <output>/<name> (a serving config's base_path)."""
     epochs: int | None = None
     """Training epochs; None uses the job's own default."""
     batch_size: int | None = None

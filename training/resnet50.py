@@ -27,12 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.data import DataNotFoundError, keras_download, sha256_of
+from training.data import DataNotFoundError, sha256_of
+from training.download import Progress, describe_progress, download
+from training.jobs import ReadyMade
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions
 
@@ -55,6 +58,7 @@ SHIPPED_CLASS_INDEX = Path(__file__).parent / "data" / CLASS_INDEX_FILE
 WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 WEIGHTS_URL = f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{WEIGHTS_FILE}"
 WEIGHTS_MD5 = "2cb95161c43110f7111970584f804107"
+URL_SCHEME = re.compile(r"(https?|file)://", re.IGNORECASE)
 
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS (--weights none): this model has the real ResNet50 graph but untrained "
@@ -74,20 +78,33 @@ class Weights:
     origin: str  # where the file came from, for the model card
 
 
+WEIGHTS_SIZE = "98 MB"  # as Keras' applications table gives it
+
+
 def weights_help() -> str:
     return (
         "Provide the weights with one of:\n"
         f"  --weights PATH   a local copy of {WEIGHTS_FILE} (md5 {WEIGHTS_MD5}),\n"
         f"                   downloaded elsewhere from {WEIGHTS_URL}\n"
+        "  --weights URL    a mirror of that file (http, https or file URL; md5 checked)\n"
         "  --weights none   random weights: the same graph for tests and load/performance "
         "work; its predictions are meaningless"
     )
 
 
-def resolve_weights(spec: str | None, allow_download: bool) -> Weights:
-    """`--weights`: None or 'imagenet' (Keras' cache or download), 'none' (random), or a path."""
+def print_progress(received: int, total: int | None) -> None:
+    print(f"downloading {WEIGHTS_FILE}: {describe_progress(received, total)}", flush=True)
+
+
+def resolve_weights(
+    spec: str | None, allow_download: bool, progress: Progress = print_progress
+) -> Weights:
+    """`--weights`: None or 'imagenet' (Keras' cache, else Keras' URL), an http(s) or file URL
+    of a mirror, 'none' (random), or a path. Downloads report to `progress`."""
     if spec is not None and spec.lower() == "none":
         return Weights(path=None, origin="random initialisation")
+    if spec is not None and URL_SCHEME.match(spec):
+        return _downloaded(spec, allow_download, progress)
     if spec is not None and spec.lower() != "imagenet":
         path = Path(spec)
         if not path.is_file():
@@ -96,22 +113,32 @@ def resolve_weights(spec: str | None, allow_download: bool) -> Weights:
                 f"{WEIGHTS_FILE}.\n{weights_help()}"
             )
         return Weights(path=path, origin="local file")
-    cached = _keras_home() / "models" / WEIGHTS_FILE
-    if not allow_download and not cached.is_file():
+    return _downloaded(WEIGHTS_URL, allow_download, progress)
+
+
+def _downloaded(url: str, allow_download: bool, progress: Progress) -> Weights:
+    """Keras' cached copy when it is intact, else `url` downloaded into Keras' cache."""
+    cached = keras_cache() / WEIGHTS_FILE
+    if cached.is_file() and hashlib.md5(cached.read_bytes()).hexdigest() == WEIGHTS_MD5:
+        return Weights(path=cached, origin=url)
+    if not allow_download:
         raise WeightsNotAvailableError(
             f"ResNet50's ImageNet weights are not in Keras' cache ({cached}) and the download "
             f"is disabled (--no-download).\n{weights_help()}"
         )
     try:
-        path = keras_download(
-            WEIGHTS_FILE, WEIGHTS_URL, file_hash=WEIGHTS_MD5, cache_subdir="models"
-        )
-    except DataNotFoundError as exc:
+        path = download(url, cached, md5=WEIGHTS_MD5, progress=progress)
+    except (DataNotFoundError, OSError) as exc:  # OSError: the cache is not writable
         raise WeightsNotAvailableError(
             f"ResNet50's ImageNet weights could not be downloaded: {exc}\n"
             f"{weights_help()}\n(or put the file in Keras' cache, {cached})"
         ) from exc
-    return Weights(path=path, origin=WEIGHTS_URL)
+    return Weights(path=path, origin=url)
+
+
+def keras_cache() -> Path:
+    """Where Keras keeps downloaded application weights (`keras.utils.get_file`'s folder)."""
+    return _keras_home() / "models"
 
 
 def _keras_home() -> Path:
@@ -291,14 +318,27 @@ def check_signatures(loaded: Any) -> dict[str, Any]:
 
 def train(options: TrainOptions) -> Path:
     """Build ResNet50 with the chosen weights, export the next version, return its folder."""
-    from training.export import ExportRequest, export_model
+    return export(options, fetch(options, print_progress))
 
-    classes, index_path = load_class_index(options.data)
-    weights = resolve_weights(options.weights, options.allow_download)
+
+def fetch(options: TrainOptions, progress: Progress) -> Weights:
+    """The weights `options` ask for, downloaded first if need be (reporting to `progress`).
+
+    Raises WeightsNotAvailableError (saying how to provide them) when they cannot be had."""
+    load_class_index(options.data)  # a wrong --data fails before a long download
+    weights = resolve_weights(options.weights, options.allow_download, progress)
     if weights.path is None:
         print(f"warning: {RANDOM_WEIGHTS_WARNING}", file=sys.stderr)
     else:
         print(f"ResNet50 weights: {weights.path}")
+    return weights
+
+
+def export(options: TrainOptions, weights: Weights) -> Path:
+    """ResNet50 with `weights`, exported as the next version; its folder."""
+    from training.export import ExportRequest, export_model
+
+    classes, index_path = load_class_index(options.data)
     model = build_model(weights, options.seed)
     serve_bytes, predict_images = serving_functions(model)
     print("exporting ResNet50 (tracing both signatures)")
@@ -316,7 +356,7 @@ def train(options: TrainOptions) -> Path:
         other_signatures={FLOAT_SIGNATURE: predict_images},
         other_assets=[index_path],
     )
-    return export_model(request, options.output, options.keep_versions)
+    return export_model(request, options.output, options.keep_versions, options.model_dir)
 
 
 def _weights_card(weights: Weights, seed: int) -> dict[str, Any]:
@@ -376,3 +416,15 @@ def _card(options: TrainOptions, weights: Weights, index_path: Path) -> dict[str
         "hyperparameters": {"image_size": IMAGE_SIZE, "seed": options.seed},
         **provenance(),
     }
+
+
+READY_MADE = ReadyMade(
+    name=NAME,
+    fetches=f"Keras' ResNet50 ImageNet weights ({WEIGHTS_SIZE}, kept in Keras' cache, "
+    f"{keras_cache()})",
+    source_setting="resnet50_weights",
+    how_to_provide=f"download {WEIGHTS_FILE} (md5 {WEIGHTS_MD5}) from {WEIGHTS_URL} and start "
+    "with --resnet50-weights PATH (or run `modelserve train resnet50 --weights PATH`)",
+    fetch=fetch,
+    export=export,
+)

@@ -8,6 +8,7 @@ import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from service.core.auto_export import AutoExports
 from service.core.placement import DeviceSetup, configure_devices
 from service.core.repository import ModelRepository
 from service.core.serving_config import ServingConfig
@@ -30,6 +31,7 @@ class LocalModels:
         self.metrics = metrics
         self._repository: ModelRepository | None = None
         self._inference: ThreadPoolExecutor | None = None
+        self._exports: AutoExports | None = None
 
     @property
     def repository(self) -> ModelRepository:
@@ -67,10 +69,14 @@ class LocalModels:
         )
         metrics.watch(self._repository)
         await self._repository.start()
+        self._exports = AutoExports(settings, self.serving_config, self._repository)
+        await self._exports.start()
         names = ", ".join(self._repository.model_names())
         log.info("serving %s from %s", names, self.serving_config.source)
 
     async def stop(self) -> None:
+        if self._exports is not None:
+            await self._exports.stop()
         if self._repository is not None:
             await self._repository.stop()
         if self._inference is not None:

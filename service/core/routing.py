@@ -17,6 +17,21 @@ from service.errors import NotFoundError, UnavailableError
 SETTLING = (VersionState.START, VersionState.LOADING)
 
 
+@dataclass(frozen=True)
+class ExportNote:
+    """A model with no version that the server exports itself (`service.core.auto_export`):
+    coming (the export runs, or its version loads) or not (the export failed). Such a model
+    does not hold readiness back: the others serve meanwhile, and it may never come."""
+
+    coming: bool
+    stage: str  # short, for a badge: "downloading 41 %", "exporting", "failed"
+    detail: str  # the whole story, for /readyz, the log and 503s
+
+    def as_json(self) -> dict[str, Any]:
+        state = "coming" if self.coming else "failed"
+        return {"state": state, "stage": self.stage, "detail": self.detail}
+
+
 class KnownVersion(Protocol):
     @property
     def state(self) -> VersionState: ...
@@ -38,6 +53,8 @@ class Entry(Protocol[V]):
     def serving(self) -> Mapping[int, V]: ...  # AVAILABLE
     @property
     def unloaded_by_admin(self) -> bool: ...
+    @property
+    def export_note(self) -> ExportNote | None: ...  # while it has no version
     def why_unavailable(self) -> str: ...  # " (loading version 2)", or ""
 
 
@@ -107,8 +124,18 @@ def readiness(entries: Mapping[str, Entry[V]]) -> dict[str, bool]:
 
 
 def is_ready(entries: Mapping[str, Entry[V]]) -> bool:
-    """Admin-unloaded models are left out: a deliberate unload keeps the replica in rotation."""
-    return all(bool(e.serving) for e in entries.values() if not e.unloaded_by_admin)
+    """Admin-unloaded models are left out: a deliberate unload keeps the replica in rotation;
+    so are models the server exports itself (`ExportNote`)."""
+    return all(
+        bool(e.serving)
+        for e in entries.values()
+        if not e.unloaded_by_admin and e.export_note is None
+    )
+
+
+def export_notes(entries: Mapping[str, Entry[V]]) -> dict[str, ExportNote]:
+    """The models the server is exporting, or failed to export, by name."""
+    return {name: e.export_note for name, e in entries.items() if e.export_note is not None}
 
 
 @dataclass
@@ -170,6 +197,7 @@ class ModelView:
     versions_found: tuple[int, ...]  # by the last listing (kept while a folder is unreadable)
     ignored_folders: Mapping[str, str]  # folder -> why it is no version
     unloaded_by_admin: bool
+    export_note: ExportNote | None  # exported by the server, while it has no version
 
 
 @dataclass
@@ -185,6 +213,7 @@ class ModelSnapshot:
     ignored_folders: dict[str, str]
     unloaded_by_admin: bool
     unavailable_reason: str
+    export_note: ExportNote | None
     serving: dict[int, VersionSnapshot] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -207,4 +236,5 @@ class ModelSnapshot:
             versions_found=self.versions_found,
             ignored_folders=self.ignored_folders,
             unloaded_by_admin=self.unloaded_by_admin,
+            export_note=self.export_note,
         )

@@ -8,7 +8,7 @@ import difflib
 import re
 import tomllib
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from service.core.layout import model_names
+from training.jobs import NEEDS_NO_TRAINING
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -385,9 +386,15 @@ def load_serving_config(path: Path, model_base_path: Path) -> ServingConfig:
     return _validate({**data, "source": str(path)}, str(path), context)
 
 
-def discover_serving_config(model_base_path: Path) -> ServingConfig:
-    """No config file: every model in the repository at `latest 1`, as TF Serving does."""
+def discover_serving_config(
+    model_base_path: Path, exportable: Collection[str] = ()
+) -> ServingConfig:
+    """No config file: every model in the repository at `latest 1`, as TF Serving does, and
+    the `exportable` ones (the server exports them: `service.core.auto_export`) even without
+    a version, as long as the repository folder exists."""
     names = model_names(model_base_path)
+    if model_base_path.is_dir():
+        names = sorted({*names, *exportable})
     if not names:
         raise ServingConfigError(
             f"{model_base_path}: no models found (expected <name>/<version>/saved_model.pb;"
@@ -535,4 +542,5 @@ def serving_config_for(settings: Settings) -> ServingConfig:
         return load_serving_config(settings.config, settings.model_base_path)
     if settings.model_config_file is not None:
         return load_tfserving_model_config(settings.model_config_file)
-    return discover_serving_config(settings.model_base_path)
+    exportable = NEEDS_NO_TRAINING if settings.auto_export else ()
+    return discover_serving_config(settings.model_base_path, exportable)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from service.http.dependencies import lifecycle, repository
@@ -15,15 +17,26 @@ async def healthz() -> JSONBody:
     return JSONBody({"status": "alive"})
 
 
-@router.get("/readyz", summary="Readiness: every model (but those unloaded) has a version up")
+@router.get(
+    "/readyz",
+    summary="Readiness: every model has a version up (but those unloaded or being exported)",
+)
 async def readyz(request: Request) -> JSONBody:
+    """`models`: name -> serving. Models the server exports itself (`--auto-export`) do not
+    hold readiness back; `coming` says which are on their way and why, `not_exported` which
+    failed and how to provide them."""
     models = repository(request).readiness()
+    notes = repository(request).export_notes()
+    body: dict[str, Any] = {"status": "ready", "models": models}
+    for key, coming in (("coming", True), ("not_exported", False)):
+        listed = {name: note.detail for name, note in notes.items() if note.coming == coming}
+        if listed:
+            body[key] = listed
     if lifecycle(request).draining:  # shutting down: take this replica out of rotation
-        return JSONBody({"status": "draining", "models": models}, status_code=503)
+        return JSONBody({**body, "status": "draining"}, status_code=503)
     ready = repository(request).is_ready()
     return JSONBody(
-        {"status": "ready" if ready else "loading", "models": models},
-        status_code=200 if ready else 503,
+        {**body, "status": "ready" if ready else "loading"}, status_code=200 if ready else 503
     )
 
 

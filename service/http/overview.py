@@ -27,6 +27,8 @@ async def models_overview(request: Request) -> JSONBody:
                     "versions": [_version(v) for v in model.versions],
                     # folders that look like versions but are not served, and why
                     "ignored_folders": model.ignored_folders,
+                    # exported by the server (coming, or failed), while it has no version
+                    "export": model.export_note.as_json() if model.export_note else None,
                 }
                 for model in repository(request).models()
             ]

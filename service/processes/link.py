@@ -22,7 +22,7 @@ from service.core import routing
 from service.core.batching import check_request_rows
 from service.core.dtypes import Arrays
 from service.core.record import RequestRecord
-from service.core.routing import ModelSnapshot, ModelView, VersionSnapshot
+from service.core.routing import ExportNote, ModelSnapshot, ModelView, VersionSnapshot
 from service.errors import UnavailableError
 from service.processes import arena, protocol
 from service.processes.channel import Channel
@@ -316,6 +316,9 @@ class RepositoryMirror:
 
     def is_ready(self) -> bool:
         return self.connected and self._peers_ready() and routing.is_ready(self._models)
+
+    def export_notes(self) -> dict[str, ExportNote]:
+        return routing.export_notes(self._models)
 
     async def rescan(self, *, settled: bool = False) -> None:
         await self._link.command("rescan")

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from service.core.routing import ModelSnapshot, VersionSnapshot
+from service.core.routing import ExportNote, ModelSnapshot, VersionSnapshot
 from service.core.servable import VersionState
 from service.core.serving_config import ModelConfig
 from service.core.signatures import Signature, signatures_from_defs
@@ -68,11 +68,20 @@ def _model(model: ModelSnapshot) -> Fields:
         model.ignored_folders,
         model.unloaded_by_admin,
         model.unavailable_reason,
+        _note(model.export_note),
     ]
 
 
+def _note(note: ExportNote | None) -> Fields | None:
+    return None if note is None else [note.coming, note.stage, note.detail]
+
+
+def _note_of(fields: Fields | None) -> ExportNote | None:
+    return None if fields is None else ExportNote(*fields)
+
+
 def _model_of(fields: Fields) -> ModelSnapshot:
-    name, config, versions, serving, failures, found, ignored, unloaded, reason = fields
+    name, config, versions, serving, failures, found, ignored, unloaded, reason, note = fields
     model_config = ModelConfig.model_validate(config)
     known = [_version_of(version, model_config) for version in versions]
     return ModelSnapshot(
@@ -85,6 +94,7 @@ def _model_of(fields: Fields) -> ModelSnapshot:
         ignored,
         unloaded,
         reason,
+        _note_of(note),
     )
 
 

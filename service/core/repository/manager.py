@@ -18,7 +18,7 @@ from service.core.batching import BatchObserver
 from service.core.placement import DeviceSetup
 from service.core.repository.loaders import LocalLoader, load_failure
 from service.core.repository.sources import Fingerprint, Listing, VersionSource, source_for
-from service.core.routing import SETTLING, ModelSnapshot, ModelView, VersionSnapshot
+from service.core.routing import SETTLING, ExportNote, ModelSnapshot, ModelView, VersionSnapshot
 from service.core.servable import ServableVersion, VersionState
 from service.core.serving_config import ModelConfig, ServingConfig
 
@@ -37,6 +37,12 @@ class _Model:
     listing: Listing = field(default_factory=lambda: Listing({}))  # the last one
     load_failures: int = 0  # since the server started
     unloaded_by_admin: bool = False  # POST /admin/models/<name>/unload, until loaded again
+    exporting: ExportNote | None = None  # set by service.core.auto_export
+
+    @property
+    def export_note(self) -> ExportNote | None:
+        """Only while the model has no version served: once one is, it no longer matters."""
+        return None if self.serving else self.exporting
 
     @property
     def name(self) -> str:
@@ -58,6 +64,8 @@ class _Model:
         ]
         if loading:
             return f" (loading version {', '.join(map(str, loading))})"
+        if self.exporting is not None:
+            return f" ({self.exporting.detail})"
         if failed:
             return " (" + "; ".join(failed) + ")"
         if self.listing.error:
@@ -78,6 +86,7 @@ class _Model:
             ignored_folders=dict(self.listing.ignored),
             unloaded_by_admin=self.unloaded_by_admin,
             unavailable_reason=self.why_unavailable(),
+            export_note=self.export_note,
         )
 
     def view(self) -> ModelView:
@@ -90,6 +99,7 @@ class _Model:
             versions_found=tuple(sorted(self.listing.versions)),
             ignored_folders=dict(self.listing.ignored),
             unloaded_by_admin=self.unloaded_by_admin,
+            export_note=self.export_note,
         )
 
 
@@ -190,6 +200,13 @@ class ModelRepository:
     def readiness(self) -> dict[str, bool]:
         return routing.readiness(self._models)
 
+    def export_notes(self) -> dict[str, ExportNote]:
+        return routing.export_notes(self._models)
+
+    def note_export(self, name: str, note: ExportNote | None) -> None:
+        """What `service.core.auto_export` says of a model it exports (None: nothing)."""
+        self._models[name].exporting = note
+
     def is_ready(self) -> bool:
         return routing.is_ready(self._models)
 
@@ -263,6 +280,7 @@ class ModelRepository:
             servable.warmup_seconds = loaded.warmup_seconds
             servable.state = VersionState.AVAILABLE
             model.serving = {**model.serving, servable.version: servable}
+            model.exporting = None  # an exported version is served: the export is over
             devices = ", ".join(f"instance {i}: {r.device}" for i, r in enumerate(loaded.runners))
             seconds = loaded.load_seconds, loaded.warmup_seconds
             log.info("%s AVAILABLE (load %.2f s, warm-up %.2f s) on %s", what, *seconds, devices)

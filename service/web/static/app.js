@@ -209,14 +209,34 @@ function describeModel(model) {
   if (model.ready && available.length > 0) {
     return { text: `version ${Math.max(...available)} ready`, state: "ready" };
   }
+  // exported by the server itself (a model that needs no training): on its way, or failed
+  if (model.export) {
+    const coming = model.export.state === "coming";
+    const text = coming ? `coming: ${model.export.stage}` : "not exported";
+    return { text, state: coming ? "pending" : "missing", title: model.export.detail };
+  }
   const failed = model.versions.find((v) => v.error);
   if (failed) return { text: `failed: ${failed.error}`, state: "missing" };
   return { text: "loading", state: "pending" };
 }
 
+// While a model is loading or being exported, its badge is refreshed this often.
+const STATUS_REFRESH_MS = 2000;
+let statusRefresh = 0;
+
+/** A [data-missing-model] notice: shown when the model is not served at all, or when the
+ * server could not export it (then with the reason and how to provide its files). */
+function showNotice(notice, model) {
+  const failedExport = model?.export?.state === "failed" ? model.export.detail : "";
+  notice.hidden = Boolean(model) && !failedExport;
+  const reason = notice.querySelector("[data-export-failure]");
+  if (reason) reason.textContent = failedExport;
+}
+
 /** Fill each card's status badge ([data-model]) and show [data-missing-model] notices;
  * true when the server answered. */
 async function showModelStatus() {
+  clearTimeout(statusRefresh);
   let models;
   try {
     const { models: list } = await callApi("/api/v1/models");
@@ -229,14 +249,18 @@ async function showModelStatus() {
     }
     return false;
   }
+  let pending = false;
   for (const badge of document.querySelectorAll("[data-model]")) {
-    const { text, state } = describeModel(models.get(badge.dataset.model));
+    const { text, state, title } = describeModel(models.get(badge.dataset.model));
     badge.textContent = text;
     badge.dataset.state = state;
+    badge.title = title ?? "";
+    pending ||= state === "pending";
   }
   for (const notice of document.querySelectorAll("[data-missing-model]")) {
-    notice.hidden = models.has(notice.dataset.missingModel);
+    showNotice(notice, models.get(notice.dataset.missingModel));
   }
+  if (pending) statusRefresh = setTimeout(showModelStatus, STATUS_REFRESH_MS);
   return true;
 }
 
