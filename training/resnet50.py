@@ -420,8 +420,8 @@ def _card(options: TrainOptions, weights: Weights, index_path: Path) -> dict[str
 
 READY_MADE = ReadyMade(
     name=NAME,
-    fetches=f"Keras' ResNet50 ImageNet weights ({WEIGHTS_SIZE}, kept in Keras' cache, "
-    f"{keras_cache()})",
+    fetches=f"Keras' ResNet50 ImageNet weights ({WEIGHTS_SIZE}, kept in Keras' cache: "
+    "$KERAS_HOME/models, by default ~/.keras/models)",
     source_setting="resnet50_weights",
     how_to_provide=f"download {WEIGHTS_FILE} (md5 {WEIGHTS_MD5}) from {WEIGHTS_URL} and start "
     "with --resnet50-weights PATH (or run `modelserve train resnet50 --weights PATH`)",

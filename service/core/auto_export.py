@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service.core.layout import existing_versions
+from service.core.paths import without_paths
 from service.core.repository import ModelRepository
 from service.core.routing import ExportNote
 from service.core.serving_config import ModelConfig, ServingConfig
@@ -168,7 +169,9 @@ class AutoExports:
         turn_off = "MODELSERVE_AUTO_EXPORT=0 (--no-auto-export) turns the automatic export off"
         detail = f"not exported: {reason}. To serve it, {job.how_to_provide}"
         log.warning("%s is not served: %s; %s", model.name, detail, turn_off)
-        self.repository.note_export(model.name, ExportNote(False, "not exported", detail))
+        # /readyz and 503s are public: the log has the paths, clients see file names
+        public = without_paths(detail, {str(model.base_path): model.name})
+        self.repository.note_export(model.name, ExportNote(False, "not exported", public))
 
     async def _stop_child(self) -> None:
         child, self._child = self._child, None

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from service.core.batching import Runner
+from service.core.paths import without_paths
 from service.core.placement import DeviceSetup, place_instances
 from service.core.remote import RemoteBackend, RemoteRunner
 from service.core.runtime import EchoModel, LoadedModel, error_summary
@@ -89,12 +89,8 @@ def load_failure(exc: Exception, servable: ServableVersion) -> tuple[str, str]:
     return code, _without_paths(f"{type(exc).__name__}: {error_summary(exc)}", servable)
 
 
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])(?:/[\w.@+~-]+){2,}/?")
-
-
 def _without_paths(message: str, servable: ServableVersion) -> str:
     """The version's folder shown as `<model>/<version>`, any other absolute path cut to its
     last part: clients have no business knowing the server's file system."""
-    for folder in {str(servable.path.resolve()), str(servable.path)}:
-        message = message.replace(folder, f"{servable.model}/{servable.version}")
-    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group().rstrip("/").rsplit("/", 1)[-1], message)
+    shown = f"{servable.model}/{servable.version}"
+    return without_paths(message, {str(servable.path.resolve()): shown, str(servable.path): shown})
