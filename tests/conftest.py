@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest_plugins = ["tests.route_server"]  # the `served` fixture: a loopback HTTP file server
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO_ROOT / "models"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -70,3 +72,11 @@ def no_shared_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(empty / "project")
     monkeypatch.setattr("training.data.PROJECT_ROOT", empty / "project")
     return empty
+
+
+@pytest.fixture
+def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Keras home (its cache of downloads), for this process and its children."""
+    home = tmp_path / "keras"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home

@@ -8,13 +8,10 @@ line, and the other models keep serving."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import logging
 import os
 import re
 import signal
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ from playwright.sync_api import Browser, expect
 from service.core.auto_export import exportable
 from service.core.serving_config import ServingConfig, discover_serving_config
 from service.settings import Settings
+from tests.route_server import RouteServer
 from tests.saved_models import export_affine
 from tests.server import free_port, running_server
 from tests.task_models import photo_bytes
@@ -198,13 +196,6 @@ def check_exported(url: str) -> None:
 # --- failures: one warning line, nothing half-written, the others serve -------------------------
 
 
-@pytest.fixture
-def keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keras' cache of the export process (it inherits this environment)."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    return tmp_path / "keras"
-
-
 def exporting_server(repo: Path, source: str) -> contextlib.AbstractContextManager[str]:
     return running_server(Settings(model_base_path=repo, auto_export=True, resnet50_weights=source))
 
@@ -286,40 +277,16 @@ def test_the_page_says_why_resnet50_was_not_exported(
             expect(notice).to_contain_text(resnet50.WEIGHTS_MD5)
 
 
-class Trickle(http.server.BaseHTTPRequestHandler):
-    """Promises 50 MB, sends 1 MB, then holds the connection until the test ends."""
-
-    release = threading.Event()
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(50_000_000))
-        self.end_headers()
-        self.wfile.write(b"\0" * 1_000_000)
-        self.wfile.flush()
-        self.release.wait(120)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def trickling_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{resnet50.WEIGHTS_FILE}"
-    finally:
-        Trickle.release.set()
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_server_stopped_mid_download_leaves_no_partial_file(
-    tmp_path: Path, keras_home: Path, trickling_url: str
+    tmp_path: Path,
+    keras_home: Path,
+    served: RouteServer,
 ) -> None:
+    # 1 MB sent of the 50 MB promised, then the connection is held open
+    path = f"/{resnet50.WEIGHTS_FILE}"
+    stalled = served.serve(path, b"\0" * 1_000_000, missing=49_000_000, stall=True)
     repo = affine_repository(tmp_path / "models")
-    with exporting_server(repo, trickling_url) as url:
+    with exporting_server(repo, stalled) as url:
         partial = wait_for(lambda: files_in(keras_home / "models"), 120, "the download to start")
         assert partial[0].startswith(f".{resnet50.WEIGHTS_FILE}.part-")
         coming = readyz(url)["coming"]["resnet50"]

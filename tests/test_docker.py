@@ -159,6 +159,15 @@ def test_modelserve_variables_in_env_are_settings() -> None:
     assert "MODELSERVE_MODEL_BASE_PATH" in names
 
 
+def test_the_image_never_exports_models_at_start() -> None:
+    """It ships its models (ResNet50 baked in, or left out) in a read-only repository: the
+    server must not try to download weights into it when it starts."""
+    words = [word for i in of_kind("ENV", FINAL) for word in shlex.split(i.args)]
+    values = dict(word.partition("=")[::2] for word in words)
+    assert values["MODELSERVE_AUTO_EXPORT"] == "0"
+    assert Settings(auto_export=values["MODELSERVE_AUTO_EXPORT"]).auto_export is False
+
+
 def test_entrypoint_serves_and_healthcheck_runs_the_shipped_script() -> None:
     (entrypoint,) = of_kind("ENTRYPOINT", FINAL)
     assert json.loads(entrypoint.args) == ["modelserve", "serve"]
