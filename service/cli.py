@@ -69,7 +69,7 @@ def settings_options(*names: str) -> Callable[[Command], Command]:
             f"{flag_name}/--no-{flag_name[2:]}" if flag else flag_name,
             *FLAG_ALIASES.get(name, ()),
             help=escape("\n\n".join(lines)),  # paragraphs; escaped: rich markup reads [ ]
-            metavar=None if flag else _metavar(field.annotation),
+            metavar="" if flag else _metavar(field.annotation),
             show_default=False,
         )
         return inspect.Parameter(
