@@ -88,6 +88,7 @@ image_env=(
     PATH="$venv/bin:/usr/local/bin:/usr/bin:/bin"
     LANG=C.UTF-8
     MODELSERVE_MODEL_BASE_PATH="$models"
+    MODELSERVE_AUTO_EXPORT=0
     MODELSERVE_HOST=0.0.0.0
     MODELSERVE_LOG_FORMAT=json
     MODELSERVE_PORT="$port"
@@ -137,6 +138,11 @@ echo "ok: /readyz is 200 (every model AVAILABLE)"
     fail "nothing listens on the gRPC port $grpc_port"
 echo "ok: the gRPC port $grpc_port accepts connections"
 grep -q '^{' "$log" || { show_log; fail "no JSON log line (MODELSERVE_LOG_FORMAT=json)"; }
+if grep -q '"service.core.auto_export"' "$log"; then
+    show_log
+    fail "the image's server started an automatic export (MODELSERVE_AUTO_EXPORT=0 is lost)"
+fi
+echo "ok: no automatic export (the image ships its models)"
 echo "ok: the server logs JSON lines"
 
 kill -TERM "$server_pid"

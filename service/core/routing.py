@@ -24,7 +24,7 @@ class ExportNote:
     does not hold readiness back: the others serve meanwhile, and it may never come."""
 
     coming: bool
-    stage: str  # short, for a badge: "downloading 41 %", "exporting", "failed"
+    stage: str  # short, for a badge: "downloading 41 %", "exporting", "not exported"
     detail: str  # the whole story, for /readyz, the log and 503s
 
     def as_json(self) -> dict[str, Any]:
