@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from training.data import DataNotFoundError
@@ -95,3 +96,19 @@ def describe_progress(received: int, total: int | None) -> str:
     if not total:
         return megabytes(received)
     return f"{received / 1e6:.1f} of {megabytes(total)} ({100 * received // total} %)"
+
+
+@contextlib.contextmanager
+def shown_progress(label: str) -> Iterator[Progress]:
+    """A Progress for a person: a bar on a terminal, else a line per report (logs, CI)."""
+    if not sys.stdout.isatty():
+        yield lambda received, total: print(
+            f"{label}: {describe_progress(received, total)}", flush=True
+        )
+        return
+    from rich.progress import DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+    columns = (*Progress.get_default_columns()[:2], DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, TimeRemainingColumn()) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda received, total: bar.update(task, completed=received, total=total)

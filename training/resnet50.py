@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from training.data import DataNotFoundError, sha256_of
-from training.download import Progress, describe_progress, download
+from training.download import Progress, download, shown_progress
 from training.jobs import ReadyMade
 from training.model_card import data_provenance, provenance
 from training.options import TrainOptions
@@ -92,15 +92,12 @@ def weights_help() -> str:
     )
 
 
-def print_progress(received: int, total: int | None) -> None:
-    print(f"downloading {WEIGHTS_FILE}: {describe_progress(received, total)}", flush=True)
-
-
 def resolve_weights(
-    spec: str | None, allow_download: bool, progress: Progress = print_progress
+    spec: str | None, allow_download: bool, progress: Progress | None = None
 ) -> Weights:
     """`--weights`: None or 'imagenet' (Keras' cache, else Keras' URL), an http(s) or file URL
-    of a mirror, 'none' (random), or a path. Downloads report to `progress`."""
+    of a mirror, 'none' (random), or a path. Downloads report to `progress` (default: a bar
+    on a terminal, else lines)."""
     if spec is not None and spec.lower() == "none":
         return Weights(path=None, origin="random initialisation")
     if spec is not None and URL_SCHEME.match(spec):
@@ -116,7 +113,7 @@ def resolve_weights(
     return _downloaded(WEIGHTS_URL, allow_download, progress)
 
 
-def _downloaded(url: str, allow_download: bool, progress: Progress) -> Weights:
+def _downloaded(url: str, allow_download: bool, progress: Progress | None) -> Weights:
     """Keras' cached copy when it is intact, else `url` downloaded into Keras' cache."""
     cached = keras_cache() / WEIGHTS_FILE
     if cached.is_file() and hashlib.md5(cached.read_bytes()).hexdigest() == WEIGHTS_MD5:
@@ -127,7 +124,11 @@ def _downloaded(url: str, allow_download: bool, progress: Progress) -> Weights:
             f"is disabled (--no-download).\n{weights_help()}"
         )
     try:
-        path = download(url, cached, md5=WEIGHTS_MD5, progress=progress)
+        if progress is not None:
+            path = download(url, cached, md5=WEIGHTS_MD5, progress=progress)
+        else:
+            with shown_progress(f"downloading {WEIGHTS_FILE}") as shown:
+                path = download(url, cached, md5=WEIGHTS_MD5, progress=shown)
     except (DataNotFoundError, OSError) as exc:  # OSError: the cache is not writable
         raise WeightsNotAvailableError(
             f"ResNet50's ImageNet weights could not be downloaded: {exc}\n"
@@ -318,11 +319,12 @@ def check_signatures(loaded: Any) -> dict[str, Any]:
 
 def train(options: TrainOptions) -> Path:
     """Build ResNet50 with the chosen weights, export the next version, return its folder."""
-    return export(options, fetch(options, print_progress))
+    return export(options, fetch(options))
 
 
-def fetch(options: TrainOptions, progress: Progress) -> Weights:
-    """The weights `options` ask for, downloaded first if need be (reporting to `progress`).
+def fetch(options: TrainOptions, progress: Progress | None = None) -> Weights:
+    """The weights `options` ask for, downloaded first if need be (reporting to `progress`;
+    by default a bar on a terminal, else lines).
 
     Raises WeightsNotAvailableError (saying how to provide them) when they cannot be had."""
     load_class_index(options.data)  # a wrong --data fails before a long download
