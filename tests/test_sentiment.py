@@ -17,6 +17,8 @@ from training.options import TrainOptions
 from training.sentiment import (
     ENSEMBLE_SIZE,
     LABELS,
+    MEMBERS,
+    PAIR_BUCKETS,
     SEQUENCE_LENGTH,
     build_model,
     build_vectorizer,
@@ -24,6 +26,7 @@ from training.sentiment import (
     standardize,
     train,
     trim_padding,
+    word_pairs,
 )
 
 POSITIVE_WORDS = ["wonderful", "brilliant", "moving", "superb", "delightful"]
@@ -100,17 +103,31 @@ def test_trim_padding_keeps_the_longest_review_and_one_padding_column() -> None:
     assert trim_padding(tf.zeros((0, SEQUENCE_LENGTH), tf.int32)).shape == (0, 1)
 
 
-def test_cutting_padding_does_not_change_the_model_output() -> None:
+@pytest.mark.parametrize("kind", ["words", "pairs"])
+def test_cutting_padding_does_not_change_the_model_output(kind: str) -> None:
     """Served batches are cut to their longest review (plus one padding column): the same
     probabilities as with all SEQUENCE_LENGTH columns, as the padding is masked."""
     ids = np.zeros((3, SEQUENCE_LENGTH), dtype=np.int32)
     rng = np.random.default_rng(0)
     for row, length in enumerate([40, 3, 0]):
         ids[row, :length] = rng.integers(1, 500, length)
-    model = build_model()
+    model = build_model(kind)
     full = model(tf.constant(ids), training=False).numpy()
     cut = model(trim_padding(tf.constant(ids)), training=False).numpy()
     np.testing.assert_allclose(cut, full, atol=1e-6)
+
+
+def test_word_pairs_hash_each_word_with_the_one_before() -> None:
+    tokens = tf.constant([[5, 7, 5, 7, 0, 0], [7, 5, 1, 0, 0, 0]], tf.int32)
+    pairs = word_pairs(tokens).numpy()
+    assert (pairs[tokens.numpy() == 0] == 0).all()  # padding stays padding
+    assert ((pairs[tokens.numpy() > 0] >= 1) & (pairs[tokens.numpy() > 0] < PAIR_BUCKETS)).all()
+    assert pairs[0, 1] == pairs[0, 3]  # "5 7" twice: one id
+    assert pairs[0, 2] == pairs[1, 1]  # "7 5" in both reviews: one id
+    assert pairs[0, 1] != pairs[0, 2]  # the order of the words counts
+    assert pairs[0, 0] != pairs[0, 2]  # 5 opening a review is not 5 after 7
+    with pytest.raises(ValueError, match="unknown member kind"):
+        build_model("chars")
 
 
 @pytest.mark.parametrize("name", ["reviews.csv", "reviews.csv.gz"])
@@ -175,6 +192,7 @@ def test_smoke_training_exports_raw_text_model(smoke_model: tuple[Path, Any]) ->
     assert len(card["metrics"]["member_test_accuracies"]) == ENSEMBLE_SIZE
     assert sum(sum(row) for row in card["metrics"]["confusion_matrix"]["counts"]) == 100
     assert len(card["learning_curves"]) == ENSEMBLE_SIZE
+    assert card["hyperparameters"]["members"] == list(MEMBERS)
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(card["learning_curves"][0])
     assert (version_dir / "assets.extra" / "training_curves.png").is_file()
     assert (version_dir / "assets.extra" / "confusion_matrix.png").is_file()
