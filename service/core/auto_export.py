@@ -65,7 +65,7 @@ class AutoExports:
         if not self.planned:
             return
         for model, job in self.planned:
-            detail = f"exported by the server in the background: first {job.fetches}"
+            detail = f"to be exported by the server in the background; it fetches {job.fetches}"
             self.repository.note_export(model.name, ExportNote(True, "waiting", detail))
         self._task = asyncio.create_task(self._export_all(), name="auto-export")
 
