@@ -28,18 +28,11 @@ import time
 from pathlib import Path
 
 import httpx
+from serving import free_port  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELSERVE = Path(sys.executable).parent / "modelserve"
 SHIPPED = ("digits", "sentiment", "votes")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def random_weights(folder: Path) -> Path:

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.route_server import CHUNK, RouteServer
+from tests.server import free_port
 from training import download as download_module
 from training import resnet50
 from training.data import DataNotFoundError
@@ -61,13 +61,6 @@ def files_under(folder: Path) -> list[str]:
         for root, _, names in os.walk(folder)
         for name in names
     )
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def failed_download(url: str, target: Path, expected_md5: str | None = None) -> str:
@@ -130,7 +123,7 @@ def test_http_error_leaves_nothing(served: RouteServer, tmp_path: Path) -> None:
 
 
 def test_unreachable_server_leaves_nothing(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/w.h5"
+    url = f"http://127.0.0.1:{free_port()}/w.h5"
     assert "could not be reached" in failed_download(url, tmp_path / "w.h5")
 
 
@@ -205,7 +198,7 @@ def test_weights_from_a_mirror_with_the_wrong_file_are_refused(
 
 
 def test_weights_from_an_unreachable_mirror_say_how_to_provide_them(keras_home: Path) -> None:
-    url = f"http://127.0.0.1:{closed_port()}/resnet50.h5"
+    url = f"http://127.0.0.1:{free_port()}/resnet50.h5"
     with pytest.raises(WeightsNotAvailableError) as caught:
         resolve_weights(url, allow_download=True, progress=ProgressLog())
     assert "could not be reached" in str(caught.value)

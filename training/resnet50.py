@@ -24,6 +24,7 @@ Labels: Keras' ImageNet class index ships with the package (training/data/), so 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -124,11 +125,9 @@ def _downloaded(url: str, allow_download: bool, progress: Progress | None) -> We
             f"is disabled (--no-download).\n{weights_help()}"
         )
     try:
-        if progress is not None:
-            path = download(url, cached, md5=WEIGHTS_MD5, progress=progress)
-        else:
-            with shown_progress(f"downloading {WEIGHTS_FILE}") as shown:
-                path = download(url, cached, md5=WEIGHTS_MD5, progress=shown)
+        with contextlib.ExitStack() as stack:  # the default display is closed after the download
+            report = progress or stack.enter_context(shown_progress(f"downloading {WEIGHTS_FILE}"))
+            path = download(url, cached, md5=WEIGHTS_MD5, progress=report)
     except (DataNotFoundError, OSError) as exc:  # OSError: the cache is not writable
         raise WeightsNotAvailableError(
             f"ResNet50's ImageNet weights could not be downloaded: {exc}\n"
