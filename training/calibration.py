@@ -68,7 +68,7 @@ def expected_calibration_error(
     probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
 ) -> float:
     confidence, correct = _confidence_and_correct(probabilities, labels)
-    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    which = _bin_of(confidence, bins)
     error = 0.0
     for b in range(bins):
         inside = which == b
@@ -85,6 +85,12 @@ def _confidence_and_correct(
     return confidence, correct
 
 
+def _bin_of(confidence: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's bin of `bins` equal ones over [0, 1] (1.0 in the last)."""
+    which: np.ndarray = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    return which
+
+
 def plot_reliability(
     before: np.ndarray, after: np.ndarray, labels: np.ndarray, path: Path, title: str
 ) -> None:
@@ -98,7 +104,7 @@ def plot_reliability(
     edges = np.linspace(0, 1, ECE_BINS + 1)
     for name, probabilities in (("before", before), ("after", after)):
         confidence, correct = _confidence_and_correct(probabilities, labels)
-        which = np.minimum((confidence * ECE_BINS).astype(np.int64), ECE_BINS - 1)
+        which = _bin_of(confidence, ECE_BINS)
         used = [b for b in range(ECE_BINS) if (which == b).sum() >= 5]
         ece = expected_calibration_error(probabilities, labels)
         ax.plot(

@@ -182,12 +182,11 @@ def train(options: TrainOptions) -> Path:
 
     def evaluate(loaded: Any, extra: Path) -> dict[str, Any]:
         metrics = evaluate_digits(loaded, x_test, y_test, extra)
+        calibrated = _probabilities(loaded, x_test)  # the exported model's own answers
         return {
             **metrics,
-            "calibration": _calibration_card(
-                calibration, uncalibrated, loaded, x_test, y_test, extra
-            ),
-            "uncertainty": _uncertainty_card(loaded, x_test, options.seed + 1),
+            "calibration": _calibration_card(calibration, uncalibrated, calibrated, y_test, extra),
+            "uncertainty": _uncertainty_card(loaded, calibrated, x_test, options.seed + 1),
         }
 
     card = _card(options, mnist.path, epochs, batch_size, history, len(x_train))
@@ -218,7 +217,9 @@ def _probabilities(loaded: Any, images: np.ndarray) -> np.ndarray:
     )
 
 
-def _uncertainty_card(loaded: Any, test_images: np.ndarray, seed: int) -> dict[str, Any]:
+def _uncertainty_card(
+    loaded: Any, test_probabilities: np.ndarray, test_images: np.ndarray, seed: int
+) -> dict[str, Any]:
     """How often the exported model is unsure (top probability below UNCERTAIN_BELOW, as the
     task API flags it): on the test digits (false alarms) and on fresh outliers of each kind,
     made from the test digits with a seed the training did not use."""
@@ -229,7 +230,7 @@ def _uncertainty_card(loaded: Any, test_images: np.ndarray, seed: int) -> dict[s
         per_kind[kind.__name__] = _unsure_share(_probabilities(loaded, pictures))
     return {
         "threshold": UNCERTAIN_BELOW,
-        "test_digits_flagged_uncertain": _unsure_share(_probabilities(loaded, test_images)),
+        "test_digits_flagged_uncertain": _unsure_share(test_probabilities),
         "outliers_flagged_uncertain": per_kind,
         "outliers_per_kind": OUTLIERS_PER_KIND,
     }
@@ -242,20 +243,12 @@ def _unsure_share(probabilities: np.ndarray) -> float:
 def _calibration_card(
     calibration: Calibration,
     uncalibrated: np.ndarray,
-    loaded: Any,
-    images: np.ndarray,
+    calibrated: np.ndarray,
     labels: np.ndarray,
     extra: Path,
 ) -> dict[str, Any]:
-    """The temperature, and the test set's ECE and NLL before and after it (the exported
-    model's own answers), with a reliability diagram."""
-    signature = loaded.signatures["serving_default"]
-    calibrated = np.concatenate(
-        [
-            signature(image=to_model_input(images[start : start + 1000]))["probabilities"]
-            for start in range(0, len(images), 1000)
-        ]
-    )
+    """The temperature, and the test set's ECE and NLL before and after it (`calibrated`: the
+    exported model's own answers), with a reliability diagram."""
     plot_reliability(
         uncalibrated,
         calibrated,
