@@ -43,6 +43,7 @@ from service.tasks.mnist_format import BlankImageError, mnist_pixels
 from service.tasks.model_assets import assets_of, require_interface, require_labels
 from service.tasks.previews import png_data_url
 from service.tasks.uploads import is_multipart, read_uploads, require_files
+from training.digits import UNCERTAIN_BELOW
 
 router = APIRouter(prefix="/api/v1", tags=["task API"], default_response_class=JSONBody)
 
@@ -105,10 +106,6 @@ IMAGES = Task(
 )
 SENTIMENT = Task("sentiment", DEFAULT_SIGNATURE, "text", classes=2)
 PARTY = Task("votes", DEFAULT_SIGNATURE, "votes", classes=2)
-
-# A digit answered with less confidence is flagged: the digits model's probabilities are
-# temperature-scaled (its card), so below 0.8 it is right less than about 80 % of the time.
-UNCERTAIN_BELOW = 0.8
 
 # The votes model's input encoding (its model card: yes = +1, no = -1, not voted = 0).
 VOTE_VALUES = {"y": 1.0, "n": -1.0, "?": 0.0}
