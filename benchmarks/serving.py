@@ -46,6 +46,7 @@ import datetime
 import itertools
 import json
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -1240,9 +1241,20 @@ def describe_run() -> list[str]:
     return [
         f"- command: `{command}`",
         f"- date: {when}; revision: {revision or '?'}",
-        f"- machine: {os.cpu_count()} CPUs (wrk and the servers share them); load average at "
-        f"the start {load}",
+        f"- machine: {os.cpu_count()} CPUs, {processor()} (wrk and the servers share them); "
+        f"load average at the start {load}",
     ]
+
+
+def processor() -> str:
+    """The CPU's model and its widest vector instructions: TensorFlow's kernels (and so how
+    much of the machine a model takes) depend on them."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = set(flags_line[1].split()) if flags_line else set()
+    widest = next((f.upper() for f in ("avx512f", "avx2", "avx") if f in flags), "no AVX")
+    return f"{model[1].strip() if model else 'unknown CPU'}, {widest}"
 
 
 def write_results(

@@ -14,10 +14,15 @@ cheap enough that taking the request apart dominates, as it would for a float im
 GPU. Both servers serve the same repository folder: modelserve as `<name>/<version>/` in its
 serving config, Triton through benchmarks/triton_peer.py (PyTriton's bundled Triton, CPU, its
 dynamic batcher on) with `--model-dir` and `--grpc-port`; the batch size cap is 128 on both.
+Beside modelserve and Triton (`--servers` picks), two servers show what bounds the ratios:
+`echo`, modelserve with the model taken out (MODELSERVE_ECHO: zeros for answers, the same
+front end, model process and batching), and `floor`, the transports alone
+(benchmarks/protocol_floor.py: bare uvicorn and grpc.aio answering prepared bytes; binary REST
+and gRPC only). The report gives each run's server CPU time per request.
 Every server's answer to each request is checked against the model called in this process
-before it is timed, and each run's requests are checked against the successes the server's
-statistics extension counted over it (gRPC's status travels in trailers the load tool does not
-read).
+(echo's against zeros) before it is timed, and each run's requests are checked against the
+successes the server's statistics extension counted over it (gRPC's status travels in trailers
+the load tool does not read; the floor counts nothing).
 
 The load generators, chosen so that the client eats as little of the 2 cores as it can:
 - REST: `wrk` (C, one thread), with the Lua script of benchmarks/serving.py;
@@ -38,14 +43,16 @@ data file.)
 Run from the repository root, with modelserve's venv (Triton's peer runs under its own venv,
 see benchmarks/serving.py and scripts/triton-venv.sh):
     python benchmarks/v2_wire.py [--duration 8] [--models digits image224]
-        [--protocols json binary grpc] [--no-triton]
+        [--protocols json binary grpc] [--servers modelserve echo floor triton] [--no-triton]
 Needs `wrk` and, for gRPC, `h2load` (Debian: apt install wrk nghttp2-client).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import re
 import resource
@@ -78,16 +85,22 @@ from serving import (  # benchmarks/ is on sys.path
     free_port,
     gateway_server,
     request_body,
+    server_process,
     triton,
     triton_unavailable,
 )
 from tritonclient.grpc import service_pb2
 
+from service.core.cpu_limit import available_cpus
 from service.v2 import raw_tensors
 
 IMAGE_MODEL = "image224"
 PROTOCOLS = {"json": "V2 REST JSON", "binary": "V2 REST binary", "grpc": "V2 gRPC raw"}
-SERVERS = ("modelserve", "triton")
+# modelserve; modelserve with the model taken out (MODELSERVE_ECHO: zeros for answers, the same
+# front end, batching and processes); the transports' floor (benchmarks/protocol_floor.py: bare
+# uvicorn and grpc.aio answering prepared bytes, binary REST and gRPC only); Triton
+SERVERS = ("modelserve", "echo", "floor", "triton")
+FLOOR_PROTOCOLS = ("binary", "grpc")
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
 WARM_UP_SECONDS = 1.0
@@ -120,6 +133,11 @@ class Result:
     other_cpu: float  # the machine's busy time less both: anything else running disturbs the run
     request_bytes: int
     errors: int
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """The server's CPU time per answered request, every process summed."""
+        return self.server_cpu["total"] / 100 / self.requests_per_second * 1e6
 
 
 # ---- the models ---------------------------------------------------------------------------
@@ -172,17 +190,17 @@ def instance(model: str) -> np.ndarray:
     return np.asarray(request_body(model)["instances"], dtype=np.float64)
 
 
-def in_process(repository: Path, model: str, values: np.ndarray) -> tuple[str, np.ndarray]:
-    """The name of the model's one input, and its answer to `values`, called in this process
-    (what each server's answer is checked against)."""
+def in_process(repository: Path, model: str, values: np.ndarray) -> tuple[str, str, np.ndarray]:
+    """The names of the model's one input and one output, and its answer to `values`, called
+    in this process (what each server's answer is checked against)."""
     import tensorflow as tf
 
     version = max(int(p.name) for p in (repository / model).iterdir() if p.name.isdigit())
     loaded = tf.saved_model.load(str(repository / model / str(version)))
     signature = loaded.signatures["serving_default"]
     (name,) = signature.structured_input_signature[1]
-    (output,) = signature(**{name: tf.constant(values, tf.float32)}).values()
-    return name, np.asarray(output.numpy())
+    ((output_name, output),) = signature(**{name: tf.constant(values, tf.float32)}).items()
+    return name, output_name, np.asarray(output.numpy())
 
 
 # ---- the requests -------------------------------------------------------------------------
@@ -314,6 +332,7 @@ class Target:
     url: str
     grpc: str
     processes: ServerProcesses
+    counted: bool = True  # serves the statistics extension (the floor does not)
 
 
 def load(
@@ -340,16 +359,20 @@ def measure(
 ) -> Result:
     """A warm-up run, then the timed one with the server's CPU time and statistics around it."""
     load(target, model, request, connections, WARM_UP_SECONDS, workdir)
-    successes0, rows0, executions0 = statistics(target.url, model)
+    counts0 = statistics(target.url, model) if target.counted else None
     cpu0, busy0, start = target.processes.cpu_seconds(), busy_seconds(), time.monotonic()
     result = load(target, model, request, connections, seconds, workdir)
     elapsed = time.monotonic() - start
     cpu, _, _ = target.processes.usage(cpu0, elapsed)
     busy = (busy_seconds() - busy0) / elapsed * 100
-    successes, rows, executions = statistics(target.url, model)
-    # Requests still in flight when the tool stops are answered after it: the server counts
-    # at least as many successes as the tool completed requests, unless some failed.
-    unanswered = max(0, round(0.99 * result["requests"]) - (successes - successes0))
+    unanswered, mean_batch = 0, math.nan  # the floor counts nothing, nor batches
+    if counts0 is not None:
+        successes0, rows0, executions0 = counts0
+        successes, rows, executions = statistics(target.url, model)
+        # Requests still in flight when the tool stops are answered after it: the server
+        # counts at least as many successes as the tool completed requests, unless some failed.
+        unanswered = max(0, round(0.99 * result["requests"]) - (successes - successes0))
+        mean_batch = (rows - rows0) / max(1, executions - executions0)
     run = Result(
         model,
         request.protocol,
@@ -357,7 +380,7 @@ def measure(
         result["rps"],
         result["p50"],
         result["p99"],
-        (rows - rows0) / max(1, executions - executions0),
+        mean_batch,
         cpu,
         result["wrk_cpu"],
         max(0.0, busy - cpu["total"] - result["wrk_cpu"]),
@@ -367,8 +390,9 @@ def measure(
     print(
         f"  {target.name:10} {model:9} {PROTOCOLS[request.protocol]:15} "
         f"{run.requests_per_second:8,.0f} req/s  p50 {run.p50_ms:7.2f} ms  "
-        f"p99 {run.p99_ms:7.2f} ms  batch {run.mean_batch:5.1f}  "
-        f"CPU {cpu_shares_text(run.server_cpu)}  client {run.client_cpu:3.0f}  "
+        f"p99 {run.p99_ms:7.2f} ms  batch {batch_text(run.mean_batch):>5}  "
+        f"CPU {cpu_shares_text(run.server_cpu)} ({run.cpu_us_per_request:.0f} µs a request)  "
+        f"client {run.client_cpu:3.0f}  "
         f"other {run.other_cpu:3.0f}  "
         f"errors {run.errors}",
         flush=True,
@@ -380,8 +404,11 @@ def measure(
 
 
 @contextmanager
-def modelserve(models: list[str], repository: Path, workdir: Path) -> Iterator[Target]:
-    """`modelserve serve` (its default workers) serving the repository, REST and gRPC."""
+def modelserve(
+    models: list[str], repository: Path, workdir: Path, echo: bool = False
+) -> Iterator[Target]:
+    """`modelserve serve` (its default workers) serving the repository, REST and gRPC; with
+    `echo`, answering zeros without running the models (`MODELSERVE_ECHO`)."""
     config = {
         "models": [
             {"name": m, "base_path": str(repository / m), "batching": batching_for("batched", m)}
@@ -389,10 +416,57 @@ def modelserve(models: list[str], repository: Path, workdir: Path) -> Iterator[T
         ]
     }
     grpc_port = free_port()
+    mode = "echo" if echo else "batched"  # gateway_server's mode: only echo changes anything
     with gateway_server(
-        "modelserve", models, workdir, config=config, extra_args=["--grpc-port", str(grpc_port)]
+        mode, models, workdir, config=config, extra_args=["--grpc-port", str(grpc_port)]
     ) as server:
-        yield target("modelserve", server, grpc_port, modelserve=True)
+        yield target("echo" if echo else "modelserve", server, grpc_port, modelserve=True)
+
+
+@contextmanager
+def floor(
+    outputs: dict[str, tuple[str, np.ndarray]], processes: int, workdir: Path
+) -> Iterator[Target]:
+    """benchmarks/protocol_floor.py in `processes` processes, answering each model's real
+    answer (`outputs`: its output's name and values) as modelserve encodes it."""
+    rest: dict[str, tuple[int, str]] = {}
+    grpc_answers: dict[str, str] = {}
+    for model, (name, values) in outputs.items():
+        rest_file, grpc_file = workdir / f"{model}.floor-rest", workdir / f"{model}.floor-grpc"
+        header, grpc_body = prepared_answers(model, name, values.astype(np.float32))
+        rest_file.write_bytes(header + raw_tensors.encode(values.astype(np.float32)))
+        grpc_file.write_bytes(grpc_body)
+        rest[f"/v2/models/{model}/infer"] = (len(header), str(rest_file))
+        grpc_answers[model] = str(grpc_file)
+    answers = workdir / "floor-answers.json"
+    answers.write_text(json.dumps({"rest": rest, "grpc": grpc_answers}))
+    port, grpc_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "protocol_floor.py"),
+        *("--rest-port", str(port), "--grpc-port", str(grpc_port)),
+        *("--answers", str(answers), "--processes", str(processes)),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with server_process("floor", command, os.environ, [f"{url}/ready"], workdir) as process:
+        running = target("floor", Server(url, process.pid, port), grpc_port, modelserve=False)
+        yield dataclasses.replace(running, counted=False)
+
+
+def prepared_answers(model: str, output: str, values: np.ndarray) -> tuple[bytes, bytes]:
+    """The JSON header of a binary V2 REST answer, and the serialized V2 gRPC answer."""
+    tensor = {"name": output, "datatype": "FP32", "shape": list(values.shape)}
+    header = json.dumps(
+        {
+            "model_name": model,
+            "model_version": "1",
+            "outputs": [{**tensor, "parameters": {"binary_data_size": values.nbytes}}],
+        }
+    ).encode()
+    message = service_pb2.ModelInferResponse(model_name=model, model_version="1")
+    message.outputs.add(**tensor)
+    message.raw_output_contents.append(raw_tensors.encode(values))
+    return header, message.SerializeToString()
 
 
 @contextmanager
@@ -420,14 +494,18 @@ def run_server(
     seconds: float,
     workdir: Path,
 ) -> list[Result]:
-    """Every model through every protocol on one server, each answer checked first."""
+    """Every model through every protocol on one server, each answer checked first (echo's
+    zeros; the floor serves only the binary extension and gRPC)."""
     results = []
     with server as running:
         print(f"{running.name} ...", flush=True)
         for model in models:
+            expected = np.zeros_like(wanted[model]) if running.name == "echo" else wanted[model]
             for protocol in protocols:
+                if running.name == "floor" and protocol not in FLOOR_PROTOCOLS:
+                    continue
                 request = requests[model][protocol]
-                check(running.url, running.grpc, model, request, wanted[model])
+                check(running.url, running.grpc, model, request, expected)
                 results.append(measure(running, model, request, connections, seconds, workdir))
     return results
 
@@ -448,20 +526,31 @@ def markdown(results: list[Result], provenance: list[str], connections: int, sec
         "less both (the kernel's network time outside them, this script's statistics calls, "
         "and anything else that ran: near 0 in an undisturbed run).",
         "",
+        "Servers: `modelserve`; `echo`, the same modelserve with the model taken out "
+        "(`MODELSERVE_ECHO`: zeros for answers; the same front end, batching and processes); "
+        "`floor`, the transports alone (benchmarks/protocol_floor.py: bare uvicorn and grpc.aio "
+        "in as many processes as modelserve has workers, answering the model's answer "
+        "prepared in advance); `triton`. CPU µs: the server's CPU time per request.",
+        "",
         "| model | protocol | server | req/s | p50 ms | p99 ms | mean batch | server CPU % "
-        "| client CPU % | other CPU % | request bytes | errors |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU µs a request | client CPU % | other CPU % | request bytes | errors |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r.model} | {PROTOCOLS[r.protocol]} | {r.server} | "
             f"{r.requests_per_second:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | "
-            f"{r.mean_batch:.1f} | {cpu_shares_text(r.server_cpu)} | {r.client_cpu:.0f} | "
-            f"{r.other_cpu:.0f} | {r.request_bytes:,} | {r.errors} |"
+            f"{batch_text(r.mean_batch)} | {cpu_shares_text(r.server_cpu)} | "
+            f"{r.cpu_us_per_request:.0f} | {r.client_cpu:.0f} | {r.other_cpu:.0f} | "
+            f"{r.request_bytes:,} | {r.errors} |"
         )
     lines += ratio_tables(results)
     lines += targets(results)
     return "\n".join(lines) + "\n"
+
+
+def batch_text(mean_batch: float) -> str:
+    return "-" if math.isnan(mean_batch) else f"{mean_batch:.1f}"
 
 
 def rate(results: list[Result], model: str, protocol: str, server: str) -> float | None:
@@ -522,7 +611,33 @@ def targets(results: list[Result]) -> list[str]:
         binary = rate(results, model, "binary", "modelserve")
         if grpc_rate and binary:
             lines.append(verdict(f"{model}: gRPC / binary REST", grpc_rate / binary, GRPC_TARGET))
-    return ["", "## Targets (modelserve)", "", *lines] if lines else []
+    heading = ["", "## Targets (modelserve)", "", *lines] if lines else []
+    return [*heading, *limits(results)]
+
+
+def limits(results: list[Result]) -> list[str]:
+    """What bounds the ratios, from the echo and floor runs: the same protocols without the
+    model, and without any serving code."""
+    lines = []
+    for model in dict.fromkeys(r.model for r in results):
+        json_echo, binary_echo, grpc_echo = (
+            rate(results, model, p, "echo") for p in ("json", "binary", "grpc")
+        )
+        if binary_echo and (json_echo or grpc_echo):
+            lines.append(
+                f"- {model}, the front end alone (echo): binary / JSON "
+                f"{ratio(binary_echo, json_echo)}, gRPC / binary {ratio(grpc_echo, binary_echo)}"
+            )
+        floor_runs = {r.protocol: r for r in results if (r.model, r.server) == (model, "floor")}
+        if {"binary", "grpc"} <= floor_runs.keys():
+            rest, grpc_run = floor_runs["binary"], floor_runs["grpc"]
+            lines.append(
+                f"- {model}, the transports alone (floor): gRPC / binary REST "
+                f"{ratio(grpc_run.requests_per_second, rest.requests_per_second)}; CPU a call: "
+                f"uvicorn {rest.cpu_us_per_request:.0f} µs, grpc.aio "
+                f"{grpc_run.cpu_us_per_request:.0f} µs"
+            )
+    return ["", "## What bounds the ratios, measured in the same run", "", *lines] if lines else []
 
 
 def verdict(what: str, value: float, wanted: float) -> str:
@@ -541,6 +656,13 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     parser.add_argument("--duration", type=float, default=8, help="seconds per timed run")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=list(SERVERS),
+        choices=list(SERVERS),
+        help="which servers to run (default all; --no-triton also drops triton)",
+    )
     add_triton_arguments(parser)
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
@@ -551,20 +673,27 @@ def main() -> None:
     if unknown:
         sys.exit(f"not in models/ and not {IMAGE_MODEL}: {unknown}")
     skip_triton = "--no-triton" if args.no_triton else triton_unavailable(args.triton_python)
-    if skip_triton:
+    if "triton" in args.servers and skip_triton:
         print(f"Triton peer skipped: {skip_triton}", flush=True)
     provenance = describe_run()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         repository = model_repository(args.models, workdir)
         requests, wanted = {}, {}
-        for model in args.models:  # each has one FP32 input
+        outputs = {}
+        for model in args.models:  # each has one FP32 input and one output
             values = instance(model)
-            input_name, wanted[model] = in_process(repository, model, values)
+            input_name, output_name, wanted[model] = in_process(repository, model, values)
             requests[model] = requests_for(model, input_name, values)
-        servers = [modelserve(args.models, repository, workdir)]
-        if not skip_triton:
-            servers.append(triton_peer(args.triton_python, args.models, repository, workdir))
+            outputs[model] = (output_name, wanted[model])
+        starts = {
+            "modelserve": lambda: modelserve(args.models, repository, workdir),
+            "echo": lambda: modelserve(args.models, repository, workdir, echo=True),
+            "floor": lambda: floor(outputs, available_cpus(), workdir),  # as many as workers
+            "triton": lambda: triton_peer(args.triton_python, args.models, repository, workdir),
+        }
+        chosen = [s for s in SERVERS if s in args.servers and not (s == "triton" and skip_triton)]
+        servers = [starts[name]() for name in chosen]
         results = [
             result
             for server in servers
