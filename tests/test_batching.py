@@ -1039,7 +1039,7 @@ async def closed_loop_client(batcher: Batcher, first: float, then: float) -> Arr
     return await batcher.submit(req(then), deadline())
 
 
-RETURN_SECONDS = 0.02  # a client's round trip, well within a quarter of SlowRunner(0.4)'s call
+RETURN_SECONDS = 0.02  # a client's round trip, well within half of SlowRunner(0.4)'s call
 
 
 @pytest.mark.parametrize("refill", [True, False])
@@ -1048,7 +1048,7 @@ async def test_refill_holds_a_small_batch_until_the_answered_clients_are_back(
     executor: ThreadPoolExecutor, refill: bool
 ) -> None:
     """A's request runs alone while B's and C's queue; when A is answered, B and C would go
-    on their own while A is on its way back. With refill they wait (at most a quarter call)
+    on their own while A is on its way back. With refill they wait (at most half a call)
     for A's next request and the three run as one call; without, B and C go at once."""
     runner = SlowRunner(0.4)
     batcher = make_batcher(executor, runner, refill=refill, max_batch_size=8)
@@ -1079,11 +1079,11 @@ async def test_refill_never_holds_a_lone_client(executor: ThreadPoolExecutor) ->
 
 
 @in_loop()
-async def test_refill_hold_ends_after_a_quarter_call_when_no_one_comes_back(
+async def test_refill_hold_ends_after_half_a_call_when_no_one_comes_back(
     executor: ThreadPoolExecutor,
 ) -> None:
     """Two rows answered, their clients gone: a newcomer is held for them at most
-    REFILL_HOLD (a quarter) of the call the batcher measured, then runs alone. The closing
+    REFILL_HOLD (half) of the call the batcher measured, then runs alone. The closing
     is compared with a timer set for the same moment, so a busy machine delays both alike."""
     loop = asyncio.get_running_loop()
     runner, clock = SlowRunner(0.4), DispatchClock()
@@ -1099,7 +1099,7 @@ async def test_refill_hold_ends_after_a_quarter_call_when_no_one_comes_back(
     assert batcher.stats.reasons == {"idle": 1, "refill": 1}
     closed = clock.dispatched_at[1]
     assert closed > held_until - 0.002, f"closed {(held_until - closed) / call:.2f} calls early"
-    assert (closed - woke[0]) / call < 0.25, "held far past a quarter call"
+    assert (closed - woke[0]) / call < 0.25, "held a quarter call past REFILL_HOLD"
 
 
 def test_default_allowed_sizes_pad_by_less_than_a_quarter() -> None:

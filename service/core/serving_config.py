@@ -142,7 +142,7 @@ class BatchingConfig(_FileModel):
     max_batch_delay_ms: float = Field(0.0, ge=0, le=10_000)
     """How long a batch that is not full may wait once an instance is free (0: never)."""
     refill: bool = False
-    """Under closed-loop load, hold a batch up to a quarter of a model call while the clients
+    """Under closed-loop load, hold a batch up to half a model call while the clients
     the last batch answered send their next requests (no wait when none are expected back).
     Pays off for models whose call costs much more than its rows (an LSTM on CPU)."""
     allowed_batch_sizes: tuple[int, ...] | None = None
