@@ -21,6 +21,7 @@ import httpx
 import pytest
 import uvicorn
 
+from service.http.app import asgi_app
 from service.http.limits import uvicorn_config
 from service.metrics import Metrics
 from service.server import ModelServer
@@ -53,8 +54,9 @@ def running_server(
     if "host" not in settings.model_fields_set:  # gRPC on loopback, as the REST server
         settings = settings.model_copy(update={"host": "127.0.0.1"})
     model_server = ModelServer(settings, metrics=metrics)
-    config = uvicorn_config(  # the limits of `settings`, as `modelserve serve` applies them
+    config = uvicorn_config(  # the app and limits of `settings`, as `modelserve serve` runs them
         model_server,
+        asgi_app(model_server),
         host="127.0.0.1",
         port=0,
         log_level="warning",

@@ -12,13 +12,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
-from starlette.routing import Match, Mount
-from starlette.types import Scope
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Scope
 
 from service import __version__
 from service.errors import QueueFullError, ServingError
 from service.http import admin, docs, health, overview, prometheus, tfserving_rest, v2_rest, web
-from service.http.inference_lane import ErrorHandler, InferenceLane
+from service.http.inference_lane import DirectLane, ErrorHandler, InferenceLane
 from service.http.json_io import JSONBody
 from service.http.middleware import RequestGate
 from service.http.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
@@ -29,6 +29,22 @@ if TYPE_CHECKING:
     from service.server import ModelServer
 
 log = logging.getLogger(__name__)
+
+
+def asgi_app(server: ModelServer) -> ASGIApp:
+    """What uvicorn runs: `server.app`, with the inference routes' requests taken past
+    FastAPI's own layers (`DirectLane`) unless CORS puts its layers outside the gate."""
+    if server.settings.cors_origins:
+        return server.app
+    lane = InferenceLane(server.app, routes=_lane_routes(), error_handlers=ERROR_HANDLERS)
+    gate = RequestGate(
+        lane, lifecycle=server.lifecycle, policy=server.access, metrics=server.metrics
+    )
+    return DirectLane(server.app, gate, lane, ERROR_HANDLERS[Exception])
+
+
+def _lane_routes() -> list[BaseRoute]:
+    return [*tfserving_rest.router.routes, *v2_rest.router.routes]
 
 
 def create_app(server: ModelServer) -> FastAPI:
@@ -50,11 +66,7 @@ def create_app(server: ModelServer) -> FastAPI:
     # and the rest
     cors = bool(server.settings.cors_origins)
     # innermost: the inference routes' direct path (service.http.inference_lane)
-    app.add_middleware(
-        InferenceLane,
-        routes=[*tfserving_rest.router.routes, *v2_rest.router.routes],
-        error_handlers=ERROR_HANDLERS,
-    )
+    app.add_middleware(InferenceLane, routes=_lane_routes(), error_handlers=ERROR_HANDLERS)
     app.add_middleware(
         RequestGate,
         lifecycle=server.lifecycle,

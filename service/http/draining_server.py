@@ -30,6 +30,7 @@ CLOSE_GRACE_SECONDS = 1
 
 def run_server(server: ModelServer, sockets: list[socket.socket] | None = None) -> None:
     """Serves `server` (REST on its settings' host and port, or on `sockets`) until SIGTERM."""
+    from service.http.app import asgi_app
     from service.http.limits import uvicorn_config
     from service.logs import configure_logging
     from service.tls import uvicorn_tls_options
@@ -38,6 +39,7 @@ def run_server(server: ModelServer, sockets: list[socket.socket] | None = None) 
     configure_logging(settings.log_level, settings.log_format)
     config = uvicorn_config(  # with the header, timeout and connection limits
         server,
+        asgi_app(server),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http import tfserving_rest, v2_rest
 
@@ -36,6 +36,7 @@ LANE_ENDPOINTS = frozenset(
     }
 )
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+MATCHED_KEY = "modelserve.lane_route"  # DirectLane's match, for the lane not to match again
 
 
 class InferenceLane:
@@ -58,14 +59,22 @@ class InferenceLane:
         self._error_handlers = error_handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = scope.get(MATCHED_KEY) or self.match(scope)
+        if route is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._call(route, scope, receive, send)
+
+    def match(self, scope: Scope) -> APIRoute | None:
+        """The lane's route for the request, its path parameters put in `scope` as the router
+        puts them (route, endpoint, path_params); None for any other request."""
         if scope["type"] == "http" and scope["method"] == "POST":
             for route in self.routes:
                 match, child_scope = route.matches(scope)
                 if match is Match.FULL:
-                    scope.update(child_scope)  # as the router does: route, endpoint, params
-                    await self._call(route, scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+                    scope.update(child_scope)
+                    return route
+        return None
 
     async def _call(self, route: APIRoute, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, send)
@@ -86,3 +95,41 @@ class InferenceLane:
             if handler is not None and kind is not Exception:
                 return handler
         return None
+
+
+class DirectLane:
+    """The ASGI app uvicorn runs: a request for one of the lane's routes goes straight to the
+    request gate and the lane, past the layers FastAPI and Starlette wrap around the app's
+    middleware (FastAPI's body-size and telemetry layers, the exception catch-all; together
+    with their coroutine levels about 7 % of a worker's event-loop samples on digits under
+    load). Everything else goes to `app`. Only used when the gate is the outermost middleware
+    (no CORS layers): then nothing the app's stack adds is skipped but the catch-all, which
+    this does itself (`unexpected`: the app's handler for Exception)."""
+
+    def __init__(self, app: ASGIApp, gate: ASGIApp, lane: InferenceLane, unexpected: ErrorHandler):
+        self.app = app
+        self.gate = gate  # a RequestGate around `lane`
+        self.lane = lane
+        self.unexpected = unexpected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.lane.match(scope)
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["app"] = self.app  # as Starlette sets it: routes reach the server through it
+        scope[MATCHED_KEY] = route
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.gate(scope, receive, noting_start)
+        except Exception as error:  # as Starlette's ServerErrorMiddleware: a 500 if it can
+            if started:
+                raise
+            response = await self.unexpected(Request(scope, receive), error)
+            await response(scope, receive, send)

@@ -17,6 +17,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from service.server import ModelServer
     from service.settings import Settings
 
@@ -32,9 +34,9 @@ REFUSAL_REASONS = (
 )
 
 
-def uvicorn_config(server: ModelServer, **options: Any) -> uvicorn.Config:
-    """uvicorn's config for the server's REST app with the HTTP limits of its settings and
-    `options` (host, port, logging, TLS...)."""
+def uvicorn_config(server: ModelServer, app: ASGIApp, **options: Any) -> uvicorn.Config:
+    """uvicorn's config for `app` (the server's REST app, or what wraps it) with the HTTP
+    limits of the server's settings and `options` (host, port, logging, TLS...)."""
     metrics = server.metrics
     # uvicorn builds one protocol per connection, from the class alone
     protocol = type(
@@ -45,7 +47,7 @@ def uvicorn_config(server: ModelServer, **options: Any) -> uvicorn.Config:
             "count_refusal": staticmethod(lambda reason: metrics.http_refused.labels(reason).inc()),
         },
     )
-    return uvicorn.Config(server.app, http=protocol, **options)
+    return uvicorn.Config(app, http=protocol, **options)
 
 
 class _RefusalError(Exception):
