@@ -50,7 +50,6 @@ Needs `wrk` and, for gRPC, `h2load` (Debian: apt install wrk nghttp2-client).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -433,10 +432,10 @@ def floor(
     grpc_answers: dict[str, str] = {}
     for model, (name, values) in outputs.items():
         rest_file, grpc_file = workdir / f"{model}.floor-rest", workdir / f"{model}.floor-grpc"
-        header, grpc_body = prepared_answers(model, name, values.astype(np.float32))
-        rest_file.write_bytes(header + raw_tensors.encode(values.astype(np.float32)))
+        header_length, rest_body, grpc_body = prepared_answers(model, name, values)
+        rest_file.write_bytes(rest_body)
         grpc_file.write_bytes(grpc_body)
-        rest[f"/v2/models/{model}/infer"] = (len(header), str(rest_file))
+        rest[f"/v2/models/{model}/infer"] = (header_length, str(rest_file))
         grpc_answers[model] = str(grpc_file)
     answers = workdir / "floor-answers.json"
     answers.write_text(json.dumps({"rest": rest, "grpc": grpc_answers}))
@@ -449,24 +448,26 @@ def floor(
     ]
     url = f"http://127.0.0.1:{port}"
     with server_process("floor", command, os.environ, [f"{url}/ready"], workdir) as process:
-        running = target("floor", Server(url, process.pid, port), grpc_port, modelserve=False)
-        yield dataclasses.replace(running, counted=False)
+        server = Server(url, process.pid, port)
+        yield target("floor", server, grpc_port, modelserve=False, counted=False)
 
 
-def prepared_answers(model: str, output: str, values: np.ndarray) -> tuple[bytes, bytes]:
-    """The JSON header of a binary V2 REST answer, and the serialized V2 gRPC answer."""
+def prepared_answers(model: str, output: str, values: np.ndarray) -> tuple[int, bytes, bytes]:
+    """`values` (FP32) as V2 answers: a binary REST answer's JSON header length and whole
+    body, and the serialized gRPC answer."""
+    raw = raw_tensors.encode(values.astype(np.float32))
     tensor = {"name": output, "datatype": "FP32", "shape": list(values.shape)}
     header = json.dumps(
         {
             "model_name": model,
             "model_version": "1",
-            "outputs": [{**tensor, "parameters": {"binary_data_size": values.nbytes}}],
+            "outputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
         }
     ).encode()
     message = service_pb2.ModelInferResponse(model_name=model, model_version="1")
     message.outputs.add(**tensor)
-    message.raw_output_contents.append(raw_tensors.encode(values))
-    return header, message.SerializeToString()
+    message.raw_output_contents.append(raw)
+    return len(header), header + raw, message.SerializeToString()
 
 
 @contextmanager
@@ -478,10 +479,13 @@ def triton_peer(
         yield target("triton", server, grpc_port, modelserve=False)
 
 
-def target(name: str, server: Server, grpc_port: int, modelserve: bool) -> Target:
+def target(
+    name: str, server: Server, grpc_port: int, modelserve: bool, counted: bool = True
+) -> Target:
     grpc_target = f"127.0.0.1:{grpc_port}"
     wait_for_grpc(grpc_target)
-    return Target(name, server.url, grpc_target, ServerProcesses(server, modelserve=modelserve))
+    processes = ServerProcesses(server, modelserve=modelserve)
+    return Target(name, server.url, grpc_target, processes, counted)
 
 
 def run_server(
