@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ import grpc
 import uvicorn
 import uvloop
 from tritonclient.grpc import service_pb2
+
+from service.processes.worker import listening_socket  # as modelserve's workers share ports
 
 Answers = dict[str, Any]
 
@@ -69,15 +70,6 @@ def grpc_handler(answers: dict[str, bytes]) -> grpc.GenericRpcHandler:
     )
 
 
-def listening_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
-    sock.listen(1024)
-    return sock
-
-
 def load_answers(path: Path) -> tuple[dict[str, tuple[int, bytes]], dict[str, bytes]]:
     spec: Answers = json.loads(path.read_text())
     rest = {
@@ -98,7 +90,7 @@ def serve(rest_port: int, grpc_port: int, answers_file: Path) -> None:
         config = uvicorn.Config(
             rest_app(rest_answers), http="httptools", log_level="warning", access_log=False
         )
-        await uvicorn.Server(config).serve(sockets=[listening_socket(rest_port)])
+        await uvicorn.Server(config).serve(sockets=[listening_socket("127.0.0.1", rest_port)])
         await server.stop(None)
 
     uvloop.run(main())
