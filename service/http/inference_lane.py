@@ -36,7 +36,7 @@ LANE_ENDPOINTS = frozenset(
     }
 )
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
-MATCHED_KEY = "modelserve.lane_route"  # DirectLane's match, for the lane not to match again
+MATCHED_KEY = "modelserve.lane_route"  # DirectLane's match (or None), not made again
 
 
 class InferenceLane:
@@ -59,7 +59,7 @@ class InferenceLane:
         self._error_handlers = error_handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = scope.get(MATCHED_KEY) or self.match(scope)
+        route = scope[MATCHED_KEY] if MATCHED_KEY in scope else self.match(scope)
         if route is None:
             await self.app(scope, receive, send)
         else:
@@ -113,12 +113,11 @@ class DirectLane:
         self.unexpected = unexpected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.lane.match(scope)
-        if route is None:
+        route = scope[MATCHED_KEY] = self.lane.match(scope)
+        if route is None:  # the app's own lane then knows it is not one of its requests
             await self.app(scope, receive, send)
             return
         scope["app"] = self.app  # as Starlette sets it: routes reach the server through it
-        scope[MATCHED_KEY] = route
         started = False
 
         async def noting_start(message: Message) -> None:
