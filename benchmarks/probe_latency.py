@@ -51,6 +51,7 @@ import grpc
 import numpy as np
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serving import cpu_model  # benchmarks/ is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -571,16 +572,6 @@ def git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-def cpu_model() -> str:
-    try:
-        for text in Path("/proc/cpuinfo").read_text().splitlines():
-            if text.startswith("model name"):
-                return text.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # -- main -----------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import datetime
 import itertools
 import json
 import os
+import platform
 import re
 import resource
 import shlex
@@ -1249,12 +1250,22 @@ def describe_run() -> list[str]:
 def processor() -> str:
     """The CPU's model and its widest vector instructions: TensorFlow's kernels (and so how
     much of the machine a model takes) depend on them."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
-    flags_line = re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE)
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", _cpuinfo(), re.MULTILINE)
     flags = set(flags_line[1].split()) if flags_line else set()
     widest = next((f.upper() for f in ("avx512f", "avx2", "avx") if f in flags), "no AVX")
-    return f"{model[1].strip() if model else 'unknown CPU'}, {widest}"
+    return f"{cpu_model()}, {widest}"
+
+
+def cpu_model() -> str:
+    model = re.search(r"^model name\s*:\s*(.+)$", _cpuinfo(), re.MULTILINE)
+    return model[1].strip() if model else platform.processor() or platform.machine()
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def write_results(
