@@ -40,11 +40,14 @@ def running_server(
     wait_ready: bool = True,
     timeout: float = 60,
     metrics: Metrics | None = None,
+    stock_protocol: bool = False,
 ) -> Iterator[str]:
     """Start `ModelServer(settings, metrics=metrics)` on 127.0.0.1:<free port>; yield its base
     URL. `metrics` lets a test read the app's registry in process (default: the app's own).
     Its gRPC server listens on a free loopback port too (unless the settings name a port or a
     host): `grpc_target(url)`.
+
+    `stock_protocol` serves it with uvicorn's own HTTP protocol instead of modelserve's.
 
     With `wait_ready`, wait (up to `timeout` seconds) until GET /readyz answers 200, and fail
     with the last /readyz answer otherwise. On exit the server shuts down (lifespan included).
@@ -54,14 +57,16 @@ def running_server(
     if "host" not in settings.model_fields_set:  # gRPC on loopback, as the REST server
         settings = settings.model_copy(update={"host": "127.0.0.1"})
     model_server = ModelServer(settings, metrics=metrics)
-    config = uvicorn_config(  # the app and limits of `settings`, as `modelserve serve` runs them
-        model_server,
-        asgi_app(model_server),
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-    )
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "log_level": "warning",
+        "lifespan": "on",
+    }
+    if stock_protocol:  # as another ASGI server would run the app: no disconnect notice
+        config = uvicorn.Config(asgi_app(model_server), http="httptools", **options)
+    else:  # the app and limits of `settings`, as `modelserve serve` runs them
+        config = uvicorn_config(model_server, asgi_app(model_server), **options)
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 

@@ -395,21 +395,38 @@ def test_invalid_request_timeout_header_answers_400(slow_server: str, value: str
 
 
 def test_client_that_gives_up_leaves_the_queue(slow_server: str) -> None:
-    before = batch_stats(slow_server, "slowq")
+    """modelserve's protocol notices the lost connection and cancels the request's wait."""
+    check_gone_client_leaves_the_queue(slow_server)
+
+
+def test_client_that_gives_up_leaves_the_queue_under_another_asgi_server(
+    tmp_path: Path,
+) -> None:
+    """Without that notice (uvicorn's own protocol), a watch on the ASGI messages does it."""
+    repo = tmp_path / "repo"
+    export_slow(repo, "slowq")
+    config = write_config(
+        tmp_path / "serving.yaml", [{"name": "slowq", "batching": {"max_batch_size": 1}}]
+    )
+    settings = Settings(model_base_path=repo, config=config, poll_interval_seconds=0)
+    with running_server(settings, timeout=120, stock_protocol=True) as url:
+        check_gone_client_leaves_the_queue(url)
+
+
+def check_gone_client_leaves_the_queue(url: str) -> None:
+    before = batch_stats(url, "slowq")
     with ThreadPoolExecutor(4) as pool:
-        blockers = start_blockers(slow_server, pool, 2)
+        blockers = start_blockers(url, pool, 2)
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(
-                f"{slow_server}/v1/models/slowq:predict", json=predict_body([5.0]), timeout=0.05
-            )
+            httpx.post(f"{url}/v1/models/slowq:predict", json=predict_body([5.0]), timeout=0.05)
         wait_for(
-            lambda: batch_stats(slow_server, "slowq")["cancelled"] > before["cancelled"],
+            lambda: batch_stats(url, "slowq")["cancelled"] > before["cancelled"],
             timeout=30,
             what="the server to count the cancelled request",
         )
         check_blockers(blockers)
-    assert answer_of(slow_request(slow_server, "slowq", 4.0)) == [8.0]
-    after = batch_stats(slow_server, "slowq")
+    assert answer_of(slow_request(url, "slowq", 4.0)) == [8.0]
+    after = batch_stats(url, "slowq")
     assert after["cancelled"] - before["cancelled"] == 1, after
     assert after["rows"] - before["rows"] == 3, after  # 2 blockers and the last: not the gone one
     assert after["queued"] == 0, after

@@ -115,8 +115,9 @@ def test_uvicorn_takes_inference_requests_past_fastapis_layers(
 def test_an_unexpected_error_on_the_direct_path_is_a_json_500(
     server: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """What Starlette's catch-all does for the app, DirectLane does for its requests: the
-    app's handler for Exception answers (logged with its traceback), and the server goes on."""
+    """What Starlette's catch-all does for the app, the gate does for DirectLane's requests:
+    the app's handler for Exception answers (logged with its traceback), and the server goes
+    on."""
 
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
@@ -127,6 +128,8 @@ def test_an_unexpected_error_on_the_direct_path_is_a_json_500(
         answer = httpx.post(f"{server}/v2/models/plus/infer", json=v2)
     assert answer.status_code == 500
     assert answer.json() == {"error": "internal error: RuntimeError"}
+    assert answer.headers["x-request-id"]  # answered inside the gate, as every other answer
+    assert "content-security-policy" in answer.headers
     assert "RuntimeError: a bug" in caplog.text
     monkeypatch.undo()
     assert httpx.post(f"{server}/v2/models/plus/infer", json=v2).status_code == 200

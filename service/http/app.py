@@ -18,9 +18,9 @@ from starlette.types import ASGIApp, Scope
 from service import __version__
 from service.errors import QueueFullError, ServingError
 from service.http import admin, docs, health, overview, prometheus, tfserving_rest, v2_rest, web
-from service.http.inference_lane import DirectLane, ErrorHandler, InferenceLane
+from service.http.inference_lane import DirectLane, InferenceLane
 from service.http.json_io import JSONBody
-from service.http.middleware import RequestGate
+from service.http.middleware import ErrorHandler, RequestGate
 from service.http.security_headers import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, SecurityHeaders
 from service.observer import log_failure
 from service.tasks import routes as task_routes
@@ -38,9 +38,13 @@ def asgi_app(server: ModelServer) -> ASGIApp:
         return server.app
     lane = InferenceLane(server.app, routes=_lane_routes(), error_handlers=ERROR_HANDLERS)
     gate = RequestGate(
-        lane, lifecycle=server.lifecycle, policy=server.access, metrics=server.metrics
+        lane,
+        lifecycle=server.lifecycle,
+        policy=server.access,
+        metrics=server.metrics,
+        unexpected=ERROR_HANDLERS[Exception],
     )
-    return DirectLane(server.app, gate, lane, ERROR_HANDLERS[Exception])
+    return DirectLane(server.app, gate, lane)
 
 
 def _lane_routes() -> list[BaseRoute]:

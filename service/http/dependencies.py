@@ -4,7 +4,7 @@ found in `app.state.server`), so there are no module-level singletons."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import numpy as np
@@ -15,6 +15,7 @@ from service.core.inference import InferenceCore
 from service.core.record import RequestRecord
 from service.errors import ClientGoneError, InvalidInputError
 from service.http.body import read_limited
+from service.http.connection import disconnect_notice
 from service.http.json_io import BodySplit, JSONDocument, respond, with_document
 from service.http.lifecycle import Lifecycle
 from service.metrics import Metrics
@@ -110,8 +111,29 @@ def request_timeout_ms(request: Request) -> float | None:
 
 async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Awaits `work`, cancelling it if the client disconnects first (a queued request then
-    leaves the batcher's queue instead of using the model for nobody). The watch is one task
-    that cancels this one: `work` needs no task of its own (half the cost of a request's wait)."""
+    leaves the batcher's queue instead of using the model for nobody): 499."""
+    notice = disconnect_notice(request.scope)
+    if notice is None:
+        return await _watching_receive(request, work)
+    this = asyncio.current_task()
+    assert this is not None
+    if notice.lost:  # gone before the wait began
+        _discard(work)
+        raise _client_gone()
+    notice.waiter = this
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if notice.lost and this.uncancel() == 0:  # the notice's cancellation, and no one else's
+            raise _client_gone() from None
+        raise
+    finally:
+        notice.waiter = None
+
+
+async def _watching_receive(request: Request, work: Awaitable[T]) -> T:
+    """`until_disconnected` where the server gives no disconnect notice: a watch reads the next
+    ASGI message and cancels this task on a disconnect (one task more per request)."""
     this = asyncio.current_task()
     assert this is not None
     gone = False
@@ -129,7 +151,19 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
         return await work
     except asyncio.CancelledError:
         if gone and this.uncancel() == 0:  # the watch's cancellation, and no one else's
-            raise ClientGoneError("the client closed the connection before the answer") from None
+            raise _client_gone() from None
         raise
     finally:
         watcher.cancel()
+
+
+def _discard(work: Awaitable[Any]) -> None:
+    """Work that will not be awaited: a coroutine closed before it starts, a future cancelled."""
+    if isinstance(work, Coroutine):
+        work.close()
+    elif isinstance(work, asyncio.Future):
+        work.cancel()
+
+
+def _client_gone() -> ClientGoneError:
+    return ClientGoneError("the client closed the connection before the answer")

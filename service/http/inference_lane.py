@@ -11,16 +11,16 @@ this lane."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.http import tfserving_rest, v2_rest
+from service.http.middleware import ErrorHandler
 
 if TYPE_CHECKING:
     from service.server import ModelServer
@@ -35,7 +35,6 @@ LANE_ENDPOINTS = frozenset(
         v2_rest.version_infer,
     }
 )
-ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 MATCHED_KEY = "modelserve.lane_route"  # DirectLane's match (or None), not made again
 
 
@@ -104,13 +103,12 @@ class DirectLane:
     with their coroutine levels 5.6 % of a worker's samples under digits V2 JSON load,
     py-spy). Everything else goes to `app`. Only used when the gate is the outermost middleware
     (no CORS layers): then nothing the app's stack adds is skipped but the catch-all, which
-    this does itself (`unexpected`: the app's handler for Exception)."""
+    the gate does itself (built with `unexpected`: the app's handler for Exception)."""
 
-    def __init__(self, app: ASGIApp, gate: ASGIApp, lane: InferenceLane, unexpected: ErrorHandler):
+    def __init__(self, app: ASGIApp, gate: ASGIApp, lane: InferenceLane):
         self.app = app
         self.gate = gate  # a RequestGate around `lane`
         self.lane = lane
-        self.unexpected = unexpected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = scope[MATCHED_KEY] = self.lane.match(scope)
@@ -118,17 +116,4 @@ class DirectLane:
             await self.app(scope, receive, send)
             return
         scope["app"] = self.app  # as Starlette sets it: routes reach the server through it
-        started = False
-
-        async def noting_start(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.gate(scope, receive, noting_start)
-        except Exception as error:  # as Starlette's ServerErrorMiddleware: a 500 if it can
-            if started:
-                raise
-            response = await self.unexpected(Request(scope, receive), error)
-            await response(scope, receive, send)
+        await self.gate(scope, receive, send)

@@ -1,6 +1,9 @@
 """Limits on HTTP connections (the settings' `max_header_*`, `*_timeout_seconds` and
 `max_connections`), enforced in uvicorn's protocol. Each refusal counts in
 `modelserve_http_refused_total{reason}` and logs one INFO line.
+
+The protocol also gives each request what `service.http.connection` describes: a notice of a
+lost connection, and its response written in one send.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import httptools
 import orjson
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.http.connection import connection_lost, equip
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -83,6 +88,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.cycle is not None and not self.cycle.response_complete:
+            connection_lost(self.cycle)
         _cancel(self._head_timer)
         _cancel(self._body_timer)
         super().connection_lost(exc)
@@ -154,6 +161,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.body_timeout_seconds, self._body_timed_out
         )
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:  # this request's
+            equip(self.cycle)  # before its task starts, on the loop's next turn
 
     def on_message_complete(self) -> None:
         self._in_head = True

@@ -21,8 +21,10 @@ import asyncio
 import os
 import re
 import time
+from collections.abc import Awaitable, Callable
 
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import AccessPolicy
@@ -46,10 +48,13 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 _PROTOCOLS = (("/v1/", "tfserving_rest"), ("/v2", "v2_rest"), ("/api/v1/", "task"))
 UNMATCHED_ROUTE = "unmatched"  # no route: a 404 for any path, one label value for all
 _CONVERTOR = re.compile(r"\{(\w+):\w+\}")  # `{model:tfs_target}`: labelled as `{model}`
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
 
 
 class RequestGate:
-    """The steps above around `app`; `security_headers=False` leaves step 1 to an outer layer."""
+    """The steps above around `app`; `security_headers=False` leaves step 1 to an outer layer.
+    With `unexpected`, an error escaping `app` before its response started is answered by it
+    (a JSON 500) through the steps, else raised to the layers outside."""
 
     def __init__(
         self,
@@ -59,12 +64,14 @@ class RequestGate:
         policy: AccessPolicy,
         metrics: Metrics,
         security_headers: bool = True,
+        unexpected: ErrorHandler | None = None,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.policy = policy
         self.metrics = metrics
         self.security_headers = security_headers
+        self.unexpected = unexpected
         # (route label, protocol) per route template: a regex substitution less per request
         self._route_labels: dict[str, tuple[str, str]] = {}
 
@@ -88,6 +95,11 @@ class RequestGate:
         except ClientDisconnect:
             # the client went away mid-body: nothing to answer, nothing went wrong here
             exchange.gone = True
+        except Exception as error:
+            if self.unexpected is None or exchange.responded:
+                raise
+            response = await self.unexpected(Request(scope, exchange.receive), error)
+            await response(scope, exchange.receive, exchange.send)
         finally:
             # whatever the app made of the disconnect (a 400 for a cut-off body, say), nobody
             # read it: the client is gone (499), never a server error
