@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from service.errors import PayloadTooLargeError
 
@@ -22,16 +23,23 @@ async def limited_stream(request: Request, max_bytes: int) -> AsyncGenerator[byt
 
 
 async def read_limited(request: Request, max_bytes: int) -> bytes:
-    """The whole body, refused as `limited_stream` refuses it, in one coroutine: an async
-    generator more would cost each request its registration with the event loop."""
+    """The whole body, refused as `limited_stream` refuses it, read from the ASGI messages in
+    this coroutine: `request.stream()`, an async generator, costs each request its
+    registration with the event loop. The body is read once (nothing reads it again)."""
     check_declared_length(request, max_bytes)
     chunks = []
     received = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         received += len(chunk)
         if received > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
+        more = message.get("more_body", False)
     return b"".join(chunks)  # one chunk: that chunk, not a copy
 
 

@@ -18,7 +18,7 @@ by the request's `_Exchange`."""
 from __future__ import annotations
 
 import asyncio
-import os
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -222,9 +222,11 @@ def _request_id(scope: Scope) -> str:
 
 
 def _new_request_id() -> str:
-    """`uuid.uuid4().hex` at half the cost (no UUID object): 16 random bytes with the
-    version (4) and variant bits set as uuid4 sets them."""
-    value = int.from_bytes(os.urandom(16), "big")
+    """A random version 4 UUID's 32 hex digits, as `uuid.uuid4().hex` writes it, from
+    `random` rather than `os.urandom`: a request id names a request in the logs and needs no
+    secrecy, and the system call a request was 3.6 % of an echo server's samples (py-spy).
+    `random` is seeded from the system at import and again in a forked child."""
+    value = random.getrandbits(128)
     value = (value & ~(0xC000 << 48) | 0x8000 << 48) & ~(0xF000 << 64) | 4 << 76
     return f"{value:032x}"
 
