@@ -5,8 +5,9 @@ a profile of the echo server under that load.
 
 Each round starts both servers fresh, in alternating order, and drives each with `wrk` at
 `--connections` for `--duration` seconds (votes, one instance per request). Prints req/s, the
-time per request (1 / req/s: the machine's two cores are shared by wrk and the server) and
-echo / bare.
+time per request (1 / req/s: the machine's two cores are shared by wrk and the server), the
+server's CPU time per request (user + system, all its threads: steadier than req/s when wrk
+and the server compete for the cores) and echo / bare by both.
 
 `--profile` samples the echo server's event-loop thread with py-spy (`pip install py-spy`)
 during one more run and prints the functions that hold the most of it (inclusive share).
@@ -39,7 +40,7 @@ ROUTE = f"/v1/models/{MODEL}:predict"
 
 
 @contextmanager
-def bare_server(workdir: Path) -> Iterator[str]:
+def bare_server(workdir: Path) -> Iterator[serving.Server]:
     port = serving.free_port()
     command = [
         sys.executable,
@@ -57,18 +58,34 @@ def bare_server(workdir: Path) -> Iterator[str]:
         "warning",
     ]
     url = f"http://127.0.0.1:{port}"
-    with serving.server_process("bare", command, dict(os.environ), [f"{url}/docs"], workdir):
-        yield url
+    env = dict(os.environ)
+    with serving.server_process("bare", command, env, [f"{url}/docs"], workdir) as process:
+        yield serving.Server(url, process.pid, port)
 
 
 def drive(url: str, connections: int, seconds: float, workdir: Path) -> float:
     """Requests per second over one timed run, after a 1 s warm-up."""
+    return measure(serving.Server(url, 0, 0), connections, seconds, workdir, cpu=False)[0]
+
+
+def measure(
+    server: serving.Server, connections: int, seconds: float, workdir: Path, *, cpu: bool = True
+) -> tuple[float, float]:
+    """Requests per second over one timed run, after a 1 s warm-up, and the server's CPU
+    microseconds per request over it (0 without `cpu`)."""
+    url = server.url + ROUTE
     body = json.dumps(serving.request_body(MODEL)).encode()
-    serving.drive(url + ROUTE, body, connections, 1, workdir)
-    result = serving.drive(url + ROUTE, body, connections, seconds, workdir)
+    serving.drive(url, body, connections, 1, workdir)
+    processes = serving.ServerProcesses(server, modelserve=False) if cpu else None
+    before = processes.cpu_seconds() if processes else {}
+    result = serving.drive(url, body, connections, seconds, workdir)
     if result["errors"]:
-        raise RuntimeError(f"{url}: {result['errors']} errors")
-    return result["rps"]
+        raise RuntimeError(f"{server.url}: {result['errors']} errors")
+    if processes is None:
+        return result["rps"], 0.0
+    after = processes.cpu_seconds()
+    used = sum(after.get(pid, 0.0) - before.get(pid, 0.0) for pid in after)
+    return result["rps"], used / (result["rps"] * seconds) * 1e6
 
 
 def server_pid(url: str) -> int:
@@ -131,36 +148,51 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt install wrk")
     rates: dict[str, list[float]] = {"bare": [], "echo": []}
+    costs: dict[str, list[float]] = {"bare": [], "echo": []}
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for round_number in range(args.rounds):
             order = ("bare", "echo") if round_number % 2 == 0 else ("echo", "bare")
             for name in order:
-                with _server(name, workdir) as url:
-                    rate = drive(url, args.connections, args.duration, workdir)
+                with _server(name, workdir) as server:
+                    rate, cost = measure(server, args.connections, args.duration, workdir)
                 rates[name].append(rate)
-                print(f"  round {round_number + 1} {name:5} {rate:8,.0f} req/s", flush=True)
+                costs[name].append(cost)
+                print(
+                    f"  round {round_number + 1} {name:5} {rate:8,.0f} req/s "
+                    f"{cost:6,.0f} µs CPU a request",
+                    flush=True,
+                )
         if args.profile:
-            with _server("echo", workdir) as url:
-                profile(url, args.connections, args.duration, workdir, args.top)
+            with _server("echo", workdir) as server:
+                profile(server.url, args.connections, args.duration, workdir, args.top)
     bare, echo = (statistics.median(rates[name]) for name in ("bare", "echo"))
-    print(f"\n| server | req/s (median of {args.rounds}) | µs per request |")
-    print("| --- | ---: | ---: |")
-    for name, rate in (("bare FastAPI route", bare), ("modelserve echo mode", echo)):
-        print(f"| {name} | {rate:,.0f} | {1e6 / rate:,.0f} |")
+    bare_cpu, echo_cpu = (statistics.median(costs[name]) for name in ("bare", "echo"))
+    print(
+        f"\n| server | req/s (median of {args.rounds}) | µs per request | server CPU µs a request |"
+    )
+    print("| --- | ---: | ---: | ---: |")
+    for name, rate, cost in (
+        ("bare FastAPI route", bare, bare_cpu),
+        ("modelserve echo mode", echo, echo_cpu),
+    ):
+        print(f"| {name} | {rate:,.0f} | {1e6 / rate:,.0f} | {cost:,.0f} |")
     print(f"\necho / bare: {echo / bare:.2f} ({1e6 / echo - 1e6 / bare:,.0f} µs more per request)")
+    print(
+        f"by server CPU a request: {bare_cpu / echo_cpu:.2f} ({echo_cpu - bare_cpu:,.0f} µs more)"
+    )
 
 
 @contextmanager
-def _server(name: str, workdir: Path) -> Iterator[str]:
+def _server(name: str, workdir: Path) -> Iterator[serving.Server]:
     if name == "bare":
-        with bare_server(workdir) as url:
-            yield url
+        with bare_server(workdir) as server:
+            yield server
     else:
         # One process (no front-end workers, no model process): the target is per process.
         extra_args = ("--grpc-port", "0", "--workers", "0")
-        with serving.gateway("echo", [MODEL], workdir, extra_args=extra_args) as url:
-            yield url
+        with serving.gateway_server("echo", [MODEL], workdir, extra_args=extra_args) as server:
+            yield server
 
 
 if __name__ == "__main__":
