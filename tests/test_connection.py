@@ -33,10 +33,10 @@ def connect(url: str) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=30)
 
 
-def predict_request(extra_headers: str = "") -> bytes:
+def predict_request() -> bytes:
     return (
         f"POST /v1/models/plus:predict HTTP/1.1\r\nHost: test\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(PREDICT)}\r\n{extra_headers}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(PREDICT)}\r\n\r\n"
     ).encode() + PREDICT
 
 
