@@ -63,53 +63,37 @@ def bare_server(workdir: Path) -> Iterator[serving.Server]:
         yield serving.Server(url, process.pid, port)
 
 
-def drive(url: str, connections: int, seconds: float, workdir: Path) -> float:
-    """Requests per second over one timed run, after a 1 s warm-up."""
-    return measure(serving.Server(url, 0, 0), connections, seconds, workdir, cpu=False)[0]
-
-
 def measure(
-    server: serving.Server, connections: int, seconds: float, workdir: Path, *, cpu: bool = True
+    server: serving.Server, connections: int, seconds: float, workdir: Path
 ) -> tuple[float, float]:
     """Requests per second over one timed run, after a 1 s warm-up, and the server's CPU
-    microseconds per request over it (0 without `cpu`)."""
+    microseconds per request over it."""
     url = server.url + ROUTE
     body = json.dumps(serving.request_body(MODEL)).encode()
     serving.drive(url, body, connections, 1, workdir)
-    processes = serving.ServerProcesses(server, modelserve=False) if cpu else None
-    before = processes.cpu_seconds() if processes else {}
+    processes = serving.ServerProcesses(server, modelserve=False)
+    before = processes.cpu_seconds()
     result = serving.drive(url, body, connections, seconds, workdir)
     if result["errors"]:
         raise RuntimeError(f"{server.url}: {result['errors']} errors")
-    if processes is None:
-        return result["rps"], 0.0
     after = processes.cpu_seconds()
     used = sum(after.get(pid, 0.0) - before.get(pid, 0.0) for pid in after)
     return result["rps"], used / (result["rps"] * seconds) * 1e6
 
 
-def server_pid(url: str) -> int:
-    port = url.rsplit(":", 1)[1]
-    found = subprocess.run(
-        ["pgrep", "-f", f"serve --host 127.0.0.1 --port {port}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(found.stdout.split()[0])
-
-
-def profile(url: str, connections: int, seconds: float, workdir: Path, top: int) -> None:
+def profile(
+    server: serving.Server, connections: int, seconds: float, workdir: Path, top: int
+) -> None:
     """py-spy samples of the echo server's event loop while wrk drives it."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(py_spy).exists():
         print("profile skipped: py-spy not found (pip install py-spy)")
         return
     raw = workdir / "profile.txt"
-    load = threading.Thread(target=drive, args=(url, connections, seconds + 2, workdir))
+    load = threading.Thread(target=measure, args=(server, connections, seconds + 2, workdir))
     load.start()
     subprocess.run(
-        [py_spy, "record", "--pid", str(server_pid(url)), "--duration", str(round(seconds)),
+        [py_spy, "record", "--pid", str(server.pid), "--duration", str(round(seconds)),
          "--rate", "500", "--format", "raw", "--output", str(raw), "--nonblocking"],
         check=True,
         capture_output=True,
@@ -165,7 +149,7 @@ def main() -> None:
                 )
         if args.profile:
             with _server("echo", workdir) as server:
-                profile(server.url, args.connections, args.duration, workdir, args.top)
+                profile(server, args.connections, args.duration, workdir, args.top)
     bare, echo = (statistics.median(rates[name]) for name in ("bare", "echo"))
     bare_cpu, echo_cpu = (statistics.median(costs[name]) for name in ("bare", "echo"))
     print(

@@ -57,6 +57,7 @@ def running_server(
     if "host" not in settings.model_fields_set:  # gRPC on loopback, as the REST server
         settings = settings.model_copy(update={"host": "127.0.0.1"})
     model_server = ModelServer(settings, metrics=metrics)
+    app = asgi_app(model_server)
     options: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
@@ -64,9 +65,9 @@ def running_server(
         "lifespan": "on",
     }
     if stock_protocol:  # as another ASGI server would run the app: no disconnect notice
-        config = uvicorn.Config(asgi_app(model_server), http="httptools", **options)
+        config = uvicorn.Config(app, http="httptools", **options)
     else:  # the app and limits of `settings`, as `modelserve serve` runs them
-        config = uvicorn_config(model_server, asgi_app(model_server), **options)
+        config = uvicorn_config(model_server, app, **options)
     server = uvicorn.Server(config)
     failure: list[BaseException] = []
 
