@@ -42,11 +42,13 @@ def test_tensors_round_trip_through_an_arena_or_inline_when_it_is_full() -> None
         "floats": np.arange(12, dtype=np.float32).reshape(3, 4),
         "ints": np.array([[-(2**40)], [2**40]], dtype=np.int64),
         "strings": np.array([[b"a", b""], [b"\xff\x00", "caf\u00e9".encode()]], dtype=object),
-        "big": np.ones(40_000, dtype=np.float64),  # 320 kB: more than the arena holds
+        "big": np.arange(40_000, dtype=np.float64).reshape(200, 200).T,  # 320 kB: too big
+        "big_strings": np.array([b"x" * 70_000, b"y"], dtype=object),  # 70 kB: too big
     }
     refs, blocks = writer.put(tensors)
     by_name = {ref.name: ref for ref in refs}
-    assert by_name["big"].inline is not None and by_name["big"].offset == -1
+    for name in ("big", "big_strings"):
+        assert by_name[name].inline is not None and by_name[name].offset == -1
     assert all(by_name[name].inline is None for name in ("floats", "ints", "strings"))
     assert len(blocks) == 3
     read = arena.read(arena.Arena(shared.fd), refs, copy=True)  # as the peer maps it

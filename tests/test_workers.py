@@ -25,7 +25,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.saved_models import export_affine, write_config
+from service.processes.supervisor import WORKER_MALLOC
+from tests.saved_models import export_affine, export_text, write_config
 from tests.server import free_port
 from tests.test_cli import MODELSERVE
 from tests.test_grpc import outputs_of, predict_request
@@ -139,13 +140,14 @@ def ready(running: Cluster, timeout: float = 120, **client: Any) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """plus (affine, version 1), sleepy (one call at a time, batches of up to 32) and tight
-    (one call at a time, batches of one, at most 2 queued)."""
+    """plus (affine, version 1), sleepy (one call at a time, batches of up to 32), tight
+    (one call at a time, batches of one, at most 2 queued) and text (string lengths)."""
     base = tmp_path_factory.mktemp("workers-repo")
     tmp = tmp_path_factory.mktemp("workers-run")
     export_affine(base / "models", "plus", 1, slope=0.5, offset=2.0)
     export_sleepy(base / "models", "sleepy", SLEEP_SECONDS)
     export_sleepy(base / "models", "tight", SLEEP_SECONDS)
+    export_text(base / "models", "text", 1)
     config = write_config(
         base / "serving.yaml",
         [
@@ -160,6 +162,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "base_path": str(base / "models" / "tight"),
                 "batching": {"max_batch_size": 1, "max_queue_size": 2, "timeout_ms": 30000},
             },
+            {"name": "text", "base_path": str(base / "models" / "text")},
         ],
     )
     env = {"MODELSERVE_ADMIN_WITHOUT_KEYS": "true", "MODELSERVE_LOG_FORMAT": "json"}
@@ -247,19 +250,68 @@ def _environment_of(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
 
 
-def test_only_workers_get_the_multiprocess_metrics_and_two_malloc_arenas(server: Cluster) -> None:
-    """Workers write their metrics to the shared folder and use two glibc arenas (unless the
-    user chose a number); the model process (TensorFlow's threads) keeps the user's settings."""
-    users_arenas = os.environ.get("MALLOC_ARENA_MAX")
+def test_only_workers_get_the_multiprocess_metrics_and_their_malloc_settings(
+    server: Cluster,
+) -> None:
+    """Workers write their metrics to the shared folder and get their glibc malloc settings
+    (unless the user chose them); the model process (TensorFlow's threads) keeps the user's."""
+    users = {name: os.environ.get(name) for name in WORKER_MALLOC}
     kinds = server.children()
     for pid in kinds["worker"]:
         environment = _environment_of(pid)
-        assert environment["MALLOC_ARENA_MAX"] == (users_arenas or "2")
+        for name, value in WORKER_MALLOC.items():
+            assert environment[name] == (users[name] or value)
         assert Path(environment["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
     (model,) = kinds["model"]
     environment = _environment_of(model)
-    assert environment.get("MALLOC_ARENA_MAX") == users_arenas
+    assert {name: environment.get(name) for name in WORKER_MALLOC} == users
     assert "PROMETHEUS_MULTIPROC_DIR" not in environment
+
+
+def _minor_faults(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[7])
+
+
+def test_a_megabyte_string_request_faults_in_no_fresh_memory(server: Cluster) -> None:
+    """A 1 MB string (a photo's size) crosses worker, arena and model process without any of
+    them taking fresh pages from the kernel for each request: with glibc's own thresholds a
+    worker gave its heap back after every such request (454 page faults each)."""
+    photo = np.random.default_rng(0).bytes(1 << 20)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(photo) + 4},
+                }
+            ],
+            "outputs": [{"name": "length"}],
+        }
+    ).encode()
+    body = header + len(photo).to_bytes(4, "little") + photo
+    pids = [pid for pids in server.children().values() for pid in pids]
+    with httpx.Client(timeout=30) as client:  # one connection: one worker serves them all
+
+        def infer() -> None:
+            answer = client.post(
+                f"{server.url}/v2/models/text/infer",
+                content=body,
+                headers={"Inference-Header-Content-Length": str(len(header))},
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["outputs"][0]["data"] == [len(photo)]
+
+        for _ in range(5):  # the heaps grow to what such a request needs
+            infer()
+        before = {pid: _minor_faults(pid) for pid in pids}
+        requests = 20
+        for _ in range(requests):
+            infer()
+        faults = {pid: (_minor_faults(pid) - before[pid]) / requests for pid in pids}
+    pages_of_the_photo = len(photo) // 4096
+    assert max(faults.values()) < pages_of_the_photo / 4, faults
 
 
 def test_batches_form_from_every_workers_requests(server: Cluster) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import mmap
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from service.core.dtypes import Arrays
 
 ALIGN = 64  # cache-line aligned blocks: numpy views on them are aligned for every dtype
 HEADER_BYTES = ALIGN  # the first line holds the reader's acknowledgement counter
+STRING_LENGTH = struct.Struct("<I")  # before each string's bytes
 
 
 class Arena:
@@ -116,19 +118,16 @@ class Writer:
         """The arrays as references, and the blocks they took (to `free` once read)."""
         refs, blocks = [], []
         for name, array in arrays.items():
-            data = _strings_bytes(array) if array.dtype == object else None
-            nbytes = len(data) if data is not None else array.nbytes
-            dtype = "object" if data is not None else array.dtype.str
+            items = [_as_bytes(item) for item in array.flat] if array.dtype == object else None
+            nbytes = array.nbytes if items is None else sum(map(len, items)) + 4 * len(items)
+            dtype = array.dtype.str if items is None else "object"
             offset = self.ring.allocate(nbytes)
             if offset is None:  # no room now: in the message itself
-                inline = data if data is not None else np.ascontiguousarray(array).tobytes()
-                refs.append(TensorRef(name, dtype, array.shape, -1, nbytes, inline))
+                inline = bytearray(nbytes)
+                _write(memoryview(inline), array, items)
+                refs.append(TensorRef(name, dtype, array.shape, -1, nbytes, bytes(inline)))
                 continue
-            target = self.arena.buffer[offset : offset + nbytes]
-            if data is not None:
-                target[:] = data
-            else:
-                np.copyto(np.frombuffer(target, array.dtype).reshape(array.shape), array)
+            _write(self.arena.buffer[offset : offset + nbytes], array, items)
             refs.append(TensorRef(name, dtype, array.shape, offset, nbytes))
             blocks.append(offset)
         return refs, blocks
@@ -156,10 +155,18 @@ def read(arena: Arena, refs: list[TensorRef] | tuple[TensorRef, ...], *, copy: b
     return arrays
 
 
-def _strings_bytes(array: np.ndarray) -> bytes:
-    items = [_as_bytes(item) for item in array.flat]
-    lengths = np.fromiter((len(item) for item in items), "<u4", len(items))
-    return b"".join(length.tobytes() + item for length, item in zip(lengths, items, strict=True))
+def _write(target: memoryview, array: np.ndarray, items: list[bytes] | None) -> None:
+    """`array` into `target`, written in place (a string tensor's 1 MB photo is copied once,
+    not joined first: the extra copy's freed heap made glibc give the pages back each time)."""
+    if items is None:
+        np.copyto(np.frombuffer(target, array.dtype).reshape(array.shape), array)
+        return
+    position = 0
+    for item in items:
+        STRING_LENGTH.pack_into(target, position, len(item))
+        position += STRING_LENGTH.size
+        target[position : position + len(item)] = item
+        position += len(item)
 
 
 def _as_bytes(item: object) -> bytes:
@@ -171,13 +178,13 @@ def _as_bytes(item: object) -> bytes:
 
 
 def _strings_array(data: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    """Each string copied out of `data` once (no copy of the whole tensor first)."""
     count = int(np.prod(shape)) if shape else 1
     items = np.empty(count, dtype=object)
     position = 0
-    raw = data.tobytes()
     for index in range(count):
-        length = int.from_bytes(raw[position : position + 4], "little")
-        position += 4
-        items[index] = raw[position : position + length]
+        (length,) = STRING_LENGTH.unpack_from(data, position)
+        position += STRING_LENGTH.size
+        items[index] = bytes(data[position : position + length])
         position += length
     return items.reshape(shape)
