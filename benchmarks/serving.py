@@ -84,7 +84,6 @@ TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
 MAX_BATCH_SIZE = {"resnet50": 32}  # both sides, as benchmarks/triton_peer.py configures Triton
 DEFAULT_MAX_BATCH_SIZE = 128
 # batching keys models/serving.yaml ships besides the sizes (the LSTM's call is mostly fixed cost)
-SHIPPED_BATCHING: dict[str, dict[str, Any]] = {"sentiment": {"refill": True}}
 TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"  # made by scripts/triton-venv.sh
 WRK_SCRIPT = """
 wrk.method = "POST"
@@ -283,7 +282,16 @@ def batching_for(mode: str, model: str) -> dict[str, Any]:
     if mode == "naive":
         return {"enabled": False}
     size = MAX_BATCH_SIZE.get(model, DEFAULT_MAX_BATCH_SIZE)
-    return {"max_batch_size": size, **SHIPPED_BATCHING.get(model, {})}
+    return {**shipped_batching(model), "max_batch_size": size}
+
+
+def shipped_batching(model: str) -> dict[str, Any]:
+    """The batching keys of `model`'s entry in models/serving.yaml (none if it has none)."""
+    import yaml
+
+    shipped = yaml.safe_load((MODELS / "serving.yaml").read_text())
+    entry: dict[str, Any] = next((m for m in shipped["models"] if m["name"] == model), {})
+    return dict(entry.get("batching") or {})
 
 
 @contextmanager

@@ -1078,19 +1078,21 @@ async def test_refill_never_holds_a_lone_client(executor: ThreadPoolExecutor) ->
     assert batcher.stats.reasons == {"idle": 4}
 
 
+@pytest.mark.parametrize("hold", [REFILL_HOLD, 1.0])
 @in_loop()
-async def test_refill_hold_ends_after_half_a_call_when_no_one_comes_back(
-    executor: ThreadPoolExecutor,
+async def test_refill_hold_ends_after_refill_hold_calls_when_no_one_comes_back(
+    executor: ThreadPoolExecutor, hold: float
 ) -> None:
     """Two rows answered, their clients gone: a newcomer is held for them at most
-    REFILL_HOLD (half) of the call the batcher measured, then runs alone. The closing
-    is compared with a timer set for the same moment, so a busy machine delays both alike."""
+    `refill_hold` (by default half) of the call the batcher measured, then runs alone. The
+    closing is compared with a timer set for the same moment, so a busy machine delays both
+    alike."""
     loop = asyncio.get_running_loop()
     runner, clock = SlowRunner(0.4), DispatchClock()
-    batcher = make_batcher(executor, runner, observer=clock, refill=True)
+    batcher = make_batcher(executor, runner, observer=clock, refill=True, refill_hold=hold)
     await batcher.submit(req(1, 2), deadline())  # answered: two rows may come back
     call = batcher.call_seconds
-    held_until = loop.time() + REFILL_HOLD * call
+    held_until = loop.time() + hold * call
     woke: list[float] = []
     loop.call_at(held_until, lambda: woke.append(loop.time()))
     await batcher.submit(req(3), deadline())
@@ -1099,7 +1101,7 @@ async def test_refill_hold_ends_after_half_a_call_when_no_one_comes_back(
     assert batcher.stats.reasons == {"idle": 1, "refill": 1}
     closed = clock.dispatched_at[1]
     assert closed > held_until - 0.002, f"closed {(held_until - closed) / call:.2f} calls early"
-    assert (closed - woke[0]) / call < 0.25, "held a quarter call past REFILL_HOLD"
+    assert (closed - woke[0]) / call < 0.25, "held a quarter call past refill_hold"
 
 
 def test_default_allowed_sizes_pad_by_less_than_a_quarter() -> None:

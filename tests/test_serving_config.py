@@ -270,6 +270,18 @@ def test_policy_is_frozen() -> None:
             "models[0].batching: the largest allowed batch size (4) must equal max_batch_size (8)",
         ),
         ("  - {name: a, batching: {max_batch_size: 0}}", "models[0].batching.max_batch_size:"),
+        (
+            "  - {name: a, batching: {refill_hold: 1.0}}",
+            "models[0].batching: refill_hold applies only with refill: true",
+        ),
+        (
+            "  - {name: a, batching: {refill: true, refill_hold: 0}}",
+            "models[0].batching.refill_hold:",
+        ),
+        (
+            "  - {name: a, batching: {refill: true, refill_hold: 3}}",
+            "models[0].batching.refill_hold:",
+        ),
         ("  - {name: a, placement: {device: tpu}}", "models[0].placement.device: device must be"),
         ("  - {name: a, placement: {instances: 0}}", "models[0].placement.instances:"),
         ("  - {base_path: x}", "models[0].name: required key is missing"),

@@ -30,7 +30,7 @@ import numpy as np
 
 from service.core.dtypes import Arrays
 from service.core.record import RequestRecord
-from service.core.refill import REFILL_GAP, REFILL_HOLD, ReturnWatch
+from service.core.refill import REFILL_GAP, ReturnWatch
 from service.core.serving_config import BatchingConfig
 from service.errors import (
     DeadlineExceededError,
@@ -584,7 +584,7 @@ class Batcher:
         now = asyncio.get_running_loop().time()
         delay = self.config.max_batch_delay_ms / 1000
         expected = self._returns.expected(now, self.call_seconds) if self.config.refill else 0
-        refill = REFILL_HOLD * self.call_seconds if expected else 0.0
+        refill = self.config.refill_hold * self.call_seconds if expected else 0.0
         if refill > delay:  # hold for the clients just answered, while they keep coming back
             target = min(limit, rows + expected)
             gap = REFILL_GAP * self.call_seconds  # the answered clients come back in a burst

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 # Through front-end workers the answered clients' next requests take a round trip of several
 # ms (answers to the workers, HTTP out and in, requests back): sentiment with 2 workers came
 # back in time with a half-call hold and a fifth-call gap (mean batch 63.8, 1,637-1,697
-# req/s) but not with a quarter and a tenth (32.0, 1,131-1,157 req/s).
-REFILL_HOLD = 0.5  # longest hold, in average model calls: never more than half a call
+# req/s) but not with a quarter and a tenth (32.0, 1,131-1,157 req/s). A model may hold
+# longer (`refill_hold`): digits' cheaper call is outlasted by that round trip.
+REFILL_HOLD = 0.5  # default longest hold, in average model calls
 REFILL_GAP = 0.2  # the hold ends once no row arrived for this many average model calls
 
 

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from service.core.layout import model_names
+from service.core.refill import REFILL_HOLD
 from training.jobs import NEEDS_NO_TRAINING
 
 if TYPE_CHECKING:
@@ -142,9 +143,11 @@ class BatchingConfig(_FileModel):
     max_batch_delay_ms: float = Field(0.0, ge=0, le=10_000)
     """How long a batch that is not full may wait once an instance is free (0: never)."""
     refill: bool = False
-    """Under closed-loop load, hold a batch up to half a model call while the clients
+    """Under closed-loop load, hold a batch up to `refill_hold` model calls while the clients
     the last batch answered send their next requests (no wait when none are expected back).
     Pays off for models whose call costs much more than its rows (an LSTM on CPU)."""
+    refill_hold: float = Field(REFILL_HOLD, gt=0, le=2)
+    """With `refill`: the longest hold, in average model calls (0.5: half a call)."""
     allowed_batch_sizes: tuple[int, ...] | None = None
     """Default: 1, 2, 3 and four per doubling (4, 5, 6, 7, 8, 10, 12, ...) below max_batch_size,
     and max_batch_size."""
@@ -163,6 +166,12 @@ class BatchingConfig(_FileModel):
         if not sizes or any(size < 1 for size in sizes):
             raise ValueError("allowed_batch_sizes must be a non-empty list of positive sizes")
         return tuple(sorted(set(sizes)))
+
+    @model_validator(mode="after")
+    def _check_refill(self) -> BatchingConfig:
+        if self.refill_hold != REFILL_HOLD and not self.refill:  # a default is no choice
+            raise ValueError("refill_hold applies only with refill: true")
+        return self
 
     @model_validator(mode="after")
     def _check_sizes(self) -> BatchingConfig:
