@@ -83,7 +83,6 @@ TRITON = "triton"  # the mode of the Triton peer's runs
 TRITON_PEER = ROOT / "benchmarks" / "triton_peer.py"
 MAX_BATCH_SIZE = {"resnet50": 32}  # both sides, as benchmarks/triton_peer.py configures Triton
 DEFAULT_MAX_BATCH_SIZE = 128
-# batching keys models/serving.yaml ships besides the sizes (the LSTM's call is mostly fixed cost)
 TRITON_PYTHON = ROOT / ".venv-triton" / "bin" / "python"  # made by scripts/triton-venv.sh
 WRK_SCRIPT = """
 wrk.method = "POST"
