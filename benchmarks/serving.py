@@ -94,6 +94,10 @@ end
 local file = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.body = file:read("*a")
 file:close()
+local think = tonumber(os.getenv("BENCH_THINK_MS") or "0")
+if think > 0 then  -- clients that pause 0 to 2x think ms before each next request
+  delay = function() return math.random(0, math.floor(2 * think)) end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -618,8 +622,10 @@ def drive(
     seconds: float,
     workdir: Path,
     headers: Mapping[str, str] | None = None,
+    think_ms: float = 0,
 ) -> dict[str, float]:
-    """`wrk` POSTing `body` to `url` for `seconds` over `connections` connections."""
+    """`wrk` POSTing `body` to `url` for `seconds` over `connections` connections, each
+    pausing a random 0 to 2 x `think_ms` before its next request (0: none, closed loop)."""
     body_file = workdir / "body"
     body_file.write_bytes(body)
     script = workdir / "post.lua"
@@ -642,7 +648,12 @@ def drive(
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "BENCH_BODY": str(body_file), "BENCH_HEADERS": header_lines},
+        env={
+            **os.environ,
+            "BENCH_BODY": str(body_file),
+            "BENCH_HEADERS": header_lines,
+            "BENCH_THINK_MS": str(think_ms),
+        },
     ).stdout
     after, elapsed = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic() - start
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
