@@ -119,7 +119,11 @@ class Writer:
         refs, blocks = [], []
         for name, array in arrays.items():
             items = [_as_bytes(item) for item in array.flat] if array.dtype == object else None
-            nbytes = array.nbytes if items is None else sum(map(len, items)) + 4 * len(items)
+            nbytes = (
+                array.nbytes
+                if items is None
+                else sum(map(len, items)) + STRING_LENGTH.size * len(items)
+            )
             dtype = array.dtype.str if items is None else "object"
             offset = self.ring.allocate(nbytes)
             if offset is None:  # no room now: in the message itself
