@@ -57,10 +57,15 @@ def _log_access(record: RequestRecord, finished: Finished) -> None:
                 **({} if finished.code == str(finished.status) else {"code": finished.code}),
                 "latency_ms": round(finished.seconds * 1000, 3),
                 "batch_size": record.batch_size,
+                "client_pause_ms": _ms(record.client_pause),
                 "request_id": record.request_id,
             }
         },
     )
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
 
 
 def log_failure(where: str, exc: ServingError) -> None:

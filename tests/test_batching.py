@@ -33,7 +33,8 @@ from service.core.batching import (
     ModelCall,
     deadline_from,
 )
-from service.core.refill import REFILL_HOLD
+from service.core.record import RequestRecord
+from service.core.refill import QUICK_PAUSE_MAX, REFILL_HOLD
 from service.core.serving_config import BatchingConfig
 from service.errors import (
     DeadlineExceededError,
@@ -1032,11 +1033,14 @@ async def test_a_held_batch_closes_in_time_for_the_call_to_end_by_the_deadline(
 # -- refill: holding a small batch for the clients just answered ---------------------------
 
 
-async def closed_loop_client(batcher: Batcher, first: float, then: float) -> Arrays:
-    """A client that sends its next request `RETURN_SECONDS` after its answer (its round trip)."""
+async def closed_loop_client(
+    batcher: Batcher, first: float, then: float, pause: float | None = None
+) -> Arrays:
+    """A client that sends its next request `RETURN_SECONDS` after its answer (its round trip),
+    which says the client paused `pause` of it (None: not known)."""
     await batcher.submit(req(first), deadline())
     await asyncio.sleep(RETURN_SECONDS)
-    return await batcher.submit(req(then), deadline())
+    return await batcher.submit(req(then), deadline(), record=RequestRecord("", client_pause=pause))
 
 
 RETURN_SECONDS = 0.02  # a client's round trip, well within half of SlowRunner(0.4)'s call
@@ -1065,6 +1069,39 @@ async def test_refill_holds_a_small_batch_until_the_answered_clients_are_back(
         assert batcher.stats.reasons == {"idle": 3}
     for answer, value in zip(answers, (11, 2, 3), strict=True):
         np.testing.assert_array_equal(answer["2x"], doubled(req(value)))
+
+
+@pytest.mark.parametrize(
+    ("pause", "held"),
+    [
+        (0.001, True),  # back at once: held for
+        (0.5, False),  # back after the hold could last
+        (QUICK_PAUSE_MAX * 2, False),  # within this hold, but longer than a quick client's
+    ],
+)
+@in_loop()
+async def test_refill_holds_only_while_most_clients_come_back_at_once(
+    executor: ThreadPoolExecutor, pause: float, held: bool
+) -> None:
+    """24 requests say their clients paused `pause` after their previous answers; then the
+    scenario above. Once most clients are known to pause longer than a quick client, B and C
+    go without waiting for A, whose next request would come after the hold."""
+    runner = SlowRunner(0.4)
+    batcher = make_batcher(executor, runner, refill=True, max_batch_size=32)
+    record = RequestRecord("", client_pause=pause)
+    await asyncio.gather(*(batcher.submit(req(v), deadline(), record=record) for v in range(24)))
+    await asyncio.sleep(batcher.call_seconds * 1.2)  # that answer is no longer recent
+    a = asyncio.create_task(closed_loop_client(batcher, 101, 111, pause))
+    await until(lambda: len(runner.calls) == 2)  # A's first request is running
+    b, c = submit(batcher, req(102)), submit(batcher, req(103))
+    await asyncio.gather(a, b, c)
+
+    if held:
+        assert [runner.seen(1), runner.seen(2)] == [[101], [102, 103, 111]]
+        assert batcher.stats.reasons == {"idle": 2, "refill": 1}
+    else:
+        assert [runner.seen(1), runner.seen(2), runner.seen(3)] == [[101], [102, 103], [111]]
+        assert batcher.stats.reasons == {"idle": 4}
 
 
 @in_loop()

@@ -23,6 +23,7 @@ import platform
 import re
 import subprocess
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -975,6 +976,7 @@ ACCESS_FIELDS = {
     "status",
     "latency_ms",
     "batch_size",
+    "client_pause_ms",
     "request_id",
 }
 
@@ -1044,6 +1046,28 @@ def test_a_sane_client_request_id_is_echoed_and_logged(
     sent = Sent(request_id, "", "GET", "/healthz", "/healthz", OTHER, "", 200, None)
     check_line(line, sent)
     assert line["batch_size"] is None
+
+
+def test_the_access_log_has_the_clients_pause_before_each_request(
+    server: Server, access_log: AccessLog
+) -> None:
+    """On one kept-alive connection: none before its first request, then the time from the
+    previous answer to the request. The server's pause spans the client's (its answer was
+    complete before the client read it, the next request arrived after it was sent), and lies
+    within what the client saw from sending the one request to reading the next answer."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        ids, sent, read = [], [], []
+        for pause in (0.0, 0.3, 0.0):
+            time.sleep(pause)
+            sent.append(time.perf_counter())
+            response = client.get("/healthz")
+            read.append(time.perf_counter())
+            assert response.status_code == 200
+            ids.append(response.headers["x-request-id"])
+    first, slow, quick = (access_log.line(request_id)["client_pause_ms"] for request_id in ids)
+    assert first is None
+    assert slow >= (sent[1] - read[0]) * 1000 >= 300, slow
+    assert 0 <= quick <= (read[2] - sent[1]) * 1000, quick
 
 
 def test_a_request_without_an_id_gets_a_new_one(server: Server, access_log: AccessLog) -> None:

@@ -352,7 +352,7 @@ class Batcher:
             return results
         self._admit(rows, deadline)
         self.stats.requests += 1
-        chunks = self._enqueue(inputs, rows, deadline, wanted)
+        chunks = self._enqueue(inputs, rows, deadline, wanted, record.client_pause)
         if len(chunks) == 1:
             return await self._wait(chunks[0], record)
         # if a chunk fails, the others are cancelled rather than run for nobody
@@ -416,7 +416,12 @@ class Batcher:
         return batches // len(self.pool.runners) * self.call_seconds
 
     def _enqueue(
-        self, inputs: Arrays, rows: int, deadline: float, outputs: tuple[str, ...]
+        self,
+        inputs: Arrays,
+        rows: int,
+        deadline: float,
+        outputs: tuple[str, ...],
+        client_pause: float | None,
     ) -> list[_Pending]:
         """Queues the first chunk (of max_batch_size rows at most) of an admitted request; each
         next one joins the back of the queue when the one before it is taken (see _take)."""
@@ -440,7 +445,9 @@ class Batcher:
             chunk.follower = follower
         self._waiting += 1
         self._waiting_rows += rows
-        self._returns.arrived(rows)
+        # before the first call the hold's length is not known: only QUICK_PAUSE_MAX bounds it
+        hold = self.config.refill_hold * self.call_seconds if self.call_seconds else math.inf
+        self._returns.arrived(rows, client_pause, hold)
         self._queue.append(chunks[0])
         self._arrived.set()
         if self._dispatcher is None or self._dispatcher.done():

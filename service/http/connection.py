@@ -1,6 +1,8 @@
 """What the HTTP protocol (`service.http.limits.LimitedHttpToolsProtocol`) gives each request
-beyond uvicorn's own: a notice of a lost connection the app can wait on for free, and a
-response written in one send.
+beyond uvicorn's own: a notice of a lost connection the app can wait on for free, a response
+written in one send, and how long the client paused after its previous answer on the
+connection before sending it (`client_pause`: what refill learns whether to hold from, see
+service/core/refill.py).
 
 Both are measured savings on the inference path (`benchmarks/hot_path.py`): the app learned of
 a disconnect by a task per request reading the next ASGI message (a task created, stepped and
@@ -15,6 +17,7 @@ from typing import Any
 from starlette.types import Scope
 
 NOTICE_KEY = "modelserve.disconnect_notice"  # in the request's scope: its DisconnectNotice
+PAUSE_KEY = "modelserve.client_pause"  # in the request's scope: seconds, or None
 
 
 class DisconnectNotice:
@@ -33,9 +36,11 @@ class DisconnectNotice:
             self.waiter.cancel()
 
 
-def equip(cycle: Any) -> None:
-    """Gives a request (uvicorn's `RequestResponseCycle`) its notice and its transport."""
+def equip(cycle: Any, pause: float | None) -> None:
+    """Gives a request (uvicorn's `RequestResponseCycle`) its notice, its transport and the
+    client's pause before it (None for a connection's first request)."""
     cycle.scope[NOTICE_KEY] = DisconnectNotice()
+    cycle.scope[PAUSE_KEY] = pause
     cycle.transport = ResponseTransport(cycle.transport, cycle)
 
 
@@ -44,6 +49,13 @@ def connection_lost(cycle: Any) -> None:
     notice = disconnect_notice(cycle.scope)
     if notice is not None:
         notice.connection_lost()
+
+
+def client_pause(scope: Scope) -> float | None:
+    """Seconds from the previous answer on the request's connection to the request's first
+    byte; None for a connection's first request, or when another ASGI server runs the app."""
+    pause: float | None = scope.get(PAUSE_KEY)
+    return pause
 
 
 def disconnect_notice(scope: Scope) -> DisconnectNotice | None:

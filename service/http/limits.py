@@ -3,13 +3,14 @@
 `modelserve_http_refused_total{reason}` and logs one INFO line.
 
 The protocol also gives each request what `service.http.connection` describes: a notice of a
-lost connection, and its response written in one send.
+lost connection, its response written in one send, and the client's pause before it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._last_body_read = 0.0
+        # perf_counter when the last response was complete (uvloop's time is in whole ms)
+        self._answered_at: float | None = None
+        self._pause: float | None = None  # the client's, before the request being read
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -140,6 +144,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
+        answered = self._answered_at
+        if answered is None:  # the connection's first request
+            self._pause = None
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self._pause = 0.0  # pipelined: sent before its predecessor was answered
+        else:
+            self._pause = time.perf_counter() - answered
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
@@ -162,7 +173,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         super().on_headers_complete()
         if self.cycle is not None and self.cycle.scope is self.scope:  # this request's
-            equip(self.cycle)  # before its task starts, on the loop's next turn
+            equip(self.cycle, self._pause)  # before its task starts, on the loop's next turn
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -171,6 +182,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        self._answered_at = time.perf_counter()
         super().on_response_complete()
         if not self.transport.is_closing():  # waiting for the next request: its headers too
             self._arm_head_timer()

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.auth import AccessPolicy
 from service.core.record import RequestRecord
+from service.http.connection import client_pause
 from service.http.dependencies import RECORD_KEY
 from service.http.lifecycle import (
     SHUT_DOWN_MID_REQUEST,
@@ -89,7 +90,9 @@ class RequestGate:
                 send = docs
         started = time.perf_counter()
         exchange = _Exchange(scope, receive, send, _request_id(scope), csp, self.lifecycle)
-        record = scope[RECORD_KEY] = RequestRecord(exchange.request_id)
+        record = scope[RECORD_KEY] = RequestRecord(
+            exchange.request_id, client_pause=client_pause(scope)
+        )
         try:
             await self._checked(scope, exchange)
         except ClientDisconnect:

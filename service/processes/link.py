@@ -199,6 +199,7 @@ class ModelProcessLink:
                 tuple(outputs),
                 seconds_left,
                 record.request_id,
+                record.client_pause,
             )
         )
         try:

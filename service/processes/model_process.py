@@ -172,7 +172,7 @@ class ModelProcess:
 
     async def predict(self, worker: _Worker, message: protocol.Predict) -> None:
         try:
-            record = RequestRecord(message.request_id)
+            record = RequestRecord(message.request_id, client_pause=message.client_pause)
             ref = ModelRef(message.model, message.version)
             # checked by the worker: only admitted (and the version held) here, then batched
             async with self.core.admit(ref, record) as call:

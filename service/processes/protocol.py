@@ -39,6 +39,7 @@ class Predict:
     outputs: tuple[str, ...]  # wanted (all when empty)
     seconds_left: float  # to the request's deadline
     request_id: str
+    client_pause: float | None  # RequestRecord.client_pause (what refill learns from)
 
 
 @dataclass(frozen=True, slots=True)

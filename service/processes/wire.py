@@ -150,6 +150,7 @@ _ENCODERS: dict[int, Callable[[Any], Fields]] = {
         list(m.outputs),
         m.seconds_left,
         m.request_id,
+        m.client_pause,
     ],
     3: lambda m: [m.call],
     4: lambda m: [m.call, m.number, [_ref(r) for r in m.outputs], m.batch_size],
@@ -162,7 +163,7 @@ _DECODERS: dict[int, Callable[[Fields], p.Message]] = {
     0: lambda f: p.Hello(*f),
     1: lambda f: p.Welcome(),
     2: lambda f: p.Predict(
-        f[0], f[1], f[2], f[3], tuple(_ref_of(r) for r in f[4]), tuple(f[5]), f[6], f[7]
+        f[0], f[1], f[2], f[3], tuple(_ref_of(r) for r in f[4]), tuple(f[5]), f[6], f[7], f[8]
     ),
     3: lambda f: p.Cancel(*f),
     4: lambda f: p.Answer(f[0], f[1], tuple(_ref_of(r) for r in f[2]), f[3]),
