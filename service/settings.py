@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     """Log level of the server and its access log."""
     log_format: LogFormat = "json"
     """`json`: one JSON object per line (access log: method, route, model, version, status,
-    latency, batch size, request id), for log collectors; `text`: for a terminal."""
+    latency, batch size, client pause, request id), for log collectors; `text`: for a terminal."""
     poll_interval_seconds: float = Field(2.0, ge=0)
     """How often the repository is scanned for new and removed versions (0: only at start)."""
     load_threads: int = Field(2, ge=1)

@@ -4,10 +4,10 @@ written in one send, and how long the client paused after its previous answer on
 connection before sending it (`client_pause`: what refill learns whether to hold from, see
 service/core/refill.py).
 
-Both are measured savings on the inference path (`benchmarks/hot_path.py`): the app learned of
-a disconnect by a task per request reading the next ASGI message (a task created, stepped and
-cancelled for every answered request), and uvicorn writes a response's head and body in two
-sends, two loopback segments for the client to read."""
+The first two are measured savings on the inference path (`benchmarks/hot_path.py`): the app
+learned of a disconnect by a task per request reading the next ASGI message (a task created,
+stepped and cancelled for every answered request), and uvicorn writes a response's head and
+body in two sends, two loopback segments for the client to read."""
 
 from __future__ import annotations
 
