@@ -193,6 +193,30 @@ def test_a_helper_that_dies_is_replaced() -> None:
         splitter.close()
 
 
+def test_close_ends_a_helper_that_does_not_end_when_asked() -> None:
+    """A helper stopped (SIGSTOP) cannot take the request to end: close kills it instead of
+    leaving the process's exit waiting for it."""
+    others = {child.pid for child in multiprocessing.active_children()}
+    splitter = MessageSplitter()
+    assert splitter.split(PREDICT, predict_message(strings(10), [1.0])) is not None
+    (helper,) = [child for child in multiprocessing.active_children() if child.pid not in others]
+    assert helper.pid is not None
+    os.kill(helper.pid, signal.SIGSTOP)
+    splitter.close()
+    assert not helper.is_alive()
+    assert helper.exitcode == -signal.SIGKILL
+
+
+def test_close_lets_a_working_helper_end_by_itself() -> None:
+    others = {child.pid for child in multiprocessing.active_children()}
+    splitter = MessageSplitter()
+    assert splitter.split(PREDICT, predict_message(strings(10), [1.0])) is not None
+    (helper,) = [child for child in multiprocessing.active_children() if child.pid not in others]
+    splitter.close()
+    assert not helper.is_alive()
+    assert helper.exitcode == 0
+
+
 def test_the_helper_does_its_work_without_tensorflow(tmp_path: Path) -> None:
     """The helper's whole work (load the message classes from the serialized proto files,
     read a message from shared memory, split it, write the pieces) in a fresh interpreter, as
