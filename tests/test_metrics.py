@@ -49,6 +49,7 @@ from service.settings import Settings
 from tests.saved_models import copy_versions, write_config, write_corrupt_version
 from tests.server import running_server, wait_for
 from tests.system_tools import require_program
+from tests.test_connection import connect, read_response
 
 pytest_plugins = ["tests.gateway_fixtures"]
 
@@ -1068,6 +1069,22 @@ def test_the_access_log_has_the_clients_pause_before_each_request(
     assert first is None
     assert slow >= (sent[1] - read[0]) * 1000 >= 300, slow
     assert 0 <= quick <= (read[2] - sent[1]) * 1000, quick
+
+
+def test_a_pipelined_request_has_no_pause(server: Server, access_log: AccessLog) -> None:
+    """Sent before the request ahead of it on the connection was answered: a pause of 0."""
+    ids = [f"pipelined-{uuid.uuid4().hex}" for _ in range(2)]
+    both = b"".join(
+        f"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Request-ID: {request_id}\r\n\r\n".encode()
+        for request_id in ids
+    )
+    with connect(server.url) as conn:
+        conn.sendall(both)  # one segment: the second is read before the first is answered
+        buffer = bytearray()
+        for _ in ids:
+            assert read_response(conn, buffer).startswith(b"HTTP/1.1 200")
+    first, second = (access_log.line(request_id)["client_pause_ms"] for request_id in ids)
+    assert (first, second) == (None, 0.0)
 
 
 def test_a_request_without_an_id_gets_a_new_one(server: Server, access_log: AccessLog) -> None:

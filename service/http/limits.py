@@ -145,10 +145,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_count = 0
         answered = self._answered_at
-        if answered is None:  # the connection's first request
-            self._pause = None
-        elif self.cycle is not None and not self.cycle.response_complete:
+        if self.cycle is not None and not self.cycle.response_complete:
             self._pause = 0.0  # pipelined: sent before its predecessor was answered
+        elif answered is None:  # the connection's first request
+            self._pause = None
         else:
             self._pause = time.perf_counter() - answered
 
