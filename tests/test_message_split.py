@@ -32,7 +32,7 @@ from service.core.decoding import CHUNK_ITEMS
 from service.errors import InvalidInputError, UnavailableError
 from service.grpc import message_split
 from service.grpc.message_split import CLASSIFY, EXAMPLES, PREDICT, MessageSplitter
-from tests.server import assert_same, grpc_target
+from tests.server import assert_same, grpc_target, wait_for
 from tests.test_classify_regress import as_rows, classify_request, example, expected_classes
 
 pytest_plugins = ["tests.gateway_fixtures"]
@@ -203,7 +203,7 @@ def test_close_ends_a_helper_that_does_not_end_when_asked() -> None:
     assert helper.pid is not None
     os.kill(helper.pid, signal.SIGSTOP)
     splitter.close(wait_seconds=0.5)
-    assert not helper.is_alive()
+    wait_for(lambda: helper.exitcode is not None, timeout=60, what="the helper reaped")
     assert helper.exitcode == -signal.SIGKILL
 
 
@@ -215,7 +215,7 @@ def test_close_lets_a_working_helper_end_by_itself() -> None:
     assert splitter.split(PREDICT, predict_message(strings(10), [1.0])) is not None
     (helper,) = [child for child in multiprocessing.active_children() if child.pid not in others]
     splitter.close(wait_seconds=60)
-    assert not helper.is_alive()
+    wait_for(lambda: helper.exitcode is not None, timeout=60, what="the helper reaped")
     assert helper.exitcode == 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import threading
@@ -150,12 +151,12 @@ class MessageSplitter:
         helper that did not end (seen on a slow machine) outlived the drain time."""
         helpers = list(self._executor._processes.values())
         self._executor.shutdown(wait=False, cancel_futures=True)
+        # the executor's thread reaps the helper: its sentinel (readable once it has ended) is
+        # watched here instead of a second join, which would race that thread for the exit
         for helper in helpers:
-            helper.join(wait_seconds)
-            if helper.is_alive():
+            if not multiprocessing.connection.wait([helper.sentinel], wait_seconds):
                 log.warning("the message parsing helper did not end when asked: killing it")
                 helper.kill()
-                helper.join(wait_seconds)
 
 
 def _shared_memory_fits(size: int) -> bool:
