@@ -445,9 +445,10 @@ class Batcher:
             chunk.follower = follower
         self._waiting += 1
         self._waiting_rows += rows
-        # before the first call the hold's length is not known: only QUICK_PAUSE_MAX bounds it
-        hold = self.config.refill_hold * self.call_seconds if self.call_seconds else math.inf
-        self._returns.arrived(rows, client_pause, hold)
+        if self.config.refill:  # only refill reads the watch
+            # before the first call the hold's length is not known: only QUICK_PAUSE_MAX bounds it
+            hold = self.config.refill_hold * self.call_seconds if self.call_seconds else math.inf
+            self._returns.arrived(rows, client_pause, hold)
         self._queue.append(chunks[0])
         self._arrived.set()
         if self._dispatcher is None or self._dispatcher.done():
@@ -640,7 +641,8 @@ class Batcher:
         try:  # running_rows was raised by the dispatcher
             self._count(rows, self._padded_size(rows) - rows, reason)
             await self._run_group(self.pool.runners[index], batch)
-            self._returns.answered(rows, asyncio.get_running_loop().time())
+            if self.config.refill:
+                self._returns.answered(rows, asyncio.get_running_loop().time())
         finally:
             self.running_rows -= rows
             await self.pool.release(index)
