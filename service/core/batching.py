@@ -264,6 +264,7 @@ class _Pending:
     follower: _Pending | None = None  # the next chunk of a split request, queued once this is taken
     counted: bool = True  # counts against max_queue_size: a request, or its last chunk
     outputs: tuple[str, ...] = ()  # the outputs its request wants (all when empty)
+    row_shapes: list[tuple[int, ...]] = field(default_factory=list)  # see _row_shapes
 
 
 class Batcher:
@@ -428,16 +429,18 @@ class Batcher:
         loop = asyncio.get_running_loop()
         limit = self.config.max_batch_size
         queued_at = time.perf_counter()
+        row_shapes = _row_shapes(inputs)
         chunks = [
             _Pending(
                 {k: v[start : start + limit] for k, v in inputs.items()},  # views, no copies
                 min(limit, rows - start),
                 deadline,
-                _quiet_future(loop),
+                loop.create_future(),
                 queued_at,
                 remaining=rows - start,
                 counted=start + limit >= rows,
                 outputs=outputs,
+                row_shapes=row_shapes,
             )
             for start in range(0, rows, limit)
         ]
@@ -481,8 +484,9 @@ class Batcher:
         self._leave_queue(pending)
         self.stats.expired += 1
         self.stats.note_failed([pending.queued_at])
-        pending.future.set_exception(
-            DeadlineExceededError(f"model {self.name}: request deadline passed while queued")
+        _set_error(
+            pending.future,
+            DeadlineExceededError(f"model {self.name}: request deadline passed while queued"),
         )
 
     def _leave_queue(self, pending: _Pending) -> None:  # the dispatcher skips it later
@@ -568,7 +572,7 @@ class Batcher:
                 continue
             if rows + head.rows > self.config.max_batch_size:
                 break
-            if batch and _row_shapes(head.inputs) != _row_shapes(batch[0].inputs):
+            if batch and head.row_shapes != batch[0].row_shapes:
                 break  # one tensor per input: it goes first in the next batch
             self._queue.popleft()
             head.state = _State.RUNNING
@@ -797,17 +801,20 @@ def _wanted_by(group: list[_Pending]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for pending in group for name in pending.outputs))
 
 
-def _quiet_future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Arrays]:
-    """A future whose unread error (its caller left) asyncio does not log as never retrieved."""
-    future: asyncio.Future[Arrays] = loop.create_future()
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    return future
+def _set_error(future: asyncio.Future[Arrays], error: BaseException) -> None:
+    """`error` as the request's answer, marked as read (a waiting caller still gets it). A
+    caller that leaves cancels the future it awaits, but the wait of a split request's chunk
+    may be cancelled before it began: then nobody reads the error, and asyncio would log it as
+    never retrieved. Marked here rather than by a done callback on every request's future,
+    which cost each answer a callback on the loop."""
+    future.set_exception(error)
+    future.exception()
 
 
 def _fail(batch: list[_Pending], error: BaseException) -> None:
     for pending in batch:
         if not pending.future.done():
-            pending.future.set_exception(error)
+            _set_error(pending.future, error)
 
 
 def deadline_from(timeout_ms: float | None, default_ms: float) -> float:
