@@ -14,8 +14,6 @@ without it. The parts left out are replaced here only, in this process:
 - "no request observer": `service.observer.observe` (metrics and access log) does nothing;
 - "no batcher": the batcher answers at once with the previous answer (no queue, no model
   call on a thread, no wait for the batch);
-- "no batcher but a wait": the same answer after one turn of the event loop, as a request
-  that waits for its batch resumes: what the batcher's own work costs beyond the wait;
 - and, as the reference, `benchmarks/bare_fastapi.py` behind uvicorn's protocol, as
   `benchmarks/hot_path.py` serves it.
 
@@ -169,9 +167,6 @@ def install_switches() -> None:
     async def maybe_submit(self: Batcher, *args: Any, **kwargs: Any) -> Any:
         if "batcher" in SWITCHES and "answer" in last:
             return last["answer"]
-        if "batcher work" in SWITCHES and "answer" in last:
-            await asyncio.sleep(0)  # the request still waits: one turn of the loop
-            return last["answer"]
         last["answer"] = await submit(self, *args, **kwargs)
         return last["answer"]
 
@@ -217,7 +212,6 @@ def variants(server: Any) -> list[Variant]:
         Variant("echo, uvicorn's protocol", theirs.protocol, theirs.config),
         Variant("echo, no request observer", full.protocol, ours, frozenset({"observer"})),
         Variant("echo, no batcher", full.protocol, ours, frozenset({"batcher"})),
-        Variant("echo, no batcher but a wait", full.protocol, ours, frozenset({"batcher work"})),
         Variant("bare FastAPI route, uvicorn's protocol", bare.protocol, bare.config),
     ]
 
