@@ -24,6 +24,7 @@ pytest_plugins = ["tests.gateway_fixtures"]
 
 GET, POST = ("GET",), ("POST",)
 STATIC = ("GET", "HEAD")
+PROBE = ("GET", "HEAD")  # load balancers and uptime checkers probe with HEAD too
 # one concrete path per route (per method of TF Serving's calls), and what it takes
 ROUTES: dict[str, tuple[str, ...]] = {
     "/v1/models/plus": GET,
@@ -49,10 +50,10 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/v2/models/plus/versions/1/stats": GET,
     "/v2/models/plus/infer": POST,
     "/v2/models/plus/versions/1/infer": POST,
-    "/v2/health/live": GET,
-    "/v2/health/ready": GET,
-    "/healthz": GET,
-    "/readyz": GET,
+    "/v2/health/live": PROBE,
+    "/v2/health/ready": PROBE,
+    "/healthz": PROBE,
+    "/readyz": PROBE,
     "/metrics": GET,
     "/api/v1/models": GET,
     "/api/v1/digits": POST,
@@ -136,6 +137,17 @@ def test_the_right_methods_still_answer(client: httpx.Client) -> None:
     script = client.get("/static-offline-docs/redoc.standalone.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javas")
     assert client.head("/static-offline-docs/redoc.standalone.js").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"])
+def test_a_probe_answers_head_as_it_answers_get_without_the_body(
+    client: httpx.Client, path: str
+) -> None:
+    got, head = client.get(path), client.head(path)
+    assert head.status_code == got.status_code == 200, (path, head.status_code, got.text)
+    assert head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"] == "application/json"
+    assert int(head.headers["content-length"]) == len(got.content)
 
 
 def test_get_on_a_call_is_not_the_status_of_a_model_named_so(client: httpx.Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -10,14 +11,17 @@ from service.http.dependencies import lifecycle, repository
 from service.http.json_io import JSONBody
 
 router = APIRouter(tags=["health"], default_response_class=JSONBody)
+# HEAD as well as GET: load balancers and uptime checkers often probe with HEAD (the answer's
+# status and headers, without its body)
+probe = partial(router.api_route, methods=["GET", "HEAD"])
 
 
-@router.get("/healthz", summary="Liveness: the process is up and answering")
+@probe("/healthz", summary="Liveness: the process is up and answering")
 async def healthz() -> JSONBody:
     return JSONBody({"status": "alive"})
 
 
-@router.get(
+@probe(
     "/readyz",
     summary="Readiness: every model has a version up (but those unloaded or being exported)",
 )
@@ -40,12 +44,12 @@ async def readyz(request: Request) -> JSONBody:
     )
 
 
-@router.get("/v2/health/live", summary="V2 liveness")
+@probe("/v2/health/live", summary="V2 liveness")
 async def v2_live() -> JSONBody:
     return JSONBody({"live": True})
 
 
-@router.get("/v2/health/ready", summary="V2 readiness (same rule as /readyz)")
+@probe("/v2/health/ready", summary="V2 readiness (same rule as /readyz)")
 async def v2_ready(request: Request) -> JSONBody:
     ready = repository(request).is_ready() and not lifecycle(request).draining
     return JSONBody({"ready": ready}, status_code=200 if ready else 503)
