@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,13 @@ import pytest
 import tensorflow as tf
 
 from service.core.layout import existing_versions, read_model_card
-from training.export import ExportRequest, export_model, next_version, prune_versions
+from training.export import (
+    STALE_LEFTOVER_SECONDS,
+    ExportRequest,
+    export_model,
+    next_version,
+    prune_versions,
+)
 
 LABELS = ["a", "b", "c"]
 
@@ -97,6 +105,24 @@ def test_failed_export_leaves_no_version_and_no_debris(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="evaluation failed"):
         export_model(tiny_request(fail), tmp_path, keep_versions=None)
     assert list((tmp_path / "tiny").iterdir()) == []
+
+
+def test_an_export_removes_what_killed_exports_left_but_not_a_live_export(
+    tmp_path: Path,
+) -> None:
+    """A SIGKILLed export (or prune) cannot remove its hidden folder: the next export does,
+    once it has been left unchanged for a day, and leaves a younger one (an export running
+    now) and hidden folders that are not its own alone."""
+    model_dir = tmp_path / "tiny"
+    killed, pruned = model_dir / ".3.partial-0123abcd", model_dir / ".2.removing-00ff00ff"
+    running, other = model_dir / ".4.partial-89abcdef", model_dir / ".notes"
+    for folder in (killed, pruned, running, other):
+        (folder / "variables").mkdir(parents=True)
+    day_ago = time.time() - STALE_LEFTOVER_SECONDS - 60
+    for folder in (killed, pruned, other):
+        os.utime(folder, (day_ago, day_ago))
+    assert export_model(tiny_request(), tmp_path, keep_versions=None).name == "1"
+    assert sorted(p.name for p in model_dir.iterdir()) == [running.name, other.name, "1"]
 
 
 def test_keep_versions_caps_versions_on_disk(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@ sees a half-written version (TF Serving and modelserve ignore names that are not
 from __future__ import annotations
 
 import json
+import logging
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +25,15 @@ import tensorflow as tf
 from service.core.layout import EXTRA_DIR, LABELS_FILE, MODEL_CARD_FILE, existing_versions
 from training.options import TrainOptions
 from training.plots import History, plot_training_curves
+
+log = logging.getLogger(__name__)
+
+# A hidden staging (".N.partial-*") or removal (".N.removing-*") folder left this long unchanged
+# has no live writer: its export or prune was killed outright (SIGKILL, the OOM killer), which
+# leaves no chance to remove it. Exports write for minutes at most; a day leaves a wide margin
+# for another process exporting into the same (shared) folder.
+STALE_LEFTOVER_SECONDS = 24 * 3600
+_LEFTOVER = re.compile(r"\.\d+\.(partial|removing)-[0-9a-f]{8}")
 
 # Measures the exported SavedModel (loaded back from its temporary folder) and returns the
 # metrics for the model card, so the card describes the artifact that ships. Its second
@@ -64,6 +76,7 @@ def export_model(
         raise ValueError(f"keep_versions must be at least 1, got {keep_versions}")
     model_dir = model_dir or base_path / request.name
     model_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_leftovers(model_dir)
     version = next_version(model_dir)
     staging = model_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"
     try:
@@ -83,6 +96,22 @@ def export_model(
     if keep_versions is not None:
         prune_versions(model_dir, keep_versions)
     return final
+
+
+def remove_stale_leftovers(model_dir: Path, now: float | None = None) -> list[str]:
+    """Removes the hidden folders killed exports and prunes left in `model_dir` (unchanged
+    for STALE_LEFTOVER_SECONDS); returns their names. Servers ignore them, but they hold a
+    SavedModel's worth of disk each."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in model_dir.iterdir():
+        if not (_LEFTOVER.fullmatch(path.name) and path.is_dir()):
+            continue
+        if now - path.stat().st_mtime >= STALE_LEFTOVER_SECONDS:
+            shutil.rmtree(path, ignore_errors=True)  # another export may be removing it too
+            log.info("removed %s: left by an export or prune that was killed", path)
+            removed.append(path.name)
+    return sorted(removed)
 
 
 def export_trained(
