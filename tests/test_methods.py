@@ -110,6 +110,16 @@ def test_the_table_has_a_path_for_every_documented_route() -> None:
         assert covered, f"{sorted(methods)} {template}: no path of it in ROUTES"
 
 
+def test_every_documented_operation_has_an_id_of_its_own() -> None:
+    """Swagger UI expands the operations of a shared id together (one route taking GET and HEAD
+    was documented as two operations under one id)."""
+    document = ModelServer(Settings(model_base_path=MODELS_DIR)).app.openapi()
+    ids = [
+        operation["operationId"] for ops in document["paths"].values() for operation in ops.values()
+    ]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
 @pytest.mark.parametrize(("path", "method"), CASES)
 def test_a_wrong_method_is_a_405_naming_the_right_ones(
     client: httpx.Client, path: str, method: str
