@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -32,12 +31,15 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import serving
+
+if TYPE_CHECKING:
+    from service.server import ModelServer
 
 MODEL = "votes"
 CONNECTIONS = 64
@@ -100,7 +102,7 @@ class Variant:
     name: str
     protocol: type
     config: Any  # the uvicorn.Config the protocol is built with
-    switches: frozenset[str] = frozenset()  # the parts left out (see SWITCHES)
+    switches: set[str] = field(default_factory=set)  # the parts left out (see SWITCHES)
 
 
 SWITCHES: set[str] = set()  # the parts left out in the running variant
@@ -152,14 +154,15 @@ def install_switches() -> None:
     """Wraps the parts a variant may leave out; with no switch on they run as they are."""
     import service.http.middleware as middleware
     from service.core.batching import Batcher
+    from service.core.record import RequestRecord
+    from service.metrics import Metrics
+    from service.observer import Finished, observe
 
-    observe = middleware.observe
-
-    def maybe_observe(*args: Any) -> None:
+    def maybe_observe(metrics: Metrics, record: RequestRecord, finished: Finished) -> None:
         if "observer" not in SWITCHES:
-            observe(*args)
+            observe(metrics, record, finished)
 
-    middleware.observe = maybe_observe  # type: ignore[assignment]
+    middleware.observe = maybe_observe  # type: ignore[attr-defined]  # the name it calls
 
     submit = Batcher.submit
     last: dict[str, Any] = {}
@@ -173,8 +176,7 @@ def install_switches() -> None:
     Batcher.submit = maybe_submit  # type: ignore[method-assign]
 
 
-@contextlib.contextmanager
-def echo_server(workdir: Path) -> Iterator[Any]:
+def echo_server(workdir: Path) -> ModelServer:
     """The single-process server's parts in echo mode (what `--workers 0` runs)."""
     os.environ["MODELSERVE_ECHO"] = "true"
     from service.core.serving_config import load_serving_config
@@ -186,37 +188,33 @@ def echo_server(workdir: Path) -> Iterator[Any]:
     models = [{"name": MODEL, "base_path": str(serving.MODELS / MODEL), "batching": batching}]
     config_file.write_text(json.dumps({"models": models}))  # JSON is YAML
     settings = Settings(echo=True, workers=0, grpc_port=0, log_level="warning")
-    yield ModelServer(settings, load_serving_config(config_file, serving.MODELS))
+    return ModelServer(settings, load_serving_config(config_file, serving.MODELS))
 
 
-def variants(server: Any) -> list[Variant]:
+def variants(server: ModelServer) -> list[Variant]:
     import uvicorn
     from bare_fastapi import app as bare_app
 
     from service.http.app import asgi_app
     from service.http.limits import uvicorn_config
 
-    def stock(app: Any) -> Variant:
-        config = uvicorn.Config(app, log_level="warning", access_log=False, server_header=False)
-        config.load()
-        return Variant("", config.http_protocol_class, config)
-
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False, "server_header": False}
     app = asgi_app(server)
-    ours = uvicorn_config(server, app, log_level="warning", access_log=False, server_header=False)
-    ours.load()
-    full = Variant("echo, full path", ours.http_protocol_class, ours)
-    theirs = stock(app)
-    bare = stock(bare_app)
+    ours = uvicorn_config(server, app, **options)
+    theirs = uvicorn.Config(app, **options)
+    bare = uvicorn.Config(bare_app, **options)
+    for config in (ours, theirs, bare):
+        config.load()
     return [
-        full,
-        Variant("echo, uvicorn's protocol", theirs.protocol, theirs.config),
-        Variant("echo, no request observer", full.protocol, ours, frozenset({"observer"})),
-        Variant("echo, no batcher", full.protocol, ours, frozenset({"batcher"})),
-        Variant("bare FastAPI route, uvicorn's protocol", bare.protocol, bare.config),
+        Variant("echo, full path", ours.http_protocol_class, ours),
+        Variant("echo, uvicorn's protocol", theirs.http_protocol_class, theirs),
+        Variant("echo, no request observer", ours.http_protocol_class, ours, {"observer"}),
+        Variant("echo, no batcher", ours.http_protocol_class, ours, {"batcher"}),
+        Variant("bare FastAPI route, uvicorn's protocol", bare.http_protocol_class, bare),
     ]
 
 
-async def until_ready(server: Any, seconds: float = 120.0) -> None:
+async def until_ready(server: ModelServer, seconds: float = 120.0) -> None:
     give_up = time.monotonic() + seconds
     while not server.parts.repository.is_ready():
         if time.monotonic() > give_up:
@@ -224,7 +222,7 @@ async def until_ready(server: Any, seconds: float = 120.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def measure(server: Any, rounds: int, requests: int) -> dict[str, list[float]]:
+async def measure(server: ModelServer, rounds: int, requests: int) -> dict[str, list[float]]:
     request = http_request()
     runs = variants(server)
     timings: dict[str, list[float]] = {variant.name: [] for variant in runs}
@@ -263,8 +261,8 @@ def main() -> None:
     install_switches()
     import uvloop
 
-    with tempfile.TemporaryDirectory() as tmp, echo_server(Path(tmp)) as server:
-        timings = uvloop.run(measure(server, args.rounds, args.requests))
+    with tempfile.TemporaryDirectory() as tmp:
+        timings = uvloop.run(measure(echo_server(Path(tmp)), args.rounds, args.requests))
     report(timings, args.rounds, args.requests)
 
 

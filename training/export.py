@@ -98,20 +98,20 @@ def export_model(
     return final
 
 
-def remove_stale_leftovers(model_dir: Path, now: float | None = None) -> list[str]:
+def remove_stale_leftovers(model_dir: Path) -> None:
     """Removes the hidden folders killed exports and prunes left in `model_dir` (unchanged
-    for STALE_LEFTOVER_SECONDS); returns their names. Servers ignore them, but they hold a
-    SavedModel's worth of disk each."""
-    now = time.time() if now is None else now
-    removed = []
+    for STALE_LEFTOVER_SECONDS). Servers ignore them, but each holds a SavedModel's worth of
+    disk."""
     for path in model_dir.iterdir():
-        if not (_LEFTOVER.fullmatch(path.name) and path.is_dir()):
+        if not _LEFTOVER.fullmatch(path.name):
             continue
-        if now - path.stat().st_mtime >= STALE_LEFTOVER_SECONDS:
+        try:
+            stale = time.time() - path.stat().st_mtime >= STALE_LEFTOVER_SECONDS
+        except FileNotFoundError:  # another export removed it meanwhile
+            continue
+        if stale and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)  # another export may be removing it too
             log.info("removed %s: left by an export or prune that was killed", path)
-            removed.append(path.name)
-    return sorted(removed)
 
 
 def export_trained(

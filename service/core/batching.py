@@ -258,13 +258,13 @@ class _Pending:
     deadline: float  # event loop time
     future: asyncio.Future[Arrays]
     queued_at: float  # time.perf_counter(): uvloop's loop.time() ticks in milliseconds
+    row_shapes: list[tuple[int, ...]]  # its inputs' (see _row_shapes), compared while batching
     state: _State = _State.QUEUED
     batch_rows: int = 0  # real rows of the batch it ran in
     remaining: int = 0  # its rows and those of the chunks after it (its request's, if split)
     follower: _Pending | None = None  # the next chunk of a split request, queued once this is taken
     counted: bool = True  # counts against max_queue_size: a request, or its last chunk
     outputs: tuple[str, ...] = ()  # the outputs its request wants (all when empty)
-    row_shapes: list[tuple[int, ...]] = field(default_factory=list)  # see _row_shapes
 
 
 class Batcher:
@@ -437,10 +437,10 @@ class Batcher:
                 deadline,
                 loop.create_future(),
                 queued_at,
+                row_shapes,
                 remaining=rows - start,
                 counted=start + limit >= rows,
                 outputs=outputs,
-                row_shapes=row_shapes,
             )
             for start in range(0, rows, limit)
         ]
