@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -106,10 +107,11 @@ def remove_stale_leftovers(model_dir: Path) -> None:
         if not _LEFTOVER.fullmatch(path.name):
             continue
         try:
-            stale = time.time() - path.stat().st_mtime >= STALE_LEFTOVER_SECONDS
+            info = path.stat()
         except FileNotFoundError:  # another export removed it meanwhile
             continue
-        if stale and path.is_dir():
+        stale = time.time() - info.st_mtime >= STALE_LEFTOVER_SECONDS
+        if stale and stat.S_ISDIR(info.st_mode):
             shutil.rmtree(path, ignore_errors=True)  # another export may be removing it too
             log.info("removed %s: left by an export or prune that was killed", path)
 
