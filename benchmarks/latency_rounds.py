@@ -73,18 +73,20 @@ def measure(model: str, workers: int, seconds: float, workdir: Path) -> Sample:
 
 def summary(samples: list[Sample], model: str, workers: int) -> str:
     """One model's medians: p50 with and without workers, and the median per-round difference
-    of the p50, of the model call and of the rest."""
+    of the p50 (and its range), of the model call and of the rest."""
     alone = [s for s in samples if s.model == model and s.workers == 0]
     hop = [s for s in samples if s.model == model and s.workers == workers]
     pairs = list(zip(alone, hop, strict=True))
 
-    def median_difference(part: str) -> float:
-        return statistics.median(getattr(b, part) - getattr(a, part) for a, b in pairs)
+    def differences(part: str) -> list[float]:
+        return [getattr(b, part) - getattr(a, part) for a, b in pairs]
 
+    p50 = differences("p50_ms")
     return (
         f"| {model} | {len(pairs)} | {statistics.median(s.p50_ms for s in alone):.2f} "
-        f"| {statistics.median(s.p50_ms for s in hop):.2f} | {median_difference('p50_ms'):+.2f} "
-        f"| {median_difference('call_ms'):+.2f} | {median_difference('outside_ms'):+.2f} |"
+        f"| {statistics.median(s.p50_ms for s in hop):.2f} | {statistics.median(p50):+.2f} "
+        f"| {min(p50):+.2f} to {max(p50):+.2f} | {statistics.median(differences('call_ms')):+.2f} "
+        f"| {statistics.median(differences('outside_ms')):+.2f} |"
     )
 
 
@@ -123,9 +125,9 @@ def main() -> None:
     print(f"\nOne connection, V2 JSON; w={args.workers} against one process (w=0), medians:")
     print(
         f"| model | rounds | p50 w=0 ms | p50 w={args.workers} ms | p50 difference "
-        "| of it, the model call | of it, outside the call |"
+        "| per round | of it, the model call | of it, outside the call |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     for model in args.models:
         print(summary(samples, model, args.workers))
 
