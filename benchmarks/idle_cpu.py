@@ -38,15 +38,19 @@ IDLE = "(idle)"
 
 
 def roles_of(server_pid: int) -> dict[int, str]:
-    """Process id -> role, for the server's processes (a single process is the model process)."""
+    """Process id -> role, for the server's processes (a single process is the model process;
+    the supervisor's multiprocessing resource tracker and the workers' helpers are "helper")."""
     root = psutil.Process(server_pid)
-    children = [c for c in root.children(recursive=True) if "resource_tracker" not in c.name()]
+    children = [c for c in root.children() if "resource_tracker" not in " ".join(c.cmdline())]
     if not children:
-        return {server_pid: "model process"}
-    model = max(children, key=lambda c: c.memory_info().rss)  # the one holding TensorFlow
-    roles = {server_pid: "supervisor", model.pid: "model process"}
-    workers = sorted(c.pid for c in children if c.pid != model.pid)
-    roles.update({pid: f"worker {number}" for number, pid in enumerate(workers)})
+        roles = {server_pid: "model process"}
+    else:
+        model = max(children, key=lambda c: c.memory_info().rss)  # the one holding TensorFlow
+        roles = {server_pid: "supervisor", model.pid: "model process"}
+        workers = sorted(c.pid for c in children if c.pid != model.pid)
+        roles.update({pid: f"worker {number}" for number, pid in enumerate(workers)})
+    for process in root.children(recursive=True):
+        roles.setdefault(process.pid, "helper")
     return roles
 
 
