@@ -7,7 +7,8 @@ Starts the server (`--workers N`, the shipped serving config), drives one model 
 `--seconds` in the middle of the run, and cuts the trace into 1 ms slices. In each slice a CPU's
 idle time is charged to the role that ran longest on the other CPUs then: the model process's
 event loop, its other threads (TensorFlow's and the inference threads), a worker, `wrk`, or
-nothing (all idle). Prints req/s, the idle share and the table of charges.
+nothing (all idle); with `--workers 0`, the single process's event loop or other threads.
+Prints req/s, the idle share and the table of charges.
 
 Run from the repository root:  python benchmarks/idle_cpu.py [--model digits] [--workers 2]
 Needs `wrk` and `perf` (Debian: apt install wrk linux-perf) with the right to trace the
@@ -37,18 +38,17 @@ TASK_IDS = re.compile(r"\[(\d+)(?:/(\d+))?\]")
 IDLE = "(idle)"
 
 
-def roles_of(server_pid: int) -> dict[int, str]:
-    """Process id -> role, for the server's processes (a single process is the model process;
-    the supervisor's multiprocessing resource tracker and the workers' helpers are "helper")."""
+def roles_of(server_pid: int, workers: int) -> dict[int, str]:
+    """Process id -> role, for the server's processes: with `--workers 0` the server is one
+    process; the resource tracker of multiprocessing and the workers' helpers are "helper"."""
     root = psutil.Process(server_pid)
+    roles = {server_pid: "single process" if workers == 0 else "supervisor"}
     children = [c for c in root.children() if "resource_tracker" not in " ".join(c.cmdline())]
-    if not children:
-        roles = {server_pid: "model process"}
-    else:
+    if workers and children:
         model = max(children, key=lambda c: c.memory_info().rss)  # the one holding TensorFlow
-        roles = {server_pid: "supervisor", model.pid: "model process"}
-        workers = sorted(c.pid for c in children if c.pid != model.pid)
-        roles.update({pid: f"worker {number}" for number, pid in enumerate(workers)})
+        roles[model.pid] = "model process"
+        others = sorted(c.pid for c in children if c.pid != model.pid)
+        roles.update({pid: f"worker {number}" for number, pid in enumerate(others)})
     for process in root.children(recursive=True):
         roles.setdefault(process.pid, "helper")
     return roles
@@ -65,8 +65,8 @@ def role_of(task: str, roles: dict[int, str]) -> str:
     tid = int(ids.group(1))
     pid = int(ids.group(2) or tid)
     role = roles.get(pid, "other")
-    if role == "model process":
-        return "model process: event loop" if tid == pid else "model process: other threads"
+    if role in ("model process", "single process"):  # TensorFlow's and the inference threads
+        return f"{role}: event loop" if tid == pid else f"{role}: other threads"
     return role
 
 
@@ -142,7 +142,7 @@ def main() -> None:
             body, headers = serving.v2_request(server.url, args.model)
             url = f"{server.url}/v2/models/{args.model}/infer"
             serving.drive(url, body, args.connections, 2, workdir, headers)  # warm-up
-            roles = roles_of(server.pid)
+            roles = roles_of(server.pid, args.workers)
             result: dict[str, float] = {}
             load_seconds = args.seconds + 4
             load = threading.Thread(
