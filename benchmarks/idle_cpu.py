@@ -28,7 +28,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import serving
 
 SLICE_US = 1000
@@ -38,20 +37,14 @@ TASK_IDS = re.compile(r"\[(\d+)(?:/(\d+))?\]")
 IDLE = "(idle)"
 
 
-def roles_of(server_pid: int, workers: int) -> dict[int, str]:
-    """Process id -> role, for the server's processes: with `--workers 0` the server is one
-    process; the resource tracker of multiprocessing and the workers' helpers are "helper"."""
-    root = psutil.Process(server_pid)
-    roles = {server_pid: "single process" if workers == 0 else "supervisor"}
-    children = [c for c in root.children() if "resource_tracker" not in " ".join(c.cmdline())]
-    if workers and children:
-        model = max(children, key=lambda c: c.memory_info().rss)  # the one holding TensorFlow
-        roles[model.pid] = "model process"
-        others = sorted(c.pid for c in children if c.pid != model.pid)
-        roles.update({pid: f"worker {number}" for number, pid in enumerate(others)})
-    for process in root.children(recursive=True):
-        roles.setdefault(process.pid, "helper")
-    return roles
+def roles_of(server: serving.Server) -> dict[int, str]:
+    """Process id -> role, as `serving.ServerProcesses` tells them (with the workers numbered
+    and the model's process, or the single process, named as printed)."""
+    names = {"model": "model process", "server": "single process"}
+    roles = {pid: role for pid, (role, _) in serving.ServerProcesses(server, True).roles().items()}
+    workers = sorted(pid for pid, role in roles.items() if role == "worker")
+    roles.update({pid: f"worker {number}" for number, pid in enumerate(workers)})
+    return {pid: names.get(role, role) for pid, role in roles.items()}
 
 
 def role_of(task: str, roles: dict[int, str]) -> str:
@@ -142,7 +135,7 @@ def main() -> None:
             body, headers = serving.v2_request(server.url, args.model)
             url = f"{server.url}/v2/models/{args.model}/infer"
             serving.drive(url, body, args.connections, 2, workdir, headers)  # warm-up
-            roles = roles_of(server.pid, args.workers)
+            roles = roles_of(server)
             result: dict[str, float] = {}
             load_seconds = args.seconds + 4
             load = threading.Thread(

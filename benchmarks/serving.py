@@ -485,7 +485,7 @@ class ServerProcesses:
         self.port = server.port if modelserve else None
         self._known: dict[int, psutil.Process] = {}
 
-    def _roles(self) -> dict[int, tuple[str, Any]]:
+    def roles(self) -> dict[int, tuple[str, Any]]:
         """pid: (role, psutil.Process) of every process of the server now."""
         import psutil
 
@@ -524,7 +524,7 @@ class ServerProcesses:
         import psutil
 
         seconds = {}
-        for pid, (_, process) in self._roles().items():
+        for pid, (_, process) in self.roles().items():
             with suppress(psutil.Error):
                 times = process.cpu_times()
                 seconds[pid] = times.user + times.system
@@ -542,7 +542,7 @@ class ServerProcesses:
         cpu: dict[str, float] = {"total": 0.0}
         rss: dict[str, list[float]] = {}
         shared: dict[str, list[float]] = {}
-        for pid, (role, process) in sorted(self._roles().items()):
+        for pid, (role, process) in sorted(self.roles().items()):
             percent = (after.get(pid, 0.0) - before.get(pid, 0.0)) / elapsed * 100
             cpu["total"] += percent
             cpu[role] = cpu.get(role, 0.0) + percent
