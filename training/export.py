@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # leaves no chance to remove it. Exports write for minutes at most; a day leaves a wide margin
 # for another process exporting into the same (shared) folder.
 STALE_LEFTOVER_SECONDS = 24 * 3600
-_LEFTOVER = re.compile(r"\.\d+\.(partial|removing)-[0-9a-f]{8}")
+_LEFTOVER = re.compile(r"\.\d+\.(partial|removing)-[0-9a-f]{8}")  # the names _hidden gives
 
 # Measures the exported SavedModel (loaded back from its temporary folder) and returns the
 # metrics for the model card, so the card describes the artifact that ships. Its second
@@ -79,7 +79,7 @@ def export_model(
     model_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_leftovers(model_dir)
     version = next_version(model_dir)
-    staging = model_dir / f".{version}.partial-{uuid.uuid4().hex[:8]}"
+    staging = _hidden(model_dir, version, "partial")
     try:
         _write_saved_model(request, staging)
         extra = staging / EXTRA_DIR
@@ -97,6 +97,12 @@ def export_model(
     if keep_versions is not None:
         prune_versions(model_dir, keep_versions)
     return final
+
+
+def _hidden(model_dir: Path, version: int, purpose: str) -> Path:
+    """A unique hidden folder for `version` while it is written or removed (servers ignore
+    names that are not numbers); `remove_stale_leftovers` knows these names."""
+    return model_dir / f".{version}.{purpose}-{uuid.uuid4().hex[:8]}"
 
 
 def remove_stale_leftovers(model_dir: Path) -> None:
@@ -143,7 +149,7 @@ def prune_versions(model_dir: Path, keep: int) -> list[int]:
     """
     doomed = existing_versions(model_dir)[:-keep]
     for version in doomed:
-        hidden = model_dir / f".{version}.removing-{uuid.uuid4().hex[:8]}"
+        hidden = _hidden(model_dir, version, "removing")
         (model_dir / str(version)).rename(hidden)
         shutil.rmtree(hidden)
     return doomed
